@@ -1,0 +1,19 @@
+//! Exit codes, derived from the error chain so every command maps errors the same way.
+
+use sluice_host::HostError;
+
+/// Other failures.
+pub const FAILURE: u8 = 1;
+/// The connector reported an error of its own.
+pub const CONNECTOR_ERROR: u8 = 3;
+/// The connector broke the sandbox or the contract.
+pub const SANDBOX_VIOLATION: u8 = 4;
+
+/// The exit code for `error`.
+pub fn code_for(error: &anyhow::Error) -> u8 {
+    match error.chain().find_map(|e| e.downcast_ref::<HostError>()) {
+        Some(HostError::Connector { .. }) => CONNECTOR_ERROR,
+        Some(HostError::Internal(_)) | None => FAILURE,
+        Some(_) => SANDBOX_VIOLATION,
+    }
+}

@@ -1,0 +1,63 @@
+//! `sluice`: the command line of Sluice.
+//!
+//! `sluice connector …` runs a connector `.wasm` directly, with no server: what a
+//! connector author uses to try `spec`, `check`, `discover` and `read`.
+//!
+//! Exit codes scripts can rely on: 0 success; 1 any other failure; 2 bad usage;
+//! 3 the connector reported an error; 4 the connector broke the sandbox or the
+//! contract (trap, panic, limit, disallowed host, malformed output).
+
+mod connector_cmd;
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: durable integration syncs, with sandboxed WebAssembly connectors.
+#[derive(Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    /// Log filter, e.g. `info` or `sluice_host=debug` (also `RUST_LOG`).
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a connector component directly, without a server.
+    #[command(subcommand)]
+    Connector(connector_cmd::ConnectorCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Connector(cmd) => connector_cmd::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(exit::code_for(&e))
+        }
+    }
+}

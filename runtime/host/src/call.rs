@@ -1,0 +1,139 @@
+//! One guarded call into a connector: per-call CPU budget and wall-clock timeout,
+//! and the translation of whatever happened into one named [`HostError`].
+
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use crate::HostError;
+use crate::bindings::wit;
+use crate::error::ErrorKind;
+use crate::state::State;
+
+/// The outcome of a guest call that may return a connector error.
+pub(crate) type GuestResult<R> = wasmtime::Result<Result<R, wit::ConnectorError>>;
+
+/// Run `f` against `store` under the grant's limits, and name what went wrong.
+///
+/// After an `Err` other than [`HostError::Connector`], the store must not be
+/// entered again: the instance may have trapped mid-call.
+pub(crate) async fn guarded<R, F>(
+    store: &mut Store<State>,
+    call: &'static str,
+    f: F,
+) -> Result<R, HostError>
+where
+    F: AsyncFnOnce(&mut Store<State>) -> GuestResult<R>,
+{
+    store.data_mut().begin_call();
+    let limit = store.data().grant.limits.call_timeout;
+    let outcome = tokio::time::timeout(limit, f(store)).await;
+    store.data_mut().end_call();
+    classify(store, call, limit, outcome)
+}
+
+fn classify<R>(
+    store: &Store<State>,
+    call: &'static str,
+    timeout: Duration,
+    outcome: Result<GuestResult<R>, tokio::time::error::Elapsed>,
+) -> Result<R, HostError> {
+    let state = store.data();
+    let limits = &state.grant.limits;
+    let trap = match outcome {
+        Err(_) => {
+            return Err(HostError::Timeout {
+                call,
+                limit: timeout,
+            });
+        }
+        Ok(Ok(Ok(value))) => return Ok(value),
+        Ok(Ok(Err(e))) => {
+            if let Some(host) = state.hooks.denied.first() {
+                return Err(HostError::DisallowedHost {
+                    call,
+                    host: host.clone(),
+                });
+            }
+            return Err(HostError::Connector {
+                call,
+                kind: kind_of(&e.kind),
+                message: state.grant.redact(&e.message),
+            });
+        }
+        Ok(Err(trap)) => trap,
+    };
+    if let Some(requested) = state.violations.memory_requested {
+        return Err(HostError::MemoryLimit {
+            call,
+            limit: limits.memory_bytes,
+            requested,
+        });
+    }
+    if state.violations.cpu_exhausted {
+        return Err(HostError::CpuLimit {
+            call,
+            limit: limits.cpu_per_call,
+        });
+    }
+    let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+    if let Some(message) = panic_message(&stderr) {
+        return Err(HostError::Panic {
+            call,
+            message: state.grant.redact(&message),
+        });
+    }
+    let mut message = format!("{trap:#}");
+    if !stderr.trim().is_empty() {
+        message.push_str("; stderr: ");
+        message.push_str(stderr.trim());
+    }
+    Err(HostError::Trap {
+        call,
+        message: state.grant.redact(&message),
+    })
+}
+
+/// The panic message a Rust guest printed to stderr before aborting.
+fn panic_message(stderr: &str) -> Option<String> {
+    let at = stderr.find("panicked at ")?;
+    let rest = &stderr[at + "panicked at ".len()..];
+    // `panicked at src/lib.rs:3:5:\n<message>\nnote: ...`
+    let (location, message) = rest.split_once('\n').unwrap_or((rest, ""));
+    let message = message
+        .lines()
+        .take_while(|l| !l.starts_with("note:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Some(format!(
+        "{} (at {})",
+        message.trim(),
+        location.trim_end_matches(':')
+    ))
+}
+
+pub(crate) fn kind_of(kind: &wit::ErrorKind) -> ErrorKind {
+    match kind {
+        wit::ErrorKind::Config => ErrorKind::Config,
+        wit::ErrorKind::Auth => ErrorKind::Auth,
+        wit::ErrorKind::RateLimited(ms) => ErrorKind::RateLimited(*ms),
+        wit::ErrorKind::Transient => ErrorKind::Transient,
+        wit::ErrorKind::Permanent => ErrorKind::Permanent,
+        wit::ErrorKind::Schema => ErrorKind::Schema,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_rust_panic_messages() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:10:5:\nboom went the connector\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("boom went the connector (at src/lib.rs:10:5)")
+        );
+        assert_eq!(panic_message("all fine"), None);
+    }
+}

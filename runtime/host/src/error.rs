@@ -1,0 +1,185 @@
+//! The typed errors of the connector host. Each names what failed and where, so the
+//! engine can decide between retry, wait and dead-letter, and a user can act on it.
+
+use std::time::Duration;
+
+/// What kind of failure a connector reported (mirrors the WIT `error-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "retry_after_ms")]
+pub enum ErrorKind {
+    /// The configuration is invalid.
+    Config,
+    /// The credentials were rejected.
+    Auth,
+    /// The API asked to slow down; wait this long (milliseconds) if known.
+    RateLimited(Option<u64>),
+    /// May go away on retry.
+    Transient,
+    /// Will not go away on retry.
+    Permanent,
+    /// Data does not match the stream's schema.
+    Schema,
+}
+
+impl ErrorKind {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::RateLimited(_) | ErrorKind::Transient)
+    }
+}
+
+/// Everything that can go wrong when the host runs a connector.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The connector ran and returned an error of its own.
+    #[error("connector error ({kind:?}) in {call}: {message}")]
+    Connector {
+        /// The call that failed, e.g. `source.reader.next`.
+        call: &'static str,
+        /// What kind of failure the connector reported.
+        kind: ErrorKind,
+        /// The connector's message.
+        message: String,
+    },
+    /// The bytes are not a WebAssembly component, or it failed to compile.
+    #[error("cannot compile component {what}: {message}")]
+    Compile {
+        /// The file or digest.
+        what: String,
+        /// The compiler's message.
+        message: String,
+    },
+    /// The component does not implement `sluice:connector/source` nor `/destination`,
+    /// or imports something the host does not grant.
+    #[error("component {digest} is not a Sluice connector: {reason}")]
+    NotAConnector {
+        /// Content digest of the component.
+        digest: String,
+        /// What is missing or extra.
+        reason: String,
+    },
+    /// The call needs an export the connector does not have (e.g. reading from a
+    /// destination-only connector).
+    #[error("connector {digest} does not export {interface}")]
+    MissingExport {
+        /// Content digest of the component.
+        digest: String,
+        /// The interface, e.g. `sluice:connector/source`.
+        interface: &'static str,
+    },
+    /// The call ran past its wall-clock timeout.
+    #[error("{call} timed out after {limit:?}")]
+    Timeout {
+        /// The call.
+        call: &'static str,
+        /// The configured limit.
+        limit: Duration,
+    },
+    /// The connector used more CPU time than one call may.
+    #[error("{call} exceeded its CPU budget of {limit:?}")]
+    CpuLimit {
+        /// The call.
+        call: &'static str,
+        /// The configured budget.
+        limit: Duration,
+    },
+    /// The connector tried to grow its memory past the cap.
+    #[error("{call} exceeded the memory cap of {limit} bytes (asked for {requested} bytes)")]
+    MemoryLimit {
+        /// The call.
+        call: &'static str,
+        /// The cap.
+        limit: usize,
+        /// The size it tried to grow to.
+        requested: usize,
+    },
+    /// The connector made an HTTP request to a host outside the connection's allowlist.
+    #[error("{call} tried to reach {host}, which is not in the connection's allowlist")]
+    DisallowedHost {
+        /// The call.
+        call: &'static str,
+        /// The host it tried to reach.
+        host: String,
+    },
+    /// The connector panicked.
+    #[error("connector panicked in {call}: {message}")]
+    Panic {
+        /// The call.
+        call: &'static str,
+        /// The panic message the guest printed.
+        message: String,
+    },
+    /// The connector trapped (a WebAssembly fault other than the above).
+    #[error("connector trapped in {call}: {message}")]
+    Trap {
+        /// The call.
+        call: &'static str,
+        /// The trap and its backtrace.
+        message: String,
+    },
+    /// The connector returned output that breaks the contract.
+    #[error("malformed output from {call}: {reason}")]
+    MalformedOutput {
+        /// The call.
+        call: &'static str,
+        /// What is wrong and where (e.g. the line of the batch).
+        reason: String,
+    },
+    /// A batch larger than the host accepts.
+    #[error(
+        "{call} returned a batch of {bytes} bytes / {records} records; the limit is {max_bytes} bytes / {max_records} records"
+    )]
+    BatchTooLarge {
+        /// The call.
+        call: &'static str,
+        /// Bytes in the batch.
+        bytes: usize,
+        /// Records in the batch.
+        records: u64,
+        /// Byte limit.
+        max_bytes: usize,
+        /// Record limit.
+        max_records: u32,
+    },
+    /// A reader or writer that failed before cannot be used again.
+    #[error(
+        "{call}: this reader or writer failed earlier and cannot be used again; open a new one"
+    )]
+    Poisoned {
+        /// The call.
+        call: &'static str,
+    },
+    /// A failure of the host itself (I/O on the cache, wasmtime setup).
+    #[error("host failure: {0}")]
+    Internal(String),
+}
+
+impl HostError {
+    /// The kind of failure, as the engine sees it: connector errors keep theirs;
+    /// sandbox violations and malformed output are permanent for this attempt's
+    /// input, timeouts and traps transient.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            HostError::Connector { kind, .. } => *kind,
+            HostError::Timeout { .. } | HostError::Internal(_) => ErrorKind::Transient,
+            HostError::MalformedOutput { .. } | HostError::BatchTooLarge { .. } => {
+                ErrorKind::Schema
+            }
+            HostError::Compile { .. }
+            | HostError::NotAConnector { .. }
+            | HostError::MissingExport { .. }
+            | HostError::DisallowedHost { .. } => ErrorKind::Config,
+            HostError::CpuLimit { .. }
+            | HostError::MemoryLimit { .. }
+            | HostError::Panic { .. }
+            | HostError::Trap { .. }
+            | HostError::Poisoned { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
+impl From<wasmtime::Error> for HostError {
+    fn from(e: wasmtime::Error) -> Self {
+        HostError::Internal(format!("{e:#}"))
+    }
+}

@@ -1,0 +1,37 @@
+//! The Sluice connector host.
+//!
+//! Runs connectors — WebAssembly components implementing `sluice:connector` — fast
+//! and safely. One wasmtime [`Engine`](wasmtime::Engine) per process; each connector
+//! compiled once and cached on disk by content digest; pre-instantiated; a fresh
+//! store per attempt (or per reader/writer) under the limits of a [`Grant`]. A trap,
+//! panic, infinite loop, memory bomb, disallowed host or malformed output fails
+//! that call with a named [`HostError`]; the process keeps serving.
+//!
+//! This crate owns the sandbox and nothing else: it never stores records, never
+//! schedules, never retries. Those belong to the engine.
+
+mod activity;
+mod batch;
+mod bindings;
+mod cache;
+mod call;
+mod connector;
+mod destination;
+mod egress;
+mod engine;
+mod error;
+mod host;
+mod limits;
+mod source;
+mod state;
+
+pub use activity::{Activity, LogLine, RequestRecord};
+pub use batch::{Batch, validate_ndjson};
+pub use cache::{Provenance, digest};
+pub use connector::{Connector, StreamDescriptor, SyncMode};
+pub use destination::DestinationWriter;
+pub use engine::{EPOCH_TICK, HostSettings, default_cache_dir, engine_config};
+pub use error::{ErrorKind, HostError};
+pub use host::Host;
+pub use limits::{Grant, Limits};
+pub use source::SourceReader;

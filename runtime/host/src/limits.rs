@@ -1,0 +1,142 @@
+//! What a connection is granted: its limits, the hosts it may reach, the secrets to
+//! redact, and where its activity is recorded. Every limit is a named setting here,
+//! never a literal at the point of use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::activity::Activity;
+
+/// Resource limits for one connector store (one attempt, or one reader/writer).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory a connector may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// CPU time one call may spend running WebAssembly.
+    #[serde(with = "millis")]
+    pub cpu_per_call: Duration,
+    /// Wall-clock time one call may take, waiting on HTTP included.
+    #[serde(with = "millis")]
+    pub call_timeout: Duration,
+    /// Largest batch accepted from a source, in bytes of NDJSON.
+    pub max_batch_bytes: usize,
+    /// Largest batch accepted from a source, in records.
+    pub max_batch_records: u32,
+    /// Largest HTTP response body a connector may receive, in bytes.
+    pub max_response_bytes: usize,
+    /// Time for one outbound HTTP request, from sending to the last byte received.
+    #[serde(with = "millis")]
+    pub http_request_timeout: Duration,
+    /// Bytes of guest stderr kept (it carries panic messages).
+    pub stderr_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            cpu_per_call: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(300),
+            max_batch_bytes: 32 << 20,
+            max_batch_records: 100_000,
+            max_response_bytes: 64 << 20,
+            http_request_timeout: Duration::from_secs(120),
+            stderr_bytes: 64 << 10,
+        }
+    }
+}
+
+/// What the host grants one connection's connector.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    /// Hosts the connector may reach over HTTP: `api.example.com`, `127.0.0.1:8080`
+    /// (that port only) or `*.example.com` (any subdomain). Empty: no HTTP at all.
+    pub allowed_hosts: Vec<String>,
+    /// Secret values to redact from request logs and connector logs.
+    pub secrets: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Where requests and log lines are recorded.
+    pub activity: Arc<Activity>,
+}
+
+impl Grant {
+    /// A grant with default limits that may reach the given hosts.
+    pub fn allowing<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            allowed_hosts: hosts.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether `host` (with `port`) is in the allowlist.
+    pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            let (pat_host, pat_port) = match pattern.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().ok()),
+                _ => (pattern.clone(), None),
+            };
+            let host_ok = match pat_host.strip_prefix("*.") {
+                Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                None => pat_host == host,
+            };
+            host_ok && (pat_port.is_none() || pat_port == port)
+        })
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in self.secrets.iter().filter(|s| s.len() >= 3) {
+            out = out.replace(secret.as_str(), "***");
+        }
+        out
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matches_host_port_and_wildcards() {
+        let g = Grant::allowing(["api.example.com", "127.0.0.1:8080", "*.test.io"]);
+        assert!(g.allows("api.example.com", Some(443)));
+        assert!(g.allows("API.example.com", None));
+        assert!(g.allows("127.0.0.1", Some(8080)));
+        assert!(!g.allows("127.0.0.1", Some(8081)));
+        assert!(g.allows("eu.test.io", None));
+        assert!(!g.allows("test.io", None));
+        assert!(!g.allows("evil.com", None));
+        assert!(!Grant::default().allows("api.example.com", None));
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let g = Grant {
+            secrets: vec!["s3cr3t-token".into()],
+            ..Grant::default()
+        };
+        assert_eq!(g.redact("Bearer s3cr3t-token!"), "Bearer ***!");
+    }
+}

@@ -1,0 +1,103 @@
+//! Hub upsert throughput: 1,000,000 records of ~200 bytes in batches of 1,000, one
+//! transaction and one flush per batch, into a fresh store; then the same data again
+//! (every record unchanged).
+//!
+//! Run with `cargo bench -p sluice-store --bench hub` (set `HUB_BENCH_RECORDS` for a
+//! smaller run).
+
+use std::time::Instant;
+
+use sluice_store::hub::{BatchMeta, Hub};
+
+const BATCH: usize = 1_000;
+
+fn record(i: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(
+        format!(
+            r#"{{"id":{i},"name":"Contact {i}","email":"contact{i}@example.com","company":"Company {}","updated_at":"2024-01-01T00:00:00Z","note":""#,
+            i % 977
+        )
+        .as_bytes(),
+    );
+    while out.len() - start < 198 {
+        out.push(b'x');
+    }
+    out.extend_from_slice(b"\"}\n");
+}
+
+fn pass(hub: &Hub, batches: &[Vec<u8>], generation: u64, label: &str) -> Result<(), String> {
+    let mut latencies = Vec::with_capacity(batches.len());
+    let mut totals = [0u64; 3];
+    let start = Instant::now();
+    for (n, batch) in batches.iter().enumerate() {
+        let t = Instant::now();
+        let cursor = n.to_string();
+        let out = hub
+            .upsert_batch(
+                "bench",
+                "contacts",
+                &["id"],
+                batch,
+                BatchMeta {
+                    generation,
+                    source_cursor: Some(&cursor),
+                    time_ms: 1,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        hub.flush().map_err(|e| e.to_string())?;
+        latencies.push(t.elapsed());
+        totals[0] += out.created;
+        totals[1] += out.updated;
+        totals[2] += out.unchanged;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let records = totals.iter().sum::<u64>();
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "{label}: {records} records in {secs:.2} s = {:.0} records/s (created {}, updated {}, unchanged {}); per batch p50 {:?}, p99 {:?}",
+        records as f64 / secs,
+        totals[0],
+        totals[1],
+        totals[2],
+        p(0.5),
+        p(0.99)
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), String> {
+    let total: usize = std::env::var("HUB_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let batches: Vec<Vec<u8>> = (0..total.div_ceil(BATCH))
+        .map(|b| {
+            let mut out = Vec::with_capacity(BATCH * 205);
+            for i in b * BATCH..((b + 1) * BATCH).min(total) {
+                record(i, &mut out);
+            }
+            out
+        })
+        .collect();
+    let bytes: usize = batches.iter().map(Vec::len).sum();
+    println!(
+        "{total} records, {:.0} bytes each, batches of {BATCH}",
+        bytes as f64 / total as f64
+    );
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let hub = Hub::open_path(dir.path()).map_err(|e| e.to_string())?;
+    pass(&hub, &batches, 1, "first pass (all created)")?;
+    pass(&hub, &batches, 2, "second pass (all unchanged)")?;
+    drop(hub);
+    let t = Instant::now();
+    let hub = Hub::open_path(dir.path()).map_err(|e| e.to_string())?;
+    let count = hub.count("bench", "contacts").map_err(|e| e.to_string())?;
+    println!(
+        "reopen and load the index of {count} records: {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}

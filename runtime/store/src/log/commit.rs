@@ -1,0 +1,304 @@
+//! Group commit: the single writer of the log.
+//!
+//! Owns every write to the log's trees. Appenders enqueue requests on a channel; one
+//! committer thread takes everything queued (up to `max_group` requests), writes it
+//! in **one** sled transaction over all the log's trees (plus any extra trees other
+//! modules registered, see [`TxHook`]), flushes the database **once**, and only then
+//! acknowledges every request of the group. While it flushes, new requests queue up
+//! and form the next group, so many concurrent appenders share one flush.
+//!
+//! It runs on its own OS thread (sled's transaction and flush are blocking calls), so
+//! the async runtime is never blocked by storage.
+//!
+//! The committer assigns seqs from a per-run head (the run's summary: last seq and
+//! status) cached in memory: loaded on open for every non-terminal run, loaded from
+//! the `runs` tree on a miss, updated only after a transaction commits, and dropped
+//! when a run becomes terminal. Each appended event is checked with
+//! [`transition`](super::fold::transition), so the log never holds events that do
+//! not fold. A request that is refused (or whose hook aborts) fails alone: the
+//! group's transaction is retried without it.
+//!
+//! It must never acknowledge a request before the flush that made it durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost::Message;
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::{Db, Transactional, Tree};
+use tokio::sync::{mpsc, oneshot};
+
+use super::LogError;
+use super::events::{EventKind, RunEvent, RunId};
+use super::fold::{StatusKind, transition};
+use super::keys::{RunSummary, event_key, index_key, time_key};
+
+/// Names of the log's trees, in transaction order.
+pub(crate) const LOG_TREES: [&str; 7] = [
+    "events",
+    "runs",
+    "runs_by_workflow",
+    "runs_by_connection",
+    "runs_by_tenant",
+    "runs_by_status",
+    "runs_by_time",
+];
+pub(crate) const EVENTS: usize = 0;
+pub(crate) const RUNS: usize = 1;
+pub(crate) const BY_WORKFLOW: usize = 2;
+pub(crate) const BY_CONNECTION: usize = 3;
+pub(crate) const BY_TENANT: usize = 4;
+pub(crate) const BY_STATUS: usize = 5;
+pub(crate) const BY_TIME: usize = 6;
+
+/// Writes that another module of this crate adds to the transaction of an append.
+///
+/// `write` receives the extra trees registered when the log was opened (in that
+/// order), and returns more events to append to the same run after the request's
+/// own events (e.g. a `CheckpointCommitted` carrying the counts the hub computed).
+/// It may run more than once (sled retries a transaction on conflict) and several
+/// hooks may share one transaction, each seeing the previous ones' writes; it must
+/// have no effect outside the trees it is given. An `Abort` fails only its own
+/// append, with [`LogError::Rejected`].
+pub(crate) trait TxHook: Send + Sync {
+    fn write(
+        &self,
+        extra: &[TransactionalTree],
+    ) -> ConflictableTransactionResult<Vec<EventKind>, String>;
+}
+
+/// One append waiting for its group.
+pub(crate) struct Request {
+    pub run: RunId,
+    pub at_unix_ms: i64,
+    pub kinds: Vec<EventKind>,
+    pub hook: Option<Arc<dyn TxHook>>,
+    pub reply: oneshot::Sender<Result<Vec<u64>, LogError>>,
+}
+
+/// The committer's state, owned by its thread.
+pub(crate) struct Committer {
+    pub db: Db,
+    /// Log trees then extra trees.
+    pub trees: Vec<Tree>,
+    pub heads: HashMap<RunId, RunSummary>,
+    pub max_group: usize,
+}
+
+type Aborted = (usize, LogError);
+
+/// A run's head while a group is being written.
+struct Pending {
+    before: Option<RunSummary>,
+    now: Option<RunSummary>,
+}
+
+impl Committer {
+    /// Runs until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut group = Vec::with_capacity(self.max_group);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < self.max_group {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+        }
+    }
+
+    fn commit(&mut self, group: &mut Vec<Request>) {
+        loop {
+            if group.is_empty() {
+                return;
+            }
+            let result = self
+                .trees
+                .as_slice()
+                .transaction(|tx| write_group(tx, &self.heads, group));
+            match result {
+                Ok((seqs, heads)) => {
+                    let flushed = self.db.flush().map_err(LogError::storage);
+                    for (run, head) in heads {
+                        if head.status.is_terminal() {
+                            self.heads.remove(&run);
+                        } else {
+                            self.heads.insert(run, head);
+                        }
+                    }
+                    for (req, seqs) in group.drain(..).zip(seqs) {
+                        let reply = match &flushed {
+                            Ok(_) => Ok(seqs),
+                            Err(e) => Err(e.clone()),
+                        };
+                        let _ = req.reply.send(reply);
+                    }
+                    return;
+                }
+                Err(TransactionError::Abort((i, err))) => {
+                    let req = group.remove(i);
+                    let _ = req.reply.send(Err(err));
+                }
+                Err(TransactionError::Storage(e)) => {
+                    let err = LogError::storage(e);
+                    for req in group.drain(..) {
+                        let _ = req.reply.send(Err(err.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn abort<T>(i: usize, e: LogError) -> ConflictableTransactionResult<T, Aborted> {
+    Err(ConflictableTransactionError::Abort((i, e)))
+}
+
+fn load_head(
+    tx: &[TransactionalTree],
+    cache: &HashMap<RunId, RunSummary>,
+    run: RunId,
+    i: usize,
+) -> ConflictableTransactionResult<Option<RunSummary>, Aborted> {
+    if let Some(h) = cache.get(&run) {
+        return Ok(Some(h.clone()));
+    }
+    let Some(raw) = tx[RUNS].get(run.0)? else {
+        return Ok(None);
+    };
+    let stored = super::v1::StoredRunSummary::decode(raw.as_ref()).ok();
+    match stored.and_then(|s| RunSummary::from_stored(run, s)) {
+        Some(s) => Ok(Some(s)),
+        None => abort(
+            i,
+            LogError::CorruptSummary {
+                run,
+                reason: "undecodable run summary".into(),
+            },
+        ),
+    }
+}
+
+/// Writes one group's events; returns each request's seqs and the runs' new heads.
+#[allow(clippy::type_complexity)]
+fn write_group(
+    tx: &[TransactionalTree],
+    cache: &HashMap<RunId, RunSummary>,
+    group: &[Request],
+) -> ConflictableTransactionResult<(Vec<Vec<u64>>, HashMap<RunId, RunSummary>), Aborted> {
+    let mut pending: HashMap<RunId, Pending> = HashMap::new();
+    let mut all_seqs = Vec::with_capacity(group.len());
+    let mut buf = Vec::with_capacity(256);
+    for (i, req) in group.iter().enumerate() {
+        let extra = match &req.hook {
+            Some(hook) => hook.write(&tx[LOG_TREES.len()..]).map_err(|e| match e {
+                ConflictableTransactionError::Abort(msg) => {
+                    ConflictableTransactionError::Abort((i, LogError::Rejected(msg)))
+                }
+                ConflictableTransactionError::Conflict => ConflictableTransactionError::Conflict,
+                ConflictableTransactionError::Storage(s) => {
+                    ConflictableTransactionError::Storage(s)
+                }
+            })?,
+            None => Vec::new(),
+        };
+        let mut seqs = Vec::with_capacity(req.kinds.len() + extra.len());
+        if req.kinds.is_empty() && extra.is_empty() {
+            all_seqs.push(seqs);
+            continue;
+        }
+        let run = req.run;
+        let p = match pending.get_mut(&run) {
+            Some(p) => p,
+            None => {
+                let before = load_head(tx, cache, run, i)?;
+                pending.entry(run).or_insert(Pending {
+                    now: before.clone(),
+                    before,
+                })
+            }
+        };
+        for kind in req.kinds.iter().chain(extra.iter()) {
+            let (status, last) = p
+                .now
+                .as_ref()
+                .map_or((StatusKind::Scheduled, 0), |h| (h.status, h.last_seq));
+            let seq = last + 1;
+            let status = match transition(status, last, seq, Some(kind)) {
+                Ok(s) => s,
+                Err(error) => return abort(i, LogError::Refused { run, error }),
+            };
+            if let EventKind::RunScheduled(s) = kind {
+                for v in [&s.workflow, &s.connection, &s.tenant] {
+                    if v.as_bytes().contains(&0) {
+                        return abort(i, LogError::Invalid("names may not contain NUL".into()));
+                    }
+                }
+                p.now = Some(RunSummary {
+                    run_id: run,
+                    workflow: s.workflow.clone(),
+                    connection: s.connection.clone(),
+                    tenant: s.tenant.clone(),
+                    priority: s.priority,
+                    status,
+                    created_at_unix_ms: req.at_unix_ms,
+                    updated_at_unix_ms: req.at_unix_ms,
+                    last_seq: seq,
+                });
+            }
+            let Some(now) = p.now.as_mut() else {
+                return abort(i, LogError::Invalid("run has no RunScheduled".into()));
+            };
+            now.status = status;
+            now.last_seq = seq;
+            now.updated_at_unix_ms = req.at_unix_ms;
+            let event = RunEvent::new(run, seq, req.at_unix_ms, kind.clone());
+            buf.clear();
+            event
+                .encode(&mut buf)
+                .map_err(|e| ConflictableTransactionError::Abort((i, LogError::storage(e))))?;
+            tx[EVENTS].insert(&event_key(&run, seq)[..], buf.as_slice())?;
+            seqs.push(seq);
+        }
+        all_seqs.push(seqs);
+    }
+    let mut heads = HashMap::with_capacity(pending.len());
+    for (run, p) in pending {
+        let Some(now) = p.now else { continue };
+        write_summary(tx, p.before.as_ref(), &now)?;
+        heads.insert(run, now);
+    }
+    Ok((all_seqs, heads))
+}
+
+/// Writes a run's summary and the index entries that changed.
+fn write_summary(
+    tx: &[TransactionalTree],
+    before: Option<&RunSummary>,
+    now: &RunSummary,
+) -> ConflictableTransactionResult<(), Aborted> {
+    let run = &now.run_id;
+    tx[RUNS].insert(&run.0[..], now.to_stored().encode_to_vec())?;
+    let empty: &[u8] = &[];
+    match before {
+        None => {
+            tx[BY_WORKFLOW].insert(index_key(&now.workflow, run), empty)?;
+            tx[BY_CONNECTION].insert(index_key(&now.connection, run), empty)?;
+            tx[BY_TENANT].insert(index_key(&now.tenant, run), empty)?;
+            tx[BY_TIME].insert(&time_key(now.created_at_unix_ms, run)[..], empty)?;
+            tx[BY_STATUS].insert(index_key(now.status.as_str(), run), empty)?;
+        }
+        Some(b) if b.status != now.status => {
+            tx[BY_STATUS].remove(index_key(b.status.as_str(), run))?;
+            tx[BY_STATUS].insert(index_key(now.status.as_str(), run), empty)?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The log's event types: the generated protobuf messages of `sluice.log.v1` and the
+//! run id.
+//!
+//! Owns the wire format of events (generated from `proto/sluice/log/v1/events.proto`)
+//! and nothing else: it must never do I/O or hold state.
+
+use std::fmt;
+
+/// Generated protobuf messages of the `sluice.log.v1` package.
+///
+/// Field numbers are never renumbered, so logs written by any earlier version decode.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/sluice.log.v1.rs"));
+}
+
+pub use v1::RunEvent;
+pub use v1::run_event::Kind as EventKind;
+
+/// The event format version this code writes.
+pub const EVENT_FORMAT: u32 = 1;
+
+/// A run's id: 16 bytes, a UUID v7 (time-ordered, so ids sort by creation time).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RunId(pub [u8; 16]);
+
+impl RunId {
+    /// Builds a UUID v7 from a Unix time in milliseconds and 10 random bytes.
+    ///
+    /// Pure: the caller supplies the clock and the randomness.
+    pub fn v7(unix_ms: u64, random: [u8; 10]) -> Self {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+        b[6..].copy_from_slice(&random);
+        b[6] = 0x70 | (b[6] & 0x0f);
+        b[8] = 0x80 | (b[8] & 0x3f);
+        RunId(b)
+    }
+
+    /// The id from exactly 16 bytes, or `None`.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 16]>::try_from(bytes).ok().map(RunId)
+    }
+
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl RunEvent {
+    /// A format-1 event of `run` at position `seq`, recorded at `at_unix_ms`.
+    pub fn new(run: RunId, seq: u64, at_unix_ms: i64, kind: EventKind) -> Self {
+        RunEvent {
+            format: EVENT_FORMAT,
+            run_id: run.0.to_vec(),
+            seq,
+            at_unix_ms,
+            kind: Some(kind),
+        }
+    }
+}

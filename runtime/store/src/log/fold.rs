@@ -1,0 +1,443 @@
+//! The fold of a run's events into its state.
+//!
+//! Owns the meaning of events: which sequences are valid and what state they
+//! produce. It is pure — no I/O, no clock, no randomness — so that folding the same
+//! events always gives the same state, on any node, at any time. It must never read
+//! the time or touch storage; times come only from the events themselves.
+//!
+//! Rules:
+//! - seqs are 1, 2, 3, … without gaps ([`FoldError::Gap`]); all events belong to the
+//!   run of the first one ([`FoldError::WrongRun`]);
+//! - the first event is `RunScheduled` and no later one is ([`FoldError::Unexpected`]);
+//! - an event whose kind this code does not know (a newer writer's variant) stops the
+//!   fold ([`FoldError::UnknownEvent`]): a run is never folded by guessing;
+//! - Completed, Cancelled and DeadLettered are terminal: any later event is refused
+//!   ([`FoldError::AfterTerminal`]), except `ManualRetryRequested` after
+//!   DeadLettered, which moves the run back to RetryWaiting (or Scheduled when it
+//!   asks for no delay), resuming from the last checkpoints;
+//! - `ManualRetryRequested` anywhere else is [`FoldError::Unexpected`].
+//!
+//! Ordering of the other events (attempts, checkpoints, heartbeats) is not policed:
+//! the engine writes them, and refusing an odd but harmless order would make a
+//! committed log unreadable.
+
+use std::collections::BTreeMap;
+
+use super::events::{EventKind, RunEvent, RunId, v1};
+
+/// The lifecycle status of a run, without its details: what the indexes store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatusKind {
+    /// Waiting for a worker.
+    Scheduled,
+    /// A worker runs it.
+    Running,
+    /// Waiting for the next attempt.
+    RetryWaiting,
+    /// Done: every stream completed.
+    Completed,
+    /// Stopped for good, with a cause; only a manual retry revives it.
+    DeadLettered,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl StatusKind {
+    /// Every status, in order.
+    pub const ALL: [StatusKind; 6] = [
+        StatusKind::Scheduled,
+        StatusKind::Running,
+        StatusKind::RetryWaiting,
+        StatusKind::Completed,
+        StatusKind::DeadLettered,
+        StatusKind::Cancelled,
+    ];
+
+    /// Whether no further event (but a manual retry of a dead letter) may follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StatusKind::Completed | StatusKind::DeadLettered | StatusKind::Cancelled
+        )
+    }
+
+    /// A stable lowercase name (used as index key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusKind::Scheduled => "scheduled",
+            StatusKind::Running => "running",
+            StatusKind::RetryWaiting => "retry_waiting",
+            StatusKind::Completed => "completed",
+            StatusKind::DeadLettered => "dead_lettered",
+            StatusKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A failure's kind and message (from `AttemptFailed` or `RunDeadLettered`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The error kind.
+    pub kind: v1::ErrorKind,
+    /// The message.
+    pub message: String,
+}
+
+/// A run's status with its details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Waiting for a worker.
+    Scheduled,
+    /// A worker runs attempt `attempt` (0 before the first `AttemptBegun`).
+    Running {
+        /// Current attempt.
+        attempt: u32,
+    },
+    /// Attempt `attempt` will start not before `not_before_unix_ms`.
+    RetryWaiting {
+        /// The next attempt.
+        attempt: u32,
+        /// Earliest start, Unix ms.
+        not_before_unix_ms: i64,
+    },
+    /// Every stream completed.
+    Completed,
+    /// Stopped for good.
+    DeadLettered {
+        /// Why.
+        cause: Failure,
+    },
+    /// Cancelled.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The status without details.
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            RunStatus::Scheduled => StatusKind::Scheduled,
+            RunStatus::Running { .. } => StatusKind::Running,
+            RunStatus::RetryWaiting { .. } => StatusKind::RetryWaiting,
+            RunStatus::Completed => StatusKind::Completed,
+            RunStatus::DeadLettered { .. } => StatusKind::DeadLettered,
+            RunStatus::Cancelled => StatusKind::Cancelled,
+        }
+    }
+}
+
+/// Progress of one stream, summed over the run's committed checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamProgress {
+    /// The last committed checkpoint (resume from here).
+    pub checkpoint: Option<String>,
+    /// Committed batches.
+    pub batches: u64,
+    /// Records committed.
+    pub records: u64,
+    /// Bytes committed.
+    pub bytes: u64,
+    /// Records created in the hub.
+    pub created: u64,
+    /// Records updated in the hub.
+    pub updated: u64,
+    /// Records unchanged in the hub.
+    pub unchanged: u64,
+    /// Records marked deleted.
+    pub deleted: u64,
+    /// Whether the stream was read to its end.
+    pub complete: bool,
+}
+
+/// A run's state: the fold of its events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunState {
+    /// The run.
+    pub run_id: RunId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Connection name.
+    pub connection: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Priority (higher first).
+    pub priority: i32,
+    /// Why it was scheduled.
+    pub trigger: v1::Trigger,
+    /// Stream names in the order scheduled.
+    pub streams: Vec<String>,
+    /// Status.
+    pub status: RunStatus,
+    /// Highest attempt begun.
+    pub attempts: u32,
+    /// The last attempt failure, if any.
+    pub last_error: Option<Failure>,
+    /// Per-stream progress, by stream name.
+    pub progress: BTreeMap<String, StreamProgress>,
+    /// When scheduled (Unix ms).
+    pub scheduled_at_unix_ms: i64,
+    /// When first started.
+    pub started_at_unix_ms: Option<i64>,
+    /// When it reached its current terminal status.
+    pub finished_at_unix_ms: Option<i64>,
+    /// The last heartbeat.
+    pub last_heartbeat_unix_ms: Option<i64>,
+    /// Seq of the last applied event (0 before any).
+    pub last_seq: u64,
+}
+
+impl RunState {
+    /// The state before any event: apply `RunScheduled` at seq 1 to it.
+    pub fn empty() -> Self {
+        RunState {
+            run_id: RunId::default(),
+            workflow: String::new(),
+            connection: String::new(),
+            tenant: String::new(),
+            priority: 0,
+            trigger: v1::Trigger::Unspecified,
+            streams: Vec::new(),
+            status: RunStatus::Scheduled,
+            attempts: 0,
+            last_error: None,
+            progress: BTreeMap::new(),
+            scheduled_at_unix_ms: 0,
+            started_at_unix_ms: None,
+            finished_at_unix_ms: None,
+            last_heartbeat_unix_ms: None,
+            last_seq: 0,
+        }
+    }
+
+    /// Records committed across all streams.
+    pub fn total_records(&self) -> u64 {
+        self.progress.values().map(|p| p.records).sum()
+    }
+}
+
+/// Why a sequence of events does not fold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    /// No events at all.
+    #[error("no events")]
+    Empty,
+    /// A seq is missing or repeated.
+    #[error("expected event seq {expected}, found {found}")]
+    Gap {
+        /// The seq that should come next.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+    },
+    /// The event's kind is unknown to this version (written by a newer one).
+    #[error("event seq {seq} has a kind this version does not know")]
+    UnknownEvent {
+        /// Its seq.
+        seq: u64,
+    },
+    /// An event follows a terminal status.
+    #[error("event seq {seq} follows a terminal status")]
+    AfterTerminal {
+        /// Its seq.
+        seq: u64,
+    },
+    /// An event belongs to another run.
+    #[error("event seq {seq} belongs to another run")]
+    WrongRun {
+        /// Its seq.
+        seq: u64,
+    },
+    /// An event is out of place (e.g. the first event is not `RunScheduled`).
+    #[error("event seq {seq}: {reason}")]
+    Unexpected {
+        /// Its seq.
+        seq: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// The status an event leads to from `from` (after `last_seq` events), or why it
+/// may not follow. Shared by [`apply`] and the log, which checks appends with it.
+pub fn transition(
+    from: StatusKind,
+    last_seq: u64,
+    seq: u64,
+    kind: Option<&EventKind>,
+) -> Result<StatusKind, FoldError> {
+    if seq != last_seq + 1 {
+        return Err(FoldError::Gap {
+            expected: last_seq + 1,
+            found: seq,
+        });
+    }
+    let kind = kind.ok_or(FoldError::UnknownEvent { seq })?;
+    let first = last_seq == 0;
+    match (first, kind) {
+        (true, EventKind::RunScheduled(_)) => return Ok(StatusKind::Scheduled),
+        (true, _) => {
+            return Err(FoldError::Unexpected {
+                seq,
+                reason: "the first event must be RunScheduled",
+            });
+        }
+        (false, EventKind::RunScheduled(_)) => {
+            return Err(FoldError::Unexpected {
+                seq,
+                reason: "RunScheduled may only be the first event",
+            });
+        }
+        _ => {}
+    }
+    if from.is_terminal() {
+        return match (from, kind) {
+            (StatusKind::DeadLettered, EventKind::ManualRetryRequested(m)) => {
+                Ok(if m.not_before_unix_ms > 0 {
+                    StatusKind::RetryWaiting
+                } else {
+                    StatusKind::Scheduled
+                })
+            }
+            _ => Err(FoldError::AfterTerminal { seq }),
+        };
+    }
+    Ok(match kind {
+        EventKind::RunScheduled(_) => StatusKind::Scheduled,
+        EventKind::RunStarted(_) | EventKind::AttemptBegun(_) => StatusKind::Running,
+        EventKind::RetryScheduled(_) => StatusKind::RetryWaiting,
+        EventKind::RunCancelled(_) => StatusKind::Cancelled,
+        EventKind::RunCompleted(_) => StatusKind::Completed,
+        EventKind::RunDeadLettered(_) => StatusKind::DeadLettered,
+        EventKind::ManualRetryRequested(_) => {
+            return Err(FoldError::Unexpected {
+                seq,
+                reason: "a manual retry applies only to a dead-lettered run",
+            });
+        }
+        EventKind::CheckpointCommitted(_)
+        | EventKind::StreamCompleted(_)
+        | EventKind::AttemptFailed(_)
+        | EventKind::Heartbeat(_) => from,
+    })
+}
+
+fn error_kind(raw: i32) -> v1::ErrorKind {
+    v1::ErrorKind::try_from(raw).unwrap_or(v1::ErrorKind::Unspecified)
+}
+
+/// Applies one event to `state`. On error `state` is left unchanged.
+pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
+    let seq = event.seq;
+    let next = transition(
+        state.status.kind(),
+        state.last_seq,
+        seq,
+        event.kind.as_ref(),
+    )?;
+    let run = RunId::from_slice(&event.run_id).ok_or(FoldError::WrongRun { seq })?;
+    if state.last_seq > 0 && run != state.run_id {
+        return Err(FoldError::WrongRun { seq });
+    }
+    let Some(kind) = event.kind.as_ref() else {
+        return Err(FoldError::UnknownEvent { seq });
+    };
+    let at = event.at_unix_ms;
+    match kind {
+        EventKind::RunScheduled(s) => {
+            state.run_id = run;
+            state.workflow.clone_from(&s.workflow);
+            state.connection.clone_from(&s.connection);
+            state.tenant.clone_from(&s.tenant);
+            state.priority = s.priority;
+            state.trigger = v1::Trigger::try_from(s.trigger).unwrap_or(v1::Trigger::Unspecified);
+            state.streams.clone_from(&s.streams);
+            for name in &s.streams {
+                state.progress.entry(name.clone()).or_default();
+            }
+            state.scheduled_at_unix_ms = at;
+            state.status = RunStatus::Scheduled;
+        }
+        EventKind::RunStarted(_) => {
+            state.started_at_unix_ms.get_or_insert(at);
+            state.status = RunStatus::Running {
+                attempt: state.attempts,
+            };
+        }
+        EventKind::AttemptBegun(a) => {
+            state.started_at_unix_ms.get_or_insert(at);
+            state.attempts = state.attempts.max(a.attempt);
+            state.status = RunStatus::Running { attempt: a.attempt };
+        }
+        EventKind::CheckpointCommitted(c) => {
+            let p = state.progress.entry(c.stream.clone()).or_default();
+            p.checkpoint = Some(c.checkpoint.clone());
+            p.batches += 1;
+            p.records += c.records;
+            p.bytes += c.bytes;
+            p.created += c.created;
+            p.updated += c.updated;
+            p.unchanged += c.unchanged;
+            p.deleted += c.deleted;
+        }
+        EventKind::StreamCompleted(s) => {
+            state.progress.entry(s.stream.clone()).or_default().complete = true;
+        }
+        EventKind::AttemptFailed(f) => {
+            state.last_error = Some(Failure {
+                kind: error_kind(f.kind),
+                message: f.message.clone(),
+            });
+        }
+        EventKind::RetryScheduled(r) => {
+            state.status = RunStatus::RetryWaiting {
+                attempt: r.attempt,
+                not_before_unix_ms: r.not_before_unix_ms,
+            };
+        }
+        EventKind::RunCancelled(_) => {
+            state.status = RunStatus::Cancelled;
+            state.finished_at_unix_ms = Some(at);
+        }
+        EventKind::RunCompleted(_) => {
+            state.status = RunStatus::Completed;
+            state.finished_at_unix_ms = Some(at);
+        }
+        EventKind::RunDeadLettered(d) => {
+            state.status = RunStatus::DeadLettered {
+                cause: Failure {
+                    kind: error_kind(d.kind),
+                    message: d.message.clone(),
+                },
+            };
+            state.finished_at_unix_ms = Some(at);
+        }
+        EventKind::ManualRetryRequested(m) => {
+            state.finished_at_unix_ms = None;
+            state.status = if next == StatusKind::RetryWaiting {
+                RunStatus::RetryWaiting {
+                    attempt: state.attempts + 1,
+                    not_before_unix_ms: m.not_before_unix_ms,
+                }
+            } else {
+                RunStatus::Scheduled
+            };
+        }
+        EventKind::Heartbeat(_) => {
+            state.last_heartbeat_unix_ms = Some(at);
+        }
+    }
+    debug_assert_eq!(state.status.kind(), next);
+    state.last_seq = seq;
+    Ok(())
+}
+
+/// Folds a run's events, in order, into its state.
+pub fn fold<'a>(events: impl IntoIterator<Item = &'a RunEvent>) -> Result<RunState, FoldError> {
+    let mut state = RunState::empty();
+    for event in events {
+        apply(&mut state, event)?;
+    }
+    if state.last_seq == 0 {
+        return Err(FoldError::Empty);
+    }
+    Ok(state)
+}

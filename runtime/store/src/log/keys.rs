@@ -1,0 +1,185 @@
+//! Key layouts of the log's sled trees and the run summary record.
+//!
+//! Owns the byte layout of keys (so that every tree sorts the way queries need) and
+//! the conversion between the stored summary and [`RunSummary`]. Pure: it must never
+//! touch storage.
+//!
+//! | tree                 | key                                        | value              |
+//! |----------------------|--------------------------------------------|--------------------|
+//! | `events`             | run id (16) ++ seq (u64 BE)                | encoded `RunEvent` |
+//! | `runs`               | run id (16)                                | `StoredRunSummary` |
+//! | `runs_by_workflow`   | workflow ++ 0x00 ++ run id                 | empty              |
+//! | `runs_by_connection` | connection ++ 0x00 ++ run id               | empty              |
+//! | `runs_by_tenant`     | tenant ++ 0x00 ++ run id                   | empty              |
+//! | `runs_by_status`     | status name ++ 0x00 ++ run id              | empty              |
+//! | `runs_by_time`       | created at ms (i64, sign-flipped BE) ++ id | empty              |
+//!
+//! Index values may not contain 0x00, so a prefix scan of `value ++ 0x00` finds
+//! exactly that value's runs.
+
+use super::events::{RunId, v1};
+use super::fold::StatusKind;
+
+/// Length of an `events` key.
+pub(crate) const EVENT_KEY_LEN: usize = 24;
+
+/// `events` key of (run, seq).
+pub(crate) fn event_key(run: &RunId, seq: u64) -> [u8; EVENT_KEY_LEN] {
+    let mut k = [0u8; EVENT_KEY_LEN];
+    k[..16].copy_from_slice(&run.0);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The seq of an `events` key, if it has the right length.
+pub(crate) fn seq_of_event_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(16..EVENT_KEY_LEN)?.try_into().ok()?;
+    (key.len() == EVENT_KEY_LEN).then(|| u64::from_be_bytes(tail))
+}
+
+/// Secondary index key: `value ++ 0x00 ++ run`.
+pub(crate) fn index_key(value: &str, run: &RunId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 17);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&run.0);
+    k
+}
+
+/// Prefix of all index keys of `value`.
+pub(crate) fn index_prefix(value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 1);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The run id at the end of an index key.
+pub(crate) fn run_of_index_key(key: &[u8]) -> Option<RunId> {
+    RunId::from_slice(key.get(key.len().checked_sub(16)?..)?)
+}
+
+/// Order-preserving bytes of a signed time.
+pub(crate) fn time_bytes(unix_ms: i64) -> [u8; 8] {
+    ((unix_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// `runs_by_time` key.
+pub(crate) fn time_key(unix_ms: i64, run: &RunId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&time_bytes(unix_ms));
+    k[8..].copy_from_slice(&run.0);
+    k
+}
+
+/// A run as listed: its summary record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: RunId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Connection name.
+    pub connection: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Priority.
+    pub priority: i32,
+    /// Current status.
+    pub status: StatusKind,
+    /// When scheduled (Unix ms).
+    pub created_at_unix_ms: i64,
+    /// When its last event was recorded.
+    pub updated_at_unix_ms: i64,
+    /// Seq of its last event.
+    pub last_seq: u64,
+}
+
+pub(crate) fn status_to_proto(s: StatusKind) -> v1::RunStatusKind {
+    match s {
+        StatusKind::Scheduled => v1::RunStatusKind::Scheduled,
+        StatusKind::Running => v1::RunStatusKind::Running,
+        StatusKind::RetryWaiting => v1::RunStatusKind::RetryWaiting,
+        StatusKind::Completed => v1::RunStatusKind::Completed,
+        StatusKind::DeadLettered => v1::RunStatusKind::DeadLettered,
+        StatusKind::Cancelled => v1::RunStatusKind::Cancelled,
+    }
+}
+
+pub(crate) fn status_from_proto(raw: i32) -> Option<StatusKind> {
+    Some(match v1::RunStatusKind::try_from(raw).ok()? {
+        v1::RunStatusKind::Unspecified => return None,
+        v1::RunStatusKind::Scheduled => StatusKind::Scheduled,
+        v1::RunStatusKind::Running => StatusKind::Running,
+        v1::RunStatusKind::RetryWaiting => StatusKind::RetryWaiting,
+        v1::RunStatusKind::Completed => StatusKind::Completed,
+        v1::RunStatusKind::DeadLettered => StatusKind::DeadLettered,
+        v1::RunStatusKind::Cancelled => StatusKind::Cancelled,
+    })
+}
+
+impl RunSummary {
+    pub(crate) fn to_stored(&self) -> v1::StoredRunSummary {
+        v1::StoredRunSummary {
+            workflow: self.workflow.clone(),
+            connection: self.connection.clone(),
+            tenant: self.tenant.clone(),
+            priority: self.priority,
+            status: status_to_proto(self.status) as i32,
+            created_at_unix_ms: self.created_at_unix_ms,
+            updated_at_unix_ms: self.updated_at_unix_ms,
+            last_seq: self.last_seq,
+        }
+    }
+
+    pub(crate) fn from_stored(run_id: RunId, s: v1::StoredRunSummary) -> Option<Self> {
+        Some(RunSummary {
+            run_id,
+            status: status_from_proto(s.status)?,
+            workflow: s.workflow,
+            connection: s.connection,
+            tenant: s.tenant,
+            priority: s.priority,
+            created_at_unix_ms: s.created_at_unix_ms,
+            updated_at_unix_ms: s.updated_at_unix_ms,
+            last_seq: s.last_seq,
+        })
+    }
+}
+
+/// Which runs [`EventLog::list`](super::EventLog::list) returns: all given
+/// conditions must hold. Results are ordered by run id (creation order for UUID v7
+/// ids) when an equality condition is given, else by creation time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// Only this connection.
+    pub connection: Option<String>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this status.
+    pub status: Option<StatusKind>,
+    /// Only runs created at or after this time (Unix ms).
+    pub created_from_unix_ms: Option<i64>,
+    /// Only runs created before this time (Unix ms).
+    pub created_before_unix_ms: Option<i64>,
+    /// At most this many runs (0 means no limit).
+    pub limit: usize,
+}
+
+impl RunFilter {
+    /// Whether `s` satisfies every condition.
+    pub fn matches(&self, s: &RunSummary) -> bool {
+        self.workflow.as_ref().is_none_or(|w| *w == s.workflow)
+            && self.connection.as_ref().is_none_or(|c| *c == s.connection)
+            && self.tenant.as_ref().is_none_or(|t| *t == s.tenant)
+            && self.status.is_none_or(|st| st == s.status)
+            && self
+                .created_from_unix_ms
+                .is_none_or(|f| s.created_at_unix_ms >= f)
+            && self
+                .created_before_unix_ms
+                .is_none_or(|b| s.created_at_unix_ms < b)
+    }
+}

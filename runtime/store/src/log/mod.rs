@@ -1,0 +1,26 @@
+//! The event-sourced run log.
+//!
+//! Every step of a run is a [`RunEvent`] appended to the run's log; a run's state is
+//! the [`fold`] of its events. [`EventLog`] stores logs in sled, indexes runs by
+//! workflow, connection, tenant, status and creation time, and acknowledges an
+//! append only once it is durable (group commit: see `commit`).
+//!
+//! Submodules: `events` (wire format), `fold` (pure state machine), `keys` (tree
+//! layouts), `commit` (the single writer), `store` (the public handle and reads).
+//! No sled type appears in this module's public API.
+
+mod commit;
+mod events;
+mod fold;
+mod keys;
+mod store;
+
+pub use events::{EVENT_FORMAT, EventKind, RunEvent, RunId, v1};
+pub use fold::{
+    Failure, FoldError, RunState, RunStatus, StatusKind, StreamProgress, apply, fold, transition,
+};
+pub use keys::{RunFilter, RunSummary};
+pub use store::{EventLog, LogConfig, LogError};
+
+#[allow(unused_imports)]
+pub(crate) use commit::TxHook;

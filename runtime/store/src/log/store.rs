@@ -1,0 +1,395 @@
+//! [`EventLog`]: the public handle on the sled-backed log, and its reads.
+//!
+//! Owns opening the database, starting the committer and answering reads (events,
+//! state, summaries, index queries). It must never write to the log's trees itself:
+//! every write goes through the committer (module `commit`), which is what makes
+//! appends atomic and durable before they are acknowledged.
+//!
+//! Reads are plain sled reads on the caller's thread: they see every acknowledged
+//! append. A stored event that does not decode is reported as
+//! [`LogError::Corrupt`] naming its run and seq; it never affects other runs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+
+use super::commit::{
+    BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, LOG_TREES, RUNS,
+    Request, TxHook,
+};
+use super::events::{EventKind, RunEvent, RunId, v1};
+use super::fold::{FoldError, RunState, StatusKind, fold};
+use super::keys::{
+    RunFilter, RunSummary, index_prefix, run_of_index_key, seq_of_event_key, time_bytes,
+};
+
+/// Errors of the log.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LogError {
+    /// The storage engine failed (I/O, a broken database).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A stored event of `run` at `seq` cannot be read.
+    #[error("corrupt event {seq} of run {run}: {reason}")]
+    Corrupt {
+        /// The run.
+        run: RunId,
+        /// The event's seq.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A run's summary record cannot be read.
+    #[error("corrupt summary of run {run}: {reason}")]
+    CorruptSummary {
+        /// The run.
+        run: RunId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The run's stored events do not fold (e.g. an unknown event kind).
+    #[error("run {run} cannot be folded: {error}")]
+    Fold {
+        /// The run.
+        run: RunId,
+        /// Why.
+        error: FoldError,
+    },
+    /// An append was refused: the event may not follow the run's log.
+    #[error("append to run {run} refused: {error}")]
+    Refused {
+        /// The run.
+        run: RunId,
+        /// Why.
+        error: FoldError,
+    },
+    /// An append was rejected by writes sharing its transaction.
+    #[error("append rejected: {0}")]
+    Rejected(String),
+    /// The request is malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// No such run.
+    #[error("unknown run {0}")]
+    UnknownRun(RunId),
+    /// The log is closed (its committer stopped).
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        LogError::Storage(e.to_string())
+    }
+}
+
+/// Tuning of an [`EventLog`].
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Most appends committed (and flushed) together.
+    pub max_group: usize,
+    /// Appends that may wait for the committer before `append` waits to enqueue.
+    pub queue: usize,
+    /// sled's page cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_group: 1024,
+            queue: 16 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    tx: Option<mpsc::Sender<Request>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Ok(mut slot) = self.committer.lock()
+            && let Some(handle) = slot.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The run log on sled. Cheap to clone; all clones share one committer.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in the directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        Self::open_with(path, LogConfig::default())
+    }
+
+    /// Opens the log with a configuration.
+    pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
+        Self::open_with_extra(path, config, &[])
+    }
+
+    /// Opens the log, adding the trees `extra` to every append's transaction (for
+    /// [`TxHook`]s of other modules of this crate).
+    pub(crate) fn open_with_extra(
+        path: impl AsRef<Path>,
+        config: LogConfig,
+        extra: &[&str],
+    ) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(path.as_ref())
+            .cache_capacity(config.cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(LogError::storage)?;
+        let trees = LOG_TREES
+            .iter()
+            .chain(extra.iter())
+            .map(|name| db.open_tree(name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(LogError::storage)?;
+        let heads = recover_heads(&trees)?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let committer = Committer {
+            db: db.clone(),
+            trees: trees.clone(),
+            heads,
+            max_group: config.max_group.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("sluice-log-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(LogError::storage)?;
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                tx: Some(tx),
+                committer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The database, for other modules of this crate.
+    #[allow(dead_code)]
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// An extra tree registered at open, by position.
+    #[allow(dead_code)]
+    pub(crate) fn extra_tree(&self, i: usize) -> Option<&sled::Tree> {
+        self.inner.trees.get(LOG_TREES.len() + i)
+    }
+
+    /// Appends events to `run`'s log, stamped with the current time; returns their
+    /// seqs once they are durable.
+    pub async fn append(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Vec<u64>, LogError> {
+        self.append_at(run, now_unix_ms(), kinds).await
+    }
+
+    /// Appends events stamped `at_unix_ms`; returns their seqs once durable.
+    ///
+    /// All events of one call commit together or not at all. The first event of a
+    /// run must be `RunScheduled`; an event that may not follow the log (see
+    /// [`transition`](super::fold::transition)) is refused with
+    /// [`LogError::Refused`] and nothing of the call is written.
+    pub async fn append_at(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.submit(run, at_unix_ms, kinds, None).await
+    }
+
+    /// Appends events together with a hook's writes, in one transaction.
+    #[allow(dead_code)]
+    pub(crate) async fn append_with_hook(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+        hook: Arc<dyn TxHook>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.submit(run, at_unix_ms, kinds, Some(hook)).await
+    }
+
+    async fn submit(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+        hook: Option<Arc<dyn TxHook>>,
+    ) -> Result<Vec<u64>, LogError> {
+        let sender = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        sender
+            .send(Request {
+                run,
+                at_unix_ms,
+                kinds,
+                hook,
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Every event of `run`, in order (empty for an unknown run).
+    pub async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
+        read_events(&self.inner.trees[EVENTS], run)
+    }
+
+    /// The fold of `run`'s events.
+    pub async fn state(&self, run: RunId) -> Result<RunState, LogError> {
+        let events = read_events(&self.inner.trees[EVENTS], run)?;
+        if events.is_empty() {
+            return Err(LogError::UnknownRun(run));
+        }
+        fold(&events).map_err(|error| LogError::Fold { run, error })
+    }
+
+    /// The summary of `run`, if it exists.
+    pub async fn summary(&self, run: RunId) -> Result<Option<RunSummary>, LogError> {
+        summary_of(&self.inner.trees[RUNS], run)
+    }
+
+    /// Runs matching `filter`.
+    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+        let trees = &self.inner.trees;
+        let by_value = [
+            (BY_WORKFLOW, filter.workflow.as_deref()),
+            (BY_CONNECTION, filter.connection.as_deref()),
+            (BY_TENANT, filter.tenant.as_deref()),
+            (BY_STATUS, filter.status.map(StatusKind::as_str)),
+        ]
+        .into_iter()
+        .find_map(|(t, v)| v.map(|v| (t, v)));
+        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match by_value
+        {
+            Some((t, v)) => Box::new(trees[t].scan_prefix(index_prefix(v))),
+            None => {
+                let from = time_bytes(filter.created_from_unix_ms.unwrap_or(i64::MIN)).to_vec();
+                match filter.created_before_unix_ms {
+                    Some(b) => Box::new(trees[BY_TIME].range(from..time_bytes(b).to_vec())),
+                    None => Box::new(trees[BY_TIME].range(from..)),
+                }
+            }
+        };
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let mut out = Vec::new();
+        for entry in keys {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = entry.map_err(LogError::storage)?;
+            let Some(run) = run_of_index_key(&key) else {
+                continue;
+            };
+            if let Some(s) = summary_of(&trees[RUNS], run)?
+                && filter.matches(&s)
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of every run not in a terminal status (to resume after a restart).
+    pub async fn in_flight(&self) -> Result<Vec<RunId>, LogError> {
+        in_flight_ids(&self.inner.trees)
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, LogError> {
+        self.inner.db.size_on_disk().map_err(LogError::storage)
+    }
+}
+
+fn in_flight_ids(trees: &[sled::Tree]) -> Result<Vec<RunId>, LogError> {
+    let mut out = Vec::new();
+    for status in StatusKind::ALL.iter().filter(|s| !s.is_terminal()) {
+        for entry in trees[BY_STATUS].scan_prefix(index_prefix(status.as_str())) {
+            let (key, _) = entry.map_err(LogError::storage)?;
+            out.extend(run_of_index_key(&key));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The committer's heads of every in-flight run.
+fn recover_heads(trees: &[sled::Tree]) -> Result<HashMap<RunId, RunSummary>, LogError> {
+    let mut heads = HashMap::new();
+    for run in in_flight_ids(trees)? {
+        if let Some(s) = summary_of(&trees[RUNS], run)? {
+            heads.insert(run, s);
+        }
+    }
+    Ok(heads)
+}
+
+fn summary_of(runs: &sled::Tree, run: RunId) -> Result<Option<RunSummary>, LogError> {
+    let Some(raw) = runs.get(run.0).map_err(LogError::storage)? else {
+        return Ok(None);
+    };
+    let stored =
+        v1::StoredRunSummary::decode(raw.as_ref()).map_err(|e| LogError::CorruptSummary {
+            run,
+            reason: e.to_string(),
+        })?;
+    RunSummary::from_stored(run, stored)
+        .map(Some)
+        .ok_or(LogError::CorruptSummary {
+            run,
+            reason: "unknown status".into(),
+        })
+}
+
+fn read_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogError> {
+    let mut out = Vec::new();
+    for entry in events.scan_prefix(run.0) {
+        let (key, value) = entry.map_err(LogError::storage)?;
+        let Some(seq) = seq_of_event_key(&key) else {
+            return Err(LogError::Corrupt {
+                run,
+                seq: 0,
+                reason: format!("malformed key of {} bytes", key.len()),
+            });
+        };
+        let corrupt = |reason: String| LogError::Corrupt { run, seq, reason };
+        let event = RunEvent::decode(value.as_ref()).map_err(|e| corrupt(e.to_string()))?;
+        if event.seq != seq || event.run_id.as_slice() != run.0.as_slice() {
+            return Err(corrupt("event does not match its key".into()));
+        }
+        out.push(event);
+    }
+    Ok(out)
+}
