@@ -61,7 +61,7 @@ mod record;
 mod segment;
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -215,8 +215,13 @@ pub(crate) struct HubTxTrees<'a> {
     pub(crate) hub: &'a TransactionalTree,
 }
 
-/// The hub of one store.
+/// The hub of one store. Cheap to clone; clones share the tree and the indexes.
+#[derive(Clone)]
 pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     tree: sled::Tree,
     streams: Mutex<HashMap<StreamId, Slot>>,
     released: Condvar,
@@ -283,9 +288,11 @@ impl Hub {
     /// Opens the hub inside an open sled database.
     pub(crate) fn open(db: &sled::Db) -> Result<Hub, HubError> {
         Ok(Hub {
-            tree: db.open_tree(TREE)?,
-            streams: Mutex::new(HashMap::new()),
-            released: Condvar::new(),
+            shared: Arc::new(Shared {
+                tree: db.open_tree(TREE)?,
+                streams: Mutex::new(HashMap::new()),
+                released: Condvar::new(),
+            }),
         })
     }
 
@@ -295,25 +302,22 @@ impl Hub {
         Hub::open(&sled::open(path)?)
     }
 
-    /// The hub's tree, to include in a transaction that also writes the event log.
-    #[allow(dead_code, reason = "called by the engine's checkpoint transaction")]
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), HubError> {
-        self.tree.flush()?;
+        self.shared.tree.flush()?;
         Ok(())
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<StreamId, Slot>> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the exclusive lease on a stream, loading its index if needed; waits while
     /// another holder has it.
-    pub(crate) fn writer(&self, connection: &str, stream: &str) -> Result<HubWriter<'_>, HubError> {
+    pub(crate) fn writer(&self, connection: &str, stream: &str) -> Result<HubWriter, HubError> {
         let id = StreamId {
             connection: connection.to_owned(),
             stream: stream.to_owned(),
@@ -322,7 +326,11 @@ impl Hub {
         let cached = loop {
             match slots.insert(id.clone(), Slot::Leased) {
                 Some(Slot::Leased) => {
-                    slots = self.released.wait(slots).unwrap_or_else(|e| e.into_inner());
+                    slots = self
+                        .shared
+                        .released
+                        .wait(slots)
+                        .unwrap_or_else(|e| e.into_inner());
                 }
                 Some(Slot::Idle(index)) => break Some(index),
                 None => break None,
@@ -331,7 +339,7 @@ impl Hub {
         drop(slots);
         // From here the slot is leased: the writer gives it back on drop, loaded or not.
         let mut writer = HubWriter {
-            hub: self,
+            hub: self.clone(),
             segment_prefix: key(TAG_SEGMENT, &id),
             meta_key: key(TAG_META, &id),
             id,
@@ -356,7 +364,8 @@ impl Hub {
     ) -> Result<BatchOutcome, HubError> {
         let mut writer = self.writer(connection, stream)?;
         let staged = writer.prepare_batch(primary_key, records, meta)?;
-        self.tree
+        self.shared
+            .tree
             .transaction(|tx| writer.write_tx(&HubTxTrees { hub: tx }, &staged))?;
         Ok(writer.commit(staged))
     }
@@ -373,7 +382,8 @@ impl Hub {
     ) -> Result<BatchOutcome, HubError> {
         let mut writer = self.writer(connection, stream)?;
         let staged = writer.prepare_refresh(generation, time_ms)?;
-        self.tree
+        self.shared
+            .tree
             .transaction(|tx| writer.write_tx(&HubTxTrees { hub: tx }, &staged))?;
         Ok(writer.commit(staged))
     }
@@ -436,7 +446,7 @@ impl Hub {
         let skip = after & ((1 << INDEX_BITS) - 1);
         let mut out = Vec::new();
         let mut next = after;
-        for item in self.tree.range(segment_key(&prefix, start_seq)..) {
+        for item in self.shared.tree.range(segment_key(&prefix, start_seq)..) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
@@ -471,7 +481,7 @@ impl Hub {
 /// Writes to one stream, prepared against its index, ready to go into a transaction.
 #[derive(Debug)]
 pub(crate) struct StagedWrite {
-    segments: Vec<(u64, Vec<u8>)>,
+    segments: Arc<Vec<(u64, Vec<u8>)>>,
     next_seq: u64,
     overlay: Entries,
     live_delta: i64,
@@ -480,7 +490,6 @@ pub(crate) struct StagedWrite {
 
 impl StagedWrite {
     /// What the write does.
-    #[allow(dead_code, reason = "called by the engine's checkpoint transaction")]
     pub(crate) fn outcome(&self) -> BatchOutcome {
         self.outcome
     }
@@ -490,15 +499,15 @@ impl StagedWrite {
 /// with [`HubWriter::write_tx`], and once that transaction has committed apply it with
 /// [`HubWriter::commit`]. Dropping the writer without committing leaves the index as it
 /// was (the next lease reloads it from disk if the store moved on).
-pub(crate) struct HubWriter<'h> {
-    hub: &'h Hub,
+pub(crate) struct HubWriter {
+    hub: Hub,
     id: StreamId,
     segment_prefix: Vec<u8>,
     meta_key: Vec<u8>,
     index: Option<Box<StreamIndex>>,
 }
 
-impl Drop for HubWriter<'_> {
+impl Drop for HubWriter {
     fn drop(&mut self) {
         let mut slots = self.hub.slots();
         match self.index.take() {
@@ -506,13 +515,13 @@ impl Drop for HubWriter<'_> {
             None => slots.remove(&self.id),
         };
         drop(slots);
-        self.hub.released.notify_all();
+        self.hub.shared.released.notify_all();
     }
 }
 
 static EMPTY: std::sync::LazyLock<Entries> = std::sync::LazyLock::new(Entries::default);
 
-impl HubWriter<'_> {
+impl HubWriter {
     fn entries(&self) -> &Entries {
         self.index.as_ref().map_or(&EMPTY, |i| &i.entries)
     }
@@ -522,7 +531,7 @@ impl HubWriter<'_> {
     }
 
     fn stored_next_seq(&self) -> Result<u64, HubError> {
-        match self.hub.tree.get(&self.meta_key)? {
+        match self.hub.shared.tree.get(&self.meta_key)? {
             Some(v) => decode_u64(&v),
             None => Ok(0),
         }
@@ -530,6 +539,7 @@ impl HubWriter<'_> {
 
     fn segment(&self, seq: u64) -> Result<sled::IVec, HubError> {
         self.hub
+            .shared
             .tree
             .get(segment_key(&self.segment_prefix, seq))?
             .ok_or_else(|| HubError::Corrupt(format!("segment {seq} is missing")))
@@ -537,7 +547,7 @@ impl HubWriter<'_> {
 
     fn load(&self) -> Result<StreamIndex, HubError> {
         let mut index = StreamIndex::default();
-        for item in self.hub.tree.scan_prefix(&self.segment_prefix) {
+        for item in self.hub.shared.tree.scan_prefix(&self.segment_prefix) {
             let (k, v) = item?;
             index.replay(seq_of(&k)?, &segment::decode(&v, true)?);
         }
@@ -622,7 +632,7 @@ impl HubWriter<'_> {
         };
         Ok(StagedWrite {
             next_seq: seq + segments.len() as u64,
-            segments,
+            segments: Arc::new(segments),
             overlay,
             live_delta: live,
             outcome,
@@ -647,8 +657,9 @@ impl HubWriter<'_> {
             time_ms,
             source_cursor: None,
         };
+        let mut segments = Vec::new();
         let mut staged = StagedWrite {
-            segments: Vec::new(),
+            segments: Arc::default(),
             next_seq: self.next_seq(),
             overlay: Entries::with_capacity_and_hasher(gone.len(), Default::default()),
             live_delta: 0,
@@ -694,10 +705,11 @@ impl HubWriter<'_> {
                 staged.outcome.deleted += 1;
             }
             if seg.changes() > 0 {
-                staged.segments.push((seq, seg.finish()));
+                segments.push((seq, seg.finish()));
                 staged.next_seq += 1;
             }
         }
+        staged.segments = Arc::new(segments);
         Ok(staged)
     }
 
@@ -708,42 +720,20 @@ impl HubWriter<'_> {
         trees: &HubTxTrees<'_>,
         staged: &StagedWrite,
     ) -> Result<(), ConflictableTransactionError<HubError>> {
-        if staged.segments.is_empty() {
-            return Ok(());
-        }
-        let stored = match trees.hub.get(&self.meta_key)? {
-            Some(v) => decode_u64(&v).map_err(ConflictableTransactionError::Abort)?,
-            None => 0,
-        };
-        if stored != self.next_seq() {
-            return Err(ConflictableTransactionError::Abort(HubError::Stale));
-        }
-        for (seq, bytes) in &staged.segments {
-            trees
-                .hub
-                .insert(segment_key(&self.segment_prefix, *seq), bytes.as_slice())?;
-        }
-        trees
-            .hub
-            .insert(self.meta_key.as_slice(), &staged.next_seq.to_be_bytes())?;
-        Ok(())
+        self.segment_write(staged).write(trees.hub)
     }
 
-    /// Parses, classifies and writes a batch inside the caller's transaction; apply the
-    /// result with [`HubWriter::commit`] once the transaction has committed.
-    #[allow(dead_code, reason = "called by the engine's checkpoint transaction")]
-    pub(crate) fn upsert_batch_tx(
-        &self,
-        trees: &HubTxTrees<'_>,
-        primary_key: &[&str],
-        records: &[u8],
-        meta: BatchMeta<'_>,
-    ) -> Result<StagedWrite, ConflictableTransactionError<HubError>> {
-        let staged = self
-            .prepare_batch(primary_key, records, meta)
-            .map_err(ConflictableTransactionError::Abort)?;
-        self.write_tx(trees, &staged)?;
-        Ok(staged)
+    /// The stored part of a staged write, owned, for a transaction that another module
+    /// runs on another thread (the log's committer). The writer keeps its lease and
+    /// applies the staged write with [`HubWriter::commit`] once that has committed.
+    pub(crate) fn segment_write(&self, staged: &StagedWrite) -> SegmentWrite {
+        SegmentWrite {
+            segment_prefix: self.segment_prefix.clone(),
+            meta_key: self.meta_key.clone(),
+            expected_seq: self.next_seq(),
+            next_seq: staged.next_seq,
+            segments: Arc::clone(&staged.segments),
+        }
     }
 
     /// Applies a staged write to the index. Call it only after the transaction that ran
@@ -754,5 +744,41 @@ impl HubWriter<'_> {
         index.apply_live_delta(staged.live_delta);
         index.next_seq = staged.next_seq;
         staged.outcome
+    }
+}
+
+/// The segments of a staged write and where they go, owned by a transaction hook.
+pub(crate) struct SegmentWrite {
+    segment_prefix: Vec<u8>,
+    meta_key: Vec<u8>,
+    /// The stream's next segment seq the write was prepared against.
+    expected_seq: u64,
+    next_seq: u64,
+    segments: Arc<Vec<(u64, Vec<u8>)>>,
+}
+
+impl SegmentWrite {
+    /// Writes the segments and the stream's next seq inside the caller's transaction,
+    /// refusing with [`HubError::Stale`] if the stream moved on since it was prepared.
+    /// Safe to run again when sled retries the transaction.
+    pub(crate) fn write(
+        &self,
+        hub: &TransactionalTree,
+    ) -> Result<(), ConflictableTransactionError<HubError>> {
+        if self.segments.is_empty() {
+            return Ok(());
+        }
+        let stored = match hub.get(&self.meta_key)? {
+            Some(v) => decode_u64(&v).map_err(ConflictableTransactionError::Abort)?,
+            None => 0,
+        };
+        if stored != self.expected_seq {
+            return Err(ConflictableTransactionError::Abort(HubError::Stale));
+        }
+        for (seq, bytes) in self.segments.iter() {
+            hub.insert(segment_key(&self.segment_prefix, *seq), bytes.as_slice())?;
+        }
+        hub.insert(self.meta_key.as_slice(), &self.next_seq.to_be_bytes())?;
+        Ok(())
     }
 }

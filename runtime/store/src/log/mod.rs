@@ -22,5 +22,4 @@ pub use fold::{
 pub use keys::{RunFilter, RunSummary};
 pub use store::{EventLog, LogConfig, LogError};
 
-#[allow(unused_imports)]
 pub(crate) use commit::TxHook;

@@ -192,15 +192,8 @@ impl EventLog {
     }
 
     /// The database, for other modules of this crate.
-    #[allow(dead_code)]
     pub(crate) fn db(&self) -> &sled::Db {
         &self.inner.db
-    }
-
-    /// An extra tree registered at open, by position.
-    #[allow(dead_code)]
-    pub(crate) fn extra_tree(&self, i: usize) -> Option<&sled::Tree> {
-        self.inner.trees.get(LOG_TREES.len() + i)
     }
 
     /// Appends events to `run`'s log, stamped with the current time; returns their
@@ -225,7 +218,6 @@ impl EventLog {
     }
 
     /// Appends events together with a hook's writes, in one transaction.
-    #[allow(dead_code)]
     pub(crate) async fn append_with_hook(
         &self,
         run: RunId,

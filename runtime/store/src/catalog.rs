@@ -1,0 +1,77 @@
+//! The catalog: named definitions (connections, workflows, ...) stored as JSON documents.
+//!
+//! Owns the `catalog` tree: one value per (kind, name). It stores bytes and knows
+//! nothing of what a definition means: the engine parses and validates them. Every
+//! write is flushed before it returns, so a definition acknowledged is durable.
+
+use crate::StoreError;
+
+/// The catalog of one store. Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    tree: sled::Tree,
+}
+
+fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
+    if kind.is_empty() || kind.contains('\0') || name.contains('\0') {
+        return Err(StoreError::Invalid(format!(
+            "catalog kind `{kind}` and name `{name}` must be non-empty and contain no NUL"
+        )));
+    }
+    let mut k = Vec::with_capacity(kind.len() + name.len() + 1);
+    k.extend_from_slice(kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    Ok(k)
+}
+
+impl Catalog {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Catalog {
+            tree: db.open_tree("catalog").map_err(StoreError::storage)?,
+        })
+    }
+
+    /// Stores `document` as the definition `name` of `kind`, replacing any previous
+    /// one; returns whether it replaced one.
+    pub fn put(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
+        let old = self
+            .tree
+            .insert(key(kind, name)?, document)
+            .map_err(StoreError::storage)?;
+        self.tree.flush().map_err(StoreError::storage)?;
+        Ok(old.is_some())
+    }
+
+    /// The definition `name` of `kind`.
+    pub fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(kind, name)?)
+            .map_err(StoreError::storage)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every definition of `kind`, by name.
+    pub fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut prefix = key(kind, "")?;
+        prefix.truncate(kind.len() + 1);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(StoreError::storage)?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((name, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the definition; returns whether it existed.
+    pub fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+        let old = self
+            .tree
+            .remove(key(kind, name)?)
+            .map_err(StoreError::storage)?;
+        self.tree.flush().map_err(StoreError::storage)?;
+        Ok(old.is_some())
+    }
+}

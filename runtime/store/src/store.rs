@@ -1,0 +1,264 @@
+//! [`Store`]: one embedded database holding the run log, the hub and the catalog, and
+//! the one write that spans the hub and the log: a batch of records committed with its
+//! checkpoint.
+//!
+//! Owns the atomic-commit invariant: a batch's hub segment and the run's
+//! `CheckpointCommitted` event go into **one** sled transaction, flushed before the
+//! commit is acknowledged. After a crash either both are there or neither is, so a
+//! resumed run re-reads exactly the batches whose checkpoints were not committed, and
+//! upsert by primary key absorbs whatever the source sends again. It must never write
+//! hub records outside that transaction for a run's batch.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree,
+};
+
+use crate::catalog::Catalog;
+use crate::hub::{BatchMeta, BatchOutcome, Hub, HubError, SegmentWrite};
+use crate::log::{EventKind, EventLog, LogConfig, LogError, RunId, TxHook, v1};
+
+/// Trees the hub adds to the log's transactions, in order.
+const HUB_TREES: [&str; 1] = ["hub"];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The run log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The hub refused or failed (e.g. a record without its primary key).
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A request is malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+/// One batch of a run's stream to commit with its checkpoint.
+#[derive(Debug, Clone)]
+pub struct BatchCommit {
+    /// The connection the records come from.
+    pub connection: String,
+    /// The stream.
+    pub stream: String,
+    /// Top-level fields forming the primary key.
+    pub primary_key: Vec<String>,
+    /// NDJSON records, one JSON object per line.
+    pub records: Vec<u8>,
+    /// Where the source resumes after this batch; empty for "from the start".
+    pub checkpoint: String,
+    /// The attempt that read it.
+    pub attempt: u32,
+    /// The refresh generation of a full refresh (deletion detection); 0 when the
+    /// stream is read incrementally.
+    pub generation: u64,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Seq of the `CheckpointCommitted` event.
+    pub seq: u64,
+    /// Created / updated / unchanged counts.
+    pub outcome: BatchOutcome,
+}
+
+/// The end of a stream in a run.
+#[derive(Debug, Clone)]
+pub struct StreamEnd {
+    /// The connection.
+    pub connection: String,
+    /// The stream.
+    pub stream: String,
+    /// Whether the stream was fully refreshed: then every record not seen in
+    /// `generation` is marked deleted in the same transaction.
+    pub full_refresh: bool,
+    /// The refresh generation the run's batches were committed with.
+    pub generation: u64,
+    /// The stream's last committed checkpoint.
+    pub checkpoint: String,
+    /// The attempt that read it.
+    pub attempt: u32,
+}
+
+/// The embedded store of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    log: EventLog,
+    hub: Hub,
+    catalog: Catalog,
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Opens (or creates) the store in the directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, LogConfig::default())
+    }
+
+    /// Opens the store with a log configuration.
+    pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, StoreError> {
+        let log = EventLog::open_with_extra(path, config, &HUB_TREES)?;
+        let hub = Hub::open(log.db())?;
+        let catalog = Catalog::open(log.db())?;
+        Ok(Store { log, hub, catalog })
+    }
+
+    /// The run log.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// The hub (reads; a run's batches go through [`Store::commit_batch`]).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The catalog of definitions.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.log.size_on_disk()?)
+    }
+
+    /// Upserts a batch into the hub and appends its `CheckpointCommitted` event to
+    /// `run`'s log, atomically and durably. A bad record rejects the whole batch and
+    /// nothing is written.
+    pub async fn commit_batch(
+        &self,
+        run: RunId,
+        batch: BatchCommit,
+    ) -> Result<Committed, StoreError> {
+        let hub = self.hub.clone();
+        let time_ms = now_unix_ms();
+        // Parsing and classifying a batch is CPU work of a millisecond or two: keep it
+        // off the async workers.
+        let (mut writer, staged, batch) = tokio::task::spawn_blocking(move || {
+            let writer = hub.writer(&batch.connection, &batch.stream)?;
+            let pk: Vec<&str> = batch.primary_key.iter().map(String::as_str).collect();
+            let staged = writer.prepare_batch(
+                &pk,
+                &batch.records,
+                BatchMeta {
+                    generation: batch.generation,
+                    source_cursor: Some(&batch.checkpoint),
+                    time_ms: u64::try_from(time_ms).unwrap_or(0),
+                },
+            )?;
+            Ok::<_, StoreError>((writer, staged, batch))
+        })
+        .await
+        .map_err(StoreError::storage)??;
+        let outcome = staged.outcome();
+        let event = EventKind::CheckpointCommitted(v1::CheckpointCommitted {
+            stream: batch.stream,
+            checkpoint: batch.checkpoint,
+            records: outcome.created + outcome.updated + outcome.unchanged,
+            bytes: batch.records.len() as u64,
+            created: outcome.created,
+            updated: outcome.updated,
+            unchanged: outcome.unchanged,
+            attempt: batch.attempt,
+            deleted: outcome.deleted,
+        });
+        let hook = Arc::new(HubHook(writer.segment_write(&staged)));
+        let seqs = self
+            .log
+            .append_with_hook(run, time_ms, vec![event], hook)
+            .await?;
+        writer.commit(staged);
+        Ok(Committed {
+            seq: seqs.first().copied().unwrap_or(0),
+            outcome,
+        })
+    }
+
+    /// Ends a stream of `run`: for a full refresh, marks deleted every record the
+    /// refresh did not see; appends `StreamCompleted` (after a `CheckpointCommitted`
+    /// carrying the deletions, if any), all in one transaction. Returns the number of
+    /// records marked deleted.
+    pub async fn complete_stream(&self, run: RunId, end: StreamEnd) -> Result<u64, StoreError> {
+        let completed = EventKind::StreamCompleted(v1::StreamCompleted {
+            stream: end.stream.clone(),
+            full_refresh: end.full_refresh,
+        });
+        if !end.full_refresh {
+            self.log.append(run, vec![completed]).await?;
+            return Ok(0);
+        }
+        let hub = self.hub.clone();
+        let time_ms = now_unix_ms();
+        let (connection, stream, generation) =
+            (end.connection.clone(), end.stream.clone(), end.generation);
+        let (mut writer, staged) = tokio::task::spawn_blocking(move || {
+            let writer = hub.writer(&connection, &stream)?;
+            let staged = writer.prepare_refresh(generation, u64::try_from(time_ms).unwrap_or(0))?;
+            Ok::<_, StoreError>((writer, staged))
+        })
+        .await
+        .map_err(StoreError::storage)??;
+        let deleted = staged.outcome().deleted;
+        let mut events = Vec::with_capacity(2);
+        if deleted > 0 {
+            events.push(EventKind::CheckpointCommitted(v1::CheckpointCommitted {
+                stream: end.stream,
+                checkpoint: end.checkpoint,
+                attempt: end.attempt,
+                deleted,
+                ..Default::default()
+            }));
+        }
+        events.push(completed);
+        let hook = Arc::new(HubHook(writer.segment_write(&staged)));
+        self.log
+            .append_with_hook(run, time_ms, events, hook)
+            .await?;
+        writer.commit(staged);
+        Ok(deleted)
+    }
+}
+
+/// Writes a hub segment inside the log's transaction.
+struct HubHook(SegmentWrite);
+
+impl TxHook for HubHook {
+    fn write(
+        &self,
+        extra: &[TransactionalTree],
+    ) -> ConflictableTransactionResult<Vec<EventKind>, String> {
+        let Some(hub) = extra.first() else {
+            return Err(ConflictableTransactionError::Abort(
+                "the hub tree is not part of the log's transaction".into(),
+            ));
+        };
+        self.0.write(hub).map_err(|e| match e {
+            ConflictableTransactionError::Abort(h) => {
+                ConflictableTransactionError::Abort(h.to_string())
+            }
+            ConflictableTransactionError::Conflict => ConflictableTransactionError::Conflict,
+            ConflictableTransactionError::Storage(s) => ConflictableTransactionError::Storage(s),
+        })?;
+        Ok(Vec::new())
+    }
+}
