@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::activity::Activity;
 
 /// Resource limits for one connector store (one attempt, or one reader/writer).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory a connector may grow to, in bytes.

@@ -1,0 +1,313 @@
+//! One attempt of a sync run: every stream not yet complete, from its last committed
+//! checkpoint, batch by batch into the hub.
+//!
+//! Owns reading (a producer task per stream, a few batches ahead) and committing (each
+//! batch with its checkpoint, atomically, through the store). It never decides about
+//! retries and never writes lifecycle events: it returns how the attempt ended and the
+//! driver records it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_host::{Activity, Batch, Connector, Grant, HostError, StreamDescriptor, SyncMode};
+use sluice_store::hub::HubError;
+use sluice_store::log::v1::ErrorKind;
+use sluice_store::{BatchCommit, RunId, RunState, Store, StoreError, StreamEnd};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::definition::{ConnectionDef, WorkflowDef};
+use crate::progress::{Meter, Progress};
+
+/// Batches read ahead of the one being committed: enough to keep the connector busy
+/// while a commit flushes, few enough that a crash re-reads little.
+const READ_AHEAD: usize = 2;
+
+/// Records kept of a connector's HTTP requests and log lines per attempt.
+const ACTIVITY_CAPACITY: usize = 1_024;
+
+/// A failed attempt, as the log records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Decides retry, wait or dead-letter.
+    pub kind: ErrorKind,
+    /// What went wrong and where.
+    pub message: String,
+    /// How long the source asked to wait.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// How an attempt ended, other than completing.
+#[derive(Debug)]
+pub(crate) enum AttemptEnd {
+    /// The attempt failed; the driver records it and decides.
+    Failed(Failure),
+    /// Cancellation was requested; stopped at a batch boundary.
+    Cancelled,
+    /// The store failed: nothing more can be recorded for this run now.
+    Store(StoreError),
+}
+
+fn host_failure(context: &str, e: HostError) -> AttemptEnd {
+    let kind = match &e {
+        HostError::Connector { kind, .. } => match kind {
+            sluice_host::ErrorKind::Config => ErrorKind::Config,
+            sluice_host::ErrorKind::Auth => ErrorKind::Auth,
+            sluice_host::ErrorKind::RateLimited(_) => ErrorKind::RateLimited,
+            sluice_host::ErrorKind::Transient => ErrorKind::Transient,
+            sluice_host::ErrorKind::Permanent => ErrorKind::Permanent,
+            sluice_host::ErrorKind::Schema => ErrorKind::Schema,
+        },
+        HostError::Timeout { .. } | HostError::Internal(_) => ErrorKind::Transient,
+        HostError::MalformedOutput { .. } | HostError::BatchTooLarge { .. } => ErrorKind::Schema,
+        HostError::Compile { .. }
+        | HostError::NotAConnector { .. }
+        | HostError::MissingExport { .. }
+        | HostError::DisallowedHost { .. } => ErrorKind::Config,
+        HostError::CpuLimit { .. }
+        | HostError::MemoryLimit { .. }
+        | HostError::Panic { .. }
+        | HostError::Trap { .. }
+        | HostError::Poisoned { .. } => ErrorKind::Sandbox,
+    };
+    let retry_after = match &e {
+        HostError::Connector {
+            kind: sluice_host::ErrorKind::RateLimited(Some(ms)),
+            ..
+        } => Some(Duration::from_millis(*ms)),
+        _ => None,
+    };
+    AttemptEnd::Failed(Failure {
+        kind,
+        message: format!("{context}: {e}"),
+        retry_after,
+    })
+}
+
+fn store_failure(context: &str, e: StoreError) -> AttemptEnd {
+    match e {
+        StoreError::Hub(
+            h @ (HubError::NotAnObject { .. }
+            | HubError::MissingPrimaryKey { .. }
+            | HubError::MalformedRecord { .. }
+            | HubError::BatchTooLarge { .. }),
+        ) => AttemptEnd::Failed(Failure::new(ErrorKind::Schema, format!("{context}: {h}"))),
+        other => AttemptEnd::Store(other),
+    }
+}
+
+/// Everything one attempt needs.
+pub(crate) struct Attempt<'a> {
+    pub store: &'a Store,
+    pub connector: Connector,
+    pub run: RunId,
+    pub attempt: u32,
+    pub state: &'a RunState,
+    pub connection: &'a ConnectionDef,
+    pub workflow: &'a WorkflowDef,
+    pub cancel: &'a CancellationToken,
+    pub progress: &'a watch::Sender<Progress>,
+}
+
+/// A stream resolved against what the connector offers.
+struct StreamPlan {
+    name: String,
+    mode: SyncMode,
+    primary_key: Vec<String>,
+}
+
+impl Attempt<'_> {
+    /// Runs the attempt to the end of its last stream.
+    pub(crate) async fn run(&self) -> Result<(), AttemptEnd> {
+        let grant = Arc::new(Grant {
+            allowed_hosts: self.connection.allowed_hosts.clone(),
+            secrets: self.connection.secret_values(),
+            limits: self.connection.limits.clone(),
+            activity: Arc::new(Activity::with_capacity(ACTIVITY_CAPACITY)),
+        });
+        let config = self.connection.effective_config().to_string();
+        let offered = self
+            .connector
+            .discover(&grant, &config)
+            .await
+            .map_err(|e| host_failure("discover", e))?;
+        let mut meter = Meter::start();
+        for name in &self.state.streams {
+            if self.state.progress.get(name).is_some_and(|p| p.complete) {
+                continue;
+            }
+            let plan = self.plan(name, &offered)?;
+            self.sync_stream(&grant, &config, &plan, &mut meter).await?;
+        }
+        Ok(())
+    }
+
+    fn plan(&self, name: &str, offered: &[StreamDescriptor]) -> Result<StreamPlan, AttemptEnd> {
+        let config_error = |m: String| AttemptEnd::Failed(Failure::new(ErrorKind::Config, m));
+        let def = self.workflow.stream(name);
+        let Some(descriptor) = offered.iter().find(|d| d.name == name) else {
+            let names: Vec<&str> = offered.iter().map(|d| d.name.as_str()).collect();
+            return Err(config_error(format!(
+                "stream `{name}`: connector `{}` offers no such stream; it offers: {}",
+                self.connection.connector,
+                names.join(", ")
+            )));
+        };
+        let mode = def.map_or(SyncMode::FullRefresh, |d| d.mode);
+        if !descriptor.sync_modes.contains(&mode) {
+            return Err(config_error(format!(
+                "stream `{name}`: connector `{}` does not support {mode:?} for it (it supports {:?})",
+                self.connection.connector, descriptor.sync_modes
+            )));
+        }
+        let primary_key = match def {
+            Some(d) if !d.primary_key.is_empty() => d.primary_key.clone(),
+            _ => descriptor.primary_key.clone(),
+        };
+        if primary_key.is_empty() {
+            return Err(config_error(format!(
+                "stream `{name}` has no primary key: set `primary_key` on the stream in workflow `{}`",
+                self.workflow.name
+            )));
+        }
+        Ok(StreamPlan {
+            name: name.to_owned(),
+            mode,
+            primary_key,
+        })
+    }
+
+    async fn sync_stream(
+        &self,
+        grant: &Arc<Grant>,
+        config: &str,
+        plan: &StreamPlan,
+        meter: &mut Meter,
+    ) -> Result<(), AttemptEnd> {
+        let name = plan.name.as_str();
+        let mut checkpoint = self
+            .state
+            .progress
+            .get(name)
+            .and_then(|p| p.checkpoint.clone())
+            .unwrap_or_default();
+        let full_refresh = plan.mode == SyncMode::FullRefresh;
+        // One refresh generation per run: the same across the run's attempts, newer
+        // than any earlier run's, so deletion detection compares whole refreshes.
+        let generation = if full_refresh {
+            u64::try_from(self.state.scheduled_at_unix_ms).unwrap_or(0)
+        } else {
+            0
+        };
+        let from = (!checkpoint.is_empty()).then_some(checkpoint.as_str());
+        let mut reader = self
+            .connector
+            .open(grant, config, name, plan.mode, from)
+            .await
+            .map_err(|e| host_failure(&format!("stream `{name}`: open"), e))?;
+        self.progress.send_modify(|p| {
+            p.attempt = self.attempt;
+            p.stream = Some(name.to_owned());
+        });
+
+        let (tx, mut rx) = mpsc::channel::<Result<Batch, HostError>>(READ_AHEAD);
+        let batch_size = self.workflow.batch_size;
+        let producer = tokio::spawn(async move {
+            loop {
+                let item = reader.next(batch_size).await.transpose();
+                let last = !matches!(item, Some(Ok(_)));
+                let Some(item) = item else { break };
+                if tx.send(item).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let _stop_reading = AbortOnDrop(producer.abort_handle());
+
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(AttemptEnd::Cancelled),
+                item = rx.recv() => item,
+            };
+            let batch = match item {
+                None => break,
+                Some(Err(e)) => {
+                    return Err(host_failure(
+                        &format!("stream `{name}` after checkpoint `{checkpoint}`"),
+                        e,
+                    ));
+                }
+                Some(Ok(batch)) => batch,
+            };
+            let next = batch
+                .checkpoint
+                .clone()
+                .unwrap_or_else(|| checkpoint.clone());
+            if batch.count == 0 && next == checkpoint {
+                continue;
+            }
+            let bytes = batch.records.len() as u64;
+            let context = format!("stream `{name}`, batch after checkpoint `{checkpoint}`");
+            let committed = self
+                .store
+                .commit_batch(
+                    self.run,
+                    BatchCommit {
+                        connection: self.connection.name.clone(),
+                        stream: name.to_owned(),
+                        primary_key: plan.primary_key.clone(),
+                        records: batch.records,
+                        checkpoint: next.clone(),
+                        attempt: self.attempt,
+                        generation,
+                    },
+                )
+                .await
+                .map_err(|e| store_failure(&context, e))?;
+            checkpoint = next;
+            let o = committed.outcome;
+            let records = o.created + o.updated + o.unchanged;
+            let rate = meter.add(records);
+            self.progress.send_modify(|p| {
+                p.records += records;
+                p.batches += 1;
+                p.bytes += bytes;
+                p.records_per_sec = rate;
+            });
+        }
+        self.store
+            .complete_stream(
+                self.run,
+                StreamEnd {
+                    connection: self.connection.name.clone(),
+                    stream: name.to_owned(),
+                    full_refresh,
+                    generation,
+                    checkpoint,
+                    attempt: self.attempt,
+                },
+            )
+            .await
+            .map_err(|e| store_failure(&format!("stream `{name}`: completing"), e))?;
+        Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

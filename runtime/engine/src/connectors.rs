@@ -1,0 +1,63 @@
+//! Resolving a connection's connector reference to a loaded component.
+//!
+//! Owns the map from first-party names to their `.wasm` files and a cache of loaded
+//! connectors by reference. It never runs a connector: it only compiles (through the
+//! host's on-disk cache) and hands out [`Connector`]s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sluice_host::{Connector, Host, HostError};
+
+/// Named connectors and loaded components.
+pub struct Connectors {
+    host: Host,
+    named: HashMap<String, PathBuf>,
+    loaded: Mutex<HashMap<String, Connector>>,
+}
+
+impl Connectors {
+    /// Resolves references through `host`; `named` maps first-party names to files.
+    pub fn new(host: Host, named: impl IntoIterator<Item = (String, PathBuf)>) -> Self {
+        Connectors {
+            host,
+            named: named.into_iter().collect(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The host connectors run in.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The connector a reference names: a first-party name or a `.wasm` path.
+    pub fn load(&self, reference: &str) -> Result<Connector, HostError> {
+        if let Some(c) = self.cache().get(reference) {
+            return Ok(c.clone());
+        }
+        let path = match self.named.get(reference) {
+            Some(p) => p.clone(),
+            None => Path::new(reference).to_path_buf(),
+        };
+        if !path.is_file() {
+            let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(HostError::Compile {
+                what: reference.to_owned(),
+                message: format!(
+                    "no such file, and not a first-party connector (those are: {})",
+                    names.join(", ")
+                ),
+            });
+        }
+        let connector = self.host.load_file(&path)?.named(reference);
+        self.cache().insert(reference.to_owned(), connector.clone());
+        Ok(connector)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connector>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

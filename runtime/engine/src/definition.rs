@@ -1,0 +1,305 @@
+//! Connection and workflow definitions: what users write (JSON), and the checks that
+//! turn a mistake into an error naming the field.
+//!
+//! Owns the shape and validation of definitions. It never loads connectors and never
+//! touches storage.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_host::{Limits, SyncMode};
+
+use crate::retry::RetryPolicy;
+
+/// A definition that does not hold together, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DefinitionError {
+    /// Path of the offending field, e.g. `workflows[0].streams[1].name`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl DefinitionError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DefinitionError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A connector with its configuration and secrets, for one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionDef {
+    /// Unique name.
+    pub name: String,
+    /// The customer this connection belongs to.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// A first-party connector's name (`sample`, `rest`, `http-post`) or the path of a
+    /// `.wasm` component.
+    pub connector: String,
+    /// The connector's configuration (a JSON object).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Secret parts of the configuration, with the same shape as `config` and merged
+    /// into it when the connector runs; redacted from logs.
+    #[serde(default = "empty_object")]
+    pub secrets: serde_json::Value,
+    /// Hosts the connector may reach: `api.example.com`, `127.0.0.1:8080`,
+    /// `*.example.com`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Resource limits of the connector's sandbox.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// One stream a workflow syncs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDef {
+    /// The stream's name, as the connector's `discover` reports it.
+    pub name: String,
+    /// How it is read.
+    #[serde(default = "default_mode")]
+    pub mode: SyncMode,
+    /// Primary key fields, overriding the connector's.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+}
+
+/// A sync of streams of a connection into the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDef {
+    /// Unique name.
+    pub name: String,
+    /// The connection read from.
+    pub connection: String,
+    /// The streams synced, in order.
+    pub streams: Vec<StreamDef>,
+    /// Higher runs first when workers are scarce.
+    #[serde(default)]
+    pub priority: i32,
+    /// Records asked of the connector per batch; each batch is one checkpoint.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// How failed attempts are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// A file of definitions, as the CLI reads it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definitions {
+    /// Connections.
+    #[serde(default)]
+    pub connections: Vec<ConnectionDef>,
+    /// Workflows.
+    #[serde(default)]
+    pub workflows: Vec<WorkflowDef>,
+}
+
+fn default_tenant() -> String {
+    "default".into()
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+fn default_mode() -> SyncMode {
+    SyncMode::FullRefresh
+}
+
+/// The default batch size: large enough that a checkpoint's durable commit is a small
+/// share of a batch's cost.
+pub const DEFAULT_BATCH_SIZE: u32 = 2_000;
+
+fn default_batch_size() -> u32 {
+    DEFAULT_BATCH_SIZE
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), DefinitionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DefinitionError::new(
+            field,
+            format!("`{name}` is not a valid name: use 1 to 128 letters, digits, `-`, `_` or `.`"),
+        ))
+    }
+}
+
+impl ConnectionDef {
+    /// Checks the definition; `at` prefixes field paths.
+    pub fn validate(&self, at: &str) -> Result<(), DefinitionError> {
+        check_name(&format!("{at}name"), &self.name)?;
+        check_name(&format!("{at}tenant"), &self.tenant)?;
+        if self.connector.trim().is_empty() {
+            return Err(DefinitionError::new(
+                format!("{at}connector"),
+                "name a first-party connector or the path of a .wasm component",
+            ));
+        }
+        for (field, value) in [("config", &self.config), ("secrets", &self.secrets)] {
+            if !value.is_object() {
+                return Err(DefinitionError::new(
+                    format!("{at}{field}"),
+                    "must be a JSON object",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration the connector receives: `config` with `secrets` merged in.
+    pub fn effective_config(&self) -> serde_json::Value {
+        let mut config = self.config.clone();
+        merge(&mut config, &self.secrets);
+        config
+    }
+
+    /// Every secret value, to redact.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        collect_strings(&self.secrets, &mut out);
+        out
+    }
+}
+
+fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_strings(v, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
+    }
+}
+
+impl WorkflowDef {
+    /// Checks the definition; `at` prefixes field paths.
+    pub fn validate(&self, at: &str) -> Result<(), DefinitionError> {
+        check_name(&format!("{at}name"), &self.name)?;
+        check_name(&format!("{at}connection"), &self.connection)?;
+        if self.streams.is_empty() {
+            return Err(DefinitionError::new(
+                format!("{at}streams"),
+                "list at least one stream to sync",
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(DefinitionError::new(
+                    format!("{at}streams[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(j) = seen.insert(s.name.as_str(), i) {
+                return Err(DefinitionError::new(
+                    format!("{at}streams[{i}].name"),
+                    format!("stream `{}` is already listed at streams[{j}]", s.name),
+                ));
+            }
+        }
+        if self.batch_size == 0 {
+            return Err(DefinitionError::new(
+                format!("{at}batch_size"),
+                "must be at least 1",
+            ));
+        }
+        self.retry.validate(&format!("{at}retry."))
+    }
+
+    /// The stream definition of `name`.
+    pub fn stream(&self, name: &str) -> Option<&StreamDef> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}
+
+impl Definitions {
+    /// Parses a JSON document of definitions and checks each; errors name the field.
+    pub fn from_json(text: &str) -> Result<Self, DefinitionError> {
+        let defs: Definitions = serde_json::from_str(text).map_err(|e| {
+            DefinitionError::new(
+                format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
+        for (i, c) in defs.connections.iter().enumerate() {
+            c.validate(&format!("connections[{i}]."))?;
+        }
+        for (i, w) in defs.workflows.iter().enumerate() {
+            w.validate(&format!("workflows[{i}]."))?;
+            let known = defs.connections.iter().any(|c| c.name == w.connection);
+            if !known {
+                return Err(DefinitionError::new(
+                    format!("workflows[{i}].connection"),
+                    format!(
+                        "no connection named `{}` is defined in this file",
+                        w.connection
+                    ),
+                ));
+            }
+        }
+        Ok(defs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let text = r#"{"connections":[{"name":"c","connector":"sample"}],
+            "workflows":[{"name":"w","connection":"c","streams":[{"name":"users"},{"name":"users"}]}]}"#;
+        let e = Definitions::from_json(text).unwrap_err();
+        assert_eq!(e.field, "workflows[0].streams[1].name");
+        let text = r#"{"connections":[{"name":"c","connector":"sample"}],
+            "workflows":[{"name":"w","connection":"nope","streams":[{"name":"users"}]}]}"#;
+        let e = Definitions::from_json(text).unwrap_err();
+        assert_eq!(e.field, "workflows[0].connection");
+        let e = Definitions::from_json(r#"{"connections":[{"name":"a b","connector":"x"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "connections[0].name");
+        let e = Definitions::from_json(r#"{"connections":[{"nam":"a"}]}"#).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn secrets_merge_into_config_and_are_listed_for_redaction() {
+        let c: ConnectionDef = serde_json::from_str(
+            r#"{"name":"c","connector":"rest","config":{"auth":{"type":"bearer"},"base_url":"u"},
+                "secrets":{"auth":{"token":"s3cret"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.effective_config(),
+            serde_json::json!({"auth":{"type":"bearer","token":"s3cret"},"base_url":"u"})
+        );
+        assert_eq!(c.secret_values(), vec!["s3cret".to_string()]);
+    }
+}

@@ -1,0 +1,514 @@
+//! [`Engine`]: starts runs, drives each through its attempts, and resumes in-flight
+//! runs after a restart.
+//!
+//! Owns the lifecycle of runs: every decision (start, attempt, retry, dead-letter,
+//! cancel, complete) is an event appended to the run's log *before* it takes effect,
+//! and the driver re-derives what to do next from the log's fold, never from memory.
+//! So a crash at any instant leaves a log from which [`Engine::recover`] carries on.
+//! The only in-memory state is which runs this process drives (to cancel them and
+//! watch their progress).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_store::log::v1::{self, ErrorKind};
+use sluice_store::log::{EventKind, RunFilter, StatusKind};
+use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::attempt::{Attempt, AttemptEnd, Failure};
+use crate::connectors::Connectors;
+use crate::definition::{ConnectionDef, WorkflowDef};
+use crate::error::EngineError;
+use crate::progress::Progress;
+use crate::retry::{Decision, Failures};
+
+const CONNECTION: &str = "connection";
+const WORKFLOW: &str = "workflow";
+
+/// Why a run starts.
+pub use sluice_store::log::v1::Trigger;
+
+/// The engine of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    connectors: Connectors,
+    worker: String,
+    active: Mutex<HashMap<RunId, Active>>,
+}
+
+struct Active {
+    cancel: CancellationToken,
+    progress: watch::Receiver<Progress>,
+}
+
+/// What [`Engine::recover`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Runs that were in flight and are driven again.
+    pub resumed: Vec<RunId>,
+    /// Runs whose log cannot be read; they keep their status and are reported, never
+    /// dropped.
+    pub unreadable: Vec<(RunId, LogError)>,
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn new_run_id() -> RunId {
+    let id = uuid::Uuid::now_v7();
+    RunId::from_slice(id.as_bytes()).unwrap_or_default()
+}
+
+impl Engine {
+    /// An engine over `store`, running connectors resolved by `connectors`; `worker`
+    /// names this node in the log.
+    pub fn new(store: Store, connectors: Connectors, worker: impl Into<String>) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                connectors,
+                worker: worker.into(),
+                active: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Defines (or replaces) a connection, after checking it and that its connector
+    /// loads.
+    pub fn define_connection(&self, def: &ConnectionDef) -> Result<(), EngineError> {
+        def.validate("")?;
+        self.inner
+            .connectors
+            .load(&def.connector)
+            .map_err(|e| EngineError::Connector {
+                reference: def.connector.clone(),
+                message: e.to_string(),
+            })?;
+        self.put(CONNECTION, &def.name, def)
+    }
+
+    /// Defines (or replaces) a workflow, after checking it and that its connection
+    /// exists.
+    pub fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {
+        def.validate("")?;
+        self.connection(&def.connection)?;
+        self.put(WORKFLOW, &def.name, def)
+    }
+
+    fn put<T: serde::Serialize>(&self, kind: &str, name: &str, def: &T) -> Result<(), EngineError> {
+        let json = serde_json::to_vec(def).map_err(|e| EngineError::CorruptDefinition {
+            kind: if kind == CONNECTION {
+                CONNECTION
+            } else {
+                WORKFLOW
+            },
+            name: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.inner.store.catalog().put(kind, name, &json)?;
+        Ok(())
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<Option<T>, EngineError> {
+        let Some(raw) = self.inner.store.catalog().get(kind, name)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| EngineError::CorruptDefinition {
+                kind,
+                name: name.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The connection named `name`.
+    pub fn connection(&self, name: &str) -> Result<ConnectionDef, EngineError> {
+        self.get(CONNECTION, name)?
+            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))
+    }
+
+    /// The workflow named `name`.
+    pub fn workflow(&self, name: &str) -> Result<WorkflowDef, EngineError> {
+        self.get(WORKFLOW, name)?
+            .ok_or_else(|| EngineError::UnknownWorkflow(name.to_owned()))
+    }
+
+    /// The workflow's run in flight, if any.
+    pub async fn in_flight_run(&self, workflow: &str) -> Result<Option<RunId>, EngineError> {
+        let runs = self
+            .inner
+            .store
+            .log()
+            .list(&RunFilter {
+                workflow: Some(workflow.to_owned()),
+                ..RunFilter::default()
+            })
+            .await?;
+        Ok(runs
+            .into_iter()
+            .find(|r| !r.status.is_terminal() && r.status != StatusKind::DeadLettered)
+            .map(|r| r.run_id))
+    }
+
+    /// Starts a run of `workflow`, unless one is in flight (runs of one workflow never
+    /// overlap). Returns once `RunScheduled` is durable; the run goes on in the
+    /// background.
+    pub async fn start(&self, workflow: &str, trigger: Trigger) -> Result<RunId, EngineError> {
+        let wf = self.workflow(workflow)?;
+        let conn = self.connection(&wf.connection)?;
+        if let Some(run) = self.in_flight_run(workflow).await? {
+            return Err(EngineError::AlreadyRunning {
+                workflow: workflow.to_owned(),
+                run,
+            });
+        }
+        let run = new_run_id();
+        self.inner
+            .store
+            .log()
+            .append(
+                run,
+                vec![EventKind::RunScheduled(v1::RunScheduled {
+                    workflow: wf.name.clone(),
+                    connection: conn.name.clone(),
+                    tenant: conn.tenant.clone(),
+                    priority: wf.priority,
+                    streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
+                    trigger: trigger as i32,
+                })],
+            )
+            .await?;
+        self.spawn(run);
+        Ok(run)
+    }
+
+    /// Drives again every run that was in flight when the node stopped, from its last
+    /// committed checkpoint.
+    pub async fn recover(&self) -> Result<Recovery, EngineError> {
+        let mut recovery = Recovery::default();
+        for run in self.inner.store.log().in_flight().await? {
+            match self.inner.store.log().state(run).await {
+                Ok(_) => {
+                    self.spawn(run);
+                    recovery.resumed.push(run);
+                }
+                Err(e) => {
+                    tracing::error!(%run, error = %e, "cannot resume run: its log is unreadable");
+                    recovery.unreadable.push((run, e));
+                }
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// The run's folded state.
+    pub async fn state(&self, run: RunId) -> Result<RunState, EngineError> {
+        match self.inner.store.log().state(run).await {
+            Err(LogError::UnknownRun(_)) => Err(EngineError::UnknownRun(run)),
+            other => Ok(other?),
+        }
+    }
+
+    /// Live progress of a run this node drives.
+    pub fn watch(&self, run: RunId) -> Option<watch::Receiver<Progress>> {
+        self.active().get(&run).map(|a| a.progress.clone())
+    }
+
+    /// Waits until this node stops driving `run` (it completed, was dead-lettered or
+    /// cancelled, or its store failed), then returns its state.
+    pub async fn wait(&self, run: RunId) -> Result<RunState, EngineError> {
+        if let Some(mut rx) = self.watch(run) {
+            // An error means the driver is gone, which is what we wait for.
+            let _ = rx.wait_for(|p| p.finished).await;
+        }
+        self.state(run).await
+    }
+
+    /// Cancels a run: a driven run stops at its next batch boundary, a waiting one at
+    /// once.
+    pub async fn cancel(&self, run: RunId, reason: &str) -> Result<(), EngineError> {
+        if let Some(a) = self.active().get(&run) {
+            a.cancel.cancel();
+            return Ok(());
+        }
+        let state = self.state(run).await?;
+        if state.status.kind().is_terminal() && state.status.kind() != StatusKind::DeadLettered {
+            return Err(EngineError::WrongStatus {
+                run,
+                status: state.status.kind().as_str(),
+                why: "only a run that has not ended can be cancelled",
+            });
+        }
+        if state.status.kind() == StatusKind::DeadLettered {
+            return Err(EngineError::WrongStatus {
+                run,
+                status: state.status.kind().as_str(),
+                why: "a dead-lettered run is already stopped",
+            });
+        }
+        self.inner
+            .store
+            .log()
+            .append(
+                run,
+                vec![EventKind::RunCancelled(v1::RunCancelled {
+                    reason: reason.to_owned(),
+                })],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Retries a dead-lettered run from its last checkpoint.
+    pub async fn retry(&self, run: RunId, requested_by: &str) -> Result<(), EngineError> {
+        let state = self.state(run).await?;
+        if state.status.kind() != StatusKind::DeadLettered {
+            return Err(EngineError::WrongStatus {
+                run,
+                status: state.status.kind().as_str(),
+                why: "only a dead-lettered run can be retried",
+            });
+        }
+        self.inner
+            .store
+            .log()
+            .append(
+                run,
+                vec![EventKind::ManualRetryRequested(v1::ManualRetryRequested {
+                    requested_by: requested_by.to_owned(),
+                    not_before_unix_ms: 0,
+                })],
+            )
+            .await?;
+        self.spawn(run);
+        Ok(())
+    }
+
+    fn active(&self) -> MutexGuard<'_, HashMap<RunId, Active>> {
+        self.inner.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spawn(&self, run: RunId) {
+        let mut active = self.active();
+        if active.contains_key(&run) {
+            return;
+        }
+        let cancel = CancellationToken::new();
+        let (tx, rx) = watch::channel(Progress::new(run));
+        active.insert(
+            run,
+            Active {
+                cancel: cancel.clone(),
+                progress: rx,
+            },
+        );
+        drop(active);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.drive(run, &cancel, &tx).await {
+                tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
+            }
+            engine.active().remove(&run);
+            tx.send_modify(|p| p.finished = true);
+        });
+    }
+
+    async fn append(&self, run: RunId, kinds: Vec<EventKind>) -> Result<(), EngineError> {
+        self.inner.store.log().append(run, kinds).await?;
+        Ok(())
+    }
+
+    /// Drives `run` until it ends or the store fails, re-deriving each step from the log.
+    async fn drive(
+        &self,
+        run: RunId,
+        cancel: &CancellationToken,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<(), EngineError> {
+        loop {
+            let state = self.state(run).await?;
+            progress.send_modify(|p| {
+                p.records = state.total_records();
+                p.batches = state.progress.values().map(|s| s.batches).sum();
+                p.bytes = state.progress.values().map(|s| s.bytes).sum();
+                p.attempt = state.attempts;
+            });
+            match &state.status {
+                RunStatus::Completed | RunStatus::Cancelled | RunStatus::DeadLettered { .. } => {
+                    return Ok(());
+                }
+                RunStatus::RetryWaiting {
+                    not_before_unix_ms, ..
+                } => {
+                    let wait = u64::try_from(not_before_unix_ms.saturating_sub(now_unix_ms()))
+                        .unwrap_or(0);
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    }
+                }
+                RunStatus::Running { attempt } => {
+                    // Only a restart finds a run running that this node does not drive:
+                    // the attempt was cut off. Say so; it does not count as a failure.
+                    self.append(
+                        run,
+                        vec![EventKind::AttemptFailed(v1::AttemptFailed {
+                            attempt: *attempt,
+                            kind: ErrorKind::Orchestration as i32,
+                            message: format!(
+                                "attempt {attempt} was interrupted (the node stopped); \
+                                 resuming from the last checkpoint"
+                            ),
+                            retry_after_ms: 0,
+                        })],
+                    )
+                    .await?;
+                }
+                RunStatus::Scheduled => {}
+            }
+            if cancel.is_cancelled() {
+                return self.cancelled(run).await;
+            }
+            let attempt = state.attempts + 1;
+            let mut begin = Vec::with_capacity(2);
+            if state.started_at_unix_ms.is_none() {
+                begin.push(EventKind::RunStarted(v1::RunStarted {
+                    worker: self.inner.worker.clone(),
+                }));
+            }
+            begin.push(EventKind::AttemptBegun(v1::AttemptBegun { attempt }));
+            self.append(run, begin).await?;
+            progress.send_modify(|p| p.attempt = attempt);
+
+            let wf = self.workflow(&state.workflow);
+            let end = match self
+                .attempt(run, attempt, &state, &wf, cancel, progress)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%run, records = state.total_records(), "run completed");
+                    return self
+                        .append(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+                        .await;
+                }
+                Err(end) => end,
+            };
+            let failure = match end {
+                AttemptEnd::Cancelled => return self.cancelled(run).await,
+                AttemptEnd::Store(e) => return Err(e.into()),
+                AttemptEnd::Failed(f) => f,
+            };
+            tracing::warn!(%run, attempt, kind = ?failure.kind, error = %failure.message, "attempt failed");
+            self.append(
+                run,
+                vec![EventKind::AttemptFailed(v1::AttemptFailed {
+                    attempt,
+                    kind: failure.kind as i32,
+                    message: failure.message.clone(),
+                    retry_after_ms: failure
+                        .retry_after
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                })],
+            )
+            .await?;
+            let policy = wf.map(|w| w.retry).unwrap_or_default();
+            let failures = self.failures(run).await?;
+            let next = match policy.decide(failure.kind, failure.retry_after, failures) {
+                Decision::Retry(delay) => EventKind::RetryScheduled(v1::RetryScheduled {
+                    attempt: attempt + 1,
+                    not_before_unix_ms: now_unix_ms()
+                        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                }),
+                Decision::DeadLetter => EventKind::RunDeadLettered(v1::RunDeadLettered {
+                    kind: failure.kind as i32,
+                    message: failure.message,
+                }),
+            };
+            self.append(run, vec![next]).await?;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        run: RunId,
+        attempt: u32,
+        state: &RunState,
+        workflow: &Result<WorkflowDef, EngineError>,
+        cancel: &CancellationToken,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<(), AttemptEnd> {
+        let config = |m: String| AttemptEnd::Failed(Failure::new(ErrorKind::Config, m));
+        let workflow = workflow.as_ref().map_err(|e| config(e.to_string()))?;
+        let connection = self
+            .connection(&state.connection)
+            .map_err(|e| config(e.to_string()))?;
+        let connector = self
+            .inner
+            .connectors
+            .load(&connection.connector)
+            .map_err(|e| config(format!("connector `{}`: {e}", connection.connector)))?;
+        Attempt {
+            store: &self.inner.store,
+            connector,
+            run,
+            attempt,
+            state,
+            connection: &connection,
+            workflow,
+            cancel,
+            progress,
+        }
+        .run()
+        .await
+    }
+
+    async fn cancelled(&self, run: RunId) -> Result<(), EngineError> {
+        self.append(
+            run,
+            vec![EventKind::RunCancelled(v1::RunCancelled {
+                reason: "cancelled on request".into(),
+            })],
+        )
+        .await
+    }
+
+    /// The run's failures since its last manual retry, as the retry policy counts them:
+    /// interruptions by a restart are not the run's failures.
+    async fn failures(&self, run: RunId) -> Result<Failures, EngineError> {
+        let events = self.inner.store.log().read(run).await?;
+        let mut f = Failures::default();
+        for e in &events {
+            match &e.kind {
+                Some(EventKind::ManualRetryRequested(_)) => f = Failures::default(),
+                Some(EventKind::AttemptFailed(a)) => match ErrorKind::try_from(a.kind) {
+                    Ok(ErrorKind::RateLimited) => f.rate_limited += 1,
+                    Ok(ErrorKind::Orchestration) => {}
+                    _ => f.attempts += 1,
+                },
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+}

@@ -1,0 +1,67 @@
+//! The engine's errors: what a caller asked that cannot be done, or storage failing.
+
+use sluice_store::{LogError, RunId, StoreError};
+
+use crate::definition::DefinitionError;
+
+/// Errors of [`Engine`](crate::Engine) operations.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A definition does not hold together.
+    #[error("invalid definition: {0}")]
+    Definition(#[from] DefinitionError),
+    /// No workflow of that name is defined.
+    #[error("no workflow named `{0}` is defined")]
+    UnknownWorkflow(String),
+    /// No connection of that name is defined.
+    #[error("no connection named `{0}` is defined")]
+    UnknownConnection(String),
+    /// No run with that id.
+    #[error("no run {0}")]
+    UnknownRun(RunId),
+    /// The workflow already has a run in flight; runs of one workflow never overlap.
+    #[error("workflow `{workflow}` already has run {run} in flight")]
+    AlreadyRunning {
+        /// The workflow.
+        workflow: String,
+        /// Its run in flight.
+        run: RunId,
+    },
+    /// The run is not in a status that allows the request.
+    #[error("run {run} is {status}: {why}")]
+    WrongStatus {
+        /// The run.
+        run: RunId,
+        /// Its status.
+        status: &'static str,
+        /// What was asked.
+        why: &'static str,
+    },
+    /// The connector of a connection cannot be loaded.
+    #[error("connector `{reference}`: {message}")]
+    Connector {
+        /// The reference in the connection.
+        reference: String,
+        /// Why it cannot be loaded.
+        message: String,
+    },
+    /// A stored definition cannot be read.
+    #[error("stored {kind} `{name}` is unreadable: {message}")]
+    CorruptDefinition {
+        /// `connection` or `workflow`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LogError> for EngineError {
+    fn from(e: LogError) -> Self {
+        EngineError::Store(StoreError::Log(e))
+    }
+}

@@ -1,0 +1,31 @@
+//! Sluice's engine: runs sync workflows — streams of a connection, through the
+//! connector host, into the hub — durably.
+//!
+//! Every batch commits with its checkpoint in one transaction; every lifecycle step is
+//! an event in the run's log before it takes effect; a restart resumes in-flight runs
+//! from their last checkpoint ([`Engine::recover`]). Retries follow the workflow's
+//! [`RetryPolicy`] by error kind; config, auth, schema and permanent failures
+//! dead-letter the run with their cause, and a manual retry resumes it.
+//!
+//! Modules: `definition` (what users write), `connectors` (resolving components),
+//! `retry` (decisions), `attempt` (reading and committing), `engine` (lifecycle),
+//! `progress` (live view). The engine sees storage only through `sluice-store`'s
+//! interface.
+
+mod attempt;
+mod connectors;
+mod definition;
+mod engine;
+mod error;
+mod progress;
+mod retry;
+
+pub use attempt::Failure;
+pub use connectors::Connectors;
+pub use definition::{
+    ConnectionDef, DEFAULT_BATCH_SIZE, DefinitionError, Definitions, StreamDef, WorkflowDef,
+};
+pub use engine::{Engine, Recovery, Trigger};
+pub use error::EngineError;
+pub use progress::Progress;
+pub use retry::{Decision, Failures, RetryPolicy};
