@@ -9,8 +9,19 @@ pub const CONNECTOR_ERROR: u8 = 3;
 /// The connector broke the sandbox or the contract.
 pub const SANDBOX_VIOLATION: u8 = 4;
 
+/// A run ended other than completed (dead-lettered or cancelled).
+pub const RUN_FAILED: u8 = 5;
+
+/// Some runs did not complete.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} run(s) did not complete")]
+pub struct RunsFailed(pub usize);
+
 /// The exit code for `error`.
 pub fn code_for(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<RunsFailed>().is_some() {
+        return RUN_FAILED;
+    }
     match error.chain().find_map(|e| e.downcast_ref::<HostError>()) {
         Some(HostError::Connector { .. }) => CONNECTOR_ERROR,
         Some(HostError::Internal(_)) | None => FAILURE,

@@ -5,10 +5,15 @@
 //!
 //! Exit codes scripts can rely on: 0 success; 1 any other failure; 2 bad usage;
 //! 3 the connector reported an error; 4 the connector broke the sandbox or the
-//! contract (trap, panic, limit, disallowed host, malformed output).
+//! contract (trap, panic, limit, disallowed host, malformed output); 5 a run ended
+//! without completing (dead-lettered or cancelled).
+//!
+//! `sluice run FILE` defines connections and workflows from a JSON file and runs
+//! them in the foreground against the embedded store.
 
 mod connector_cmd;
 mod exit;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +33,8 @@ enum Command {
     /// Run a connector component directly, without a server.
     #[command(subcommand)]
     Connector(connector_cmd::ConnectorCommand),
+    /// Define connections and workflows from a file and run them in the foreground.
+    Run(run_cmd::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
+            Command::Run(args) => run_cmd::run(args).await,
         }
     });
     match result {

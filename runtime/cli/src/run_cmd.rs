@@ -1,0 +1,243 @@
+//! `sluice run FILE`: define connections and workflows from a JSON file and run them
+//! in the foreground against the embedded store, with a progress display.
+//!
+//! On start it first resumes every run the store holds in flight (a run never
+//! silently vanishes), then starts a run of each selected workflow that has none in
+//! flight. Killing the process at any instant is safe: the next `sluice run` resumes
+//! from the last committed checkpoint.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_engine::{Connectors, Definitions, Engine, Trigger};
+use sluice_host::{Host, HostSettings};
+use sluice_store::{RunId, RunState, RunStatus, Store};
+
+use crate::exit;
+
+/// Run workflows defined in a file, in the foreground.
+#[derive(Args)]
+pub struct RunArgs {
+    /// JSON file of definitions: `{"connections": [...], "workflows": [...]}`.
+    file: PathBuf,
+    /// Directory of the embedded store.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
+    data_dir: PathBuf,
+    /// Run only these workflows of the file (repeatable); default: all of them.
+    #[arg(long = "workflow")]
+    workflows: Vec<String>,
+    /// Print each run's outcome as one JSON object per line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The engine of a foreground process: first-party connectors by name.
+pub fn engine(data_dir: &std::path::Path) -> anyhow::Result<Engine> {
+    let store = Store::open(data_dir).with_context(|| {
+        format!(
+            "opening the store in {} (is another sluice process using it?)",
+            data_dir.display()
+        )
+    })?;
+    let host = Host::new(HostSettings::default()).context("starting the connector host")?;
+    let named = ["sample", "rest", "http-post"]
+        .into_iter()
+        .filter_map(|n| sluice_artifacts::first_party(n).map(|p| (n.to_owned(), p.to_path_buf())));
+    let worker = format!("pid-{}", std::process::id());
+    Ok(Engine::new(store, Connectors::new(host, named), worker))
+}
+
+/// Runs the command.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let defs =
+        Definitions::from_json(&text).with_context(|| format!("in {}", args.file.display()))?;
+    for name in &args.workflows {
+        if !defs.workflows.iter().any(|w| &w.name == name) {
+            bail!(
+                "--workflow {name}: no workflow of that name in {}",
+                args.file.display()
+            );
+        }
+    }
+    let selected: Vec<String> = defs
+        .workflows
+        .iter()
+        .map(|w| w.name.clone())
+        .filter(|n| args.workflows.is_empty() || args.workflows.contains(n))
+        .collect();
+
+    let engine = engine(&args.data_dir)?;
+    for c in &defs.connections {
+        engine
+            .define_connection(c)
+            .with_context(|| format!("connection `{}`", c.name))?;
+    }
+    for w in &defs.workflows {
+        engine
+            .define_workflow(w)
+            .with_context(|| format!("workflow `{}`", w.name))?;
+    }
+
+    let started = Instant::now();
+    let recovery = engine.recover().await.context("resuming runs in flight")?;
+    for run in &recovery.resumed {
+        eprintln!("resuming run {run} from its last checkpoint");
+    }
+    for (run, error) in &recovery.unreadable {
+        eprintln!("warning: run {run} cannot be resumed: {error}");
+    }
+    let mut runs: Vec<(String, RunId)> = Vec::new();
+    for name in &selected {
+        let run = match engine.in_flight_run(name).await? {
+            Some(run) => run,
+            None => engine.start(name, Trigger::Manual).await?,
+        };
+        runs.push((name.clone(), run));
+    }
+    // Runs resumed from the store that this file does not select run to the end too.
+    for run in &recovery.resumed {
+        if !runs.iter().any(|(_, r)| r == run) {
+            let state = engine.state(*run).await?;
+            runs.push((state.workflow, *run));
+        }
+    }
+
+    let display = Display::new(args.quiet);
+    let mut watchers = Vec::new();
+    for (workflow, run) in &runs {
+        watchers.push(display.watch(&engine, workflow, *run));
+    }
+    let mut failed = 0;
+    for (workflow, run) in &runs {
+        let state = engine.wait(*run).await?;
+        report(workflow, &state, started.elapsed(), args.json);
+        if !matches!(state.status, RunStatus::Completed) {
+            failed += 1;
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+    display.clear();
+    if failed > 0 {
+        return Err(anyhow::Error::new(exit::RunsFailed(failed)));
+    }
+    Ok(())
+}
+
+struct Display {
+    bars: MultiProgress,
+}
+
+impl Display {
+    fn new(quiet: bool) -> Self {
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        Display {
+            bars: MultiProgress::with_draw_target(target),
+        }
+    }
+
+    fn watch(&self, engine: &Engine, workflow: &str, run: RunId) -> tokio::task::JoinHandle<()> {
+        let bar = self.bars.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix}: {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(workflow.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let rx = engine.watch(run);
+        tokio::spawn(async move {
+            let Some(mut rx) = rx else { return };
+            loop {
+                let p = rx.borrow_and_update().clone();
+                bar.set_message(format!(
+                    "attempt {} · {} · {} records · {} batches · {:.1} MiB · {:.0} records/s",
+                    p.attempt,
+                    p.stream.as_deref().unwrap_or("-"),
+                    p.records,
+                    p.batches,
+                    p.bytes as f64 / (1 << 20) as f64,
+                    p.records_per_sec
+                ));
+                if p.finished || rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            bar.finish_and_clear();
+        })
+    }
+
+    fn clear(&self) {
+        let _ = self.bars.clear();
+    }
+}
+
+fn status_text(status: &RunStatus) -> String {
+    match status {
+        RunStatus::DeadLettered { cause } => {
+            format!("dead-lettered ({:?}): {}", cause.kind, cause.message)
+        }
+        other => other.kind().as_str().to_owned(),
+    }
+}
+
+fn report(workflow: &str, state: &RunState, elapsed: Duration, json: bool) {
+    let sum = |f: fn(&sluice_store::log::StreamProgress) -> u64| -> u64 {
+        state.progress.values().map(f).sum()
+    };
+    let records = state.total_records();
+    if json {
+        let streams: serde_json::Map<String, serde_json::Value> = state
+            .progress
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    serde_json::json!({
+                        "records": p.records, "batches": p.batches, "bytes": p.bytes,
+                        "created": p.created, "updated": p.updated,
+                        "unchanged": p.unchanged, "deleted": p.deleted,
+                        "complete": p.complete, "checkpoint": p.checkpoint,
+                    }),
+                )
+            })
+            .collect();
+        let line = serde_json::json!({
+            "run": state.run_id.to_string(),
+            "workflow": workflow,
+            "status": state.status.kind().as_str(),
+            "error": state.last_error.as_ref().map(|f| &f.message),
+            "attempts": state.attempts,
+            "records": records,
+            "streams": streams,
+        });
+        println!("{line}");
+        return;
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "run {} of {workflow}: {} after {} attempt(s): {records} records \
+         ({} created, {} updated, {} unchanged, {} deleted) in {:.1} s, {:.0} records/s",
+        state.run_id,
+        status_text(&state.status),
+        state.attempts,
+        sum(|p| p.created),
+        sum(|p| p.updated),
+        sum(|p| p.unchanged),
+        sum(|p| p.deleted),
+        secs,
+        records as f64 / secs
+    );
+}
