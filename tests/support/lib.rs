@@ -22,4 +22,5 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 }
 
 pub mod ndjson_sink;
+pub mod pages;
 pub mod tickets;

@@ -195,13 +195,24 @@ impl Attempt<'_> {
         meter: &mut Meter,
     ) -> Result<(), AttemptEnd> {
         let name = plan.name.as_str();
-        let mut checkpoint = self
+        let full_refresh = plan.mode == SyncMode::FullRefresh;
+        let committed = self
             .state
             .progress
             .get(name)
-            .and_then(|p| p.checkpoint.clone())
-            .unwrap_or_default();
-        let full_refresh = plan.mode == SyncMode::FullRefresh;
+            .and_then(|p| p.checkpoint.clone());
+        // A run resumes from its own last checkpoint; a new incremental run starts
+        // where the stream's last incremental batch left off.
+        let mut checkpoint = match committed {
+            Some(c) => c,
+            None if !full_refresh => self
+                .store
+                .hub()
+                .stream_cursor(&self.connection.name, name)
+                .map_err(|e| AttemptEnd::Store(e.into()))?
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         // One refresh generation per run: the same across the run's attempts, newer
         // than any earlier run's, so deletion detection compares whole refreshes.
         let generation = if full_refresh {
@@ -271,6 +282,7 @@ impl Attempt<'_> {
                         checkpoint: next.clone(),
                         attempt: self.attempt,
                         generation,
+                        incremental: !full_refresh,
                     },
                 )
                 .await

@@ -42,6 +42,9 @@ struct Inner {
     connectors: Connectors,
     worker: String,
     active: Mutex<HashMap<RunId, Active>>,
+    /// Held from the overlap check to the durable `RunScheduled`, so that two starts
+    /// of one workflow cannot both pass the check.
+    starting: tokio::sync::Mutex<()>,
 }
 
 struct Active {
@@ -80,6 +83,7 @@ impl Engine {
                 connectors,
                 worker: worker.into(),
                 active: Mutex::new(HashMap::new()),
+                starting: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -177,6 +181,7 @@ impl Engine {
     pub async fn start(&self, workflow: &str, trigger: Trigger) -> Result<RunId, EngineError> {
         let wf = self.workflow(workflow)?;
         let conn = self.connection(&wf.connection)?;
+        let _starting = self.inner.starting.lock().await;
         if let Some(run) = self.in_flight_run(workflow).await? {
             return Err(EngineError::AlreadyRunning {
                 workflow: workflow.to_owned(),
@@ -326,10 +331,19 @@ impl Engine {
         drop(active);
         let engine = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = engine.drive(run, &cancel, &tx).await {
+            let result = engine.drive(run, &cancel, &tx).await;
+            if let Err(e) = &result {
                 tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
             }
             engine.active().remove(&run);
+            // A manual retry may have landed between the driver's last append and its
+            // removal above, when `spawn` still saw it active: pick it up.
+            if result.is_ok()
+                && let Ok(state) = engine.state(run).await
+                && !state.status.kind().is_terminal()
+            {
+                engine.spawn(run);
+            }
             tx.send_modify(|p| p.finished = true);
         });
     }

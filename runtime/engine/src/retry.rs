@@ -95,10 +95,13 @@ impl RetryPolicy {
         if self.jitter {
             builder = builder.with_jitter();
         }
-        builder
+        let delay = builder
             .build()
             .nth(n.saturating_sub(1) as usize)
-            .unwrap_or(Duration::from_millis(self.max_backoff_ms))
+            .unwrap_or(Duration::from_millis(self.max_backoff_ms));
+        // The factor is an f32: round away its error, to whole milliseconds like the
+        // policy's own settings.
+        Duration::from_millis((delay.as_secs_f64() * 1_000.0).round() as u64)
     }
 
     /// What to do after a failure of `kind`, given the run's failures so far.
@@ -158,6 +161,15 @@ mod tests {
         let p = no_jitter();
         let delays: Vec<u64> = (1..=6).map(|n| p.backoff(n).as_millis() as u64).collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1_000, 1_000]);
+        let small = RetryPolicy {
+            initial_backoff_ms: 10,
+            max_backoff_ms: 50,
+            ..p
+        };
+        let delays: Vec<u64> = (1..=4)
+            .map(|n| small.backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, vec![10, 20, 40, 50]);
     }
 
     #[test]

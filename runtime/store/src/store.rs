@@ -65,6 +65,9 @@ pub struct BatchCommit {
     /// The refresh generation of a full refresh (deletion detection); 0 when the
     /// stream is read incrementally.
     pub generation: u64,
+    /// Whether the stream is read incrementally: then the checkpoint also becomes the
+    /// stream's cursor ([`Hub::stream_cursor`]), where its next run starts.
+    pub incremental: bool,
 }
 
 /// What a committed batch did.
@@ -171,6 +174,7 @@ impl Store {
         .await
         .map_err(StoreError::storage)??;
         let outcome = staged.outcome();
+        let (stream, checkpoint) = (batch.stream.clone(), batch.checkpoint.clone());
         let event = EventKind::CheckpointCommitted(v1::CheckpointCommitted {
             stream: batch.stream,
             checkpoint: batch.checkpoint,
@@ -182,7 +186,11 @@ impl Store {
             attempt: batch.attempt,
             deleted: outcome.deleted,
         });
-        let hook = Arc::new(HubHook(writer.segment_write(&staged)));
+        let mut write = writer.segment_write(&staged);
+        if batch.incremental {
+            write = write.with_cursor(&batch.connection, &stream, &checkpoint);
+        }
+        let hook = Arc::new(HubHook(write));
         let seqs = self
             .log
             .append_with_hook(run, time_ms, vec![event], hook)

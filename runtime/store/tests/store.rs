@@ -1,6 +1,12 @@
 //! The store's atomic commit of a batch with its checkpoint, and stream completion with
 //! deletion detection, seen through the log, the hub and a reopen.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test"
+)]
+
 use sluice_store::hub::{ChangeKind, HubError};
 use sluice_store::log::{EventKind, RunId, v1};
 use sluice_store::{BatchCommit, Store, StoreError, StreamEnd};
@@ -43,6 +49,7 @@ fn batch(ids: std::ops::Range<u32>, checkpoint: &str, generation: u64) -> BatchC
         checkpoint: checkpoint.into(),
         attempt: 1,
         generation,
+        incremental: generation == 0,
     }
 }
 
@@ -104,6 +111,11 @@ async fn a_bad_record_rejects_the_whole_batch_and_writes_nothing() {
     assert_eq!(store.hub().count("c", "users").unwrap(), 10);
     let state = store.log().state(run).await.unwrap();
     assert_eq!(state.progress["users"].checkpoint.as_deref(), Some("10"));
+    // The stream's incremental cursor moved with the committed batch only.
+    assert_eq!(
+        store.hub().stream_cursor("c", "users").unwrap().as_deref(),
+        Some("10")
+    );
     assert_eq!(state.progress["users"].records, 10);
     // The store keeps serving: the next good batch commits.
     store

@@ -77,6 +77,7 @@ const INDEX_BITS: u32 = 24;
 const MAX_CHANGES: usize = (1 << INDEX_BITS) - 2;
 const TAG_SEGMENT: u8 = b's';
 const TAG_META: u8 = b'm';
+const TAG_CURSOR: u8 = b'c';
 
 /// What can go wrong in the hub.
 #[derive(Debug, thiserror::Error)]
@@ -422,6 +423,23 @@ impl Hub {
         }))
     }
 
+    /// The checkpoint of the stream's last incremental batch, from which the next
+    /// incremental read of the stream starts.
+    pub fn stream_cursor(
+        &self,
+        connection: &str,
+        stream: &str,
+    ) -> Result<Option<String>, HubError> {
+        let id = StreamId {
+            connection: connection.to_owned(),
+            stream: stream.to_owned(),
+        };
+        match self.shared.tree.get(key(TAG_CURSOR, &id))? {
+            Some(v) => utf8(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Number of live (not deleted) records in the stream.
     pub fn count(&self, connection: &str, stream: &str) -> Result<u64, HubError> {
         let writer = self.writer(connection, stream)?;
@@ -728,6 +746,7 @@ impl HubWriter {
     /// applies the staged write with [`HubWriter::commit`] once that has committed.
     pub(crate) fn segment_write(&self, staged: &StagedWrite) -> SegmentWrite {
         SegmentWrite {
+            cursor: None,
             segment_prefix: self.segment_prefix.clone(),
             meta_key: self.meta_key.clone(),
             expected_seq: self.next_seq(),
@@ -749,6 +768,8 @@ impl HubWriter {
 
 /// The segments of a staged write and where they go, owned by a transaction hook.
 pub(crate) struct SegmentWrite {
+    /// The stream's incremental cursor to store with the segments: (key, checkpoint).
+    cursor: Option<(Vec<u8>, Vec<u8>)>,
     segment_prefix: Vec<u8>,
     meta_key: Vec<u8>,
     /// The stream's next segment seq the write was prepared against.
@@ -758,6 +779,16 @@ pub(crate) struct SegmentWrite {
 }
 
 impl SegmentWrite {
+    /// Stores `checkpoint` as the stream's incremental cursor in the same transaction.
+    pub(crate) fn with_cursor(mut self, connection: &str, stream: &str, checkpoint: &str) -> Self {
+        let id = StreamId {
+            connection: connection.to_owned(),
+            stream: stream.to_owned(),
+        };
+        self.cursor = Some((key(TAG_CURSOR, &id), checkpoint.as_bytes().to_vec()));
+        self
+    }
+
     /// Writes the segments and the stream's next seq inside the caller's transaction,
     /// refusing with [`HubError::Stale`] if the stream moved on since it was prepared.
     /// Safe to run again when sled retries the transaction.
@@ -765,6 +796,9 @@ impl SegmentWrite {
         &self,
         hub: &TransactionalTree,
     ) -> Result<(), ConflictableTransactionError<HubError>> {
+        if let Some((key, checkpoint)) = &self.cursor {
+            hub.insert(key.as_slice(), checkpoint.as_slice())?;
+        }
         if self.segments.is_empty() {
             return Ok(());
         }
