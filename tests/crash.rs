@@ -70,30 +70,51 @@ fn committed(data: &Path) -> (u64, bool) {
 
 /// Runs `sluice run` under random SIGKILLs, then to the end. Returns the kill points
 /// (records committed when each kill landed).
-fn kill_and_restart(definitions: &Path, data: &Path, max_delay_ms: u64) -> Vec<u64> {
+///
+/// Delays are uniform in `0..=max_delay`; when the last kill moved the sync along so
+/// far that the remaining kills would not fit in what is left of it, the range is
+/// halved, and when it landed before any progress, the range grows: so the kills land
+/// across the sync on a fast machine as on a slow one.
+fn kill_and_restart(definitions: &Path, data: &Path, records: u64) -> Vec<u64> {
     let mut rng = fastrand::Rng::with_seed(seed());
-    let mut points = Vec::new();
+    let mut max_delay_ms = 1_500;
+    let mut points: Vec<u64> = Vec::new();
     while points.len() < KILLS {
         let mut child = sluice(definitions, data).spawn().expect("spawn sluice");
-        let delay = Duration::from_millis(rng.u64(0..=max_delay_ms));
-        std::thread::sleep(delay);
+        std::thread::sleep(Duration::from_millis(rng.u64(0..=max_delay_ms)));
         if child.try_wait().expect("poll sluice").is_some() {
-            // It finished (or failed) before the kill: say what it said and stop.
             let out = child.wait_with_output().expect("output");
             assert!(
                 out.status.success(),
                 "sluice failed between kills: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            break;
+            panic!(
+                "the sync finished after only {} kills: {points:?}",
+                points.len()
+            );
         }
         child.kill().expect("SIGKILL sluice");
         child.wait().expect("reap sluice");
         let (now, completed) = committed(data);
-        if let Some(last) = points.last() {
-            assert!(now >= *last, "committed records went back: {last} -> {now}");
-        }
+        let before = points.last().copied().unwrap_or(0);
+        assert!(
+            now >= before,
+            "committed records went back: {before} -> {now}"
+        );
         points.push(now);
+        assert!(
+            !completed || points.len() >= KILLS,
+            "the sync finished after only {} kills: {points:?}",
+            points.len()
+        );
+        let left = (KILLS - points.len()) as u64;
+        if now == before {
+            // Killed before it got going: leave it longer next time.
+            max_delay_ms = (max_delay_ms * 3 / 2).min(3_000);
+        } else if (now - before) * left * 2 > records.saturating_sub(now) {
+            max_delay_ms = (max_delay_ms / 2).max(100);
+        }
         if completed {
             // Killed after the run completed: starting again would start a new run.
             return points;
@@ -165,7 +186,7 @@ fn sample_sync_survives_sigkill_at_random_moments() {
                        "streams": [{"name": "users"}], "batch_size": 2000}]
     });
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
-    let points = kill_and_restart(&definitions, &data, 1_500);
+    let points = kill_and_restart(&definitions, &data, RECORDS);
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
         "no kill landed mid-sync: {points:?}"
@@ -175,7 +196,7 @@ fn sample_sync_survives_sigkill_at_random_moments() {
 
 #[test]
 fn rest_sync_survives_sigkill_at_random_moments() {
-    const RECORDS: u64 = 100_000;
+    const RECORDS: u64 = 200_000;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (app, _contacts) = sluice_tests::contacts::router(RECORDS);
     let addr = rt.block_on(sluice_tests::serve(app));
@@ -200,7 +221,7 @@ fn rest_sync_survives_sigkill_at_random_moments() {
                        "streams": [{"name": "contacts"}], "batch_size": 1000}]
     });
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
-    let points = kill_and_restart(&definitions, &data, 800);
+    let points = kill_and_restart(&definitions, &data, RECORDS);
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
         "no kill landed mid-sync: {points:?}"
