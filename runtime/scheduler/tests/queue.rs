@@ -1,0 +1,143 @@
+//! The ready queue under a controllable clock: priority order, aging, fair share
+//! between tenants, and the limits.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use sluice_scheduler::{Aging, Candidate, Limits, ReadyQueue};
+
+fn run(id: u128, tenant: &str, priority: i32, due_ms: i64) -> Candidate {
+    Candidate {
+        id,
+        tenant: tenant.into(),
+        connector: "sample".into(),
+        priority,
+        due_ms,
+    }
+}
+
+fn queue(slots: usize) -> ReadyQueue {
+    ReadyQueue::new(
+        Limits {
+            slots,
+            ..Limits::default()
+        },
+        Aging { step_ms: 1_000 },
+    )
+}
+
+#[test]
+fn higher_priority_first_then_earlier_due() {
+    let mut q = queue(10);
+    q.push(run(1, "a", 0, 100));
+    q.push(run(2, "a", 5, 200));
+    q.push(run(3, "a", 0, 50));
+    q.push(run(4, "a", 9, 10_000)); // not due yet
+    let order: Vec<u128> = std::iter::from_fn(|| q.pop_ready(300).map(|c| c.id)).collect();
+    assert_eq!(order, vec![2, 3, 1]);
+    assert_eq!(q.next_due(), Some(10_000));
+}
+
+#[test]
+fn a_waiting_run_rises_with_age_and_eventually_runs() {
+    let mut q = queue(1);
+    q.push(run(1, "a", 0, 0));
+    // A stream of fresh priority-3 runs; the old priority-0 run ages one level per
+    // second waited, ties them after 3 s and then wins by its earlier due time.
+    let mut now = 0;
+    let mut id = 100;
+    loop {
+        q.push(run(id, "a", 3, now));
+        id += 1;
+        let c = q.pop_ready(now).expect("something is due");
+        q.finished(&c.tenant, &c.connector);
+        if c.id == 1 {
+            break;
+        }
+        now += 500;
+        assert!(now < 10_000, "the old run starved");
+    }
+    assert_eq!(
+        now, 3_000,
+        "it wins exactly when it has aged to their level"
+    );
+}
+
+#[test]
+fn one_tenants_thousand_runs_do_not_hold_back_anothers_one() {
+    let mut q = queue(2);
+    for i in 0..1_000 {
+        q.push(run(i, "big", 0, 0));
+    }
+    let first = q.pop_ready(0).unwrap();
+    assert_eq!(first.tenant, "big");
+    q.push(run(5_000, "small", 0, 10)); // arrives later, same priority
+    // The next free slot goes to the tenant with fewer runs going.
+    let next = q.pop_ready(10).unwrap();
+    assert_eq!(next.tenant, "small");
+}
+
+#[test]
+fn limits_per_tenant_and_connector_hold() {
+    let mut q = ReadyQueue::new(
+        Limits {
+            slots: 10,
+            per_tenant: Some(2),
+            per_connector: HashMap::from([("rest".to_string(), 1)]),
+        },
+        Aging::default(),
+    );
+    for i in 0..5 {
+        q.push(run(i, "a", 0, 0));
+    }
+    q.push(Candidate {
+        connector: "rest".into(),
+        ..run(10, "b", 0, 0)
+    });
+    q.push(Candidate {
+        connector: "rest".into(),
+        ..run(11, "c", 0, 0)
+    });
+    let started: Vec<Candidate> = std::iter::from_fn(|| q.pop_ready(0)).collect();
+    let of = |t: &str| started.iter().filter(|c| c.tenant == t).count();
+    assert_eq!(of("a"), 2);
+    assert_eq!(started.iter().filter(|c| c.connector == "rest").count(), 1);
+    assert_eq!(q.running(), 3);
+}
+
+proptest! {
+    /// Whatever arrives, the limits are never exceeded and every run eventually starts.
+    #[test]
+    fn limits_hold_and_nothing_starves(
+        runs in proptest::collection::vec((0u8..4, -3i32..3, 0i64..5_000), 1..60),
+        slots in 1usize..4,
+    ) {
+        let mut q = ReadyQueue::new(
+            Limits { slots, per_tenant: Some(2), per_connector: HashMap::new() },
+            Aging { step_ms: 100 },
+        );
+        for (i, (tenant, priority, due)) in runs.iter().enumerate() {
+            q.push(run(i as u128, &format!("t{tenant}"), *priority, *due));
+        }
+        let mut running: Vec<Candidate> = Vec::new();
+        let mut started = 0;
+        let mut now = 0;
+        while started < runs.len() {
+            while let Some(c) = q.pop_ready(now) {
+                prop_assert!(c.due_ms <= now);
+                running.push(c);
+                started += 1;
+                prop_assert!(running.len() <= slots);
+                let mut per: HashMap<&str, usize> = HashMap::new();
+                for r in &running { *per.entry(r.tenant.as_str()).or_default() += 1; }
+                prop_assert!(per.values().all(|n| *n <= 2));
+            }
+            if let Some(done) = running.first().cloned() {
+                running.remove(0);
+                q.finished(&done.tenant, &done.connector);
+            }
+            now += 100;
+            prop_assert!(now < 1_000_000, "runs starved");
+        }
+    }
+}
