@@ -206,17 +206,7 @@ fn rest_sync_survives_sigkill_at_random_moments() {
     let defs = serde_json::json!({
         "connections": [{"name": "contacts-api", "connector": "rest",
             "allowed_hosts": [addr.to_string()],
-            "config": {
-                "base_url": format!("http://{addr}"),
-                "streams": [{
-                    "name": "contacts",
-                    "path": "/contacts/page-1.json",
-                    "records_path": "data",
-                    "primary_key": ["id"],
-                    "cursor_field": "updated_at",
-                    "pagination": {"style": "next_link", "path": "next"}
-                }]
-            }}],
+            "config": sluice_tests::contacts::rest_config(addr)}],
         "workflows": [{"name": "contacts", "connection": "contacts-api",
                        "streams": [{"name": "contacts"}], "batch_size": 1000}]
     });

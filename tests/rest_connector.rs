@@ -22,18 +22,7 @@ fn host() -> Host {
 }
 
 fn config(addr: SocketAddr) -> String {
-    serde_json::json!({
-        "base_url": format!("http://{addr}"),
-        "streams": [{
-            "name": "contacts",
-            "path": "/contacts/page-1.json",
-            "records_path": "data",
-            "primary_key": ["id"],
-            "cursor_field": "updated_at",
-            "pagination": {"style": "next_link", "path": "next"}
-        }]
-    })
-    .to_string()
+    sluice_tests::contacts::rest_config(addr).to_string()
 }
 
 /// Read until the end or until `stop_after` records; returns records by id and the

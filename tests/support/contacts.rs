@@ -113,3 +113,19 @@ pub fn record(id: u64) -> String {
         (h >> 40).is_multiple_of(2)
     )
 }
+
+/// The `rest` connector's configuration for a contacts server at `addr`: one stream,
+/// `contacts`, paged by the `next` link, incremental by `updated_at`.
+pub fn rest_config(addr: std::net::SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "base_url": format!("http://{addr}"),
+        "streams": [{
+            "name": "contacts",
+            "path": "/contacts/page-1.json",
+            "records_path": "data",
+            "primary_key": ["id"],
+            "cursor_field": "updated_at",
+            "pagination": {"style": "next_link", "path": "next"}
+        }]
+    })
+}

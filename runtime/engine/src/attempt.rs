@@ -59,26 +59,25 @@ pub(crate) enum AttemptEnd {
 }
 
 fn host_failure(context: &str, e: HostError) -> AttemptEnd {
-    let kind = match &e {
-        HostError::Connector { kind, .. } => match kind {
-            sluice_host::ErrorKind::Config => ErrorKind::Config,
-            sluice_host::ErrorKind::Auth => ErrorKind::Auth,
-            sluice_host::ErrorKind::RateLimited(_) => ErrorKind::RateLimited,
-            sluice_host::ErrorKind::Transient => ErrorKind::Transient,
-            sluice_host::ErrorKind::Permanent => ErrorKind::Permanent,
-            sluice_host::ErrorKind::Schema => ErrorKind::Schema,
-        },
-        HostError::Timeout { .. } | HostError::Internal(_) => ErrorKind::Transient,
-        HostError::MalformedOutput { .. } | HostError::BatchTooLarge { .. } => ErrorKind::Schema,
-        HostError::Compile { .. }
-        | HostError::NotAConnector { .. }
-        | HostError::MissingExport { .. }
-        | HostError::DisallowedHost { .. } => ErrorKind::Config,
+    // A connector that broke the sandbox may do better on another attempt (a trap can
+    // depend on the data): those back off as `Sandbox`; everything else keeps the kind
+    // the host gives it.
+    let sandbox = matches!(
+        e,
         HostError::CpuLimit { .. }
-        | HostError::MemoryLimit { .. }
-        | HostError::Panic { .. }
-        | HostError::Trap { .. }
-        | HostError::Poisoned { .. } => ErrorKind::Sandbox,
+            | HostError::MemoryLimit { .. }
+            | HostError::Panic { .. }
+            | HostError::Trap { .. }
+            | HostError::Poisoned { .. }
+    );
+    let kind = match e.kind() {
+        _ if sandbox => ErrorKind::Sandbox,
+        sluice_host::ErrorKind::Config => ErrorKind::Config,
+        sluice_host::ErrorKind::Auth => ErrorKind::Auth,
+        sluice_host::ErrorKind::RateLimited(_) => ErrorKind::RateLimited,
+        sluice_host::ErrorKind::Transient => ErrorKind::Transient,
+        sluice_host::ErrorKind::Permanent => ErrorKind::Permanent,
+        sluice_host::ErrorKind::Schema => ErrorKind::Schema,
     };
     let retry_after = match &e {
         HostError::Connector {

@@ -11,7 +11,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree,
@@ -19,7 +18,7 @@ use sled::transaction::{
 
 use crate::catalog::Catalog;
 use crate::hub::{BatchMeta, BatchOutcome, Hub, HubError, SegmentWrite};
-use crate::log::{EventKind, EventLog, LogConfig, LogError, RunId, TxHook, v1};
+use crate::log::{EventKind, EventLog, LogConfig, LogError, RunId, TxHook, now_unix_ms, v1};
 
 /// Trees the hub adds to the log's transactions, in order.
 const HUB_TREES: [&str; 1] = ["hub"];
@@ -103,12 +102,6 @@ pub struct Store {
     log: EventLog,
     hub: Hub,
     catalog: Catalog,
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Store {

@@ -20,6 +20,7 @@ pub use fold::{
     Failure, FoldError, RunState, RunStatus, StatusKind, StreamProgress, apply, fold, transition,
 };
 pub use keys::{RunFilter, RunSummary};
+pub(crate) use store::now_unix_ms;
 pub use store::{EventLog, LogConfig, LogError};
 
 pub(crate) use commit::TxHook;

@@ -133,7 +133,8 @@ pub struct EventLog {
     inner: Arc<Inner>,
 }
 
-fn now_unix_ms() -> i64 {
+/// The current time in Unix milliseconds.
+pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
