@@ -5,22 +5,26 @@
 //! cancel, complete) is an event appended to the run's log *before* it takes effect,
 //! and the driver re-derives what to do next from the log's fold, never from memory.
 //! So a crash at any instant leaves a log from which [`Engine::recover`] carries on.
-//! The only in-memory state is which runs this process drives (to cancel them and
-//! watch their progress).
+//! The only in-memory state is which runs this process holds (module `dispatch`):
+//! waiting in the ready queue, which starts them by priority within the slot limits
+//! and never two runs of one workflow at once, or being driven.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_scheduler::{Aging, Candidate, Limits};
 
 use sluice_store::log::v1::{self, ErrorKind};
 use sluice_store::log::{EventKind, RunFilter, StatusKind};
 use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{Attempt, AttemptEnd, Failure};
 use crate::connectors::Connectors;
 use crate::definition::{ConnectionDef, WorkflowDef};
+use crate::dispatch::{Dispatch, Ready, id_of};
 use crate::error::EngineError;
 use crate::progress::Progress;
 use crate::retry::{Decision, Failures};
@@ -41,15 +45,21 @@ struct Inner {
     store: Store,
     connectors: Connectors,
     worker: String,
-    active: Mutex<HashMap<RunId, Active>>,
+    dispatch: Dispatch,
+    /// Wakes the dispatcher: a run was queued or gave back its slot.
+    wake: Arc<Notify>,
+    dispatcher_started: AtomicBool,
     /// Held from the overlap check to the durable `RunScheduled`, so that two starts
     /// of one workflow cannot both pass the check.
     starting: tokio::sync::Mutex<()>,
 }
 
-struct Active {
-    cancel: CancellationToken,
-    progress: watch::Receiver<Progress>,
+/// How a driver stopped.
+enum Driven {
+    /// The run ended (or cannot go on here): it leaves the node.
+    Ended,
+    /// The run waits for a retry: it goes back to the queue, due then.
+    WaitUntil(i64),
 }
 
 /// What [`Engine::recover`] found.
@@ -77,12 +87,26 @@ impl Engine {
     /// An engine over `store`, running connectors resolved by `connectors`; `worker`
     /// names this node in the log.
     pub fn new(store: Store, connectors: Connectors, worker: impl Into<String>) -> Self {
+        Self::with_limits(store, connectors, worker, Limits::default(), Aging::default())
+    }
+
+    /// An engine that drives at most `limits` runs at once (globally, per tenant, per
+    /// connector), higher priority first, with waiting runs rising by `aging`.
+    pub fn with_limits(
+        store: Store,
+        connectors: Connectors,
+        worker: impl Into<String>,
+        limits: Limits,
+        aging: Aging,
+    ) -> Self {
         Engine {
             inner: Arc::new(Inner {
                 store,
                 connectors,
                 worker: worker.into(),
-                active: Mutex::new(HashMap::new()),
+                dispatch: Dispatch::new(limits, aging),
+                wake: Arc::new(Notify::new()),
+                dispatcher_started: AtomicBool::new(false),
                 starting: tokio::sync::Mutex::new(()),
             }),
         }
@@ -204,7 +228,7 @@ impl Engine {
                 })],
             )
             .await?;
-        self.spawn(run);
+        self.enqueue(run, now_unix_ms()).await?;
         Ok(run)
     }
 
@@ -214,8 +238,14 @@ impl Engine {
         let mut recovery = Recovery::default();
         for run in self.inner.store.log().in_flight().await? {
             match self.inner.store.log().state(run).await {
-                Ok(_) => {
-                    self.spawn(run);
+                Ok(state) => {
+                    let due = match state.status {
+                        RunStatus::RetryWaiting {
+                            not_before_unix_ms, ..
+                        } => not_before_unix_ms,
+                        _ => now_unix_ms(),
+                    };
+                    self.enqueue(run, due).await?;
                     recovery.resumed.push(run);
                 }
                 Err(e) => {
@@ -235,12 +265,17 @@ impl Engine {
         }
     }
 
-    /// Live progress of a run this node drives.
+    /// Live progress of a run this node holds (queued or driven).
     pub fn watch(&self, run: RunId) -> Option<watch::Receiver<Progress>> {
-        self.active().get(&run).map(|a| a.progress.clone())
+        self.inner.dispatch.watch(run)
     }
 
-    /// Waits until this node stops driving `run` (it completed, was dead-lettered or
+    /// Runs waiting for a slot and runs being driven on this node.
+    pub fn load(&self) -> (usize, usize) {
+        self.inner.dispatch.counts()
+    }
+
+    /// Waits until `run` leaves this node (it completed, was dead-lettered or
     /// cancelled, or its store failed), then returns its state.
     pub async fn wait(&self, run: RunId) -> Result<RunState, EngineError> {
         if let Some(mut rx) = self.watch(run) {
@@ -253,10 +288,11 @@ impl Engine {
     /// Cancels a run: a driven run stops at its next batch boundary, a waiting one at
     /// once.
     pub async fn cancel(&self, run: RunId, reason: &str) -> Result<(), EngineError> {
-        if let Some(a) = self.active().get(&run) {
-            a.cancel.cancel();
+        if let Some(token) = self.inner.dispatch.driving(run) {
+            token.cancel();
             return Ok(());
         }
+        let queued = self.inner.dispatch.unqueue(run);
         let state = self.state(run).await?;
         if state.status.kind().is_terminal() && state.status.kind() != StatusKind::DeadLettered {
             return Err(EngineError::WrongStatus {
@@ -282,6 +318,9 @@ impl Engine {
                 })],
             )
             .await?;
+        if let Some(held) = queued {
+            held.progress.send_modify(|p| p.finished = true);
+        }
         Ok(())
     }
 
@@ -306,45 +345,98 @@ impl Engine {
                 })],
             )
             .await?;
-        self.spawn(run);
+        self.enqueue(run, now_unix_ms()).await?;
         Ok(())
     }
 
-    fn active(&self) -> MutexGuard<'_, HashMap<RunId, Active>> {
-        self.inner.active.lock().unwrap_or_else(|e| e.into_inner())
+    /// Puts a run of the log in the ready queue, due at `due_ms`; nothing if this node
+    /// holds it already.
+    async fn enqueue(&self, run: RunId, due_ms: i64) -> Result<(), EngineError> {
+        let state = self.state(run).await?;
+        let connector = self
+            .connection(&state.connection)
+            .map_or_else(|_| state.connection.clone(), |c| c.connector);
+        let candidate = Candidate {
+            id: id_of(run),
+            tenant: state.tenant.clone(),
+            connector,
+            priority: state.priority,
+            due_ms,
+            // Runs of one workflow never overlap.
+            group: Some(state.workflow.clone()),
+        };
+        if self.inner.dispatch.hold(candidate) {
+            self.ensure_dispatcher();
+            self.inner.wake.notify_one();
+        }
+        Ok(())
     }
 
-    fn spawn(&self, run: RunId) {
-        let mut active = self.active();
-        if active.contains_key(&run) {
+    /// Starts the dispatcher loop once. It holds the engine only weakly, so dropping
+    /// every handle on the engine closes the store.
+    fn ensure_dispatcher(&self) {
+        if self.inner.dispatcher_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let cancel = CancellationToken::new();
-        let (tx, rx) = watch::channel(Progress::new(run));
-        active.insert(
-            run,
-            Active {
-                cancel: cancel.clone(),
-                progress: rx,
-            },
-        );
-        drop(active);
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let wake = Arc::clone(&self.inner.wake);
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let engine = Engine { inner };
+                    let (ready, next) = engine.inner.dispatch.take_ready(now_unix_ms());
+                    for r in ready {
+                        engine.drive_in_background(r);
+                    }
+                    next
+                };
+                match next {
+                    Some(due) => {
+                        let wait = u64::try_from(due.saturating_sub(now_unix_ms())).unwrap_or(0);
+                        tokio::select! {
+                            () = wake.notified() => {}
+                            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                        }
+                    }
+                    None => wake.notified().await,
+                }
+            }
+        });
+    }
+
+    fn drive_in_background(&self, ready: Ready) {
         let engine = self.clone();
         tokio::spawn(async move {
-            let result = engine.drive(run, &cancel, &tx).await;
-            if let Err(e) = &result {
-                tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
+            let Ready {
+                run,
+                cancel,
+                progress,
+                candidate,
+            } = ready;
+            let result = engine.drive(run, &cancel, &progress).await;
+            let dispatch = &engine.inner.dispatch;
+            match result {
+                Ok(Driven::WaitUntil(due)) => dispatch.requeue(&candidate, due),
+                Ok(Driven::Ended) => {
+                    dispatch.release(&candidate);
+                    // A manual retry may have landed between the driver's last append
+                    // and the release, when `enqueue` still saw the run held.
+                    if let Ok(state) = engine.state(run).await
+                        && !state.status.kind().is_terminal()
+                        && let Err(e) = engine.enqueue(run, now_unix_ms()).await
+                    {
+                        tracing::error!(%run, error = %e, "cannot queue retried run");
+                    }
+                    progress.send_modify(|p| p.finished = true);
+                }
+                Err(e) => {
+                    tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
+                    dispatch.release(&candidate);
+                    progress.send_modify(|p| p.finished = true);
+                }
             }
-            engine.active().remove(&run);
-            // A manual retry may have landed between the driver's last append and its
-            // removal above, when `spawn` still saw it active: pick it up.
-            if result.is_ok()
-                && let Ok(state) = engine.state(run).await
-                && !state.status.kind().is_terminal()
-            {
-                engine.spawn(run);
-            }
-            tx.send_modify(|p| p.finished = true);
+            engine.inner.wake.notify_one();
         });
     }
 
@@ -359,7 +451,7 @@ impl Engine {
         run: RunId,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Driven, EngineError> {
         loop {
             let state = self.state(run).await?;
             progress.send_modify(|p| {
@@ -370,16 +462,14 @@ impl Engine {
             });
             match &state.status {
                 RunStatus::Completed | RunStatus::Cancelled | RunStatus::DeadLettered { .. } => {
-                    return Ok(());
+                    return Ok(Driven::Ended);
                 }
                 RunStatus::RetryWaiting {
                     not_before_unix_ms, ..
                 } => {
-                    let wait = u64::try_from(not_before_unix_ms.saturating_sub(now_unix_ms()))
-                        .unwrap_or(0);
-                    tokio::select! {
-                        () = cancel.cancelled() => {}
-                        () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    // Waiting holds no slot: back to the queue until it is due.
+                    if *not_before_unix_ms > now_unix_ms() && !cancel.is_cancelled() {
+                        return Ok(Driven::WaitUntil(*not_before_unix_ms));
                     }
                 }
                 RunStatus::Running { attempt } => {
@@ -422,9 +512,9 @@ impl Engine {
             {
                 Ok(()) => {
                     tracing::info!(%run, records = state.total_records(), "run completed");
-                    return self
-                        .append(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
-                        .await;
+                    self.append(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+                        .await?;
+                    return Ok(Driven::Ended);
                 }
                 Err(end) => end,
             };
@@ -497,14 +587,15 @@ impl Engine {
         .await
     }
 
-    async fn cancelled(&self, run: RunId) -> Result<(), EngineError> {
+    async fn cancelled(&self, run: RunId) -> Result<Driven, EngineError> {
         self.append(
             run,
             vec![EventKind::RunCancelled(v1::RunCancelled {
                 reason: "cancelled on request".into(),
             })],
         )
-        .await
+        .await?;
+        Ok(Driven::Ended)
     }
 
     /// The run's failures since its last manual retry, as the retry policy counts them:

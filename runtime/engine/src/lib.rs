@@ -15,6 +15,7 @@
 mod attempt;
 mod connectors;
 mod definition;
+mod dispatch;
 mod engine;
 mod error;
 mod progress;
@@ -29,3 +30,4 @@ pub use engine::{Engine, Recovery, Trigger};
 pub use error::EngineError;
 pub use progress::Progress;
 pub use retry::{Decision, Failures, RetryPolicy};
+pub use sluice_scheduler::{Aging, Limits};

@@ -27,6 +27,9 @@ pub struct Candidate {
     pub priority: i32,
     /// When it is due, in Unix milliseconds; it may not start before.
     pub due_ms: i64,
+    /// At most one run of a group holds a slot at a time (a workflow whose runs may
+    /// not overlap); `None` for no such rule.
+    pub group: Option<String>,
 }
 
 /// How waiting raises a run's priority.
@@ -70,6 +73,7 @@ pub struct ReadyQueue {
     running: usize,
     by_tenant: HashMap<String, usize>,
     by_connector: HashMap<String, usize>,
+    groups: std::collections::HashSet<String>,
     limits: Limits,
     aging: Aging,
 }
@@ -122,6 +126,9 @@ impl ReadyQueue {
         if self.running >= self.limits.slots {
             return false;
         }
+        if c.group.as_ref().is_some_and(|g| self.groups.contains(g)) {
+            return false;
+        }
         let tenant = self.by_tenant.get(&c.tenant).copied().unwrap_or(0);
         if self.limits.per_tenant.is_some_and(|max| tenant >= max) {
             return false;
@@ -156,12 +163,19 @@ impl ReadyQueue {
         self.running += 1;
         *self.by_tenant.entry(c.tenant.clone()).or_default() += 1;
         *self.by_connector.entry(c.connector.clone()).or_default() += 1;
+        if let Some(g) = &c.group {
+            self.groups.insert(g.clone());
+        }
         Some(c)
     }
 
     /// Gives back the slot of a run that started from this queue.
-    pub fn finished(&mut self, tenant: &str, connector: &str) {
+    pub fn finished(&mut self, c: &Candidate) {
         self.running = self.running.saturating_sub(1);
+        if let Some(g) = &c.group {
+            self.groups.remove(g);
+        }
+        let (tenant, connector) = (c.tenant.as_str(), c.connector.as_str());
         for (map, key) in [
             (&mut self.by_tenant, tenant),
             (&mut self.by_connector, connector),
@@ -178,5 +192,15 @@ impl ReadyQueue {
     /// The earliest due time of a waiting run, to know when to look again.
     pub fn next_due(&self) -> Option<i64> {
         self.waiting.iter().map(|c| c.due_ms).min()
+    }
+
+    /// The earliest due time after `now_ms` (runs already due but blocked by a limit
+    /// wait for a slot to be given back, not for the clock).
+    pub fn next_due_after(&self, now_ms: i64) -> Option<i64> {
+        self.waiting
+            .iter()
+            .map(|c| c.due_ms)
+            .filter(|d| *d > now_ms)
+            .min()
     }
 }

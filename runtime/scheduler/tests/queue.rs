@@ -13,6 +13,7 @@ fn run(id: u128, tenant: &str, priority: i32, due_ms: i64) -> Candidate {
         connector: "sample".into(),
         priority,
         due_ms,
+        group: None,
     }
 }
 
@@ -50,7 +51,7 @@ fn a_waiting_run_rises_with_age_and_eventually_runs() {
         q.push(run(id, "a", 3, now));
         id += 1;
         let c = q.pop_ready(now).expect("something is due");
-        q.finished(&c.tenant, &c.connector);
+        q.finished(&c);
         if c.id == 1 {
             break;
         }
@@ -134,10 +135,28 @@ proptest! {
             }
             if let Some(done) = running.first().cloned() {
                 running.remove(0);
-                q.finished(&done.tenant, &done.connector);
+                q.finished(&done);
             }
             now += 100;
             prop_assert!(now < 1_000_000, "runs starved");
         }
     }
+}
+
+#[test]
+fn one_run_of_a_group_at_a_time() {
+    let mut q = queue(10);
+    let grouped = |id, due| Candidate {
+        group: Some("wf".into()),
+        ..run(id, "a", 0, due)
+    };
+    q.push(grouped(1, 0));
+    q.push(grouped(2, 0));
+    q.push(run(3, "a", 0, 0));
+    let first = q.pop_ready(0).unwrap();
+    assert_eq!(first.id, 1);
+    assert_eq!(q.pop_ready(0).map(|c| c.id), Some(3));
+    assert_eq!(q.pop_ready(0), None, "run 2 waits for run 1 of its group");
+    q.finished(&first);
+    assert_eq!(q.pop_ready(0).map(|c| c.id), Some(2));
 }

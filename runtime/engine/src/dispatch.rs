@@ -1,0 +1,159 @@
+//! Dispatch: the runs this node holds — waiting in the ready queue or being driven —
+//! and the ready queue that decides which starts next within the limits.
+//!
+//! Owns only in-memory bookkeeping, rebuilt from the log on start: the durable queue
+//! is the log itself (runs whose status is scheduled or waiting for a retry). It never
+//! appends events and never drives a run; the engine does both.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use sluice_scheduler::{Aging, Candidate, Limits, ReadyQueue};
+use sluice_store::RunId;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::Progress;
+
+/// A run this node holds.
+pub(crate) struct Held {
+    pub cancel: CancellationToken,
+    pub progress: watch::Sender<Progress>,
+    pub candidate: Candidate,
+    /// Driven now (holds a slot), rather than waiting in the queue.
+    pub driving: bool,
+}
+
+/// A run taken from the queue to be driven.
+pub(crate) struct Ready {
+    pub run: RunId,
+    pub cancel: CancellationToken,
+    pub progress: watch::Sender<Progress>,
+    pub candidate: Candidate,
+}
+
+pub(crate) struct Dispatch {
+    held: Mutex<HashMap<RunId, Held>>,
+    queue: Mutex<ReadyQueue>,
+}
+
+pub(crate) fn run_of(candidate: &Candidate) -> RunId {
+    RunId(candidate.id.to_be_bytes())
+}
+
+pub(crate) fn id_of(run: RunId) -> u128 {
+    u128::from_be_bytes(run.0)
+}
+
+impl Dispatch {
+    pub(crate) fn new(limits: Limits, aging: Aging) -> Self {
+        Dispatch {
+            held: Mutex::new(HashMap::new()),
+            queue: Mutex::new(ReadyQueue::new(limits, aging)),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<RunId, Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self) -> MutexGuard<'_, ReadyQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a run this node does not hold yet; returns false if it already does.
+    pub(crate) fn hold(&self, candidate: Candidate) -> bool {
+        let run = run_of(&candidate);
+        let mut held = self.held();
+        if held.contains_key(&run) {
+            return false;
+        }
+        let (tx, _) = watch::channel(Progress::new(run));
+        self.queue().push(candidate.clone());
+        held.insert(
+            run,
+            Held {
+                cancel: CancellationToken::new(),
+                progress: tx,
+                candidate,
+                driving: false,
+            },
+        );
+        true
+    }
+
+    /// Takes every run that may start at `now_ms`; returns them and when to look
+    /// again (the next due time of a waiting run, if any is in the future).
+    pub(crate) fn take_ready(&self, now_ms: i64) -> (Vec<Ready>, Option<i64>) {
+        let mut held = self.held();
+        let mut queue = self.queue();
+        let mut ready = Vec::new();
+        while let Some(candidate) = queue.pop_ready(now_ms) {
+            let run = run_of(&candidate);
+            match held.get_mut(&run) {
+                Some(h) => {
+                    h.driving = true;
+                    ready.push(Ready {
+                        run,
+                        cancel: h.cancel.clone(),
+                        progress: h.progress.clone(),
+                        candidate,
+                    });
+                }
+                // Forgotten while queued (cancelled): give the slot back.
+                None => queue.finished(&candidate),
+            }
+        }
+        (ready, queue.next_due_after(now_ms))
+    }
+
+    /// A driven run gives back its slot and waits again until `due_ms`.
+    pub(crate) fn requeue(&self, candidate: &Candidate, due_ms: i64) {
+        let run = run_of(candidate);
+        let mut held = self.held();
+        let mut queue = self.queue();
+        queue.finished(candidate);
+        if let Some(h) = held.get_mut(&run) {
+            h.driving = false;
+            h.candidate.due_ms = due_ms;
+            queue.push(h.candidate.clone());
+        }
+    }
+
+    /// A driven run gives back its slot and leaves the node.
+    pub(crate) fn release(&self, candidate: &Candidate) -> Option<Held> {
+        let run = run_of(candidate);
+        let mut held = self.held();
+        self.queue().finished(candidate);
+        held.remove(&run)
+    }
+
+    /// Takes a waiting (not driven) run out of the queue and the node.
+    pub(crate) fn unqueue(&self, run: RunId) -> Option<Held> {
+        let mut held = self.held();
+        if held.get(&run).is_none_or(|h| h.driving) {
+            return None;
+        }
+        self.queue().remove(id_of(run));
+        held.remove(&run)
+    }
+
+    /// The cancellation token of a driven run.
+    pub(crate) fn driving(&self, run: RunId) -> Option<CancellationToken> {
+        self.held()
+            .get(&run)
+            .filter(|h| h.driving)
+            .map(|h| h.cancel.clone())
+    }
+
+    /// Live progress of a held run.
+    pub(crate) fn watch(&self, run: RunId) -> Option<watch::Receiver<Progress>> {
+        self.held().get(&run).map(|h| h.progress.subscribe())
+    }
+
+    /// Runs waiting and runs driven.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let q = self.queue();
+        (q.waiting(), q.running())
+    }
+}
