@@ -251,6 +251,7 @@ fn scheduled(workflow: &str, connection: &str, streams: &[&str]) -> EventKind {
         priority: 0,
         streams: streams.iter().map(|s| s.to_string()).collect(),
         trigger: v1::Trigger::Manual as i32,
+        fire_at_unix_ms: 0,
     })
 }
 

@@ -19,7 +19,10 @@ fn engine(dir: &Path, limits: Limits) -> Engine {
     .unwrap();
     let connectors = Connectors::new(
         host,
-        [("sample".to_string(), PathBuf::from(sluice_artifacts::SAMPLE))],
+        [(
+            "sample".to_string(),
+            PathBuf::from(sluice_artifacts::SAMPLE),
+        )],
     );
     Engine::with_limits(
         Store::open(dir).unwrap(),
@@ -87,7 +90,10 @@ async fn with_one_slot_higher_priority_starts_first_and_runs_never_share_it() {
         span(&states["high"]),
     );
     assert!(first.1 <= high.0, "high started before first finished");
-    assert!(high.1 <= low.0, "low started before high finished: {high:?} {low:?}");
+    assert!(
+        high.1 <= low.0,
+        "low started before high finished: {high:?} {low:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

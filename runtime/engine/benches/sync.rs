@@ -129,6 +129,7 @@ fn main() {
                         priority: 0,
                         streams: vec!["users".into()],
                         trigger: v1::Trigger::Manual as i32,
+                        fire_at_unix_ms: 0,
                     }),
                     EventKind::AttemptBegun(v1::AttemptBegun { attempt: 1 }),
                     EventKind::CheckpointCommitted(v1::CheckpointCommitted {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sluice_host::{Limits, SyncMode};
+use sluice_scheduler::{CatchUp, OverlapPolicy, Schedule, TriggerDef};
 
 use crate::retry::RetryPolicy;
 
@@ -91,6 +92,49 @@ pub struct WorkflowDef {
     /// How failed attempts are retried.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// When runs start by themselves; none: only when started by hand.
+    #[serde(default)]
+    pub schedule: Option<ScheduleDef>,
+    /// What a fire does while a run of the workflow is in flight. The default never
+    /// lets two runs of the workflow overlap.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// A paused workflow's schedule does not fire.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// A workflow's schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDef {
+    /// Cron (with a time zone), interval or manual.
+    pub trigger: TriggerDef,
+    /// Each fire is delayed by a stable amount below this, in milliseconds, so that
+    /// many workflows on one schedule do not all start at once.
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// What to do with fires missed while the node was down.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// A fire started up to this late is on time, not missed, in milliseconds.
+    #[serde(default = "default_grace_ms")]
+    pub grace_ms: u64,
+}
+
+fn default_grace_ms() -> u64 {
+    60_000
+}
+
+impl ScheduleDef {
+    /// The parsed schedule.
+    pub fn compile(&self) -> Result<Schedule, sluice_scheduler::TriggerError> {
+        let mut s = Schedule::parse(&self.trigger)?;
+        s.jitter_ms = self.jitter_ms;
+        s.catch_up = self.catch_up;
+        s.grace_ms = i64::try_from(self.grace_ms).unwrap_or(i64::MAX);
+        Ok(s)
+    }
 }
 
 /// A file of definitions, as the CLI reads it.
@@ -230,6 +274,11 @@ impl WorkflowDef {
                 "must be at least 1",
             ));
         }
+        if let Some(schedule) = &self.schedule {
+            schedule.compile().map_err(|e| {
+                DefinitionError::new(format!("{at}schedule.trigger"), e.to_string())
+            })?;
+        }
         self.retry.validate(&format!("{at}retry."))
     }
 
@@ -287,6 +336,11 @@ mod tests {
         assert_eq!(e.field, "connections[0].name");
         let e = Definitions::from_json(r#"{"connections":[{"nam":"a"}]}"#).unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
+        let text = r#"{"connections":[{"name":"c","connector":"sample"}],
+            "workflows":[{"name":"w","connection":"c","streams":[{"name":"users"}],
+                          "schedule":{"trigger":{"kind":"cron","expression":"* * *"}}}]}"#;
+        let e = Definitions::from_json(text).unwrap_err();
+        assert_eq!(e.field, "workflows[0].schedule.trigger");
     }
 
     #[test]

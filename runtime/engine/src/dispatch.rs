@@ -17,6 +17,7 @@ use crate::progress::Progress;
 
 /// A run this node holds.
 pub(crate) struct Held {
+    pub workflow: String,
     pub cancel: CancellationToken,
     pub progress: watch::Sender<Progress>,
     pub candidate: Candidate,
@@ -62,7 +63,7 @@ impl Dispatch {
     }
 
     /// Queues a run this node does not hold yet; returns false if it already does.
-    pub(crate) fn hold(&self, candidate: Candidate) -> bool {
+    pub(crate) fn hold(&self, workflow: &str, candidate: Candidate) -> bool {
         let run = run_of(&candidate);
         let mut held = self.held();
         if held.contains_key(&run) {
@@ -73,6 +74,7 @@ impl Dispatch {
         held.insert(
             run,
             Held {
+                workflow: workflow.to_owned(),
                 cancel: CancellationToken::new(),
                 progress: tx,
                 candidate,
@@ -149,6 +151,15 @@ impl Dispatch {
     /// Live progress of a held run.
     pub(crate) fn watch(&self, run: RunId) -> Option<watch::Receiver<Progress>> {
         self.held().get(&run).map(|h| h.progress.subscribe())
+    }
+
+    /// The workflow's runs held here: (run, whether it is driven).
+    pub(crate) fn of_workflow(&self, workflow: &str) -> Vec<(RunId, bool)> {
+        self.held()
+            .iter()
+            .filter(|(_, h)| h.workflow == workflow)
+            .map(|(run, h)| (*run, h.driving))
+            .collect()
     }
 
     /// Runs waiting and runs driven.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_scheduler::{Aging, Candidate, Limits};
+use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
 
 use sluice_store::log::v1::{self, ErrorKind};
 use sluice_store::log::{EventKind, RunFilter, StatusKind};
@@ -30,7 +30,7 @@ use crate::progress::Progress;
 use crate::retry::{Decision, Failures};
 
 const CONNECTION: &str = "connection";
-const WORKFLOW: &str = "workflow";
+pub(crate) const WORKFLOW: &str = "workflow";
 
 /// Why a run starts.
 pub use sluice_store::log::v1::Trigger;
@@ -38,14 +38,14 @@ pub use sluice_store::log::v1::Trigger;
 /// The engine of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
     connectors: Connectors,
     worker: String,
-    dispatch: Dispatch,
+    pub(crate) dispatch: Dispatch,
     /// Wakes the dispatcher: a run was queued or gave back its slot.
     wake: Arc<Notify>,
     dispatcher_started: AtomicBool,
@@ -72,13 +72,13 @@ pub struct Recovery {
     pub unreadable: Vec<(RunId, LogError)>,
 }
 
-fn now_unix_ms() -> i64 {
+pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn new_run_id() -> RunId {
+pub(crate) fn new_run_id() -> RunId {
     let id = uuid::Uuid::now_v7();
     RunId::from_slice(id.as_bytes()).unwrap_or_default()
 }
@@ -87,7 +87,13 @@ impl Engine {
     /// An engine over `store`, running connectors resolved by `connectors`; `worker`
     /// names this node in the log.
     pub fn new(store: Store, connectors: Connectors, worker: impl Into<String>) -> Self {
-        Self::with_limits(store, connectors, worker, Limits::default(), Aging::default())
+        Self::with_limits(
+            store,
+            connectors,
+            worker,
+            Limits::default(),
+            Aging::default(),
+        )
     }
 
     /// An engine that drives at most `limits` runs at once (globally, per tenant, per
@@ -225,6 +231,7 @@ impl Engine {
                     priority: wf.priority,
                     streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
                     trigger: trigger as i32,
+                    fire_at_unix_ms: 0,
                 })],
             )
             .await?;
@@ -351,21 +358,25 @@ impl Engine {
 
     /// Puts a run of the log in the ready queue, due at `due_ms`; nothing if this node
     /// holds it already.
-    async fn enqueue(&self, run: RunId, due_ms: i64) -> Result<(), EngineError> {
+    pub(crate) async fn enqueue(&self, run: RunId, due_ms: i64) -> Result<(), EngineError> {
         let state = self.state(run).await?;
         let connector = self
             .connection(&state.connection)
             .map_or_else(|_| state.connection.clone(), |c| c.connector);
+        let overlap = self
+            .workflow(&state.workflow)
+            .map(|w| w.overlap)
+            .unwrap_or_default();
         let candidate = Candidate {
             id: id_of(run),
             tenant: state.tenant.clone(),
             connector,
             priority: state.priority,
             due_ms,
-            // Runs of one workflow never overlap.
-            group: Some(state.workflow.clone()),
+            // Runs of one workflow never overlap, unless its policy allows it.
+            group: (overlap != OverlapPolicy::AllowAll).then(|| state.workflow.clone()),
         };
-        if self.inner.dispatch.hold(candidate) {
+        if self.inner.dispatch.hold(&state.workflow, candidate) {
             self.ensure_dispatcher();
             self.inner.wake.notify_one();
         }

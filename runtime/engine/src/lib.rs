@@ -20,14 +20,18 @@ mod engine;
 mod error;
 mod progress;
 mod retry;
+mod schedules;
 
 pub use attempt::Failure;
 pub use connectors::Connectors;
 pub use definition::{
-    ConnectionDef, DEFAULT_BATCH_SIZE, DefinitionError, Definitions, StreamDef, WorkflowDef,
+    ConnectionDef, DEFAULT_BATCH_SIZE, DefinitionError, Definitions, ScheduleDef, StreamDef,
+    WorkflowDef,
 };
 pub use engine::{Engine, Recovery, Trigger};
 pub use error::EngineError;
 pub use progress::Progress;
 pub use retry::{Decision, Failures, RetryPolicy};
+pub use schedules::Tick;
 pub use sluice_scheduler::{Aging, Limits};
+pub use sluice_scheduler::{CatchUp, OverlapPolicy, TriggerDef};

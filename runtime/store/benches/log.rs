@@ -18,6 +18,7 @@ fn scheduled(i: usize) -> EventKind {
         priority: 0,
         streams: vec!["orders".into()],
         trigger: v1::Trigger::Manual as i32,
+        fire_at_unix_ms: 0,
     })
 }
 

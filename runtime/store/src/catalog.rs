@@ -6,13 +6,16 @@
 
 use crate::StoreError;
 
+/// Name of the catalog's tree.
+pub(crate) const TREE: &str = "catalog";
+
 /// The catalog of one store. Cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
     tree: sled::Tree,
 }
 
-fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
     if kind.is_empty() || kind.contains('\0') || name.contains('\0') {
         return Err(StoreError::Invalid(format!(
             "catalog kind `{kind}` and name `{name}` must be non-empty and contain no NUL"
@@ -28,7 +31,7 @@ fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
 impl Catalog {
     pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Catalog {
-            tree: db.open_tree("catalog").map_err(StoreError::storage)?,
+            tree: db.open_tree(TREE).map_err(StoreError::storage)?,
         })
     }
 

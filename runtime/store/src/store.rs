@@ -20,8 +20,8 @@ use crate::catalog::Catalog;
 use crate::hub::{BatchMeta, BatchOutcome, Hub, HubError, SegmentWrite};
 use crate::log::{EventKind, EventLog, LogConfig, LogError, RunId, TxHook, now_unix_ms, v1};
 
-/// Trees the hub adds to the log's transactions, in order.
-const HUB_TREES: [&str; 1] = ["hub"];
+/// Trees added to the log's transactions, in order: the hub's, then the catalog's.
+const EXTRA_TREES: [&str; 2] = ["hub", crate::catalog::TREE];
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ impl Store {
 
     /// Opens the store with a log configuration.
     pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, StoreError> {
-        let log = EventLog::open_with_extra(path, config, &HUB_TREES)?;
+        let log = EventLog::open_with_extra(path, config, &EXTRA_TREES)?;
         let hub = Hub::open(log.db())?;
         let catalog = Catalog::open(log.db())?;
         Ok(Store { log, hub, catalog })
@@ -195,6 +195,28 @@ impl Store {
         })
     }
 
+    /// Appends `events` to a new or existing run's log and stores `document` as the
+    /// catalog definition `name` of `kind`, in one transaction: for a schedule, the run
+    /// started for a fire and the schedule's progress past that fire, so that after a
+    /// crash a fire has either its run and its progress, or neither.
+    pub async fn append_with_document(
+        &self,
+        run: RunId,
+        events: Vec<EventKind>,
+        kind: &str,
+        name: &str,
+        document: Vec<u8>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let hook = Arc::new(CatalogHook {
+            key: crate::catalog::key(kind, name)?,
+            document,
+        });
+        Ok(self
+            .log
+            .append_with_hook(run, now_unix_ms(), events, hook)
+            .await?)
+    }
+
     /// Ends a stream of `run`: for a full refresh, marks deleted every record the
     /// refresh did not see; appends `StreamCompleted` (after a `CheckpointCommitted`
     /// carrying the deletions, if any), all in one transaction. Returns the number of
@@ -237,6 +259,27 @@ impl Store {
             .await?;
         writer.commit(staged);
         Ok(deleted)
+    }
+}
+
+/// Writes one catalog document inside the log's transaction.
+struct CatalogHook {
+    key: Vec<u8>,
+    document: Vec<u8>,
+}
+
+impl TxHook for CatalogHook {
+    fn write(
+        &self,
+        extra: &[TransactionalTree],
+    ) -> ConflictableTransactionResult<Vec<EventKind>, String> {
+        let Some(catalog) = extra.get(1) else {
+            return Err(ConflictableTransactionError::Abort(
+                "the catalog tree is not part of the log's transaction".into(),
+            ));
+        };
+        catalog.insert(self.key.as_slice(), self.document.as_slice())?;
+        Ok(Vec::new())
     }
 }
 

@@ -62,6 +62,7 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
             priority: 3,
             streams: STREAMS.iter().map(|s| s.to_string()).collect(),
             trigger: v1::Trigger::Manual as i32,
+            fire_at_unix_ms: 0,
         }),
     )];
     let mut status = StatusKind::Scheduled;

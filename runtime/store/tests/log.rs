@@ -18,6 +18,7 @@ fn scheduled(workflow: &str, connection: &str, tenant: &str) -> EventKind {
         priority: 1,
         streams: vec!["users".into(), "orders".into()],
         trigger: v1::Trigger::Manual as i32,
+        fire_at_unix_ms: 0,
     })
 }
 

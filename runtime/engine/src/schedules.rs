@@ -1,0 +1,263 @@
+//! Schedules: firing workflows whose trigger is due, by their overlap policy.
+//!
+//! Owns each schedule's progress (its anchor and the last fire handled, a catalog
+//! document of kind `schedule`) and the decision per fire. A run started for a fire is
+//! appended together with the schedule's progress past that fire, in one transaction,
+//! so across a crash a fire is neither lost nor started twice. It never drives runs:
+//! it queues them, and the dispatcher starts them.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sluice_scheduler::{OnFire, OverlapPolicy, OverlapState, TriggerDef};
+use sluice_store::RunId;
+use sluice_store::log::{EventKind, v1};
+
+use crate::definition::WorkflowDef;
+use crate::engine::{Engine, WORKFLOW, new_run_id};
+use crate::error::EngineError;
+
+const SCHEDULE: &str = "schedule";
+const SCHEDULER: &str = "scheduler";
+
+/// A schedule's progress, stored in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// When the schedule was first seen; intervals count from here.
+    anchor_unix_ms: i64,
+    /// The last fire handled (started, buffered or dropped).
+    last_fire_unix_ms: i64,
+}
+
+/// What one pass over the schedules did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// Runs started (queued) for fires.
+    pub started: Vec<RunId>,
+    /// Fires dropped by an overlap policy or missed and not caught up.
+    pub dropped: usize,
+    /// The next fire of any schedule.
+    pub next: Option<DateTime<Utc>>,
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Whether the scheduler as a whole is paused, stored in the catalog.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SchedulerState {
+    paused: bool,
+}
+
+impl Engine {
+    fn json<T: Serialize>(value: &T) -> Vec<u8> {
+        serde_json::to_vec(value).unwrap_or_default()
+    }
+
+    fn progress(&self, workflow: &str) -> Result<Option<Progress>, EngineError> {
+        let raw = self.inner.store.catalog().get(SCHEDULE, workflow)?;
+        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+    }
+
+    fn put_progress(&self, workflow: &str, p: Progress) -> Result<(), EngineError> {
+        self.inner
+            .store
+            .catalog()
+            .put(SCHEDULE, workflow, &Self::json(&p))?;
+        Ok(())
+    }
+
+    /// Pauses or resumes the whole scheduler (durable).
+    pub fn pause_scheduler(&self, paused: bool) -> Result<(), EngineError> {
+        self.inner.store.catalog().put(
+            SCHEDULER,
+            "state",
+            &Self::json(&SchedulerState { paused }),
+        )?;
+        Ok(())
+    }
+
+    /// Whether the scheduler is paused.
+    pub fn scheduler_paused(&self) -> Result<bool, EngineError> {
+        let raw = self.inner.store.catalog().get(SCHEDULER, "state")?;
+        Ok(raw
+            .and_then(|r| serde_json::from_slice::<SchedulerState>(&r).ok())
+            .is_some_and(|s| s.paused))
+    }
+
+    /// Pauses or resumes one workflow's schedule (durable).
+    pub fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
+        let mut wf = self.workflow(workflow)?;
+        wf.paused = paused;
+        self.define_workflow(&wf)
+    }
+
+    /// The next `count` fires of a workflow's schedule after `now`.
+    pub fn upcoming(
+        &self,
+        workflow: &str,
+        now: DateTime<Utc>,
+        count: usize,
+    ) -> Result<Vec<DateTime<Utc>>, EngineError> {
+        let wf = self.workflow(workflow)?;
+        let Some(def) = &wf.schedule else {
+            return Ok(Vec::new());
+        };
+        let schedule = def.compile().map_err(|e| EngineError::CorruptDefinition {
+            kind: WORKFLOW,
+            name: wf.name.clone(),
+            message: e.to_string(),
+        })?;
+        let anchor = self
+            .progress(workflow)?
+            .map_or(now, |p| at(p.anchor_unix_ms));
+        Ok(schedule.upcoming(anchor, now, count))
+    }
+
+    /// Fires every schedule due at `now`. A schedule seen for the first time starts
+    /// counting from `now`. Paused workflows and a paused scheduler fire nothing (their
+    /// fires are missed, and caught up by policy on resume).
+    pub async fn tick_schedules(&self, now: DateTime<Utc>) -> Result<Tick, EngineError> {
+        let mut tick = Tick::default();
+        if self.scheduler_paused()? {
+            return Ok(tick);
+        }
+        for (name, raw) in self.inner.store.catalog().list(WORKFLOW)? {
+            let Ok(wf) = serde_json::from_slice::<WorkflowDef>(&raw) else {
+                tracing::error!(workflow = %name, "stored workflow is unreadable; its schedule is skipped");
+                continue;
+            };
+            let Some(def) = wf.schedule.as_ref().filter(|_| !wf.paused) else {
+                continue;
+            };
+            let Ok(schedule) = def.compile() else {
+                continue;
+            };
+            let progress = match self.progress(&wf.name)? {
+                Some(p) => p,
+                None => {
+                    let p = Progress {
+                        anchor_unix_ms: now.timestamp_millis(),
+                        last_fire_unix_ms: now.timestamp_millis(),
+                    };
+                    self.put_progress(&wf.name, p)?;
+                    p
+                }
+            };
+            let anchor = at(progress.anchor_unix_ms);
+            let fires = schedule.due(anchor, at(progress.last_fire_unix_ms), now);
+            tick.dropped += fires.skipped;
+            for fire in &fires.due {
+                let p = Progress {
+                    last_fire_unix_ms: fire.timestamp_millis(),
+                    ..progress
+                };
+                let due = schedule.jittered(&wf.name, *fire).timestamp_millis();
+                match self.fire(&wf, *fire, due, p).await? {
+                    Some(run) => tick.started.push(run),
+                    None => tick.dropped += 1,
+                }
+            }
+            if let Some(handled) = fires.handled
+                && fires.due.last() != Some(&handled)
+            {
+                self.put_progress(
+                    &wf.name,
+                    Progress {
+                        last_fire_unix_ms: handled.timestamp_millis(),
+                        ..progress
+                    },
+                )?;
+            }
+            tick.next = match (tick.next, fires.next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(tick)
+    }
+
+    /// One fire of `wf`: by its overlap policy, queue a run (recording the schedule's
+    /// progress with it), or drop the fire (recording the progress alone).
+    async fn fire(
+        &self,
+        wf: &WorkflowDef,
+        fire: DateTime<Utc>,
+        due_ms: i64,
+        progress: Progress,
+    ) -> Result<Option<RunId>, EngineError> {
+        let held = self.inner.dispatch.of_workflow(&wf.name);
+        let mut state = OverlapState {
+            running: held.iter().filter(|(_, driving)| *driving).count() as u32,
+            buffered: held.iter().filter(|(_, driving)| !*driving).count() as u32,
+        };
+        match wf.overlap.on_fire(&mut state) {
+            OnFire::Dropped => {
+                self.put_progress(&wf.name, progress)?;
+                return Ok(None);
+            }
+            OnFire::CancelRunning | OnFire::Start | OnFire::Buffered => {}
+        }
+        if wf.overlap == OverlapPolicy::CancelOther {
+            // The newest fire wins: the run in flight and fires still waiting stop.
+            for (run, _) in &held {
+                if let Err(e) = self.cancel(*run, "a newer fire replaces it").await {
+                    tracing::warn!(%run, error = %e, "cannot cancel the run a fire replaces");
+                }
+            }
+        }
+        let conn = self.connection(&wf.connection)?;
+        let trigger = match wf.schedule.as_ref().map(|s| &s.trigger) {
+            Some(TriggerDef::Cron { .. }) => v1::Trigger::Cron,
+            Some(TriggerDef::Interval { .. }) => v1::Trigger::Interval,
+            _ => v1::Trigger::Manual,
+        };
+        let run = new_run_id();
+        self.inner
+            .store
+            .append_with_document(
+                run,
+                vec![EventKind::RunScheduled(v1::RunScheduled {
+                    workflow: wf.name.clone(),
+                    connection: conn.name.clone(),
+                    tenant: conn.tenant.clone(),
+                    priority: wf.priority,
+                    streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
+                    trigger: trigger as i32,
+                    fire_at_unix_ms: fire.timestamp_millis(),
+                })],
+                SCHEDULE,
+                &wf.name,
+                Self::json(&progress),
+            )
+            .await?;
+        self.enqueue(run, due_ms).await?;
+        Ok(Some(run))
+    }
+
+    /// Runs the schedules until the engine is dropped: a pass at every fire, and at
+    /// least every `max_sleep`.
+    pub fn start_scheduler(&self, max_sleep: std::time::Duration) {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let engine = Engine { inner };
+                    match engine.tick_schedules(Utc::now()).await {
+                        Ok(tick) => tick.next,
+                        Err(e) => {
+                            tracing::error!(error = %e, "schedule pass failed");
+                            None
+                        }
+                    }
+                };
+                let wait = next
+                    .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(max_sleep)
+                    .min(max_sleep);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,215 @@
+//! Schedules through the engine, under a controllable clock: `tick_schedules(now)` is
+//! called with chosen times (in the past, so the runs it queues start at once). Fires
+//! start once, survive a restart, follow the catch-up and overlap policies, and a
+//! paused workflow or scheduler fires nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{Value, json};
+use sluice_engine::{ConnectionDef, Connectors, Engine, WorkflowDef};
+use sluice_host::{Host, HostSettings};
+use sluice_store::{RunStatus, Store};
+
+fn engine(dir: &Path) -> Engine {
+    let host = Host::new(HostSettings {
+        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("schedules-components")),
+        ..HostSettings::default()
+    })
+    .unwrap();
+    let connectors = Connectors::new(
+        host,
+        [(
+            "sample".to_string(),
+            PathBuf::from(sluice_artifacts::SAMPLE),
+        )],
+    );
+    Engine::new(Store::open(dir).unwrap(), connectors, "test-node")
+}
+
+fn define(engine: &Engine, records: u64, workflow: Value) {
+    let conn: ConnectionDef = serde_json::from_value(json!({
+        "name": "sample", "connector": "sample", "config": {"records": records}
+    }))
+    .unwrap();
+    engine.define_connection(&conn).unwrap();
+    let mut wf = json!({"name": "wf", "connection": "sample", "streams": [{"name": "users"}]});
+    for (k, v) in workflow.as_object().unwrap() {
+        wf[k] = v.clone();
+    }
+    let wf: WorkflowDef = serde_json::from_value(wf).unwrap();
+    engine.define_workflow(&wf).unwrap();
+}
+
+/// An hour ago, on a whole minute: runs queued for times after it are already due.
+fn t0() -> DateTime<Utc> {
+    let now = Utc::now() - Duration::hours(1);
+    Utc.timestamp_opt(now.timestamp() / 60 * 60, 0).unwrap()
+}
+
+fn every_minute(extra: Value) -> Value {
+    let mut schedule = json!({"trigger": {"kind": "interval", "every_secs": 60}, "grace_ms": 5000});
+    for (k, v) in extra.as_object().unwrap() {
+        schedule[k] = v.clone();
+    }
+    json!({"schedule": schedule})
+}
+
+async fn completed(engine: &Engine, runs: &[sluice_store::RunId]) {
+    for run in runs {
+        let s = engine.wait(*run).await.unwrap();
+        assert!(matches!(s.status, RunStatus::Completed), "{s:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_starts_one_run_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = t0();
+    {
+        let e = engine(dir.path());
+        define(&e, 100, every_minute(json!({})));
+        assert!(e.tick_schedules(t0).await.unwrap().started.is_empty());
+        let tick = e.tick_schedules(t0 + Duration::seconds(59)).await.unwrap();
+        assert!(tick.started.is_empty());
+        assert_eq!(tick.next, Some(t0 + Duration::seconds(60)));
+        let tick = e.tick_schedules(t0 + Duration::seconds(60)).await.unwrap();
+        assert_eq!(tick.started.len(), 1);
+        assert!(
+            e.tick_schedules(t0 + Duration::seconds(61))
+                .await
+                .unwrap()
+                .started
+                .is_empty()
+        );
+        completed(&e, &tick.started).await;
+        let state = e.state(tick.started[0]).await.unwrap();
+        assert_eq!(state.trigger, sluice_store::log::v1::Trigger::Interval);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A restart: the fire already handled is not started again; the next one is.
+    let e = engine(dir.path());
+    assert!(
+        e.tick_schedules(t0 + Duration::seconds(62))
+            .await
+            .unwrap()
+            .started
+            .is_empty()
+    );
+    let tick = e.tick_schedules(t0 + Duration::seconds(120)).await.unwrap();
+    assert_eq!(tick.started.len(), 1);
+    completed(&e, &tick.started).await;
+}
+
+async fn after_downtime(catch_up: Value) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let mut wf = every_minute(json!({"catch_up": catch_up}));
+    // Caught-up fires queue behind each other instead of being skipped as overlaps.
+    wf["overlap"] = "buffer_all".into();
+    define(&e, 10, wf);
+    let t0 = t0();
+    e.tick_schedules(t0).await.unwrap();
+    // Down from t0 until 10:30 later: fires 1:00 .. 10:00 were missed.
+    let tick = e.tick_schedules(t0 + Duration::seconds(630)).await.unwrap();
+    completed(&e, &tick.started).await;
+    (tick.started.len(), tick.dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_fires_follow_the_catch_up_policy() {
+    assert_eq!(after_downtime(json!({"policy": "skip"})).await, (0, 10));
+    assert_eq!(after_downtime(json!({"policy": "run_once"})).await, (1, 9));
+    // Within 130 s of 10:30: the fires at 9:00 and 10:00, one after another.
+    assert_eq!(
+        after_downtime(json!({"policy": "all_within", "window_secs": 130})).await,
+        (2, 8)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_policies_decide_what_a_fire_does_while_a_run_is_in_flight() {
+    for (policy, started, dropped) in [("skip", 1, 2), ("buffer_all", 3, 0), ("buffer_one", 2, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        // Big enough that the first run is still going when the next fires come.
+        define(
+            &e,
+            300_000,
+            json!({"overlap": policy, "schedule": {"trigger": {"kind": "interval", "every_secs": 60}}}),
+        );
+        let t0 = t0();
+        e.tick_schedules(t0).await.unwrap();
+        let mut runs = Vec::new();
+        let mut drops = 0;
+        for minute in 1..=3 {
+            let tick = e
+                .tick_schedules(t0 + Duration::seconds(60 * minute))
+                .await
+                .unwrap();
+            runs.extend(tick.started);
+            drops += tick.dropped;
+        }
+        assert_eq!((runs.len(), drops), (started, dropped), "{policy}");
+        completed(&e, &runs).await;
+        // However many were queued, they ran one after another.
+        let mut spans = Vec::new();
+        for run in &runs {
+            let s = e.state(*run).await.unwrap();
+            spans.push((
+                s.started_at_unix_ms.unwrap(),
+                s.finished_at_unix_ms.unwrap(),
+            ));
+        }
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "{policy}: runs overlapped: {spans:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    define(
+        &e,
+        10,
+        every_minute(json!({"catch_up": {"policy": "skip"}})),
+    );
+    let t0 = t0();
+    e.tick_schedules(t0).await.unwrap();
+    assert_eq!(
+        e.upcoming("wf", t0, 2).unwrap(),
+        vec![t0 + Duration::seconds(60), t0 + Duration::seconds(120)]
+    );
+    e.pause_workflow("wf", true).unwrap();
+    assert!(
+        e.tick_schedules(t0 + Duration::seconds(60))
+            .await
+            .unwrap()
+            .started
+            .is_empty()
+    );
+    e.pause_workflow("wf", false).unwrap();
+    e.pause_scheduler(true).unwrap();
+    assert!(
+        e.tick_schedules(t0 + Duration::seconds(120))
+            .await
+            .unwrap()
+            .started
+            .is_empty()
+    );
+    e.pause_scheduler(false).unwrap();
+    let tick = e.tick_schedules(t0 + Duration::seconds(180)).await.unwrap();
+    assert_eq!(
+        tick.started.len(),
+        1,
+        "the fire on time after resuming runs"
+    );
+    completed(&e, &tick.started).await;
+}
