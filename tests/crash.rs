@@ -32,7 +32,7 @@ fn seed() -> u64 {
     seed
 }
 
-fn sluice(definitions: &Path, data: &Path) -> Command {
+fn sluice(definitions: &Path, data: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.arg("run")
         .arg(definitions)
@@ -40,21 +40,22 @@ fn sluice(definitions: &Path, data: &Path) -> Command {
         .arg(data)
         .arg("--quiet")
         .arg("--json")
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
 }
 
-/// Committed records of the runs so far, and whether one has completed (the store is
+/// Committed records of the runs so far, and how many runs completed (the store is
 /// closed in between).
-fn committed(data: &Path) -> (u64, bool) {
+fn committed(data: &Path) -> (u64, usize) {
     let store = Store::open(data).expect("the store opens after a kill");
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     rt.block_on(async {
         let mut total = 0;
-        let mut completed = false;
+        let mut completed = 0;
         for r in store.log().list(&RunFilter::default()).await.expect("list") {
             total += store
                 .log()
@@ -62,7 +63,7 @@ fn committed(data: &Path) -> (u64, bool) {
                 .await
                 .expect("fold")
                 .total_records();
-            completed |= r.status == StatusKind::Completed;
+            completed += usize::from(r.status == StatusKind::Completed);
         }
         (total, completed)
     })
@@ -75,12 +76,18 @@ fn committed(data: &Path) -> (u64, bool) {
 /// far that the remaining kills would not fit in what is left of it, the range is
 /// halved, and when it landed before any progress, the range grows: so the kills land
 /// across the sync on a fast machine as on a slow one.
-fn kill_and_restart(definitions: &Path, data: &Path, records: u64) -> Vec<u64> {
+fn kill_and_restart(
+    definitions: &Path,
+    data: &Path,
+    extra: &[&str],
+    records: u64,
+    runs: usize,
+) -> Vec<u64> {
     let mut rng = fastrand::Rng::with_seed(seed());
     let mut max_delay_ms = 1_500;
     let mut points: Vec<u64> = Vec::new();
     while points.len() < KILLS {
-        let mut child = sluice(definitions, data).spawn().expect("spawn sluice");
+        let mut child = sluice(definitions, data, extra).spawn().expect("spawn sluice");
         std::thread::sleep(Duration::from_millis(rng.u64(0..=max_delay_ms)));
         if child.try_wait().expect("poll sluice").is_some() {
             let out = child.wait_with_output().expect("output");
@@ -103,6 +110,7 @@ fn kill_and_restart(definitions: &Path, data: &Path, records: u64) -> Vec<u64> {
             "committed records went back: {before} -> {now}"
         );
         points.push(now);
+        let completed = completed >= runs;
         assert!(
             !completed || points.len() >= KILLS,
             "the sync finished after only {} kills: {points:?}",
@@ -120,7 +128,7 @@ fn kill_and_restart(definitions: &Path, data: &Path, records: u64) -> Vec<u64> {
             return points;
         }
     }
-    let out = sluice(definitions, data)
+    let out = sluice(definitions, data, extra)
         .output()
         .expect("run sluice to the end");
     assert!(
@@ -135,7 +143,7 @@ fn kill_and_restart(definitions: &Path, data: &Path, records: u64) -> Vec<u64> {
 
 /// The hub holds exactly ids 1..=n (by `id_of`), the feed has one creation per record
 /// and nothing else, and the one run completed with each record counted once.
-fn assert_exactly_once(data: &Path, connection: &str, stream: &str, n: u64) {
+fn assert_exactly_once(data: &Path, workflow: &str, connection: &str, stream: &str, n: u64) {
     let store = Store::open(data).expect("open the store");
     assert_eq!(store.hub().count(connection, stream).expect("count"), n);
     let mut seen = HashSet::with_capacity(n as usize);
@@ -163,7 +171,11 @@ fn assert_exactly_once(data: &Path, connection: &str, stream: &str, n: u64) {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let runs = store.log().list(&RunFilter::default()).await.expect("list");
+        let filter = RunFilter {
+            workflow: Some(workflow.to_owned()),
+            ..RunFilter::default()
+        };
+        let runs = store.log().list(&filter).await.expect("list");
         assert_eq!(runs.len(), 1, "every restart resumed the one run: {runs:?}");
         assert_eq!(runs[0].status, StatusKind::Completed);
         let state = store.log().state(runs[0].run_id).await.expect("fold");
@@ -186,12 +198,12 @@ fn sample_sync_survives_sigkill_at_random_moments() {
                        "streams": [{"name": "users"}], "batch_size": 2000}]
     });
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
-    let points = kill_and_restart(&definitions, &data, RECORDS);
+    let points = kill_and_restart(&definitions, &data, &[], RECORDS, 1);
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
         "no kill landed mid-sync: {points:?}"
     );
-    assert_exactly_once(&data, "sample", "users", RECORDS);
+    assert_exactly_once(&data, "users", "sample", "users", RECORDS);
 }
 
 #[test]
@@ -211,10 +223,53 @@ fn rest_sync_survives_sigkill_at_random_moments() {
                        "streams": [{"name": "contacts"}], "batch_size": 1000}]
     });
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
-    let points = kill_and_restart(&definitions, &data, RECORDS);
+    let points = kill_and_restart(&definitions, &data, &[], RECORDS, 1);
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
         "no kill landed mid-sync: {points:?}"
     );
-    assert_exactly_once(&data, "contacts-api", "contacts", RECORDS);
+    assert_exactly_once(&data, "contacts", "contacts-api", "contacts", RECORDS);
+}
+
+#[test]
+fn queued_and_running_runs_all_finish_once_across_sigkills() {
+    // Five workflows, one slot: at any kill, one run is going and the rest wait in the
+    // queue (durably: as scheduled runs in the log).
+    const WORKFLOWS: usize = 5;
+    const RECORDS: u64 = 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let definitions = dir.path().join("sync.json");
+    let data = dir.path().join("data");
+    let names: Vec<String> = (1..=WORKFLOWS).map(|i| format!("w{i}")).collect();
+    let defs = serde_json::json!({
+        "connections": names.iter().map(|n| serde_json::json!({
+            "name": n, "connector": "sample", "tenant": format!("tenant-{n}"),
+            "config": {"records": RECORDS, "seed": 7}
+        })).collect::<Vec<_>>(),
+        "workflows": names.iter().enumerate().map(|(i, n)| serde_json::json!({
+            "name": n, "connection": n, "streams": [{"name": "users"}],
+            "batch_size": 2000, "priority": i
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&definitions, defs.to_string()).expect("write definitions");
+    let total = RECORDS * WORKFLOWS as u64;
+    // Queue one run per workflow, then only ever resume: each workflow runs once.
+    let queued = sluice(&definitions, &data, &["--enqueue-only"])
+        .output()
+        .expect("queue the runs");
+    assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
+    let points = kill_and_restart(
+        &definitions,
+        &data,
+        &["--slots", "1", "--resume-only"],
+        total,
+        WORKFLOWS,
+    );
+    assert!(
+        points.iter().any(|p| *p > 0 && *p < total),
+        "no kill landed mid-sync: {points:?}"
+    );
+    for n in &names {
+        assert_exactly_once(&data, n, n, "users", RECORDS);
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sluice_engine::{Connectors, Definitions, Engine, Trigger};
+use sluice_engine::{Aging, Connectors, Definitions, Engine, Limits, Trigger};
 use sluice_host::{Host, HostSettings};
 use sluice_store::{RunId, RunState, RunStatus, Store};
 
@@ -35,10 +35,23 @@ pub struct RunArgs {
     /// No progress display.
     #[arg(long)]
     quiet: bool,
+    /// Only queue a run of each selected workflow (durably) and exit; a later
+    /// `sluice run` drives them.
+    #[arg(long, conflicts_with = "resume_only")]
+    enqueue_only: bool,
+    /// Only resume runs in flight; start no new run.
+    #[arg(long)]
+    resume_only: bool,
+    /// Runs driven at once; the others wait in the ready queue by priority.
+    #[arg(long, default_value_t = 8)]
+    slots: usize,
+    /// Runs driven at once per tenant.
+    #[arg(long)]
+    per_tenant: Option<usize>,
 }
 
 /// The engine of a foreground process: first-party connectors by name.
-pub fn engine(data_dir: &std::path::Path) -> anyhow::Result<Engine> {
+pub fn engine(data_dir: &std::path::Path, limits: Limits) -> anyhow::Result<Engine> {
     let store = Store::open(data_dir).with_context(|| {
         format!(
             "opening the store in {} (is another sluice process using it?)",
@@ -50,7 +63,13 @@ pub fn engine(data_dir: &std::path::Path) -> anyhow::Result<Engine> {
         .into_iter()
         .filter_map(|n| sluice_artifacts::first_party(n).map(|p| (n.to_owned(), p.to_path_buf())));
     let worker = format!("pid-{}", std::process::id());
-    Ok(Engine::new(store, Connectors::new(host, named), worker))
+    Ok(Engine::with_limits(
+        store,
+        Connectors::new(host, named),
+        worker,
+        limits,
+        Aging::default(),
+    ))
 }
 
 /// Runs the command.
@@ -74,7 +93,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .filter(|n| args.workflows.is_empty() || args.workflows.contains(n))
         .collect();
 
-    let engine = engine(&args.data_dir)?;
+    if args.slots == 0 {
+        bail!("--slots must be at least 1");
+    }
+    let limits = Limits {
+        slots: args.slots,
+        per_tenant: args.per_tenant,
+        ..Limits::default()
+    };
+    let engine = engine(&args.data_dir, limits)?;
     for c in &defs.connections {
         engine
             .define_connection(c)
@@ -86,6 +113,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("workflow `{}`", w.name))?;
     }
 
+    if args.enqueue_only {
+        for name in &selected {
+            match engine.in_flight_run(name).await? {
+                Some(run) => eprintln!("workflow {name} already has run {run} in flight"),
+                None => {
+                    let run = engine.start(name, Trigger::Manual).await?;
+                    eprintln!("queued run {run} of workflow {name}");
+                }
+            }
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let recovery = engine.recover().await.context("resuming runs in flight")?;
     for run in &recovery.resumed {
@@ -98,6 +137,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for name in &selected {
         let run = match engine.in_flight_run(name).await? {
             Some(run) => run,
+            None if args.resume_only => continue,
             None => engine.start(name, Trigger::Manual).await?,
         };
         runs.push((name.clone(), run));
