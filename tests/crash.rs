@@ -87,7 +87,9 @@ fn kill_and_restart(
     let mut max_delay_ms = 1_500;
     let mut points: Vec<u64> = Vec::new();
     while points.len() < KILLS {
-        let mut child = sluice(definitions, data, extra).spawn().expect("spawn sluice");
+        let mut child = sluice(definitions, data, extra)
+            .spawn()
+            .expect("spawn sluice");
         std::thread::sleep(Duration::from_millis(rng.u64(0..=max_delay_ms)));
         if child.try_wait().expect("poll sluice").is_some() {
             let out = child.wait_with_output().expect("output");
@@ -257,7 +259,11 @@ fn queued_and_running_runs_all_finish_once_across_sigkills() {
     let queued = sluice(&definitions, &data, &["--enqueue-only"])
         .output()
         .expect("queue the runs");
-    assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
     let points = kill_and_restart(
         &definitions,
         &data,

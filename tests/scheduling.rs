@@ -1,6 +1,7 @@
-//! The engine's ready queue as a user meets it: with few slots, higher priority starts
-//! first; a tenant limit keeps one tenant's runs from holding back another's; runs of
-//! different workflows share slots, never more than the limit at once.
+//! The engine's ready queue and supervision as a user meets them: with few slots,
+//! higher priority starts first; a tenant limit keeps one tenant's runs from holding
+//! back another's; a stuck attempt is stopped and retried; a run past its timeout is
+//! dead-lettered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -19,10 +20,16 @@ fn engine(dir: &Path, limits: Limits) -> Engine {
     .unwrap();
     let connectors = Connectors::new(
         host,
-        [(
-            "sample".to_string(),
-            PathBuf::from(sluice_artifacts::SAMPLE),
-        )],
+        [
+            (
+                "sample".to_string(),
+                PathBuf::from(sluice_artifacts::SAMPLE),
+            ),
+            (
+                "hostile".to_string(),
+                PathBuf::from(sluice_artifacts::TEST_HOSTILE),
+            ),
+        ],
     );
     Engine::with_limits(
         Store::open(dir).unwrap(),
@@ -125,4 +132,87 @@ async fn a_tenant_limit_lets_another_tenant_through() {
     for pair in sorted.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "big runs overlapped: {sorted:?}");
     }
+}
+
+/// A workflow over the hostile component sleeping `millis` per batch, forever.
+fn sleeper(engine: &Engine, millis: u64, workflow: serde_json::Value) {
+    let conn: ConnectionDef = serde_json::from_value(json!({
+        "name": "sleeper", "connector": "hostile", "config": {"mode": "sleep", "millis": millis}
+    }))
+    .unwrap();
+    engine.define_connection(&conn).unwrap();
+    let mut wf = json!({"name": "slow", "connection": "sleeper", "streams": [{"name": "items"}],
+                        "retry": {"max_attempts": 2, "initial_backoff_ms": 10, "jitter": false}});
+    for (k, v) in workflow.as_object().unwrap() {
+        wf[k] = v.clone();
+    }
+    engine
+        .define_workflow(&serde_json::from_value(wf).unwrap())
+        .unwrap();
+}
+
+async fn events_of(engine: &Engine, run: sluice_store::RunId) -> Vec<sluice_store::log::EventKind> {
+    engine
+        .store()
+        .log()
+        .read(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_attempt_is_stopped_heartbeats_and_is_retried_by_policy() {
+    use sluice_store::log::EventKind;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Limits::default());
+    // Each batch takes 5 s; an attempt that commits nothing for 1 s is stuck.
+    sleeper(&e, 5_000, json!({"timeouts": {"heartbeat_secs": 1}}));
+    let run = e.start("slow", Trigger::Manual).await.unwrap();
+    let state = e.wait(run).await.unwrap();
+    let RunStatus::DeadLettered { cause } = &state.status else {
+        panic!("expected dead-lettered, got {state:?}");
+    };
+    assert!(cause.message.contains("stopped as stuck"), "{cause:?}");
+    assert_eq!(
+        state.attempts, 2,
+        "retried once by the policy, then dead-lettered"
+    );
+    let events = events_of(&e, run).await;
+    let stuck = events
+        .iter()
+        .filter(|k| matches!(k, EventKind::AttemptFailed(f) if f.message.contains("stuck")))
+        .count();
+    assert_eq!(stuck, 2);
+    assert!(
+        events.iter().any(|k| matches!(k, EventKind::Heartbeat(_))),
+        "a running attempt heartbeats"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Limits::default());
+    // A batch takes 3 s, well within the 10 s heartbeat timeout, but the run may
+    // last only 1 s.
+    sleeper(
+        &e,
+        3_000,
+        json!({"timeouts": {"run_secs": 1, "heartbeat_secs": 10}}),
+    );
+    let run = e.start("slow", Trigger::Manual).await.unwrap();
+    let state = e.wait(run).await.unwrap();
+    let RunStatus::DeadLettered { cause } = &state.status else {
+        panic!("expected dead-lettered, got {state:?}");
+    };
+    assert!(cause.message.contains("timed out"), "{cause:?}");
+    assert_eq!(state.attempts, 1, "a run timeout is not retried");
+    let elapsed = state.finished_at_unix_ms.unwrap() - state.started_at_unix_ms.unwrap();
+    assert!(
+        elapsed < 3_000,
+        "stopped before the batch ended: {elapsed} ms"
+    );
 }

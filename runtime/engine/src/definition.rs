@@ -102,6 +102,30 @@ pub struct WorkflowDef {
     /// A paused workflow's schedule does not fire.
     #[serde(default)]
     pub paused: bool,
+    /// When a run or an attempt is given up as stuck.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// When a run or an attempt is given up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// An attempt that commits nothing (no batch, no stream end) for this long is
+    /// stopped as stuck and retried by the retry policy.
+    pub heartbeat_secs: u64,
+    /// A run still going this long after it started is stopped and dead-lettered
+    /// (a manual retry resumes it); none: no limit.
+    pub run_secs: Option<u64>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            heartbeat_secs: 600,
+            run_secs: None,
+        }
+    }
 }
 
 /// A workflow's schedule.
@@ -271,6 +295,12 @@ impl WorkflowDef {
         if self.batch_size == 0 {
             return Err(DefinitionError::new(
                 format!("{at}batch_size"),
+                "must be at least 1",
+            ));
+        }
+        if self.timeouts.heartbeat_secs == 0 {
+            return Err(DefinitionError::new(
+                format!("{at}timeouts.heartbeat_secs"),
                 "must be at least 1",
             ));
         }

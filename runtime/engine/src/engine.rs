@@ -518,7 +518,7 @@ impl Engine {
 
             let wf = self.workflow(&state.workflow);
             let end = match self
-                .attempt(run, attempt, &state, &wf, cancel, progress)
+                .supervised(run, attempt, &state, &wf, cancel, progress)
                 .await
             {
                 Ok(()) => {
@@ -561,6 +561,81 @@ impl Engine {
                 }),
             };
             self.append(run, vec![next]).await?;
+        }
+    }
+
+    /// Runs an attempt under its timeouts, appending a `Heartbeat` (the node's lease
+    /// on the run, for other nodes to see) while it goes. An attempt that commits
+    /// nothing for `heartbeat_secs` is stopped as stuck (transient: retried); a run
+    /// past `run_secs` is stopped for good (permanent: dead-lettered).
+    async fn supervised(
+        &self,
+        run: RunId,
+        attempt: u32,
+        state: &RunState,
+        workflow: &Result<WorkflowDef, EngineError>,
+        cancel: &CancellationToken,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<(), AttemptEnd> {
+        let timeouts = workflow
+            .as_ref()
+            .map(|w| w.timeouts.clone())
+            .unwrap_or_default();
+        let stuck_after = Duration::from_secs(timeouts.heartbeat_secs);
+        let deadline_ms = timeouts.run_secs.map(|secs| {
+            state
+                .started_at_unix_ms
+                .unwrap_or_else(now_unix_ms)
+                .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+        });
+        // Checks run often enough for short timeouts; heartbeats are appended less
+        // often, so that a long run's log does not fill with them.
+        let beat = (stuck_after / 3).clamp(Duration::from_millis(250), Duration::from_secs(10));
+        let mut ticker = tokio::time::interval(beat.min(Duration::from_millis(500)));
+        ticker.tick().await;
+        let mut last_beat = tokio::time::Instant::now();
+        let mut live = progress.subscribe();
+        let mut last_progress = tokio::time::Instant::now();
+        let work = self.attempt(run, attempt, state, workflow, cancel, progress);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                changed = live.changed() => {
+                    if changed.is_ok() {
+                        last_progress = tokio::time::Instant::now();
+                    }
+                }
+                _ = ticker.tick() => {
+                    if deadline_ms.is_some_and(|d| now_unix_ms() >= d) {
+                        return Err(AttemptEnd::Failed(Failure::new(
+                            ErrorKind::Permanent,
+                            format!(
+                                "the run timed out after {} s (timeouts.run_secs); \
+                                 a manual retry resumes it from its last checkpoint",
+                                timeouts.run_secs.unwrap_or_default()
+                            ),
+                        )));
+                    }
+                    if last_progress.elapsed() >= stuck_after {
+                        return Err(AttemptEnd::Failed(Failure::new(
+                            ErrorKind::Transient,
+                            format!(
+                                "attempt {attempt} committed nothing for {} s \
+                                 (timeouts.heartbeat_secs): stopped as stuck",
+                                timeouts.heartbeat_secs
+                            ),
+                        )));
+                    }
+                    if last_beat.elapsed() >= beat {
+                        last_beat = tokio::time::Instant::now();
+                        let heartbeat = EventKind::Heartbeat(v1::Heartbeat { attempt });
+                        if let Err(e) = self.inner.store.log().append(run, vec![heartbeat]).await {
+                            return Err(AttemptEnd::Store(e.into()));
+                        }
+                    }
+                }
+            }
         }
     }
 

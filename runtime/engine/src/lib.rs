@@ -26,7 +26,7 @@ pub use attempt::Failure;
 pub use connectors::Connectors;
 pub use definition::{
     ConnectionDef, DEFAULT_BATCH_SIZE, DefinitionError, Definitions, ScheduleDef, StreamDef,
-    WorkflowDef,
+    Timeouts, WorkflowDef,
 };
 pub use engine::{Engine, Recovery, Trigger};
 pub use error::EngineError;
