@@ -9,11 +9,13 @@
 //! without completing (dead-lettered or cancelled).
 //!
 //! `sluice run FILE` defines connections and workflows from a JSON file and runs
-//! them in the foreground against the embedded store.
+//! them in the foreground against the embedded store; `sluice serve FILE` keeps a
+//! node running: schedules fire, runs resume.
 
 mod connector_cmd;
 mod exit;
 mod run_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,8 @@ enum Command {
     Connector(connector_cmd::ConnectorCommand),
     /// Define connections and workflows from a file and run them in the foreground.
     Run(run_cmd::RunArgs),
+    /// Run a node until stopped: resume runs, run each workflow, follow schedules.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Run(args) => run_cmd::run(args).await,
+            Command::Serve(args) => serve_cmd::run(args).await,
         }
     });
     match result {

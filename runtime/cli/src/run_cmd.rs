@@ -72,12 +72,31 @@ pub fn engine(data_dir: &std::path::Path, limits: Limits) -> anyhow::Result<Engi
     ))
 }
 
+/// Reads and checks a file of definitions.
+pub fn read_definitions(file: &std::path::Path) -> anyhow::Result<Definitions> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Definitions::from_json(&text).with_context(|| format!("in {}", file.display()))
+}
+
+/// Stores every connection and workflow of `defs` in the engine's catalog.
+pub fn define(engine: &Engine, defs: &Definitions) -> anyhow::Result<()> {
+    for c in &defs.connections {
+        engine
+            .define_connection(c)
+            .with_context(|| format!("connection `{}`", c.name))?;
+    }
+    for w in &defs.workflows {
+        engine
+            .define_workflow(w)
+            .with_context(|| format!("workflow `{}`", w.name))?;
+    }
+    Ok(())
+}
+
 /// Runs the command.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    let defs =
-        Definitions::from_json(&text).with_context(|| format!("in {}", args.file.display()))?;
+    let defs = read_definitions(&args.file)?;
     for name in &args.workflows {
         if !defs.workflows.iter().any(|w| &w.name == name) {
             bail!(
@@ -102,16 +121,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let engine = engine(&args.data_dir, limits)?;
-    for c in &defs.connections {
-        engine
-            .define_connection(c)
-            .with_context(|| format!("connection `{}`", c.name))?;
-    }
-    for w in &defs.workflows {
-        engine
-            .define_workflow(w)
-            .with_context(|| format!("workflow `{}`", w.name))?;
-    }
+    define(&engine, &defs)?;
 
     if args.enqueue_only {
         for name in &selected {
@@ -233,7 +243,7 @@ fn status_text(status: &RunStatus) -> String {
     }
 }
 
-fn report(workflow: &str, state: &RunState, elapsed: Duration, json: bool) {
+pub fn report(workflow: &str, state: &RunState, elapsed: Duration, json: bool) {
     let sum = |f: fn(&sluice_store::log::StreamProgress) -> u64| -> u64 {
         state.progress.values().map(f).sum()
     };

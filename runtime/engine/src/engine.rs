@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     /// Wakes the dispatcher: a run was queued or gave back its slot.
     wake: Arc<Notify>,
     dispatcher_started: AtomicBool,
+    /// Runs that left this node (ended, or stopped being driven).
+    ended: tokio::sync::broadcast::Sender<RunId>,
     /// Held from the overlap check to the durable `RunScheduled`, so that two starts
     /// of one workflow cannot both pass the check.
     starting: tokio::sync::Mutex<()>,
@@ -113,6 +115,7 @@ impl Engine {
                 dispatch: Dispatch::new(limits, aging),
                 wake: Arc::new(Notify::new()),
                 dispatcher_started: AtomicBool::new(false),
+                ended: tokio::sync::broadcast::channel(1024).0,
                 starting: tokio::sync::Mutex::new(()),
             }),
         }
@@ -277,6 +280,12 @@ impl Engine {
         self.inner.dispatch.watch(run)
     }
 
+    /// Runs as they leave this node: completed, dead-lettered, cancelled, or no
+    /// longer driven because the store failed. A slow receiver misses the oldest.
+    pub fn subscribe_ended(&self) -> tokio::sync::broadcast::Receiver<RunId> {
+        self.inner.ended.subscribe()
+    }
+
     /// Runs waiting for a slot and runs being driven on this node.
     pub fn load(&self) -> (usize, usize) {
         self.inner.dispatch.counts()
@@ -327,6 +336,7 @@ impl Engine {
             .await?;
         if let Some(held) = queued {
             held.progress.send_modify(|p| p.finished = true);
+            let _ = self.inner.ended.send(run);
         }
         Ok(())
     }
@@ -440,11 +450,13 @@ impl Engine {
                         tracing::error!(%run, error = %e, "cannot queue retried run");
                     }
                     progress.send_modify(|p| p.finished = true);
+                    let _ = engine.inner.ended.send(run);
                 }
                 Err(e) => {
                     tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
                     dispatch.release(&candidate);
                     progress.send_modify(|p| p.finished = true);
+                    let _ = engine.inner.ended.send(run);
                 }
             }
             engine.inner.wake.notify_one();
