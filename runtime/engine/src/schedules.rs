@@ -7,8 +7,9 @@
 //! it queues them, and the dispatcher starts them.
 
 use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sluice_scheduler::{OnFire, OverlapPolicy, OverlapState, TriggerDef};
+use sluice_scheduler::{OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
 use sluice_store::RunId;
 use sluice_store::log::{EventKind, v1};
 
@@ -17,6 +18,8 @@ use crate::engine::{Engine, WORKFLOW, new_run_id};
 use crate::error::EngineError;
 
 const SCHEDULE: &str = "schedule";
+/// Workflows whose fires are handled at once in a pass.
+const FIRE_CONCURRENCY: usize = 256;
 const SCHEDULER: &str = "scheduler";
 
 /// A schedule's progress, stored in the catalog.
@@ -59,11 +62,14 @@ impl Engine {
         Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
     }
 
+    /// Records progress past fires that started nothing (dropped or skipped). Not
+    /// flushed on its own: the next durable append flushes it. A crash before that
+    /// only makes the node look at those fires again, and none of them has a run.
     fn put_progress(&self, workflow: &str, p: Progress) -> Result<(), EngineError> {
         self.inner
             .store
             .catalog()
-            .put(SCHEDULE, workflow, &Self::json(&p))?;
+            .put_unflushed(SCHEDULE, workflow, &Self::json(&p))?;
         Ok(())
     }
 
@@ -122,58 +128,81 @@ impl Engine {
         if self.scheduler_paused()? {
             return Ok(tick);
         }
+        let mut due = Vec::new();
         for (name, raw) in self.inner.store.catalog().list(WORKFLOW)? {
             let Ok(wf) = serde_json::from_slice::<WorkflowDef>(&raw) else {
                 tracing::error!(workflow = %name, "stored workflow is unreadable; its schedule is skipped");
                 continue;
             };
-            let Some(def) = wf.schedule.as_ref().filter(|_| !wf.paused) else {
+            let Some(schedule) = wf.schedule.as_ref().filter(|_| !wf.paused) else {
                 continue;
             };
-            let Ok(schedule) = def.compile() else {
+            let Ok(schedule) = schedule.compile() else {
                 continue;
             };
-            let progress = match self.progress(&wf.name)? {
-                Some(p) => p,
-                None => {
-                    let p = Progress {
-                        anchor_unix_ms: now.timestamp_millis(),
-                        last_fire_unix_ms: now.timestamp_millis(),
-                    };
-                    self.put_progress(&wf.name, p)?;
-                    p
-                }
-            };
-            let anchor = at(progress.anchor_unix_ms);
-            let fires = schedule.due(anchor, at(progress.last_fire_unix_ms), now);
-            tick.dropped += fires.skipped;
-            for fire in &fires.due {
-                let p = Progress {
-                    last_fire_unix_ms: fire.timestamp_millis(),
-                    ..progress
-                };
-                let due = schedule.jittered(&wf.name, *fire).timestamp_millis();
-                match self.fire(&wf, *fire, due, p).await? {
-                    Some(run) => tick.started.push(run),
-                    None => tick.dropped += 1,
-                }
-            }
-            if let Some(handled) = fires.handled
-                && fires.due.last() != Some(&handled)
-            {
-                self.put_progress(
-                    &wf.name,
-                    Progress {
-                        last_fire_unix_ms: handled.timestamp_millis(),
-                        ..progress
-                    },
-                )?;
-            }
-            tick.next = match (tick.next, fires.next) {
+            due.push((wf, schedule));
+        }
+        // Workflows fire concurrently, so their appends share group commits; the fires
+        // of one workflow go in order, each seeing the runs the previous one queued.
+        let mut passes = futures::stream::iter(due)
+            .map(|(wf, schedule)| async move { self.tick_workflow(&wf, &schedule, now).await })
+            .buffer_unordered(FIRE_CONCURRENCY);
+        while let Some(pass) = passes.next().await {
+            let pass = pass?;
+            tick.started.extend(pass.started);
+            tick.dropped += pass.dropped;
+            tick.next = match (tick.next, pass.next) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         }
+        Ok(tick)
+    }
+
+    async fn tick_workflow(
+        &self,
+        wf: &WorkflowDef,
+        schedule: &Schedule,
+        now: DateTime<Utc>,
+    ) -> Result<Tick, EngineError> {
+        let mut tick = Tick::default();
+        let progress = match self.progress(&wf.name)? {
+            Some(p) => p,
+            None => {
+                let p = Progress {
+                    anchor_unix_ms: now.timestamp_millis(),
+                    last_fire_unix_ms: now.timestamp_millis(),
+                };
+                self.put_progress(&wf.name, p)?;
+                p
+            }
+        };
+        let anchor = at(progress.anchor_unix_ms);
+        let fires = schedule.due(anchor, at(progress.last_fire_unix_ms), now);
+        tick.dropped += fires.skipped;
+        for fire in &fires.due {
+            let p = Progress {
+                last_fire_unix_ms: fire.timestamp_millis(),
+                ..progress
+            };
+            let due = schedule.jittered(&wf.name, *fire).timestamp_millis();
+            match self.fire(wf, *fire, due, p).await? {
+                Some(run) => tick.started.push(run),
+                None => tick.dropped += 1,
+            }
+        }
+        if let Some(handled) = fires.handled
+            && fires.due.last() != Some(&handled)
+        {
+            self.put_progress(
+                &wf.name,
+                Progress {
+                    last_fire_unix_ms: handled.timestamp_millis(),
+                    ..progress
+                },
+            )?;
+        }
+        tick.next = fires.next;
         Ok(tick)
     }
 
@@ -191,6 +220,12 @@ impl Engine {
             running: held.iter().filter(|(_, driving)| *driving).count() as u32,
             buffered: held.iter().filter(|(_, driving)| !*driving).count() as u32,
         };
+        // A run queued but not dispatched yet is the current run, not a buffered fire:
+        // the decision must not depend on how soon the dispatcher took it.
+        if state.running == 0 && state.buffered > 0 {
+            state.running = 1;
+            state.buffered -= 1;
+        }
         match wf.overlap.on_fire(&mut state) {
             OnFire::Dropped => {
                 self.put_progress(&wf.name, progress)?;

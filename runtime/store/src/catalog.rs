@@ -46,6 +46,16 @@ impl Catalog {
         Ok(old.is_some())
     }
 
+    /// Like [`Catalog::put`], without waiting for the disk: durable with the store's
+    /// next flush (every log append flushes), for documents whose loss in a crash is
+    /// harmless.
+    pub fn put_unflushed(&self, kind: &str, name: &str, document: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(kind, name)?, document)
+            .map_err(StoreError::storage)?;
+        Ok(())
+    }
+
     /// The definition `name` of `kind`.
     pub fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self

@@ -1,0 +1,163 @@
+//! Scheduler benchmark: many workflows on 1-second schedules with trivial work (the
+//! `sample` connector with no records: discover, open, read nothing, complete).
+//! Reports scheduling latency (due → started, from the run's log) and dispatch
+//! throughput, and how much CPU the node used.
+//!
+//! `cargo bench -p sluice-engine --bench schedule`; `SLUICE_BENCH_WORKFLOWS` (default
+//! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 64).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark binary"
+)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sluice_engine::{Aging, ConnectionDef, Connectors, Engine, Limits, ScheduleDef, WorkflowDef};
+use sluice_host::{Host, HostSettings};
+use sluice_store::Store;
+use sluice_store::log::{EventKind, RunFilter};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat (utime, stime), counted after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let workflows = env("SLUICE_BENCH_WORKFLOWS", 10_000);
+    let secs = env("SLUICE_BENCH_SECS", 10);
+    let slots = env("SLUICE_BENCH_SLOTS", 64) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let host = Host::new(HostSettings {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..HostSettings::default()
+        })
+        .unwrap();
+        let connectors = Connectors::new(
+            host,
+            [("sample".to_string(), PathBuf::from(sluice_artifacts::SAMPLE))],
+        );
+        let engine = Engine::with_limits(
+            Store::open(data.path()).unwrap(),
+            connectors,
+            "bench",
+            Limits {
+                slots,
+                ..Limits::default()
+            },
+            Aging::default(),
+        );
+        let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
+            "name": "trivial", "connector": "sample", "config": {"records": 0}
+        }))
+        .unwrap();
+        engine.define_connection(&conn).unwrap();
+        let schedule: ScheduleDef = serde_json::from_value(serde_json::json!({
+            "trigger": {"kind": "interval", "every_secs": 1}, "jitter_ms": 1000
+        }))
+        .unwrap();
+        for i in 0..workflows {
+            let wf: WorkflowDef = serde_json::from_value(serde_json::json!({
+                "name": format!("w{i:05}"), "connection": "trivial",
+                "streams": [{"name": "users"}], "schedule": schedule
+            }))
+            .unwrap();
+            engine.define_workflow(&wf).unwrap();
+        }
+        let cpu0 = cpu_secs();
+        let t0 = Instant::now();
+        engine.start_scheduler(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        engine.pause_scheduler(true).unwrap();
+        let stopped = t0.elapsed();
+        let cpu = cpu_secs() - cpu0;
+        while engine.load() != (0, 0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let drained = t0.elapsed();
+
+        let compiled = schedule.compile().unwrap();
+        let runs = engine.store().log().list(&RunFilter::default()).await.unwrap();
+        let mut latency = Vec::with_capacity(runs.len());
+        let mut completed = 0;
+        for r in &runs {
+            let events = engine.store().log().read(r.run_id).await.unwrap();
+            let mut due = None;
+            let mut started = None;
+            for e in &events {
+                match &e.kind {
+                    Some(EventKind::RunScheduled(s)) if s.fire_at_unix_ms > 0 => {
+                        let fire = chrono::DateTime::from_timestamp_millis(s.fire_at_unix_ms)
+                            .unwrap();
+                        due = Some(compiled.jittered(&s.workflow, fire).timestamp_millis());
+                    }
+                    Some(EventKind::RunStarted(_)) => started = Some(e.at_unix_ms),
+                    Some(EventKind::RunCompleted(_)) => completed += 1,
+                    _ => {}
+                }
+            }
+            if let (Some(d), Some(s)) = (due, started) {
+                latency.push(s - d);
+            }
+        }
+        latency.sort_unstable();
+        println!(
+            "{workflows} workflows on 1 s schedules (jitter 1 s), {slots} slots, {secs} s:"
+        );
+        println!(
+            "  runs started {} ({} completed), {:.0} runs/s dispatched over {:.1} s (drained at {:.1} s)",
+            latency.len(),
+            completed,
+            latency.len() as f64 / stopped.as_secs_f64(),
+            stopped.as_secs_f64(),
+            drained.as_secs_f64()
+        );
+        println!(
+            "  latency due -> started: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            percentile(&latency, 0.5),
+            percentile(&latency, 0.9),
+            percentile(&latency, 0.99),
+            latency.last().copied().unwrap_or(0)
+        );
+        println!(
+            "  node CPU while scheduling: {:.2} cores of 2 ({cpu:.1} CPU-s in {:.1} s)",
+            cpu / stopped.as_secs_f64(),
+            stopped.as_secs_f64()
+        );
+    });
+}
