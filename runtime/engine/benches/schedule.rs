@@ -82,18 +82,21 @@ fn main() {
             },
             Aging::default(),
         );
-        let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
-            "name": "trivial", "connector": "sample", "config": {"records": 0}
-        }))
-        .unwrap();
-        engine.define_connection(&conn).unwrap();
         let schedule: ScheduleDef = serde_json::from_value(serde_json::json!({
             "trigger": {"kind": "interval", "every_secs": 1}, "jitter_ms": 1000
         }))
         .unwrap();
+        // One connection per workflow, as with one customer per connection: runs of
+        // different workflows then share no hub stream.
         for i in 0..workflows {
+            let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
+                "name": format!("c{i:05}"), "tenant": format!("t{}", i % 100),
+                "connector": "sample", "config": {"records": 0}
+            }))
+            .unwrap();
+            engine.define_connection(&conn).unwrap();
             let wf: WorkflowDef = serde_json::from_value(serde_json::json!({
-                "name": format!("w{i:05}"), "connection": "trivial",
+                "name": format!("w{i:05}"), "connection": format!("c{i:05}"),
                 "streams": [{"name": "users"}], "schedule": schedule
             }))
             .unwrap();
