@@ -69,76 +69,99 @@ fn committed(data: &Path) -> (u64, usize) {
     })
 }
 
-/// Runs `sluice run` under random SIGKILLs, then to the end. Returns the kill points
-/// (records committed when each kill landed).
+/// One crash scenario: how `sluice run` is started, and what must hold at the end.
+struct Scenario<'a> {
+    definitions: &'a Path,
+    /// Arguments of every `sluice run` under test.
+    args: &'a [&'a str],
+    /// Arguments of one `sluice run` made (not killed) before the first, if any.
+    prelude: Option<&'a [&'a str]>,
+    /// Records the sync commits in all.
+    records: u64,
+    /// Runs that complete when the sync is done.
+    runs: usize,
+}
+
+/// Runs `sluice run` under random SIGKILLs, restarting it each time, until it has
+/// been killed `KILLS` times; then to the end. `verify` checks each completed sync's
+/// store. Returns the kill points (records committed when each kill landed).
 ///
 /// Delays are uniform in `0..=max_delay`; when the last kill moved the sync along so
 /// far that the remaining kills would not fit in what is left of it, the range is
-/// halved, and when it landed before any progress, the range grows: so the kills land
-/// across the sync on a fast machine as on a slow one.
-fn kill_and_restart(
-    definitions: &Path,
-    data: &Path,
-    extra: &[&str],
-    records: u64,
-    runs: usize,
-) -> Vec<u64> {
+/// halved, and when it landed before any progress, the range grows. Should a sync
+/// still complete before all kills have landed (a fast machine), it is verified and
+/// the kills go on against a fresh store.
+fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)) -> Vec<u64> {
     let mut rng = fastrand::Rng::with_seed(seed());
     let mut max_delay_ms = 1_500;
     let mut points: Vec<u64> = Vec::new();
-    while points.len() < KILLS {
-        let mut child = sluice(definitions, data, extra)
-            .spawn()
-            .expect("spawn sluice");
-        std::thread::sleep(Duration::from_millis(rng.u64(0..=max_delay_ms)));
-        if child.try_wait().expect("poll sluice").is_some() {
-            let out = child.wait_with_output().expect("output");
+    for episode in 0.. {
+        let data = root.join(format!("store-{episode}"));
+        if let Some(prelude) = scenario.prelude {
+            let out = sluice(scenario.definitions, &data, prelude)
+                .output()
+                .expect("run the prelude");
             assert!(
                 out.status.success(),
-                "sluice failed between kills: {}",
+                "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            panic!(
-                "the sync finished after only {} kills: {points:?}",
-                points.len()
+        }
+        let mut before = 0;
+        let mut completed = false;
+        while points.len() < KILLS && !completed {
+            let mut child = sluice(scenario.definitions, &data, scenario.args)
+                .spawn()
+                .expect("spawn sluice");
+            std::thread::sleep(Duration::from_millis(rng.u64(0..=max_delay_ms)));
+            if child.try_wait().expect("poll sluice").is_some() {
+                let out = child.wait_with_output().expect("output");
+                assert!(
+                    out.status.success(),
+                    "sluice failed between kills: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                completed = true;
+                break;
+            }
+            child.kill().expect("SIGKILL sluice");
+            child.wait().expect("reap sluice");
+            let (now, runs_done) = committed(&data);
+            assert!(
+                now >= before,
+                "committed records went back: {before} -> {now}"
+            );
+            points.push(now);
+            completed = runs_done >= scenario.runs;
+            let left = (KILLS - points.len()) as u64;
+            if now == before {
+                max_delay_ms = (max_delay_ms * 3 / 2).min(3_000);
+            } else if (now - before) * left * 2 > scenario.records.saturating_sub(now) {
+                max_delay_ms = (max_delay_ms / 2).max(100);
+            }
+            before = now;
+        }
+        if !completed {
+            let out = sluice(scenario.definitions, &data, scenario.args)
+                .output()
+                .expect("run sluice to the end");
+            assert!(
+                out.status.success(),
+                "the final run failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
         }
-        child.kill().expect("SIGKILL sluice");
-        child.wait().expect("reap sluice");
-        let (now, completed) = committed(data);
-        let before = points.last().copied().unwrap_or(0);
-        assert!(
-            now >= before,
-            "committed records went back: {before} -> {now}"
-        );
-        points.push(now);
-        let completed = completed >= runs;
-        assert!(
-            !completed || points.len() >= KILLS,
-            "the sync finished after only {} kills: {points:?}",
+        verify(&data);
+        if points.len() >= KILLS {
+            break;
+        }
+        eprintln!(
+            "sync {episode} completed after {} kills; more on a fresh store",
             points.len()
         );
-        let left = (KILLS - points.len()) as u64;
-        if now == before {
-            // Killed before it got going: leave it longer next time.
-            max_delay_ms = (max_delay_ms * 3 / 2).min(3_000);
-        } else if (now - before) * left * 2 > records.saturating_sub(now) {
-            max_delay_ms = (max_delay_ms / 2).max(100);
-        }
-        if completed {
-            // Killed after the run completed: starting again would start a new run.
-            return points;
-        }
+        max_delay_ms = (max_delay_ms / 2).max(100);
     }
-    let out = sluice(definitions, data, extra)
-        .output()
-        .expect("run sluice to the end");
-    assert!(
-        out.status.success(),
-        "the final run failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     eprintln!("records committed at each kill: {points:?}");
     points
 }
@@ -192,7 +215,6 @@ fn sample_sync_survives_sigkill_at_random_moments() {
     const RECORDS: u64 = 1_000_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let definitions = dir.path().join("sync.json");
-    let data = dir.path().join("data");
     let defs = serde_json::json!({
         "connections": [{"name": "sample", "connector": "sample",
                          "config": {"records": RECORDS, "record_bytes": 200}}],
@@ -200,12 +222,20 @@ fn sample_sync_survives_sigkill_at_random_moments() {
                        "streams": [{"name": "users"}], "batch_size": 2000}]
     });
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
-    let points = kill_and_restart(&definitions, &data, &[], RECORDS, 1);
+    let scenario = Scenario {
+        definitions: &definitions,
+        args: &[],
+        prelude: None,
+        records: RECORDS,
+        runs: 1,
+    };
+    let points = kill_and_restart(&scenario, dir.path(), |data| {
+        assert_exactly_once(data, "users", "sample", "users", RECORDS)
+    });
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
         "no kill landed mid-sync: {points:?}"
     );
-    assert_exactly_once(&data, "users", "sample", "users", RECORDS);
 }
 
 #[test]
@@ -216,7 +246,6 @@ fn rest_sync_survives_sigkill_at_random_moments() {
     let addr = rt.block_on(sluice_tests::serve(app));
     let dir = tempfile::tempdir().expect("tempdir");
     let definitions = dir.path().join("sync.json");
-    let data = dir.path().join("data");
     let defs = serde_json::json!({
         "connections": [{"name": "contacts-api", "connector": "rest",
             "allowed_hosts": [addr.to_string()],
@@ -225,12 +254,20 @@ fn rest_sync_survives_sigkill_at_random_moments() {
                        "streams": [{"name": "contacts"}], "batch_size": 1000}]
     });
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
-    let points = kill_and_restart(&definitions, &data, &[], RECORDS, 1);
+    let scenario = Scenario {
+        definitions: &definitions,
+        args: &[],
+        prelude: None,
+        records: RECORDS,
+        runs: 1,
+    };
+    let points = kill_and_restart(&scenario, dir.path(), |data| {
+        assert_exactly_once(data, "contacts", "contacts-api", "contacts", RECORDS)
+    });
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
         "no kill landed mid-sync: {points:?}"
     );
-    assert_exactly_once(&data, "contacts", "contacts-api", "contacts", RECORDS);
 }
 
 #[test]
@@ -241,7 +278,6 @@ fn queued_and_running_runs_all_finish_once_across_sigkills() {
     const RECORDS: u64 = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let definitions = dir.path().join("sync.json");
-    let data = dir.path().join("data");
     let names: Vec<String> = (1..=WORKFLOWS).map(|i| format!("w{i}")).collect();
     let defs = serde_json::json!({
         "connections": names.iter().map(|n| serde_json::json!({
@@ -256,26 +292,20 @@ fn queued_and_running_runs_all_finish_once_across_sigkills() {
     std::fs::write(&definitions, defs.to_string()).expect("write definitions");
     let total = RECORDS * WORKFLOWS as u64;
     // Queue one run per workflow, then only ever resume: each workflow runs once.
-    let queued = sluice(&definitions, &data, &["--enqueue-only"])
-        .output()
-        .expect("queue the runs");
-    assert!(
-        queued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&queued.stderr)
-    );
-    let points = kill_and_restart(
-        &definitions,
-        &data,
-        &["--slots", "1", "--resume-only"],
-        total,
-        WORKFLOWS,
-    );
+    let scenario = Scenario {
+        definitions: &definitions,
+        args: &["--slots", "1", "--resume-only"],
+        prelude: Some(&["--enqueue-only"]),
+        records: total,
+        runs: WORKFLOWS,
+    };
+    let points = kill_and_restart(&scenario, dir.path(), |data| {
+        for n in &names {
+            assert_exactly_once(data, n, n, "users", RECORDS);
+        }
+    });
     assert!(
         points.iter().any(|p| *p > 0 && *p < total),
         "no kill landed mid-sync: {points:?}"
     );
-    for n in &names {
-        assert_exactly_once(&data, n, n, "users", RECORDS);
-    }
 }

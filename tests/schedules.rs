@@ -4,26 +4,16 @@
 //! paused workflow or scheduler fires nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
-use sluice_engine::{ConnectionDef, Connectors, Engine, WorkflowDef};
-use sluice_host::{Host, HostSettings};
+use sluice_engine::{ConnectionDef, Engine, WorkflowDef};
 use sluice_store::{RunStatus, Store};
 
 fn engine(dir: &Path) -> Engine {
-    let host = Host::new(HostSettings {
-        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("schedules-components")),
-        ..HostSettings::default()
-    })
-    .unwrap();
-    let connectors = Connectors::new(
-        host,
-        [(
-            "sample".to_string(),
-            PathBuf::from(sluice_artifacts::SAMPLE),
-        )],
+    let connectors = sluice_tests::nodes::connectors(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("schedules-components"),
     );
     Engine::new(Store::open(dir).unwrap(), connectors, "test-node")
 }

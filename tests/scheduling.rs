@@ -5,31 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
-use sluice_engine::{Aging, ConnectionDef, Connectors, Engine, Limits, Trigger, WorkflowDef};
-use sluice_host::{Host, HostSettings};
+use sluice_engine::{Aging, ConnectionDef, Engine, Limits, Trigger, WorkflowDef};
 use sluice_store::{RunState, RunStatus, Store};
 
 fn engine(dir: &Path, limits: Limits) -> Engine {
-    let host = Host::new(HostSettings {
-        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("scheduling-components")),
-        ..HostSettings::default()
-    })
-    .unwrap();
-    let connectors = Connectors::new(
-        host,
-        [
-            (
-                "sample".to_string(),
-                PathBuf::from(sluice_artifacts::SAMPLE),
-            ),
-            (
-                "hostile".to_string(),
-                PathBuf::from(sluice_artifacts::TEST_HOSTILE),
-            ),
-        ],
+    let connectors = sluice_tests::nodes::connectors(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("scheduling-components"),
     );
     Engine::with_limits(
         Store::open(dir).unwrap(),

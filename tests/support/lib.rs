@@ -22,5 +22,6 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 }
 
 pub mod ndjson_sink;
+pub mod nodes;
 pub mod pages;
 pub mod tickets;

@@ -72,6 +72,21 @@ pub fn engine(data_dir: &std::path::Path, limits: Limits) -> anyhow::Result<Engi
     ))
 }
 
+/// The concurrency limits from `--slots` and `--per-tenant`.
+pub fn limits(slots: usize, per_tenant: Option<usize>) -> anyhow::Result<Limits> {
+    if slots == 0 {
+        bail!("--slots must be at least 1");
+    }
+    if per_tenant == Some(0) {
+        bail!("--per-tenant must be at least 1");
+    }
+    Ok(Limits {
+        slots,
+        per_tenant,
+        ..Limits::default()
+    })
+}
+
 /// Reads and checks a file of definitions.
 pub fn read_definitions(file: &std::path::Path) -> anyhow::Result<Definitions> {
     let text =
@@ -112,15 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .filter(|n| args.workflows.is_empty() || args.workflows.contains(n))
         .collect();
 
-    if args.slots == 0 {
-        bail!("--slots must be at least 1");
-    }
-    let limits = Limits {
-        slots: args.slots,
-        per_tenant: args.per_tenant,
-        ..Limits::default()
-    };
-    let engine = engine(&args.data_dir, limits)?;
+    let engine = engine(&args.data_dir, limits(args.slots, args.per_tenant)?)?;
     define(&engine, &defs)?;
 
     if args.enqueue_only {

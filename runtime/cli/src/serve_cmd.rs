@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use sluice_engine::{Limits, Trigger};
+use sluice_engine::Trigger;
 
-use crate::run_cmd::{define, engine, read_definitions, report};
+use crate::run_cmd::{define, engine, limits, read_definitions, report};
 
 /// Run a node in the foreground until stopped.
 #[derive(Args)]
@@ -37,15 +37,7 @@ pub struct ServeArgs {
 /// Runs the command.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let defs = read_definitions(&args.file)?;
-    if args.slots == 0 {
-        bail!("--slots must be at least 1");
-    }
-    let limits = Limits {
-        slots: args.slots,
-        per_tenant: args.per_tenant,
-        ..Limits::default()
-    };
-    let engine = engine(&args.data_dir, limits)?;
+    let engine = engine(&args.data_dir, limits(args.slots, args.per_tenant)?)?;
     define(&engine, &defs)?;
     let mut ended = engine.subscribe_ended();
     let recovery = engine.recover().await.context("resuming runs in flight")?;

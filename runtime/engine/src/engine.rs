@@ -80,6 +80,24 @@ pub(crate) fn now_unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The first event of a run of `wf` over `conn`.
+pub(crate) fn scheduled(
+    wf: &WorkflowDef,
+    conn: &ConnectionDef,
+    trigger: Trigger,
+    fire_at_unix_ms: i64,
+) -> EventKind {
+    EventKind::RunScheduled(v1::RunScheduled {
+        workflow: wf.name.clone(),
+        connection: conn.name.clone(),
+        tenant: conn.tenant.clone(),
+        priority: wf.priority,
+        streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
+        trigger: trigger as i32,
+        fire_at_unix_ms,
+    })
+}
+
 pub(crate) fn new_run_id() -> RunId {
     let id = uuid::Uuid::now_v7();
     RunId::from_slice(id.as_bytes()).unwrap_or_default()
@@ -225,18 +243,7 @@ impl Engine {
         self.inner
             .store
             .log()
-            .append(
-                run,
-                vec![EventKind::RunScheduled(v1::RunScheduled {
-                    workflow: wf.name.clone(),
-                    connection: conn.name.clone(),
-                    tenant: conn.tenant.clone(),
-                    priority: wf.priority,
-                    streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
-                    trigger: trigger as i32,
-                    fire_at_unix_ms: 0,
-                })],
-            )
+            .append(run, vec![scheduled(&wf, &conn, trigger, 0)])
             .await?;
         self.enqueue(run, now_unix_ms()).await?;
         Ok(run)
@@ -310,18 +317,16 @@ impl Engine {
         }
         let queued = self.inner.dispatch.unqueue(run);
         let state = self.state(run).await?;
-        if state.status.kind().is_terminal() && state.status.kind() != StatusKind::DeadLettered {
+        let kind = state.status.kind();
+        if kind.is_terminal() {
             return Err(EngineError::WrongStatus {
                 run,
-                status: state.status.kind().as_str(),
-                why: "only a run that has not ended can be cancelled",
-            });
-        }
-        if state.status.kind() == StatusKind::DeadLettered {
-            return Err(EngineError::WrongStatus {
-                run,
-                status: state.status.kind().as_str(),
-                why: "a dead-lettered run is already stopped",
+                status: kind.as_str(),
+                why: if kind == StatusKind::DeadLettered {
+                    "a dead-lettered run is already stopped"
+                } else {
+                    "only a run that has not ended can be cancelled"
+                },
             });
         }
         self.inner

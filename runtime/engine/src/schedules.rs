@@ -11,10 +11,10 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_scheduler::{OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
 use sluice_store::RunId;
-use sluice_store::log::{EventKind, v1};
+use sluice_store::log::v1;
 
 use crate::definition::WorkflowDef;
-use crate::engine::{Engine, WORKFLOW, new_run_id};
+use crate::engine::{Engine, WORKFLOW, new_run_id, scheduled};
 use crate::error::EngineError;
 
 const SCHEDULE: &str = "schedule";
@@ -252,15 +252,7 @@ impl Engine {
             .store
             .append_with_document(
                 run,
-                vec![EventKind::RunScheduled(v1::RunScheduled {
-                    workflow: wf.name.clone(),
-                    connection: conn.name.clone(),
-                    tenant: conn.tenant.clone(),
-                    priority: wf.priority,
-                    streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
-                    trigger: trigger as i32,
-                    fire_at_unix_ms: fire.timestamp_millis(),
-                })],
+                vec![scheduled(wf, &conn, trigger, fire.timestamp_millis())],
                 SCHEDULE,
                 &wf.name,
                 Self::json(&progress),
