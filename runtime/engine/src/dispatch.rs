@@ -35,6 +35,8 @@ pub(crate) struct Ready {
 
 pub(crate) struct Dispatch {
     held: Mutex<HashMap<RunId, Held>>,
+    /// Held runs by workflow, so a fire finds its workflow's runs without a scan.
+    by_workflow: Mutex<HashMap<String, Vec<RunId>>>,
     queue: Mutex<ReadyQueue>,
 }
 
@@ -50,12 +52,28 @@ impl Dispatch {
     pub(crate) fn new(limits: Limits, aging: Aging) -> Self {
         Dispatch {
             held: Mutex::new(HashMap::new()),
+            by_workflow: Mutex::new(HashMap::new()),
             queue: Mutex::new(ReadyQueue::new(limits, aging)),
         }
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<RunId, Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn by_workflow(&self) -> MutexGuard<'_, HashMap<String, Vec<RunId>>> {
+        self.by_workflow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops a run from the workflow index.
+    fn unindex(&self, workflow: &str, run: RunId) {
+        let mut index = self.by_workflow();
+        if let Some(runs) = index.get_mut(workflow) {
+            runs.retain(|r| *r != run);
+            if runs.is_empty() {
+                index.remove(workflow);
+            }
+        }
     }
 
     fn queue(&self) -> MutexGuard<'_, ReadyQueue> {
@@ -71,6 +89,10 @@ impl Dispatch {
         }
         let (tx, _) = watch::channel(Progress::new(run));
         self.queue().push(candidate.clone());
+        self.by_workflow()
+            .entry(workflow.to_owned())
+            .or_default()
+            .push(run);
         held.insert(
             run,
             Held {
@@ -127,7 +149,11 @@ impl Dispatch {
         let run = run_of(candidate);
         let mut held = self.held();
         self.queue().finished(candidate);
-        held.remove(&run)
+        let gone = held.remove(&run);
+        if let Some(h) = &gone {
+            self.unindex(&h.workflow, run);
+        }
+        gone
     }
 
     /// Takes a waiting (not driven) run out of the queue and the node.
@@ -137,7 +163,11 @@ impl Dispatch {
             return None;
         }
         self.queue().remove(id_of(run));
-        held.remove(&run)
+        let gone = held.remove(&run);
+        if let Some(h) = &gone {
+            self.unindex(&h.workflow, run);
+        }
+        gone
     }
 
     /// The cancellation token of a driven run.
@@ -155,10 +185,14 @@ impl Dispatch {
 
     /// The workflow's runs held here: (run, whether it is driven).
     pub(crate) fn of_workflow(&self, workflow: &str) -> Vec<(RunId, bool)> {
-        self.held()
-            .iter()
-            .filter(|(_, h)| h.workflow == workflow)
-            .map(|(run, h)| (*run, h.driving))
+        let held = self.held();
+        let runs = self
+            .by_workflow()
+            .get(workflow)
+            .cloned()
+            .unwrap_or_default();
+        runs.into_iter()
+            .filter_map(|run| held.get(&run).map(|h| (run, h.driving)))
             .collect()
     }
 
