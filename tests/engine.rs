@@ -815,14 +815,11 @@ async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_a
     let run = e.start("rl", Trigger::Manual).await.expect("start");
 
     // It goes to RetryWaiting, with not_before at least the retry-after from now.
-    let waiting = loop {
-        let state = e.state(run).await.expect("state");
-        match state.status {
-            RunStatus::RetryWaiting { .. } => break state,
-            ref s if s.kind().is_terminal() => panic!("never waited: {state:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    };
+    wait_for_retry(e, run).await;
+    let waiting = e.state(run).await.expect("state");
+    if !matches!(waiting.status, RunStatus::RetryWaiting { .. }) {
+        panic!("never waited: {waiting:?}");
+    }
     assert_eq!(
         waiting.last_error.as_ref().map(|f| f.kind),
         Some(ErrorKind::RateLimited)
@@ -876,13 +873,10 @@ async fn a_run_waiting_for_a_rate_limit_can_be_cancelled() {
         json!({"name": "rl", "connection": "rl", "streams": [{"name": "items"}]}),
     );
     let run = e.start("rl", Trigger::Manual).await.expect("start");
-    loop {
-        let state = e.state(run).await.expect("state");
-        match state.status {
-            RunStatus::RetryWaiting { .. } => break,
-            ref s if s.kind().is_terminal() => panic!("never waited: {state:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
+    wait_for_retry(e, run).await;
+    let state = e.state(run).await.expect("state");
+    if !matches!(state.status, RunStatus::RetryWaiting { .. }) {
+        panic!("never waited: {state:?}");
     }
     e.cancel(run, "test").await.expect("cancel");
     let state = e.wait(run).await.expect("state");
@@ -1196,4 +1190,13 @@ async fn a_stream_the_connector_does_not_offer_dead_letters_as_config() {
     assert_eq!(counts(&state, "users"), (10, 10, 0, 0, 0));
     assert!(progress(&state, "users").complete);
     assert_eq!(hub_count(e, "s", "users"), 10);
+}
+
+/// Waits until the engine puts `run` back in its queue for a retry, or lets it go.
+async fn wait_for_retry(e: &Engine, run: RunId) {
+    let mut progress = e.watch(run).expect("the node holds the run");
+    progress
+        .wait_for(|p| p.retry_at_unix_ms.is_some() || p.finished)
+        .await
+        .expect("progress");
 }

@@ -12,10 +12,16 @@ use sluice_engine::{ConnectionDef, Engine, WorkflowDef};
 use sluice_store::{RunStatus, Store};
 
 fn engine(dir: &Path) -> Engine {
+    engine_over(Store::open(dir).unwrap())
+}
+
+/// An engine over an open store: a new engine over the same store is a restart of the
+/// node as far as the engine goes (it keeps nothing of a run or a schedule in memory).
+fn engine_over(store: Store) -> Engine {
     let connectors = sluice_tests::nodes::connectors(
         &Path::new(env!("CARGO_TARGET_TMPDIR")).join("schedules-components"),
     );
-    Engine::new(Store::open(dir).unwrap(), connectors, "test-node")
+    Engine::new(store, connectors, "test-node")
 }
 
 fn define(engine: &Engine, records: u64, workflow: Value) {
@@ -57,8 +63,9 @@ async fn completed(engine: &Engine, runs: &[sluice_store::RunId]) {
 async fn a_fire_starts_one_run_once_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = t0();
+    let store = Store::open(dir.path()).unwrap();
     {
-        let e = engine(dir.path());
+        let e = engine_over(store.clone());
         define(&e, 100, every_minute(json!({})));
         assert!(e.tick_schedules(t0).await.unwrap().started.is_empty());
         let tick = e.tick_schedules(t0 + Duration::seconds(59)).await.unwrap();
@@ -77,9 +84,8 @@ async fn a_fire_starts_one_run_once_even_across_a_restart() {
         let state = e.state(tick.started[0]).await.unwrap();
         assert_eq!(state.trigger, sluice_store::log::v1::Trigger::Interval);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // A restart: the fire already handled is not started again; the next one is.
-    let e = engine(dir.path());
+    let e = engine_over(store);
     assert!(
         e.tick_schedules(t0 + Duration::seconds(62))
             .await

@@ -443,7 +443,10 @@ impl Engine {
             let result = engine.drive(run, &cancel, &progress).await;
             let dispatch = &engine.inner.dispatch;
             match result {
-                Ok(Driven::WaitUntil(due)) => dispatch.requeue(&candidate, due),
+                Ok(Driven::WaitUntil(due)) => {
+                    dispatch.requeue(&candidate, due);
+                    progress.send_modify(|p| p.retry_at_unix_ms = Some(due));
+                }
                 Ok(Driven::Ended) => {
                     dispatch.release(&candidate);
                     // A manual retry may have landed between the driver's last append
@@ -531,7 +534,10 @@ impl Engine {
             }
             begin.push(EventKind::AttemptBegun(v1::AttemptBegun { attempt }));
             self.append(run, begin).await?;
-            progress.send_modify(|p| p.attempt = attempt);
+            progress.send_modify(|p| {
+                p.attempt = attempt;
+                p.retry_at_unix_ms = None;
+            });
 
             let wf = self.workflow(&state.workflow);
             let end = match self

@@ -25,6 +25,9 @@ pub struct Progress {
     pub bytes: u64,
     /// Records committed by this attempt per second of this attempt.
     pub records_per_sec: f64,
+    /// When a run waiting for a retry is due again (Unix milliseconds); `None`
+    /// while it runs or waits for its first start.
+    pub retry_at_unix_ms: Option<i64>,
     /// Whether the run has stopped (completed, failed for now, cancelled).
     pub finished: bool,
 }
@@ -39,6 +42,7 @@ impl Progress {
             batches: 0,
             bytes: 0,
             records_per_sec: 0.0,
+            retry_at_unix_ms: None,
             finished: false,
         }
     }
