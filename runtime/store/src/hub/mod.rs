@@ -300,7 +300,13 @@ impl Hub {
     /// Opens (or creates) a hub in a store of its own at `path`, for tools, tests and
     /// benchmarks; the engine opens the hub inside the shared store instead.
     pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<Hub, HubError> {
-        Hub::open(&sled::open(path)?)
+        // No background flusher (durability comes from `flush`): its thread would keep
+        // the database, and its lock, alive for a while after the hub is dropped.
+        let db = sled::Config::new()
+            .path(path.as_ref())
+            .flush_every_ms(None)
+            .open()?;
+        Hub::open(&db)
     }
 
     /// Makes everything written so far durable.
