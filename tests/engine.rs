@@ -979,7 +979,10 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
                 EventKind::RunStarted(v1::RunStarted {
                     worker: "old-node".into(),
                 }),
-                EventKind::AttemptBegun(v1::AttemptBegun { attempt: 1 }),
+                EventKind::AttemptBegun(v1::AttemptBegun {
+                    attempt: 1,
+                    ..Default::default()
+                }),
                 EventKind::AttemptFailed(v1::AttemptFailed {
                     attempt: 1,
                     kind: ErrorKind::Transient as i32,
@@ -1004,7 +1007,10 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
                 EventKind::RunStarted(v1::RunStarted {
                     worker: "old-node".into(),
                 }),
-                EventKind::AttemptBegun(v1::AttemptBegun { attempt: 1 }),
+                EventKind::AttemptBegun(v1::AttemptBegun {
+                    attempt: 1,
+                    ..Default::default()
+                }),
             ],
         )
         .await

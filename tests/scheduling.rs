@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 use sluice_engine::{Aging, ConnectionDef, Engine, Limits, Trigger, WorkflowDef};
-use sluice_store::{RunState, RunStatus, Store};
+use sluice_store::{RunId, RunState, RunStatus, Store};
 
 fn engine(dir: &Path, limits: Limits) -> Engine {
     let connectors = sluice_tests::nodes::connectors(
@@ -199,4 +199,119 @@ async fn a_run_past_its_timeout_is_dead_lettered() {
         elapsed < 3_000,
         "stopped before the batch ended: {elapsed} ms"
     );
+}
+
+/// Writes what another node running `workflow` would have: scheduled, started and
+/// attempt 1 begun under a lease until `lease_until`; returns the run.
+async fn run_of_another_node(engine: &Engine, workflow: &str, lease_until: i64) -> RunId {
+    use sluice_store::log::{EventKind, v1};
+    let run = RunId::v7(
+        u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap(),
+        rand_tail(workflow),
+    );
+    let events = vec![
+        EventKind::RunScheduled(v1::RunScheduled {
+            workflow: workflow.into(),
+            connection: format!("sample-{workflow}"),
+            tenant: "t".into(),
+            priority: 0,
+            streams: vec!["users".into()],
+            trigger: v1::Trigger::Manual as i32,
+            fire_at_unix_ms: 0,
+        }),
+        EventKind::RunStarted(v1::RunStarted {
+            worker: "node-b".into(),
+        }),
+        EventKind::AttemptBegun(v1::AttemptBegun {
+            attempt: 1,
+            worker: "node-b".into(),
+            lease_until_unix_ms: lease_until,
+        }),
+    ];
+    engine.store().log().append(run, events).await.unwrap();
+    run
+}
+
+fn rand_tail(seed: &str) -> [u8; 10] {
+    let mut tail = [0u8; 10];
+    for (i, b) in seed.bytes().enumerate() {
+        tail[i % 10] ^= b;
+    }
+    tail
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
+    use sluice_store::log::{EventKind, v1};
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Limits::default());
+    define(&e, "t", "expired", 0);
+    define(&e, "t", "alive", 0);
+    let now = chrono::Utc::now().timestamp_millis();
+    let expired = run_of_another_node(&e, "expired", now - 1_000).await;
+    let alive = run_of_another_node(&e, "alive", now + 3_600_000).await;
+
+    // Only the run whose lease expired moves to this node.
+    assert_eq!(e.take_over_expired(now).await.unwrap(), vec![expired]);
+    let state = e.wait(expired).await.unwrap();
+    assert_eq!(state.status, RunStatus::Completed, "{state:?}");
+    assert_eq!(state.total_records(), 40_000);
+    let events = events_of(&e, expired).await;
+    let taken = events.iter().any(|k| {
+        matches!(k, EventKind::AttemptFailed(f)
+            if f.kind == v1::ErrorKind::Orchestration as i32 && f.message.contains("node-b"))
+    });
+    assert!(taken, "{events:?}");
+    assert!(events.iter().any(|k| matches!(k,
+        EventKind::AttemptBegun(a) if a.attempt == 2 && a.worker == "test-node")));
+
+    // The live node heartbeats: its lease moves past the first expiry.
+    let alive_state = e.state(alive).await.unwrap();
+    assert_eq!(alive_state.lease.as_ref().unwrap().worker, "node-b");
+    assert!(e.watch(alive).is_none());
+    e.store()
+        .log()
+        .append(
+            alive,
+            vec![EventKind::Heartbeat(v1::Heartbeat {
+                attempt: 1,
+                lease_until_unix_ms: now + 7_200_000,
+            })],
+        )
+        .await
+        .unwrap();
+    assert!(
+        e.take_over_expired(now + 3_600_001)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A node that read the run before that heartbeat cannot take it: its append is
+    // conditional on the log not having moved.
+    let stale = alive_state.last_seq;
+    let takeover = EventKind::AttemptFailed(v1::AttemptFailed {
+        attempt: 1,
+        kind: v1::ErrorKind::Orchestration as i32,
+        message: "taken over".into(),
+        retry_after_ms: 0,
+    });
+    let err = e
+        .store()
+        .log()
+        .append_expecting(alive, stale, vec![takeover])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sluice_store::LogError::Conflict { .. }),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        e.take_over_expired(now + 7_200_001).await.unwrap(),
+        vec![alive]
+    );
+    let state = e.wait(alive).await.unwrap();
+    assert_eq!(state.status, RunStatus::Completed, "{state:?}");
+    assert_eq!(state.total_records(), 40_000);
+    assert_eq!(state.lease, None);
 }

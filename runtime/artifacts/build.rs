@@ -45,6 +45,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
+    ensure_wasm_target();
     let target_dir = root.join("target").join("wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -85,5 +86,31 @@ fn main() {
     for (_, stem, constant) in COMPONENTS {
         let path = out.join(format!("{stem}.wasm"));
         println!("cargo:rustc-env=SLUICE_WASM_{constant}={}", path.display());
+    }
+}
+
+/// `rust-toolchain.toml` names the `wasm32-wasip2` target, but rustup adds it only
+/// when it installs the toolchain: a toolchain already present without it would fail
+/// the build of a fresh clone. Add it then, once.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else { return };
+    if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target with rustup");
+    match Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => println!("cargo:warning=`rustup target add wasm32-wasip2` failed ({s})"),
+        Err(e) => println!("cargo:warning=cannot run rustup to add wasm32-wasip2: {e}"),
     }
 }

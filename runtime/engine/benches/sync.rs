@@ -131,7 +131,10 @@ fn main() {
                         trigger: v1::Trigger::Manual as i32,
                         fire_at_unix_ms: 0,
                     }),
-                    EventKind::AttemptBegun(v1::AttemptBegun { attempt: 1 }),
+                    EventKind::AttemptBegun(v1::AttemptBegun {
+                        attempt: 1,
+                        ..Default::default()
+                    }),
                     EventKind::CheckpointCommitted(v1::CheckpointCommitted {
                         stream: "users".into(),
                         checkpoint: (records / 2).to_string(),

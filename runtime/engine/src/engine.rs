@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt::{Attempt, AttemptEnd, Failure};
 use crate::connectors::Connectors;
 use crate::definition::{ConnectionDef, WorkflowDef};
+use crate::definitions::DefinitionCache;
 use crate::dispatch::{Dispatch, Ready, id_of};
 use crate::error::EngineError;
 use crate::progress::Progress;
 use crate::retry::{Decision, Failures};
+use crate::schedules::ScheduleTable;
 
 const CONNECTION: &str = "connection";
 pub(crate) const WORKFLOW: &str = "workflow";
@@ -46,6 +48,9 @@ pub(crate) struct Inner {
     connectors: Connectors,
     worker: String,
     pub(crate) dispatch: Dispatch,
+    pub(crate) definitions: DefinitionCache,
+    /// The schedules, compiled; one pass at a time holds it.
+    pub(crate) schedules: tokio::sync::Mutex<ScheduleTable>,
     /// Wakes the dispatcher: a run was queued or gave back its slot.
     wake: Arc<Notify>,
     dispatcher_started: AtomicBool,
@@ -62,6 +67,33 @@ enum Driven {
     Ended,
     /// The run waits for a retry: it goes back to the queue, due then.
     WaitUntil(i64),
+    /// Another node appended first (it took the run over): leave the run to it.
+    Elsewhere,
+}
+
+/// How long a worker's lease on a running attempt lasts, and how often it renews it
+/// with a heartbeat: three missed heartbeats let another node take the run over.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    beat: Duration,
+}
+
+impl Lease {
+    fn of(workflow: &Result<Arc<WorkflowDef>, EngineError>) -> Lease {
+        let heartbeat_secs = workflow
+            .as_ref()
+            .map(|w| w.timeouts.heartbeat_secs)
+            .unwrap_or_else(|_| crate::definition::Timeouts::default().heartbeat_secs);
+        let stuck_after = Duration::from_secs(heartbeat_secs);
+        Lease {
+            beat: (stuck_after / 3).clamp(Duration::from_millis(250), Duration::from_secs(10)),
+        }
+    }
+
+    /// The lease's end when renewed at `now_ms`.
+    fn until(self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(i64::try_from(self.beat.as_millis() * 3).unwrap_or(i64::MAX))
+    }
 }
 
 /// What [`Engine::recover`] found.
@@ -131,6 +163,8 @@ impl Engine {
                 connectors,
                 worker: worker.into(),
                 dispatch: Dispatch::new(limits, aging),
+                definitions: DefinitionCache::default(),
+                schedules: tokio::sync::Mutex::default(),
                 wake: Arc::new(Notify::new()),
                 dispatcher_started: AtomicBool::new(false),
                 ended: tokio::sync::broadcast::channel(1024).0,
@@ -155,7 +189,9 @@ impl Engine {
                 reference: def.connector.clone(),
                 message: e.to_string(),
             })?;
-        self.put(CONNECTION, &def.name, def)
+        self.put(CONNECTION, &def.name, def)?;
+        self.inner.definitions.put_connection(Arc::new(def.clone()));
+        Ok(())
     }
 
     /// Defines (or replaces) a workflow, after checking it and that its connection
@@ -163,7 +199,11 @@ impl Engine {
     pub fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {
         def.validate("")?;
         self.connection(&def.connection)?;
-        self.put(WORKFLOW, &def.name, def)
+        self.put(WORKFLOW, &def.name, def)?;
+        self.inner
+            .definitions
+            .workflow_changed(Arc::new(def.clone()));
+        Ok(())
     }
 
     fn put<T: serde::Serialize>(&self, kind: &str, name: &str, def: &T) -> Result<(), EngineError> {
@@ -198,15 +238,31 @@ impl Engine {
     }
 
     /// The connection named `name`.
-    pub fn connection(&self, name: &str) -> Result<ConnectionDef, EngineError> {
-        self.get(CONNECTION, name)?
-            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))
+    pub fn connection(&self, name: &str) -> Result<Arc<ConnectionDef>, EngineError> {
+        let cache = &self.inner.definitions;
+        if let Some(def) = cache.connection(name) {
+            return Ok(def);
+        }
+        let def: Arc<ConnectionDef> = self
+            .get::<ConnectionDef>(CONNECTION, name)?
+            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))?
+            .into();
+        cache.put_connection(Arc::clone(&def));
+        Ok(def)
     }
 
     /// The workflow named `name`.
-    pub fn workflow(&self, name: &str) -> Result<WorkflowDef, EngineError> {
-        self.get(WORKFLOW, name)?
-            .ok_or_else(|| EngineError::UnknownWorkflow(name.to_owned()))
+    pub fn workflow(&self, name: &str) -> Result<Arc<WorkflowDef>, EngineError> {
+        let cache = &self.inner.definitions;
+        if let Some(def) = cache.workflow(name) {
+            return Ok(def);
+        }
+        let def: Arc<WorkflowDef> = self
+            .get::<WorkflowDef>(WORKFLOW, name)?
+            .ok_or_else(|| EngineError::UnknownWorkflow(name.to_owned()))?
+            .into();
+        cache.put_workflow(Arc::clone(&def));
+        Ok(def)
     }
 
     /// The workflow's run in flight, if any.
@@ -272,6 +328,41 @@ impl Engine {
             }
         }
         Ok(recovery)
+    }
+
+    /// Takes over the runs another worker was running whose lease expired by
+    /// `at_unix_ms` (its node died, or stopped heartbeating): they are queued here at
+    /// once and resume from their last checkpoint. Returns them.
+    ///
+    /// Safe with several nodes on one store: the takeover appends only if the run's
+    /// log has not moved since it was read, so a heartbeat that lands in between, or
+    /// another node taking the run first, leaves it alone. [`Engine::recover`] needs
+    /// no lease check: the embedded store is open in one process at a time, so every
+    /// lease it holds at start belongs to a stopped process.
+    pub async fn take_over_expired(&self, at_unix_ms: i64) -> Result<Vec<RunId>, EngineError> {
+        let running = self
+            .inner
+            .store
+            .log()
+            .list(&RunFilter {
+                status: Some(StatusKind::Running),
+                ..RunFilter::default()
+            })
+            .await?;
+        let mut taken = Vec::new();
+        for summary in running {
+            let run = summary.run_id;
+            if self.inner.dispatch.watch(run).is_some() {
+                continue;
+            }
+            let state = self.state(run).await?;
+            let expired = state.lease.as_ref().is_none_or(|l| l.expired(at_unix_ms));
+            if matches!(state.status, RunStatus::Running { .. }) && expired {
+                self.enqueue(run, now_unix_ms()).await?;
+                taken.push(run);
+            }
+        }
+        Ok(taken)
     }
 
     /// The run's folded state.
@@ -377,7 +468,7 @@ impl Engine {
         let state = self.state(run).await?;
         let connector = self
             .connection(&state.connection)
-            .map_or_else(|_| state.connection.clone(), |c| c.connector);
+            .map_or_else(|_| state.connection.clone(), |c| c.connector.clone());
         let overlap = self
             .workflow(&state.workflow)
             .map(|w| w.overlap)
@@ -460,6 +551,12 @@ impl Engine {
                     progress.send_modify(|p| p.finished = true);
                     let _ = engine.inner.ended.send(run);
                 }
+                Ok(Driven::Elsewhere) => {
+                    tracing::info!(%run, "another node took the run over");
+                    dispatch.release(&candidate);
+                    progress.send_modify(|p| p.finished = true);
+                    let _ = engine.inner.ended.send(run);
+                }
                 Err(e) => {
                     tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
                     dispatch.release(&candidate);
@@ -504,21 +601,35 @@ impl Engine {
                     }
                 }
                 RunStatus::Running { attempt } => {
-                    // Only a restart finds a run running that this node does not drive:
-                    // the attempt was cut off. Say so; it does not count as a failure.
-                    self.append(
-                        run,
-                        vec![EventKind::AttemptFailed(v1::AttemptFailed {
-                            attempt: *attempt,
-                            kind: ErrorKind::Orchestration as i32,
-                            message: format!(
-                                "attempt {attempt} was interrupted (the node stopped); \
-                                 resuming from the last checkpoint"
-                            ),
-                            retry_after_ms: 0,
-                        })],
-                    )
-                    .await?;
+                    // A run found running that this node does not drive was cut off:
+                    // its node restarted (recovery) or its lease expired (takeover).
+                    // Say so, only if nobody appended since we read it, so that two
+                    // nodes never both take it; it does not count as a failure.
+                    let holder = state
+                        .lease
+                        .as_ref()
+                        .map_or_else(|| state.worker.clone(), |l| l.worker.clone());
+                    let failed = EventKind::AttemptFailed(v1::AttemptFailed {
+                        attempt: *attempt,
+                        kind: ErrorKind::Orchestration as i32,
+                        message: format!(
+                            "attempt {attempt} on worker `{holder}` was interrupted (its \
+                             node stopped or its lease expired); resuming from the last \
+                             checkpoint"
+                        ),
+                        retry_after_ms: 0,
+                    });
+                    match self
+                        .inner
+                        .store
+                        .log()
+                        .append_expecting(run, state.last_seq, vec![failed])
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(LogError::Conflict { .. }) => return Ok(Driven::Elsewhere),
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 RunStatus::Scheduled => {}
             }
@@ -532,14 +643,19 @@ impl Engine {
                     worker: self.inner.worker.clone(),
                 }));
             }
-            begin.push(EventKind::AttemptBegun(v1::AttemptBegun { attempt }));
+            let wf = self.workflow(&state.workflow);
+            let lease = Lease::of(&wf);
+            begin.push(EventKind::AttemptBegun(v1::AttemptBegun {
+                attempt,
+                worker: self.inner.worker.clone(),
+                lease_until_unix_ms: lease.until(now_unix_ms()),
+            }));
             self.append(run, begin).await?;
             progress.send_modify(|p| {
                 p.attempt = attempt;
                 p.retry_at_unix_ms = None;
             });
 
-            let wf = self.workflow(&state.workflow);
             let end = match self
                 .supervised(run, attempt, &state, &wf, cancel, progress)
                 .await
@@ -570,7 +686,7 @@ impl Engine {
                 })],
             )
             .await?;
-            let policy = wf.map(|w| w.retry).unwrap_or_default();
+            let policy = wf.map(|w| w.retry.clone()).unwrap_or_default();
             let failures = self.failures(run).await?;
             let next = match policy.decide(failure.kind, failure.retry_after, failures) {
                 Decision::Retry(delay) => EventKind::RetryScheduled(v1::RetryScheduled {
@@ -596,7 +712,7 @@ impl Engine {
         run: RunId,
         attempt: u32,
         state: &RunState,
-        workflow: &Result<WorkflowDef, EngineError>,
+        workflow: &Result<Arc<WorkflowDef>, EngineError>,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
     ) -> Result<(), AttemptEnd> {
@@ -605,6 +721,8 @@ impl Engine {
             .map(|w| w.timeouts.clone())
             .unwrap_or_default();
         let stuck_after = Duration::from_secs(timeouts.heartbeat_secs);
+        let lease = Lease::of(workflow);
+        let beat = lease.beat;
         let deadline_ms = timeouts.run_secs.map(|secs| {
             state
                 .started_at_unix_ms
@@ -612,8 +730,7 @@ impl Engine {
                 .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
         });
         // Checks run often enough for short timeouts; heartbeats are appended less
-        // often, so that a long run's log does not fill with them.
-        let beat = (stuck_after / 3).clamp(Duration::from_millis(250), Duration::from_secs(10));
+        // often (see `Lease`), so that a long run's log does not fill with them.
         let mut ticker = tokio::time::interval(beat.min(Duration::from_millis(500)));
         ticker.tick().await;
         let mut last_beat = tokio::time::Instant::now();
@@ -652,7 +769,10 @@ impl Engine {
                     }
                     if last_beat.elapsed() >= beat {
                         last_beat = tokio::time::Instant::now();
-                        let heartbeat = EventKind::Heartbeat(v1::Heartbeat { attempt });
+                        let heartbeat = EventKind::Heartbeat(v1::Heartbeat {
+                            attempt,
+                            lease_until_unix_ms: lease.until(now_unix_ms()),
+                        });
                         if let Err(e) = self.inner.store.log().append(run, vec![heartbeat]).await {
                             return Err(AttemptEnd::Store(e.into()));
                         }
@@ -667,7 +787,7 @@ impl Engine {
         run: RunId,
         attempt: u32,
         state: &RunState,
-        workflow: &Result<WorkflowDef, EngineError>,
+        workflow: &Result<Arc<WorkflowDef>, EngineError>,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
     ) -> Result<(), AttemptEnd> {

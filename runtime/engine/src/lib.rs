@@ -15,6 +15,7 @@
 mod attempt;
 mod connectors;
 mod definition;
+mod definitions;
 mod dispatch;
 mod engine;
 mod error;

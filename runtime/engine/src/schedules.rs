@@ -6,6 +6,8 @@
 //! so across a crash a fire is neither lost nor started twice. It never drives runs:
 //! it queues them, and the dispatcher starts them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,25 @@ const SCHEDULE: &str = "schedule";
 /// Workflows whose fires are handled at once in a pass.
 const FIRE_CONCURRENCY: usize = 256;
 const SCHEDULER: &str = "scheduler";
+
+/// The compiled schedules of the workflows not paused, with each one's progress and
+/// next fire, so that a pass looks only at the schedules due. Rebuilt from the
+/// catalog when a workflow changes; the catalog stays the durable truth.
+#[derive(Default)]
+pub(crate) struct ScheduleTable {
+    /// The definitions' generation it was built from.
+    generation: Option<u64>,
+    entries: Vec<ScheduleEntry>,
+}
+
+struct ScheduleEntry {
+    wf: Arc<WorkflowDef>,
+    schedule: Arc<Schedule>,
+    /// As last written to the catalog; `None`: read it there.
+    progress: Option<Progress>,
+    /// No fire is due before this (Unix ms); `None`: look at the next pass.
+    next_ms: Option<i64>,
+}
 
 /// A schedule's progress, stored in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +114,7 @@ impl Engine {
 
     /// Pauses or resumes one workflow's schedule (durable).
     pub fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
-        let mut wf = self.workflow(workflow)?;
+        let mut wf = WorkflowDef::clone(&*self.workflow(workflow)?);
         wf.paused = paused;
         self.define_workflow(&wf)
     }
@@ -122,51 +143,108 @@ impl Engine {
 
     /// Fires every schedule due at `now`. A schedule seen for the first time starts
     /// counting from `now`. Paused workflows and a paused scheduler fire nothing (their
-    /// fires are missed, and caught up by policy on resume).
+    /// fires are missed, and caught up by policy on resume). Passes run one at a time.
     pub async fn tick_schedules(&self, now: DateTime<Utc>) -> Result<Tick, EngineError> {
         let mut tick = Tick::default();
+        let mut table = self.inner.schedules.lock().await;
         if self.scheduler_paused()? {
             return Ok(tick);
         }
-        let mut due = Vec::new();
+        self.refresh(&mut table)?;
+        let now_ms = now.timestamp_millis();
+        // Workflows fire concurrently, so their appends share group commits; the fires
+        // of one workflow go in order, each seeing the runs the previous one queued.
+        let due: Vec<_> = table
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.next_ms.is_none_or(|n| n <= now_ms))
+            .map(|(i, e)| (i, Arc::clone(&e.wf), Arc::clone(&e.schedule), e.progress))
+            .collect();
+        let mut passes = futures::stream::iter(due)
+            .map(|(i, wf, schedule, progress)| async move {
+                (i, self.tick_workflow(&wf, &schedule, progress, now).await)
+            })
+            .buffer_unordered(FIRE_CONCURRENCY);
+        let mut failed = None;
+        while let Some((i, pass)) = passes.next().await {
+            let Some(entry) = table.entries.get_mut(i) else {
+                continue;
+            };
+            match pass {
+                Ok((pass, progress)) => {
+                    entry.progress = Some(progress);
+                    entry.next_ms = Some(pass.next.map_or(i64::MAX, |n| n.timestamp_millis()));
+                    tick.started.extend(pass.started);
+                    tick.dropped += pass.dropped;
+                }
+                // Looked at again next pass, from the catalog's progress.
+                Err(e) => {
+                    entry.progress = None;
+                    entry.next_ms = None;
+                    failed = Some(e);
+                }
+            }
+        }
+        drop(passes);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        tick.next = table
+            .entries
+            .iter()
+            .filter_map(|e| e.next_ms)
+            .filter(|&n| n < i64::MAX)
+            .min()
+            .map(at);
+        Ok(tick)
+    }
+
+    /// Rebuilds the table from the catalog when a workflow changed since it was built.
+    fn refresh(&self, table: &mut ScheduleTable) -> Result<(), EngineError> {
+        let generation = self.inner.definitions.generation();
+        if table.generation == Some(generation) {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
         for (name, raw) in self.inner.store.catalog().list(WORKFLOW)? {
             let Ok(wf) = serde_json::from_slice::<WorkflowDef>(&raw) else {
                 tracing::error!(workflow = %name, "stored workflow is unreadable; its schedule is skipped");
                 continue;
             };
+            let wf = Arc::new(wf);
+            self.inner.definitions.put_workflow(Arc::clone(&wf));
             let Some(schedule) = wf.schedule.as_ref().filter(|_| !wf.paused) else {
                 continue;
             };
             let Ok(schedule) = schedule.compile() else {
                 continue;
             };
-            due.push((wf, schedule));
+            entries.push(ScheduleEntry {
+                wf,
+                schedule: Arc::new(schedule),
+                progress: None,
+                next_ms: None,
+            });
         }
-        // Workflows fire concurrently, so their appends share group commits; the fires
-        // of one workflow go in order, each seeing the runs the previous one queued.
-        let mut passes = futures::stream::iter(due)
-            .map(|(wf, schedule)| async move { self.tick_workflow(&wf, &schedule, now).await })
-            .buffer_unordered(FIRE_CONCURRENCY);
-        while let Some(pass) = passes.next().await {
-            let pass = pass?;
-            tick.started.extend(pass.started);
-            tick.dropped += pass.dropped;
-            tick.next = match (tick.next, pass.next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok(tick)
+        *table = ScheduleTable {
+            generation: Some(generation),
+            entries,
+        };
+        Ok(())
     }
 
+    /// Handles the fires of one workflow due by `now`, from its progress (`known`, or
+    /// the catalog's); returns what it did and the progress after it.
     async fn tick_workflow(
         &self,
         wf: &WorkflowDef,
         schedule: &Schedule,
+        known: Option<Progress>,
         now: DateTime<Utc>,
-    ) -> Result<Tick, EngineError> {
+    ) -> Result<(Tick, Progress), EngineError> {
         let mut tick = Tick::default();
-        let progress = match self.progress(&wf.name)? {
+        let progress = match known.map_or_else(|| self.progress(&wf.name), |p| Ok(Some(p)))? {
             Some(p) => p,
             None => {
                 let p = Progress {
@@ -177,6 +255,7 @@ impl Engine {
                 p
             }
         };
+        let mut current = progress;
         let anchor = at(progress.anchor_unix_ms);
         let fires = schedule.due(anchor, at(progress.last_fire_unix_ms), now);
         tick.dropped += fires.skipped;
@@ -190,20 +269,19 @@ impl Engine {
                 Some(run) => tick.started.push(run),
                 None => tick.dropped += 1,
             }
+            current = p;
         }
         if let Some(handled) = fires.handled
             && fires.due.last() != Some(&handled)
         {
-            self.put_progress(
-                &wf.name,
-                Progress {
-                    last_fire_unix_ms: handled.timestamp_millis(),
-                    ..progress
-                },
-            )?;
+            current = Progress {
+                last_fire_unix_ms: handled.timestamp_millis(),
+                ..progress
+            };
+            self.put_progress(&wf.name, current)?;
         }
         tick.next = fires.next;
-        Ok(tick)
+        Ok((tick, current))
     }
 
     /// One fire of `wf`: by its overlap policy, queue a run (recording the schedule's

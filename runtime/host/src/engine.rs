@@ -51,11 +51,16 @@ pub fn default_cache_dir() -> Option<std::path::PathBuf> {
     Some(base.join("sluice").join("components"))
 }
 
-/// Build the engine configuration. Everything that affects compiled code is here.
 /// Bytes of a pooled linear memory reset in place when its instance is dropped.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
-/// The wasmtime configuration of the process's engine.
+/// Instance slots freed before their memory beyond the resident part is returned to
+/// the kernel in one go: one `madvise` round (and TLB shootdown) per batch, not per
+/// instance.
+const DECOMMIT_BATCH: usize = 32;
+
+/// The wasmtime configuration of the process's engine. Everything that affects
+/// compiled code is here.
 pub fn engine_config(settings: &HostSettings) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -77,6 +82,7 @@ pub fn engine_config(settings: &HostSettings) -> Config {
     // drop costs a TLB shootdown on every core.
     pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
     pool.table_keep_resident(KEEP_RESIDENT_BYTES / 16);
+    pool.decommit_batch_size(DECOMMIT_BATCH);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }

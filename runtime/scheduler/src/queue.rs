@@ -8,7 +8,7 @@
 //! slot limit and the limits per tenant and per connector.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How candidates compare: effective priority, fewer runs of the tenant going, earlier
 /// due, smaller id — larger is better.
@@ -66,14 +66,39 @@ impl Default for Limits {
     }
 }
 
+/// A waiting candidate with its names interned, so that ranking and limit checks
+/// compare integers instead of hashing strings for every waiting run.
+#[derive(Debug)]
+struct Waiting {
+    c: Candidate,
+    tenant: usize,
+    connector: usize,
+    group: Option<usize>,
+}
+
 /// Waiting runs and the runs holding slots.
+///
+/// Runs not due yet wait in a map ordered by due time and are moved to the due list
+/// when their time comes; only due runs are ranked, so a pop costs a pass over the due
+/// runs with integer work, however many runs wait for later.
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
-    waiting: Vec<Candidate>,
+    /// Due runs (due at or before the last `now` seen), unordered.
+    due: Vec<Waiting>,
+    /// Runs due later, by (due, id).
+    later: BTreeMap<(i64, u128), Waiting>,
+    /// Where each waiting run is: its due time if in `later`, `None` if in `due`.
+    place: HashMap<u128, Option<i64>>,
+    names: HashMap<String, usize>,
     running: usize,
-    by_tenant: HashMap<String, usize>,
-    by_connector: HashMap<String, usize>,
-    groups: std::collections::HashSet<String>,
+    /// Slots held, per interned tenant name.
+    by_tenant: Vec<usize>,
+    /// Slots held, per interned connector name.
+    by_connector: Vec<usize>,
+    /// Limit per interned connector name.
+    connector_limit: Vec<Option<usize>>,
+    /// Whether a run of the group (interned) holds a slot.
+    group_busy: Vec<bool>,
     limits: Limits,
     aging: Aging,
 }
@@ -88,22 +113,51 @@ impl ReadyQueue {
         }
     }
 
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.names.get(name) {
+            return i;
+        }
+        let i = self.names.len();
+        self.names.insert(name.to_owned(), i);
+        self.by_tenant.push(0);
+        self.by_connector.push(0);
+        self.connector_limit
+            .push(self.limits.per_connector.get(name).copied());
+        self.group_busy.push(false);
+        i
+    }
+
     /// Adds a waiting run (replacing one with the same id).
     pub fn push(&mut self, candidate: Candidate) {
         self.remove(candidate.id);
-        self.waiting.push(candidate);
+        let w = Waiting {
+            tenant: self.intern(&candidate.tenant),
+            connector: self.intern(&candidate.connector),
+            group: candidate.group.as_deref().map(|g| self.intern(g)),
+            c: candidate,
+        };
+        self.place.insert(w.c.id, Some(w.c.due_ms));
+        self.later.insert((w.c.due_ms, w.c.id), w);
     }
 
     /// Removes a waiting run; returns whether it was there.
     pub fn remove(&mut self, id: u128) -> bool {
-        let before = self.waiting.len();
-        self.waiting.retain(|c| c.id != id);
-        self.waiting.len() != before
+        match self.place.remove(&id) {
+            Some(Some(due)) => self.later.remove(&(due, id)).is_some(),
+            Some(None) => match self.due.iter().position(|w| w.c.id == id) {
+                Some(i) => {
+                    self.due.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
     }
 
     /// Runs waiting.
     pub fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.due.len() + self.later.len()
     }
 
     /// Runs holding slots.
@@ -122,85 +176,93 @@ impl ReadyQueue {
         i64::from(c.priority).saturating_add(boost)
     }
 
-    fn fits(&self, c: &Candidate) -> bool {
-        if self.running >= self.limits.slots {
+    fn fits(&self, w: &Waiting) -> bool {
+        if w.group.is_some_and(|g| self.group_busy[g]) {
             return false;
         }
-        if c.group.as_ref().is_some_and(|g| self.groups.contains(g)) {
+        if self
+            .limits
+            .per_tenant
+            .is_some_and(|max| self.by_tenant[w.tenant] >= max)
+        {
             return false;
         }
-        let tenant = self.by_tenant.get(&c.tenant).copied().unwrap_or(0);
-        if self.limits.per_tenant.is_some_and(|max| tenant >= max) {
-            return false;
-        }
-        match self.limits.per_connector.get(&c.connector) {
-            Some(max) => self.by_connector.get(&c.connector).copied().unwrap_or(0) < *max,
-            None => true,
+        self.connector_limit[w.connector].is_none_or(|max| self.by_connector[w.connector] < max)
+    }
+
+    /// Moves the runs due by `now_ms` to the due list.
+    fn promote(&mut self, now_ms: i64) {
+        while let Some(entry) = self.later.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let w = entry.remove();
+            self.place.insert(w.c.id, None);
+            self.due.push(w);
         }
     }
 
     /// Takes the next run to start at `now_ms`, if one is due and fits the limits; it
     /// holds its slot until [`ReadyQueue::finished`].
     pub fn pop_ready(&mut self, now_ms: i64) -> Option<Candidate> {
+        if self.running >= self.limits.slots {
+            return None;
+        }
+        self.promote(now_ms);
         let mut best: Option<(usize, Rank)> = None;
-        for (i, c) in self.waiting.iter().enumerate() {
-            if c.due_ms > now_ms || !self.fits(c) {
+        for (i, w) in self.due.iter().enumerate() {
+            if !self.fits(w) {
                 continue;
             }
-            let share = self.by_tenant.get(&c.tenant).copied().unwrap_or(0);
             let key = (
-                self.effective_priority(c, now_ms),
-                Reverse(share),
-                Reverse(c.due_ms),
-                Reverse(c.id),
+                self.effective_priority(&w.c, now_ms),
+                Reverse(self.by_tenant[w.tenant]),
+                Reverse(w.c.due_ms),
+                Reverse(w.c.id),
             );
             if best.as_ref().is_none_or(|(_, k)| key > *k) {
                 best = Some((i, key));
             }
         }
         let (i, _) = best?;
-        let c = self.waiting.swap_remove(i);
+        let w = self.due.swap_remove(i);
+        self.place.remove(&w.c.id);
         self.running += 1;
-        *self.by_tenant.entry(c.tenant.clone()).or_default() += 1;
-        *self.by_connector.entry(c.connector.clone()).or_default() += 1;
-        if let Some(g) = &c.group {
-            self.groups.insert(g.clone());
+        self.by_tenant[w.tenant] += 1;
+        self.by_connector[w.connector] += 1;
+        if let Some(g) = w.group {
+            self.group_busy[g] = true;
         }
-        Some(c)
+        Some(w.c)
     }
 
     /// Gives back the slot of a run that started from this queue.
     pub fn finished(&mut self, c: &Candidate) {
         self.running = self.running.saturating_sub(1);
-        if let Some(g) = &c.group {
-            self.groups.remove(g);
+        if let Some(g) = c.group.as_deref().and_then(|g| self.names.get(g)) {
+            self.group_busy[*g] = false;
         }
-        let (tenant, connector) = (c.tenant.as_str(), c.connector.as_str());
-        for (map, key) in [
-            (&mut self.by_tenant, tenant),
-            (&mut self.by_connector, connector),
-        ] {
-            if let Some(n) = map.get_mut(key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(key);
-                }
-            }
+        if let Some(&t) = self.names.get(&c.tenant) {
+            self.by_tenant[t] = self.by_tenant[t].saturating_sub(1);
+        }
+        if let Some(&k) = self.names.get(&c.connector) {
+            self.by_connector[k] = self.by_connector[k].saturating_sub(1);
         }
     }
 
     /// The earliest due time of a waiting run, to know when to look again.
     pub fn next_due(&self) -> Option<i64> {
-        self.waiting.iter().map(|c| c.due_ms).min()
+        let due = self.due.iter().map(|w| w.c.due_ms).min();
+        let later = self.later.keys().next().map(|(d, _)| *d);
+        due.into_iter().chain(later).min()
     }
 
     /// The earliest due time after `now_ms` (runs already due but blocked by a limit
     /// wait for a slot to be given back, not for the clock).
     pub fn next_due_after(&self, now_ms: i64) -> Option<i64> {
-        self.waiting
-            .iter()
-            .map(|c| c.due_ms)
-            .filter(|d| *d > now_ms)
-            .min()
+        self.later
+            .range((now_ms.saturating_add(1), 0)..)
+            .next()
+            .map(|((d, _), _)| *d)
     }
 }

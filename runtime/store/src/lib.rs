@@ -11,5 +11,5 @@ pub mod log;
 mod store;
 
 pub use catalog::Catalog;
-pub use log::{EventLog, LogConfig, LogError, RunEvent, RunId, RunState, RunStatus};
+pub use log::{EventLog, Lease, LogConfig, LogError, RunEvent, RunId, RunState, RunStatus};
 pub use store::{BatchCommit, Committed, Store, StoreError, StreamEnd};

@@ -91,7 +91,10 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
             Action::Begin => {
                 attempt += 1;
                 status = StatusKind::Running;
-                EventKind::AttemptBegun(v1::AttemptBegun { attempt })
+                EventKind::AttemptBegun(v1::AttemptBegun {
+                    attempt,
+                    ..Default::default()
+                })
             }
             Action::Checkpoint {
                 stream,
@@ -131,7 +134,10 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
                     not_before_unix_ms: *at,
                 })
             }
-            Action::Heartbeat => EventKind::Heartbeat(v1::Heartbeat { attempt }),
+            Action::Heartbeat => EventKind::Heartbeat(v1::Heartbeat {
+                attempt,
+                ..Default::default()
+            }),
             Action::Cancel => {
                 status = StatusKind::Cancelled;
                 EventKind::RunCancelled(v1::RunCancelled {
@@ -189,9 +195,9 @@ proptest! {
         if status.is_terminal() {
             let seq = state.last_seq + 1;
             for kind in [
-                EventKind::Heartbeat(v1::Heartbeat { attempt: 1 }),
+                EventKind::Heartbeat(v1::Heartbeat { attempt: 1, ..Default::default() }),
                 EventKind::RunCompleted(v1::RunCompleted {}),
-                EventKind::AttemptBegun(v1::AttemptBegun { attempt: 9 }),
+                EventKind::AttemptBegun(v1::AttemptBegun { attempt: 9, ..Default::default() }),
             ] {
                 let mut s = state.clone();
                 let err = apply(&mut s, &RunEvent::new(RUN, seq, 0, kind)).unwrap_err();
@@ -238,7 +244,10 @@ fn empty_and_misplaced_logs_are_rejected() {
         RUN,
         1,
         0,
-        EventKind::Heartbeat(v1::Heartbeat { attempt: 0 }),
+        EventKind::Heartbeat(v1::Heartbeat {
+            attempt: 0,
+            ..Default::default()
+        }),
     );
     assert!(matches!(
         fold([&hb]).unwrap_err(),

@@ -37,7 +37,10 @@ fn checkpoint(stream: &str, cp: &str, records: u64) -> EventKind {
 }
 
 fn begun(attempt: u32) -> EventKind {
-    EventKind::AttemptBegun(v1::AttemptBegun { attempt })
+    EventKind::AttemptBegun(v1::AttemptBegun {
+        attempt,
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
@@ -109,7 +112,13 @@ async fn invalid_appends_are_refused_and_write_nothing() {
     .unwrap();
     // Nothing follows a terminal status; the whole call is refused.
     let err = log
-        .append(r, vec![EventKind::Heartbeat(v1::Heartbeat { attempt: 1 })])
+        .append(
+            r,
+            vec![EventKind::Heartbeat(v1::Heartbeat {
+                attempt: 1,
+                ..Default::default()
+            })],
+        )
         .await
         .unwrap_err();
     assert!(matches!(
@@ -459,4 +468,85 @@ async fn unknown_event_kind_stops_the_fold() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_lease_is_taken_by_an_attempt_extended_by_heartbeats_and_released_by_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let r = run_id(7);
+    let leased = |attempt, until| {
+        EventKind::AttemptBegun(v1::AttemptBegun {
+            attempt,
+            worker: "node-b".into(),
+            lease_until_unix_ms: until,
+        })
+    };
+    log.append(r, vec![scheduled("wf", "c", "t"), leased(1, 5_000)])
+        .await
+        .unwrap();
+    let lease = log.state(r).await.unwrap().lease.unwrap();
+    assert_eq!(
+        (lease.worker.as_str(), lease.attempt, lease.until_unix_ms),
+        ("node-b", 1, 5_000)
+    );
+    assert!(!lease.expired(4_999) && lease.expired(5_000));
+
+    // A heartbeat of the attempt extends it; one of another attempt does not.
+    let beat = |attempt, until| {
+        EventKind::Heartbeat(v1::Heartbeat {
+            attempt,
+            lease_until_unix_ms: until,
+        })
+    };
+    log.append(r, vec![beat(1, 9_000), beat(2, 20_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        log.state(r).await.unwrap().lease.unwrap().until_unix_ms,
+        9_000
+    );
+
+    // The attempt's end releases it.
+    let failed = EventKind::AttemptFailed(v1::AttemptFailed {
+        attempt: 1,
+        kind: v1::ErrorKind::Transient as i32,
+        message: "x".into(),
+        retry_after_ms: 0,
+    });
+    log.append(r, vec![failed]).await.unwrap();
+    assert_eq!(log.state(r).await.unwrap().lease, None);
+}
+
+#[tokio::test]
+async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let r = run_id(8);
+    log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
+        .await
+        .unwrap();
+    // Two nodes read seq 2; the first to append wins.
+    let seqs = log.append_expecting(r, 2, vec![begun(2)]).await.unwrap();
+    assert_eq!(seqs, vec![3]);
+    let err = log
+        .append_expecting(r, 2, vec![begun(2)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::Conflict {
+                expected: 2,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("expected its last event to be 2, found 3")
+    );
+    assert_eq!(log.read(r).await.unwrap().len(), 3);
 }

@@ -30,7 +30,10 @@ async fn scheduled(store: &Store, run: RunId) {
                     trigger: v1::Trigger::Manual as i32,
                     fire_at_unix_ms: 0,
                 }),
-                EventKind::AttemptBegun(v1::AttemptBegun { attempt: 1 }),
+                EventKind::AttemptBegun(v1::AttemptBegun {
+                    attempt: 1,
+                    ..Default::default()
+                }),
             ],
         )
         .await

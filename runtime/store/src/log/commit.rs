@@ -76,6 +76,8 @@ pub(crate) struct Request {
     pub at_unix_ms: i64,
     pub kinds: Vec<EventKind>,
     pub hook: Option<Arc<dyn TxHook>>,
+    /// Append only if the run's last seq is still this one (compare-and-append).
+    pub expect_seq: Option<u64>,
     pub reply: oneshot::Sender<Result<Vec<u64>, LogError>>,
 }
 
@@ -224,6 +226,19 @@ fn write_group(
                 })
             }
         };
+        let actual = p.now.as_ref().map_or(0, |h| h.last_seq);
+        if let Some(expected) = req.expect_seq
+            && expected != actual
+        {
+            return abort(
+                i,
+                LogError::Conflict {
+                    run,
+                    expected,
+                    actual,
+                },
+            );
+        }
         for kind in req.kinds.iter().chain(extra.iter()) {
             let (status, last) = p
                 .now

@@ -181,8 +181,32 @@ pub struct RunState {
     pub finished_at_unix_ms: Option<i64>,
     /// The last heartbeat.
     pub last_heartbeat_unix_ms: Option<i64>,
+    /// The worker that started the run (`RunStarted`).
+    pub worker: String,
+    /// The lease of the worker running the current attempt, while one runs.
+    pub lease: Option<Lease>,
     /// Seq of the last applied event (0 before any).
     pub last_seq: u64,
+}
+
+/// A worker's claim on a running attempt: no other node may take the run over
+/// before `until_unix_ms`. Heartbeats extend it; the attempt's end releases it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The worker (node) holding it.
+    pub worker: String,
+    /// The attempt it covers.
+    pub attempt: u32,
+    /// When it expires (Unix ms); 0 when the log states none (written before leases
+    /// existed): such a lease counts as expired.
+    pub until_unix_ms: i64,
+}
+
+impl Lease {
+    /// Whether another node may take the run over at `now_unix_ms`.
+    pub fn expired(&self, now_unix_ms: i64) -> bool {
+        now_unix_ms >= self.until_unix_ms
+    }
 }
 
 impl RunState {
@@ -204,6 +228,8 @@ impl RunState {
             started_at_unix_ms: None,
             finished_at_unix_ms: None,
             last_heartbeat_unix_ms: None,
+            worker: String::new(),
+            lease: None,
             last_seq: 0,
         }
     }
@@ -356,7 +382,8 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
             state.scheduled_at_unix_ms = at;
             state.status = RunStatus::Scheduled;
         }
-        EventKind::RunStarted(_) => {
+        EventKind::RunStarted(s) => {
+            state.worker.clone_from(&s.worker);
             state.started_at_unix_ms.get_or_insert(at);
             state.status = RunStatus::Running {
                 attempt: state.attempts,
@@ -366,6 +393,15 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
             state.started_at_unix_ms.get_or_insert(at);
             state.attempts = state.attempts.max(a.attempt);
             state.status = RunStatus::Running { attempt: a.attempt };
+            state.lease = Some(Lease {
+                worker: if a.worker.is_empty() {
+                    state.worker.clone()
+                } else {
+                    a.worker.clone()
+                },
+                attempt: a.attempt,
+                until_unix_ms: a.lease_until_unix_ms,
+            });
         }
         EventKind::CheckpointCommitted(c) => {
             let p = state.progress.entry(c.stream.clone()).or_default();
@@ -382,6 +418,7 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
             state.progress.entry(s.stream.clone()).or_default().complete = true;
         }
         EventKind::AttemptFailed(f) => {
+            state.lease = None;
             state.last_error = Some(Failure {
                 kind: error_kind(f.kind),
                 message: f.message.clone(),
@@ -421,9 +458,17 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
                 RunStatus::Scheduled
             };
         }
-        EventKind::Heartbeat(_) => {
+        EventKind::Heartbeat(h) => {
             state.last_heartbeat_unix_ms = Some(at);
+            if let Some(lease) = state.lease.as_mut()
+                && lease.attempt == h.attempt
+            {
+                lease.until_unix_ms = lease.until_unix_ms.max(h.lease_until_unix_ms);
+            }
         }
+    }
+    if next != StatusKind::Running {
+        state.lease = None;
     }
     debug_assert_eq!(state.status.kind(), next);
     state.last_seq = seq;

@@ -17,7 +17,8 @@ mod store;
 
 pub use events::{EVENT_FORMAT, EventKind, RunEvent, RunId, v1};
 pub use fold::{
-    Failure, FoldError, RunState, RunStatus, StatusKind, StreamProgress, apply, fold, transition,
+    Failure, FoldError, Lease, RunState, RunStatus, StatusKind, StreamProgress, apply, fold,
+    transition,
 };
 pub use keys::{RunFilter, RunSummary};
 pub(crate) use store::now_unix_ms;

@@ -71,6 +71,16 @@ pub enum LogError {
     /// An append was rejected by writes sharing its transaction.
     #[error("append rejected: {0}")]
     Rejected(String),
+    /// A conditional append found the run moved on: another writer appended first.
+    #[error("run {run} moved on: expected its last event to be {expected}, found {actual}")]
+    Conflict {
+        /// The run.
+        run: RunId,
+        /// The seq the appender had read.
+        expected: u64,
+        /// The seq the log holds.
+        actual: u64,
+    },
     /// The request is malformed.
     #[error("invalid: {0}")]
     Invalid(String),
@@ -215,7 +225,20 @@ impl EventLog {
         at_unix_ms: i64,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<u64>, LogError> {
-        self.submit(run, at_unix_ms, kinds, None).await
+        self.submit(run, at_unix_ms, kinds, None, None).await
+    }
+
+    /// Appends events only if `run`'s last event is still `expected_seq`, else fails
+    /// with [`LogError::Conflict`] and writes nothing: how one of several nodes takes
+    /// a run over (e.g. after its holder's lease expired) without racing another.
+    pub async fn append_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.submit(run, now_unix_ms(), kinds, None, Some(expected_seq))
+            .await
     }
 
     /// Appends events together with a hook's writes, in one transaction.
@@ -226,7 +249,7 @@ impl EventLog {
         kinds: Vec<EventKind>,
         hook: Arc<dyn TxHook>,
     ) -> Result<Vec<u64>, LogError> {
-        self.submit(run, at_unix_ms, kinds, Some(hook)).await
+        self.submit(run, at_unix_ms, kinds, Some(hook), None).await
     }
 
     async fn submit(
@@ -235,6 +258,7 @@ impl EventLog {
         at_unix_ms: i64,
         kinds: Vec<EventKind>,
         hook: Option<Arc<dyn TxHook>>,
+        expect_seq: Option<u64>,
     ) -> Result<Vec<u64>, LogError> {
         let sender = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
         let (reply, rx) = oneshot::channel();
@@ -244,6 +268,7 @@ impl EventLog {
                 at_unix_ms,
                 kinds,
                 hook,
+                expect_seq,
                 reply,
             })
             .await
