@@ -6,12 +6,16 @@
 //! Exit codes scripts can rely on: 0 success; 1 any other failure; 2 bad usage;
 //! 3 the connector reported an error; 4 the connector broke the sandbox or the
 //! contract (trap, panic, limit, disallowed host, malformed output); 5 a run ended
-//! without completing (dead-lettered or cancelled).
+//! without completing (dead-lettered or cancelled); over the API: 2 the server
+//! found the request invalid, 6 not found, 7 not allowed (missing, unknown or
+//! read-only token), 8 the server cannot be reached or is unavailable.
 //!
 //! `sluice run FILE` defines connections and workflows from a JSON file and runs
 //! them in the foreground against the embedded store; `sluice serve FILE` keeps a
-//! node running: schedules fire, runs resume.
+//! node running: schedules fire, runs resume, and the gRPC API serves
+//! `sluice runs|workflows|connections …`.
 
+mod client_cmd;
 mod connector_cmd;
 mod exit;
 mod run_cmd;
@@ -37,8 +41,30 @@ enum Command {
     Connector(connector_cmd::ConnectorCommand),
     /// Define connections and workflows from a file and run them in the foreground.
     Run(run_cmd::RunArgs),
-    /// Run a node until stopped: resume runs, run each workflow, follow schedules.
+    /// Run a node until stopped: resume runs, run each workflow, follow schedules,
+    /// serve the gRPC API.
     Serve(serve_cmd::ServeArgs),
+    /// Runs of a node, over its API: list, get, watch, cancel, retry.
+    Runs {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::RunsCommand,
+    },
+    /// Workflows of a node, over its API: list, trigger, pause, resume, upcoming.
+    Workflows {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::WorkflowsCommand,
+    },
+    /// Connections of a node, over its API: list, check.
+    Connections {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::ConnectionsCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,12 +90,20 @@ fn main() -> std::process::ExitCode {
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Run(args) => run_cmd::run(args).await,
             Command::Serve(args) => serve_cmd::run(args).await,
+            Command::Runs { client, command } => client_cmd::runs(client, command).await,
+            Command::Workflows { client, command } => client_cmd::workflows(client, command).await,
+            Command::Connections { client, command } => {
+                client_cmd::connections(client, command).await
+            }
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) {
+                Some(status) => eprintln!("error: {} ({:?})", status.message(), status.code()),
+                None => eprintln!("error: {e:#}"),
+            }
             std::process::ExitCode::from(exit::code_for(&e))
         }
     }

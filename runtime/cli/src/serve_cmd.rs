@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use sluice_api::{ApiServer, Scope, Tokens};
 use sluice_engine::Trigger;
 
 use crate::run_cmd::{define, engine, limits, read_definitions, report};
@@ -32,6 +33,26 @@ pub struct ServeArgs {
     /// Do not start a run of each workflow at start; only follow the schedules.
     #[arg(long)]
     no_initial_runs: bool,
+    /// Address of the gRPC API (port 0: any free port, printed at start).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:7600")]
+    listen: String,
+    /// API tokens allowed to read and write (comma-separated in the environment);
+    /// with none configured the API is open to every caller.
+    #[arg(
+        long = "token",
+        env = "SLUICE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    tokens: Vec<String>,
+    /// API tokens allowed only to read.
+    #[arg(
+        long = "read-token",
+        env = "SLUICE_READ_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    read_tokens: Vec<String>,
 }
 
 /// Runs the command.
@@ -56,6 +77,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     engine.start_scheduler(Duration::from_secs(1));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening for the API on {}", args.listen))?;
+    let addr = listener.local_addr().context("the API's address")?;
+    eprintln!("API listening on {addr}");
+    let tokens = Tokens::new(
+        args.tokens
+            .iter()
+            .map(|t| (t.clone(), Scope::Write))
+            .chain(args.read_tokens.iter().map(|t| (t.clone(), Scope::Read))),
+    );
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(
+        ApiServer::new(engine.clone(), tokens).serve(listener, async {
+            let _ = api_stopped.await;
+        }),
+    );
     eprintln!(
         "serving {} workflow(s) from {}; stop with Ctrl-C",
         defs.workflows.len(),
@@ -78,5 +116,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!("stopping; runs in flight resume on the next start");
+    let _ = stop_api.send(());
+    if let Ok(Err(e)) = api.await {
+        eprintln!("the API stopped with an error: {e}");
+    }
     Ok(())
 }

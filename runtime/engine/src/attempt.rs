@@ -59,6 +59,11 @@ pub(crate) enum AttemptEnd {
 }
 
 fn host_failure(context: &str, e: HostError) -> AttemptEnd {
+    AttemptEnd::Failed(failure_of(context, e))
+}
+
+/// The failure a host error means for a run: its kind decides retry or dead-letter.
+pub(crate) fn failure_of(context: &str, e: HostError) -> Failure {
     // A connector that broke the sandbox may do better on another attempt (a trap can
     // depend on the data): those back off as `Sandbox`; everything else keeps the kind
     // the host gives it.
@@ -86,11 +91,11 @@ fn host_failure(context: &str, e: HostError) -> AttemptEnd {
         } => Some(Duration::from_millis(*ms)),
         _ => None,
     };
-    AttemptEnd::Failed(Failure {
+    Failure {
         kind,
         message: format!("{context}: {e}"),
         retry_after,
-    })
+    }
 }
 
 fn store_failure(context: &str, e: StoreError) -> AttemptEnd {

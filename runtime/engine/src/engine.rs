@@ -31,7 +31,7 @@ use crate::progress::Progress;
 use crate::retry::{Decision, Failures};
 use crate::schedules::ScheduleTable;
 
-const CONNECTION: &str = "connection";
+pub(crate) const CONNECTION: &str = "connection";
 pub(crate) const WORKFLOW: &str = "workflow";
 
 /// Why a run starts.
@@ -45,7 +45,7 @@ pub struct Engine {
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    connectors: Connectors,
+    pub(crate) connectors: Connectors,
     worker: String,
     pub(crate) dispatch: Dispatch,
     pub(crate) definitions: DefinitionCache,

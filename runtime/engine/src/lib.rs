@@ -19,6 +19,7 @@ mod definitions;
 mod dispatch;
 mod engine;
 mod error;
+mod inspect;
 mod progress;
 mod retry;
 mod schedules;

@@ -48,6 +48,29 @@ impl RunId {
     }
 }
 
+/// Why a text is not a run id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a run id (32 hex digits, as printed: 0190a1b2-c3d4-...)")]
+pub struct BadRunId(pub String);
+
+impl std::str::FromStr for RunId {
+    type Err = BadRunId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+        let bad = || BadRunId(s.to_owned());
+        if digits.len() != 32 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in digits.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| bad())?;
+            out[i] = u8::from_str_radix(text, 16).map_err(|_| bad())?;
+        }
+        Ok(RunId(out))
+    }
+}
+
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, b) in self.0.iter().enumerate() {

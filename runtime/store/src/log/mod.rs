@@ -15,7 +15,7 @@ mod fold;
 mod keys;
 mod store;
 
-pub use events::{EVENT_FORMAT, EventKind, RunEvent, RunId, v1};
+pub use events::{BadRunId, EVENT_FORMAT, EventKind, RunEvent, RunId, v1};
 pub use fold::{
     Failure, FoldError, Lease, RunState, RunStatus, StatusKind, StreamProgress, apply, fold,
     transition,

@@ -1,0 +1,176 @@
+//! The `Runs` service: list, get, watch, cancel and retry runs.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use sluice_engine::{Engine, Progress};
+use sluice_store::RunId;
+use sluice_store::log::RunFilter;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::require_write;
+use crate::convert;
+use crate::pb::runs_server::Runs;
+use crate::pb::{
+    CancelRunRequest, GetRunRequest, ListRunsRequest, ListRunsResponse, Run, RunSummary, RunUpdate,
+};
+use crate::status;
+
+/// Most runs listed at once when the request sets no limit.
+const DEFAULT_LIST_LIMIT: usize = 100;
+/// A watcher gets at most one update per this interval: progress changes per batch.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+pub(crate) struct RunsApi {
+    pub engine: Engine,
+}
+
+impl RunsApi {
+    async fn run(&self, id: RunId, with_events: bool) -> Result<Run, Status> {
+        let state = self.engine.state(id).await.map_err(status::of)?;
+        let log = self.engine.store().log();
+        let updated = log
+            .summary(id)
+            .await
+            .map_err(|e| status::of(e.into()))?
+            .map_or(0, |s| s.updated_at_unix_ms);
+        let events = if with_events {
+            log.read(id).await.map_err(|e| status::of(e.into()))?
+        } else {
+            Vec::new()
+        };
+        Ok(convert::run(&state, updated, events))
+    }
+
+    async fn summary(&self, id: RunId) -> Result<RunSummary, Status> {
+        let summary = self
+            .engine
+            .store()
+            .log()
+            .summary(id)
+            .await
+            .map_err(|e| status::of(e.into()))?
+            .ok_or_else(|| status::of(sluice_engine::EngineError::UnknownRun(id)))?;
+        Ok(convert::summary(&summary))
+    }
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<RunUpdate, Status>> + Send>>;
+
+/// Sends the run's state now, then at most every `WATCH_INTERVAL` while its
+/// progress changes, then once more when it ends; stops when the client goes.
+async fn watch(api: RunsApi, id: RunId, tx: mpsc::Sender<Result<RunUpdate, Status>>) {
+    let mut live = api.engine.watch(id);
+    loop {
+        let progress: Option<Progress> = live.as_ref().map(|rx| rx.borrow().clone());
+        let finished = progress.as_ref().is_none_or(|p| p.finished);
+        let update = match api.run(id, false).await {
+            Ok(run) => Ok(RunUpdate {
+                records_per_sec: progress.as_ref().map_or(0.0, |p| p.records_per_sec),
+                current_stream: progress
+                    .as_ref()
+                    .and_then(|p| p.stream.clone())
+                    .unwrap_or_default(),
+                finished,
+                run: Some(run),
+            }),
+            Err(e) => Err(e),
+        };
+        let failed = update.is_err();
+        if tx.send(update).await.is_err() || failed || finished {
+            return;
+        }
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        if let Some(rx) = live.as_mut()
+            && rx.changed().await.is_err()
+        {
+            // The driver is gone: one last update shows how the run ended.
+            live = None;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Runs for RunsApi {
+    type WatchRunStream = UpdateStream;
+
+    async fn list_runs(
+        &self,
+        request: Request<ListRunsRequest>,
+    ) -> Result<Response<ListRunsResponse>, Status> {
+        let r = request.into_inner();
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = RunFilter {
+            status: convert::status("status", &r.status)?,
+            workflow: some(r.workflow),
+            connection: some(r.connection),
+            tenant: some(r.tenant),
+            created_from_unix_ms: (r.created_from_unix_ms != 0).then_some(r.created_from_unix_ms),
+            created_before_unix_ms: (r.created_before_unix_ms != 0)
+                .then_some(r.created_before_unix_ms),
+            limit: match r.limit {
+                0 => DEFAULT_LIST_LIMIT,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+        };
+        let runs = self
+            .engine
+            .store()
+            .log()
+            .list(&filter)
+            .await
+            .map_err(|e| status::of(e.into()))?;
+        Ok(Response::new(ListRunsResponse {
+            runs: runs.iter().map(convert::summary).collect(),
+        }))
+    }
+
+    async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
+        let id = convert::run_id("run_id", &request.get_ref().run_id)?;
+        Ok(Response::new(self.run(id, true).await?))
+    }
+
+    async fn watch_run(
+        &self,
+        request: Request<GetRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let id = convert::run_id("run_id", &request.get_ref().run_id)?;
+        // Unknown runs fail the call itself, not the stream.
+        self.engine.state(id).await.map_err(status::of)?;
+        let (tx, rx) = mpsc::channel(4);
+        let api = RunsApi {
+            engine: self.engine.clone(),
+        };
+        tokio::spawn(watch(api, id, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<CancelRunRequest>,
+    ) -> Result<Response<RunSummary>, Status> {
+        require_write(&request)?;
+        let r = request.get_ref();
+        let id = convert::run_id("run_id", &r.run_id)?;
+        let reason = if r.reason.is_empty() {
+            "cancelled through the API"
+        } else {
+            r.reason.as_str()
+        };
+        self.engine.cancel(id, reason).await.map_err(status::of)?;
+        Ok(Response::new(self.summary(id).await?))
+    }
+
+    async fn retry_run(
+        &self,
+        request: Request<GetRunRequest>,
+    ) -> Result<Response<RunSummary>, Status> {
+        require_write(&request)?;
+        let id = convert::run_id("run_id", &request.get_ref().run_id)?;
+        self.engine.retry(id, "api").await.map_err(status::of)?;
+        Ok(Response::new(self.summary(id).await?))
+    }
+}

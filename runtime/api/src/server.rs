@@ -1,0 +1,99 @@
+//! Serving the API: the four services behind the token check, plus the standard
+//! `grpc.health.v1` and server reflection (open, for probes and `grpcurl`).
+
+use std::future::Future;
+
+use sluice_engine::Engine;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::Tokens;
+use crate::connections::ConnectionsApi;
+use crate::pb::connections_server::ConnectionsServer;
+use crate::pb::records_server::RecordsServer;
+use crate::pb::runs_server::RunsServer;
+use crate::pb::workflows_server::WorkflowsServer;
+use crate::records::RecordsApi;
+use crate::runs::RunsApi;
+use crate::workflows::WorkflowsApi;
+
+/// Why the server stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service cannot read the API's descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The control API of one node.
+#[derive(Clone)]
+pub struct ApiServer {
+    engine: Engine,
+    tokens: Tokens,
+}
+
+impl ApiServer {
+    /// The API over `engine`, accepting `tokens` (none: open).
+    pub fn new(engine: Engine, tokens: Tokens) -> Self {
+        ApiServer { engine, tokens }
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        if !self.tokens.enabled() {
+            tracing::warn!(
+                "the API accepts every caller: no API token is configured (set tokens to require one)"
+            );
+        }
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<ConnectionsServer<ConnectionsApi>>()
+            .await;
+        reporter
+            .set_serving::<WorkflowsServer<WorkflowsApi>>()
+            .await;
+        reporter.set_serving::<RunsServer<RunsApi>>().await;
+        reporter.set_serving::<RecordsServer<RecordsApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let engine = self.engine;
+        let check = |tokens: Tokens| move |req| tokens.check(req);
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(ConnectionsServer::with_interceptor(
+                ConnectionsApi {
+                    engine: engine.clone(),
+                },
+                check(self.tokens.clone()),
+            ))
+            .add_service(WorkflowsServer::with_interceptor(
+                WorkflowsApi {
+                    engine: engine.clone(),
+                },
+                check(self.tokens.clone()),
+            ))
+            .add_service(RunsServer::with_interceptor(
+                RunsApi {
+                    engine: engine.clone(),
+                },
+                check(self.tokens.clone()),
+            ))
+            .add_service(RecordsServer::with_interceptor(
+                RecordsApi { engine },
+                check(self.tokens),
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await?;
+        Ok(())
+    }
+}

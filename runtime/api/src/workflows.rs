@@ -1,0 +1,136 @@
+//! The `Workflows` service: define, read, pause, resume and trigger workflows, and
+//! list a schedule's upcoming fires.
+
+use chrono::Utc;
+use sluice_engine::{Engine, Trigger, WorkflowDef};
+use tonic::{Request, Response, Status};
+
+use crate::auth::require_write;
+use crate::convert;
+use crate::pb::workflows_server::Workflows;
+use crate::pb::{
+    GetWorkflowRequest, ListUpcomingFiresRequest, ListUpcomingFiresResponse, ListWorkflowsRequest,
+    ListWorkflowsResponse, PutWorkflowRequest, RunSummary, Workflow,
+};
+use crate::status::{self, invalid, required};
+
+/// Most upcoming fires listed at once.
+const MAX_UPCOMING: usize = 1000;
+
+pub(crate) struct WorkflowsApi {
+    pub engine: Engine,
+}
+
+impl WorkflowsApi {
+    #[allow(clippy::result_large_err, reason = "handlers return tonic's Status")]
+    fn set_paused(&self, name: &str, paused: bool) -> Result<Response<Workflow>, Status> {
+        required("name", name)?;
+        self.engine
+            .pause_workflow(name, paused)
+            .map_err(status::of)?;
+        let def = self.engine.workflow(name).map_err(status::of)?;
+        Ok(Response::new(convert::workflow(&def)))
+    }
+}
+
+#[tonic::async_trait]
+impl Workflows for WorkflowsApi {
+    async fn put_workflow(
+        &self,
+        request: Request<PutWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        require_write(&request)?;
+        let text = &request.get_ref().definition_json;
+        let def: WorkflowDef =
+            serde_json::from_str(text).map_err(|e| invalid("definition_json", e))?;
+        self.engine.define_workflow(&def).map_err(status::of)?;
+        Ok(Response::new(convert::workflow(&def)))
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        let name = &request.get_ref().name;
+        required("name", name)?;
+        let def = self.engine.workflow(name).map_err(status::of)?;
+        Ok(Response::new(convert::workflow(&def)))
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<ListWorkflowsRequest>,
+    ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        let connection = &request.get_ref().connection;
+        let workflows = self
+            .engine
+            .workflows()
+            .map_err(status::of)?
+            .iter()
+            .filter(|w| connection.is_empty() || &w.connection == connection)
+            .map(|w| convert::workflow(w))
+            .collect();
+        Ok(Response::new(ListWorkflowsResponse { workflows }))
+    }
+
+    async fn pause_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        require_write(&request)?;
+        self.set_paused(&request.get_ref().name, true)
+    }
+
+    async fn resume_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        require_write(&request)?;
+        self.set_paused(&request.get_ref().name, false)
+    }
+
+    async fn trigger_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<RunSummary>, Status> {
+        require_write(&request)?;
+        let name = &request.get_ref().name;
+        required("name", name)?;
+        let run = self
+            .engine
+            .start(name, Trigger::Manual)
+            .await
+            .map_err(status::of)?;
+        let summary = self
+            .engine
+            .store()
+            .log()
+            .summary(run)
+            .await
+            .map_err(|e| status::of(e.into()))?
+            .ok_or_else(|| Status::internal(format!("run {run} was started but has no summary")))?;
+        Ok(Response::new(convert::summary(&summary)))
+    }
+
+    async fn list_upcoming_fires(
+        &self,
+        request: Request<ListUpcomingFiresRequest>,
+    ) -> Result<Response<ListUpcomingFiresResponse>, Status> {
+        let r = request.get_ref();
+        required("name", &r.name)?;
+        let count = match r.count {
+            0 => 10,
+            n => usize::try_from(n).unwrap_or(MAX_UPCOMING).min(MAX_UPCOMING),
+        };
+        let fires = self
+            .engine
+            .upcoming(&r.name, Utc::now(), count)
+            .map_err(status::of)?;
+        Ok(Response::new(ListUpcomingFiresResponse {
+            fire_at_unix_ms: fires
+                .iter()
+                .map(chrono::DateTime::timestamp_millis)
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,95 @@
+//! What the control API reads and tries besides runs: the defined connections and
+//! workflows, and a connection's `check` and `discover` through its connector.
+//!
+//! Owns no state. It must never return a connection's secrets: callers get the
+//! definition and strip them where they leave the node.
+
+use std::sync::Arc;
+
+use sluice_host::{Activity, Grant, StreamDescriptor};
+
+use crate::attempt::{Failure, failure_of};
+use crate::definition::{ConnectionDef, WorkflowDef};
+use crate::engine::{CONNECTION, Engine, WORKFLOW};
+use crate::error::EngineError;
+
+/// Request log lines kept for a check or a discover.
+const ACTIVITY_CAPACITY: usize = 64;
+
+impl Engine {
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &'static str,
+    ) -> Result<Vec<Arc<T>>, EngineError> {
+        let mut out = Vec::new();
+        for (name, raw) in self.inner.store.catalog().list(kind)? {
+            let def =
+                serde_json::from_slice::<T>(&raw).map_err(|e| EngineError::CorruptDefinition {
+                    kind,
+                    name,
+                    message: e.to_string(),
+                })?;
+            out.push(Arc::new(def));
+        }
+        Ok(out)
+    }
+
+    /// Every defined connection, by name.
+    pub fn connections(&self) -> Result<Vec<Arc<ConnectionDef>>, EngineError> {
+        self.all(CONNECTION)
+    }
+
+    /// Every defined workflow, by name.
+    pub fn workflows(&self) -> Result<Vec<Arc<WorkflowDef>>, EngineError> {
+        self.all(WORKFLOW)
+    }
+
+    fn grant(connection: &ConnectionDef) -> Arc<Grant> {
+        Arc::new(Grant {
+            allowed_hosts: connection.allowed_hosts.clone(),
+            secrets: connection.secret_values(),
+            limits: connection.limits.clone(),
+            activity: Arc::new(Activity::with_capacity(ACTIVITY_CAPACITY)),
+        })
+    }
+
+    async fn connector_of(
+        &self,
+        connection: &ConnectionDef,
+    ) -> Result<sluice_host::Connector, EngineError> {
+        self.inner
+            .connectors
+            .load(&connection.connector)
+            .map_err(|e| EngineError::Connector {
+                reference: connection.connector.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Runs the connector's `check` on the connection: `None` when it passes, else
+    /// the failure with its kind (config, auth, transient, ...).
+    pub async fn check_connection(&self, name: &str) -> Result<Option<Failure>, EngineError> {
+        let connection = self.connection(name)?;
+        let connector = self.connector_of(&connection).await?;
+        let config = connection.effective_config().to_string();
+        Ok(connector
+            .check(&Self::grant(&connection), &config)
+            .await
+            .err()
+            .map(|e| failure_of("check", e)))
+    }
+
+    /// The streams the connector offers for the connection.
+    pub async fn discover_connection(
+        &self,
+        name: &str,
+    ) -> Result<Result<Vec<StreamDescriptor>, Failure>, EngineError> {
+        let connection = self.connection(name)?;
+        let connector = self.connector_of(&connection).await?;
+        let config = connection.effective_config().to_string();
+        Ok(connector
+            .discover(&Self::grant(&connection), &config)
+            .await
+            .map_err(|e| failure_of("discover", e)))
+    }
+}
