@@ -1,0 +1,620 @@
+//! The gRPC control API as a program meets it: a real server on a TCP port and the
+//! generated client. The whole lifecycle (define, trigger, watch live, inspect the
+//! run and its events, read the hub's records and change feed, pause, resume,
+//! upcoming fires, cancel), bad requests answered with the right status code while
+//! the server keeps serving, bearer tokens with a read-only scope, secrets never
+//! returned, and the standard health and reflection services.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::json;
+use sluice_api::pb::connections_client::ConnectionsClient;
+use sluice_api::pb::records_client::RecordsClient;
+use sluice_api::pb::runs_client::RunsClient;
+use sluice_api::pb::workflows_client::WorkflowsClient;
+use sluice_api::pb::{self};
+use sluice_api::{ApiServer, Scope, Tokens};
+use sluice_engine::{Aging, Engine, Limits};
+use sluice_store::Store;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+struct Node {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(tokens: Tokens) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let connectors = sluice_tests::nodes::connectors(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-components"),
+    );
+    let engine = Engine::with_limits(
+        Store::open(dir.path()).unwrap(),
+        connectors,
+        "api-node",
+        Limits::default(),
+        Aging::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ApiServer::new(engine, tokens).serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Node {
+        addr,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn connection_json(records: u64) -> String {
+    json!({
+        "name": "crm", "tenant": "acme", "connector": "sample",
+        "config": {"records": records}
+    })
+    .to_string()
+}
+
+/// A `rest` connection whose bearer token is a secret.
+fn secret_connection_json() -> String {
+    json!({
+        "name": "vault", "tenant": "acme", "connector": "rest",
+        "config": {
+            "base_url": "http://127.0.0.1:9",
+            "auth": {"type": "bearer"},
+            "streams": [{"name": "contacts", "path": "/c", "records_path": "data",
+                         "primary_key": ["id"]}]
+        },
+        "secrets": {"auth": {"token": "s3cret-value"}},
+        "allowed_hosts": ["127.0.0.1"]
+    })
+    .to_string()
+}
+
+fn workflow_json(name: &str) -> String {
+    json!({
+        "name": name, "connection": "crm",
+        "streams": [{"name": "users", "primary_key": ["id"]}],
+        "batch_size": 1000,
+        "schedule": {"trigger": {"kind": "interval", "every_secs": 3600}}
+    })
+    .to_string()
+}
+
+async fn define(ch: &Channel, records: u64, workflow: &str) {
+    ConnectionsClient::new(ch.clone())
+        .put_connection(pb::PutConnectionRequest {
+            definition_json: connection_json(records),
+        })
+        .await
+        .unwrap();
+    WorkflowsClient::new(ch.clone())
+        .put_workflow(pb::PutWorkflowRequest {
+            definition_json: workflow_json(workflow),
+        })
+        .await
+        .unwrap();
+}
+
+/// Follows a run's watch stream to its end; returns the updates.
+async fn watch_to_end(ch: &Channel, run_id: &str) -> Vec<pb::RunUpdate> {
+    let mut stream = RunsClient::new(ch.clone())
+        .watch_run(pb::GetRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut updates = Vec::new();
+    while let Some(u) = stream.message().await.unwrap() {
+        let finished = u.finished;
+        updates.push(u);
+        if finished {
+            break;
+        }
+    }
+    updates
+}
+
+fn status_of(u: &pb::RunUpdate) -> String {
+    u.run
+        .as_ref()
+        .unwrap()
+        .summary
+        .as_ref()
+        .unwrap()
+        .status
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
+    let node = node(Tokens::default()).await;
+    let ch = channel(node.addr).await;
+    define(&ch, 30_000, "crm-users").await;
+
+    // Secrets are write-only: the connection comes back with their names only.
+    let mut connections = ConnectionsClient::new(ch.clone());
+    let put = connections
+        .put_connection(pb::PutConnectionRequest {
+            definition_json: secret_connection_json(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let conn = connections
+        .get_connection(pb::GetConnectionRequest {
+            name: "vault".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(conn.secret_names, vec!["auth".to_owned()]);
+    assert_eq!(put, conn);
+    let listed = connections
+        .list_connections(pb::ListConnectionsRequest {
+            tenant: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.connections.len(), 2);
+    assert!(!format!("{conn:?}{listed:?}").contains("s3cret-value"));
+    let other = connections
+        .list_connections(pb::ListConnectionsRequest {
+            tenant: "globex".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.connections.is_empty());
+    let check = connections
+        .check_connection(pb::GetConnectionRequest { name: "crm".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(check.ok, "{check:?}");
+    let streams = connections
+        .discover_connection(pb::GetConnectionRequest { name: "crm".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .streams;
+    assert!(streams.iter().any(|s| s.name == "users"), "{streams:?}");
+
+    // Trigger, then watch it live to the end.
+    let mut workflows = WorkflowsClient::new(ch.clone());
+    let run = workflows
+        .trigger_workflow(pb::GetWorkflowRequest {
+            name: "crm-users".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(run.workflow, "crm-users");
+    assert_eq!(run.tenant, "acme");
+    let updates = watch_to_end(&ch, &run.run_id).await;
+    let last = updates.last().unwrap();
+    assert!(last.finished);
+    assert_eq!(status_of(last), "completed");
+    let records: u64 = last
+        .run
+        .as_ref()
+        .unwrap()
+        .streams
+        .iter()
+        .map(|s| s.records)
+        .sum();
+    assert_eq!(records, 30_000);
+
+    // The run with its events, and in the filtered list.
+    let mut runs = RunsClient::new(ch.clone());
+    let got = runs
+        .get_run(pb::GetRunRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.attempts, 1);
+    assert_eq!(got.streams[0].created, 30_000);
+    assert!(got.streams[0].complete);
+    assert!(got.events.len() >= 5, "{} events", got.events.len());
+    assert_eq!(got.events[0].seq, 1);
+    let completed = runs
+        .list_runs(pb::ListRunsRequest {
+            workflow: "crm-users".into(),
+            status: "completed".into(),
+            ..pb::ListRunsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0].run_id, run.run_id);
+    let running = runs
+        .list_runs(pb::ListRunsRequest {
+            status: "running".into(),
+            ..pb::ListRunsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert!(running.is_empty());
+
+    // The hub: a record by key, and the change feed read on with its cursor.
+    let mut hub = RecordsClient::new(ch.clone());
+    let record = hub
+        .get_record(pb::GetRecordRequest {
+            connection: "crm".into(),
+            stream: "users".into(),
+            primary_key_json: "[42]".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(record.version, 1);
+    let data: serde_json::Value = serde_json::from_str(&record.data_json).unwrap();
+    assert_eq!(data["id"], 42);
+    let mut after = 0;
+    let mut created = 0;
+    loop {
+        let page = hub
+            .read_changes(pb::ReadChangesRequest {
+                connection: "crm".into(),
+                stream: "users".into(),
+                after,
+                limit: 7_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if page.changes.is_empty() {
+            break;
+        }
+        assert!(page.changes.iter().all(|c| c.kind == "created"));
+        created += page.changes.len();
+        after = page.next_cursor;
+    }
+    assert_eq!(created, 30_000);
+
+    // Pause, resume, upcoming fires.
+    let paused = workflows
+        .pause_workflow(pb::GetWorkflowRequest {
+            name: "crm-users".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(paused.paused);
+    let resumed = workflows
+        .resume_workflow(pb::GetWorkflowRequest {
+            name: "crm-users".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resumed.paused);
+    let fires = workflows
+        .list_upcoming_fires(pb::ListUpcomingFiresRequest {
+            name: "crm-users".into(),
+            count: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .fire_at_unix_ms;
+    assert_eq!(fires.len(), 3);
+    assert!(
+        fires.windows(2).all(|w| w[1] - w[0] == 3_600_000),
+        "{fires:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_cannot_be_triggered_twice_and_can_be_cancelled() {
+    let node = node(Tokens::default()).await;
+    let ch = channel(node.addr).await;
+    define(&ch, 5_000_000, "big").await;
+    let mut workflows = WorkflowsClient::new(ch.clone());
+    let run = workflows
+        .trigger_workflow(pb::GetWorkflowRequest { name: "big".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = workflows
+        .trigger_workflow(pb::GetWorkflowRequest { name: "big".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains(&run.run_id), "{}", again.message());
+
+    let cancelled = RunsClient::new(ch.clone())
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run.run_id.clone(),
+            reason: "not today".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.run_id, run.run_id);
+    let updates = watch_to_end(&ch, &run.run_id).await;
+    assert_eq!(status_of(updates.last().unwrap()), "cancelled");
+    // A cancelled run is not dead-lettered: retrying it is refused.
+    let retry = RunsClient::new(ch.clone())
+        .retry_run(pb::GetRunRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(retry.code(), Code::FailedPrecondition, "{retry:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_the_right_code_naming_what_is_wrong_and_the_server_keeps_serving() {
+    let node = node(Tokens::default()).await;
+    let ch = channel(node.addr).await;
+    let mut connections = ConnectionsClient::new(ch.clone());
+    let mut workflows = WorkflowsClient::new(ch.clone());
+    let mut runs = RunsClient::new(ch.clone());
+
+    let e = connections
+        .put_connection(pb::PutConnectionRequest {
+            definition_json: "{not json".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("definition_json"),
+        "{}",
+        e.message()
+    );
+
+    let e = connections
+        .put_connection(pb::PutConnectionRequest {
+            definition_json:
+                json!({"name": "x", "tenant": "t", "connector": "no-such-connector", "config": {}})
+                    .to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("no-such-connector"), "{}", e.message());
+
+    define(&ch, 100, "ok").await;
+    let bad_cron = json!({
+        "name": "cron", "connection": "crm", "streams": [{"name": "users"}],
+        "schedule": {"trigger": {"kind": "cron", "expression": "every tuesday", "timezone": "UTC"}}
+    });
+    let e = workflows
+        .put_workflow(pb::PutWorkflowRequest {
+            definition_json: bad_cron.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("schedule"), "{}", e.message());
+
+    let e = workflows
+        .put_workflow(pb::PutWorkflowRequest {
+            definition_json:
+                json!({"name": "orphan", "connection": "nowhere", "streams": [{"name": "users"}]})
+                    .to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("nowhere"), "{}", e.message());
+
+    let e = workflows
+        .trigger_workflow(pb::GetWorkflowRequest {
+            name: "missing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = workflows
+        .trigger_workflow(pb::GetWorkflowRequest { name: " ".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("name"), "{}", e.message());
+
+    let e = runs
+        .get_run(pb::GetRunRequest {
+            run_id: "not-a-run".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("run_id"), "{}", e.message());
+    let e = runs
+        .get_run(pb::GetRunRequest {
+            run_id: "00000000-0000-7000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = runs
+        .watch_run(pb::GetRunRequest {
+            run_id: "00000000-0000-7000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = runs
+        .list_runs(pb::ListRunsRequest {
+            status: "sleeping".into(),
+            ..pb::ListRunsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("dead_lettered"), "{}", e.message());
+    let e = RecordsClient::new(ch.clone())
+        .get_record(pb::GetRecordRequest {
+            connection: "crm".into(),
+            stream: "users".into(),
+            primary_key_json: "42".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("primary_key_json"),
+        "{}",
+        e.message()
+    );
+
+    // Still serving, and nothing of the refused requests was stored.
+    let listed = workflows
+        .list_workflows(pb::ListWorkflowsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .workflows;
+    let names: Vec<&str> = listed.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, vec!["ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_required_and_a_read_only_token_cannot_change_anything() {
+    let tokens = Tokens::new([
+        ("writer-token".to_owned(), Scope::Write),
+        ("reader-token".to_owned(), Scope::Read),
+    ]);
+    let node = node(tokens).await;
+    let ch = channel(node.addr).await;
+    let mut workflows = WorkflowsClient::new(ch.clone());
+
+    let e = workflows
+        .list_workflows(pb::ListWorkflowsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = workflows
+        .list_workflows(with_token(pb::ListWorkflowsRequest::default(), "guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(!e.message().contains("writer-token"));
+
+    let put = |token: &str| {
+        with_token(
+            pb::PutConnectionRequest {
+                definition_json: connection_json(10),
+            },
+            token,
+        )
+    };
+    let mut connections = ConnectionsClient::new(ch.clone());
+    let e = connections
+        .put_connection(put("reader-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("read-only"), "{}", e.message());
+    connections
+        .put_connection(put("writer-token"))
+        .await
+        .unwrap();
+
+    let listed = connections
+        .list_connections(with_token(
+            pb::ListConnectionsRequest::default(),
+            "reader-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.connections.len(), 1);
+    let e = RunsClient::new(ch.clone())
+        .cancel_run(with_token(
+            pb::CancelRunRequest {
+                run_id: "00000000-0000-7000-8000-000000000000".into(),
+                reason: String::new(),
+            },
+            "reader-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_serving_and_reflection_lists_the_services() {
+    use tokio_stream::StreamExt;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    // Both stay open when tokens are required, as probes and grpcurl expect.
+    let node = node(Tokens::new([("t".to_owned(), Scope::Write)])).await;
+    let ch = channel(node.addr).await;
+    for service in ["", "sluice.v1.Runs", "sluice.v1.Workflows"] {
+        let health = HealthClient::new(ch.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            health.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "sluice.v1.Connections",
+        "sluice.v1.Workflows",
+        "sluice.v1.Runs",
+        "sluice.v1.Records",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+}
