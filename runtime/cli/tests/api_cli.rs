@@ -1,0 +1,416 @@
+//! The client commands (`sluice runs|workflows|connections …`) as an operator meets
+//! them against a real node started with `sluice serve`: runs triggered, watched,
+//! listed and inspected over the gRPC API; workflows paused; connections listed
+//! without their secrets; API tokens enforced (read-only tokens cannot write); and
+//! the exit codes scripts rely on (2 invalid, 6 not found, 7 not allowed,
+//! 8 unreachable).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long anything a test waits on may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+const SECRET: &str = "s3cret-value";
+
+fn definitions() -> Value {
+    // A daily cron at a fixed time: a schedule to list fires of, which will not fire
+    // by itself while a test runs and race with the runs the test starts. The sample
+    // connector refuses config fields it does not know (secrets merge into the
+    // config), so the connection with a secret is one no workflow runs.
+    serde_json::json!({
+        "connections": [{"name": "sample", "tenant": "demo", "connector": "sample",
+                         "config": {"records": 20000}},
+                        {"name": "vault", "tenant": "other", "connector": "sample",
+                         "config": {"records": 1},
+                         "secrets": {"api_key": SECRET}}],
+        "workflows": [{"name": "sample-users", "connection": "sample",
+                       "streams": [{"name": "users"}], "batch_size": 2000,
+                       "schedule": {"trigger": {"kind": "cron", "expression": "30 4 * * *",
+                                                "timezone": "UTC"}}}]
+    })
+}
+
+fn cache_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sluice-api-test-cache-{}", std::process::id()))
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A running `sluice serve`, killed when dropped so a failing test leaves no process
+/// behind.
+struct Node {
+    child: Option<Child>,
+    server: String,
+    /// Everything the node printed on stderr so far, for failure messages.
+    stderr: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("defs.json");
+        std::fs::write(&file, definitions().to_string()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", "--json"])
+            .args(extra)
+            .env("SLUICE_CACHE_DIR", cache_dir())
+            .env_remove("SLUICE_TOKENS")
+            .env_remove("SLUICE_READ_TOKENS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read stderr on a thread for the node's whole life, so that it never blocks
+        // on a full pipe; lines come back over a channel.
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = Node {
+            child: Some(child),
+            server: String::new(),
+            stderr: rx,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match node.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("API listening on ") {
+                        node.server = format!("http://{}", addr.trim());
+                        return node;
+                    }
+                    seen.push(line);
+                }
+                Err(e) => panic!("the node never said where its API listens ({e}): {seen:#?}"),
+            }
+        }
+    }
+
+    /// Runs `sluice ARGS --server <this node>`.
+    fn sluice(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--server", &self.server]);
+        sluice(&all)
+    }
+
+    /// Stops the node with SIGTERM and returns how it exited.
+    fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        send_signal(child.id(), "-TERM");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let said: Vec<String> = self.stderr.try_iter().collect();
+                panic!("the node did not stop within {DEADLINE:?} of SIGTERM: {said:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `sluice ARGS` to its end, failing the test if it takes longer than the
+/// deadline (the process is then killed).
+fn sluice(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_CACHE_DIR", cache_dir())
+        .env_remove("SLUICE_SERVER")
+        .env_remove("SLUICE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            send_signal(pid, "-KILL");
+            panic!(
+                "`sluice {}` did not end within {DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the command succeeded and parses its stdout as one JSON document.
+fn json_of(o: &Output) -> Value {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", stdout(o)))
+}
+
+fn now_unix_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn client_commands_drive_a_running_node() {
+    let node = Node::start(&["--no-initial-runs"]);
+
+    // Nothing ran at start.
+    let runs = json_of(&node.sluice(&["runs", "list", "--json"]));
+    assert_eq!(runs, serde_json::json!([]), "--no-initial-runs: {runs}");
+
+    // The workflow is there, as a table and as JSON.
+    let o = node.sluice(&["workflows", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("sample-users"), "{}", stdout(&o));
+    let workflows = json_of(&node.sluice(&["workflows", "list", "--json"]));
+    let names: Vec<&str> = workflows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sample-users"], "{workflows}");
+    assert_eq!(workflows[0]["paused"], false, "{workflows}");
+
+    // Trigger a run and follow it to its end.
+    let triggered = json_of(&node.sluice(&["workflows", "trigger", "sample-users", "--json"]));
+    let run = triggered[0]["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run id: {triggered}"))
+        .to_owned();
+    assert_eq!(triggered[0]["workflow"], "sample-users", "{triggered}");
+
+    let o = node.sluice(&["runs", "watch", &run, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let updates: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line per update"))
+        .collect();
+    let last = updates.last().expect("at least one update");
+    assert_eq!(last["finished"], true, "{updates:?}");
+    assert_eq!(last["status"], "completed", "{updates:?}");
+    assert_eq!(last["records"], 20_000, "{updates:?}");
+    assert!(
+        updates[..updates.len() - 1]
+            .iter()
+            .all(|u| u["finished"] == false),
+        "only the last update is finished: {updates:?}"
+    );
+
+    // The run is listed as completed…
+    let runs = json_of(&node.sluice(&["runs", "list", "--json", "--workflow", "sample-users"]));
+    let listed = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == run.as_str())
+        .unwrap_or_else(|| panic!("run {run} not listed: {runs}"));
+    assert_eq!(listed["status"], "completed", "{listed}");
+    assert_eq!(listed["workflow"], "sample-users", "{listed}");
+    assert_eq!(listed["tenant"], "demo", "{listed}");
+
+    // …and shows its stream with every record.
+    let got = json_of(&node.sluice(&["runs", "get", &run, "--json"]));
+    assert_eq!(got["summary"]["run_id"], run.as_str(), "{got}");
+    assert_eq!(got["summary"]["status"], "completed", "{got}");
+    let streams = got["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{got}");
+    assert_eq!(streams[0]["stream"], "users", "{got}");
+    assert_eq!(streams[0]["records"], 20_000, "{got}");
+    assert_eq!(streams[0]["batches"], 10, "{got}");
+    assert_eq!(streams[0]["complete"], true, "{got}");
+
+    // The schedule's next fires: three, in order, a day apart, in the future.
+    let fires = json_of(&node.sluice(&[
+        "workflows",
+        "upcoming",
+        "sample-users",
+        "--count",
+        "3",
+        "--json",
+    ]));
+    let fires: Vec<i64> = fires
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {fires}"))
+        .iter()
+        .map(|f| f.as_i64().unwrap())
+        .collect();
+    assert_eq!(fires.len(), 3, "{fires:?}");
+    assert!(fires[0] > now_unix_ms() - 60_000, "{fires:?}");
+    for pair in fires.windows(2) {
+        assert!(pair[0] < pair[1], "{fires:?}");
+        assert_eq!(pair[1] - pair[0], 86_400_000, "{fires:?}");
+    }
+    assert_eq!(fires[0] % 86_400_000, (4 * 60 + 30) * 60_000, "{fires:?}");
+
+    // Pausing shows in the listing.
+    let o = node.sluice(&["workflows", "pause", "sample-users"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let workflows = json_of(&node.sluice(&["workflows", "list", "--json"]));
+    assert_eq!(workflows[0]["name"], "sample-users", "{workflows}");
+    assert_eq!(workflows[0]["paused"], true, "{workflows}");
+
+    // Connections leave the node without their secrets' values, in either form.
+    let o = node.sluice(&["connections", "list", "--json"]);
+    assert!(!stdout(&o).contains(SECRET), "{}", stdout(&o));
+    assert!(!stderr(&o).contains(SECRET), "{}", stderr(&o));
+    let connections = json_of(&o);
+    let mut names: Vec<&str> = connections
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["sample", "vault"], "{connections}");
+    let o = node.sluice(&["connections", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("vault"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("api_key"),
+        "the secret's name: {}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains(SECRET), "{}", stdout(&o));
+    let connections = json_of(&node.sluice(&["connections", "list", "--tenant", "demo", "--json"]));
+    let names: Vec<&str> = connections
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sample"], "--tenant demo: {connections}");
+
+    // A run id that is not one is an invalid request; an unknown one is not found.
+    let o = node.sluice(&["runs", "get", "not-a-run-id"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    let o = node.sluice(&["runs", "get", "00000000-0000-7000-8000-000000000000"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(NotFound)"), "{}", stderr(&o));
+    let o = node.sluice(&["runs", "watch", "00000000-0000-7000-8000-000000000000"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+
+    // The node still answers.
+    let runs = json_of(&node.sluice(&["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+
+    let status = node.stop();
+    assert_eq!(status.code(), Some(0), "a stopped node exits cleanly");
+}
+
+#[test]
+fn tokens_are_required_and_read_only_tokens_cannot_write() {
+    let node = Node::start(&[
+        "--token",
+        "w-token",
+        "--read-token",
+        "r-token",
+        "--no-initial-runs",
+    ]);
+
+    let o = node.sluice(&["runs", "list"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    let o = node.sluice(&["runs", "list", "--token", "wrong"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let runs = json_of(&node.sluice(&["runs", "list", "--json", "--token", "r-token"]));
+    assert_eq!(runs, serde_json::json!([]), "{runs}");
+
+    let o = node.sluice(&["workflows", "trigger", "sample-users", "--token", "r-token"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    let o = node.sluice(&["workflows", "pause", "sample-users", "--token", "r-token"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    // The refused calls changed nothing.
+    let runs = json_of(&node.sluice(&["runs", "list", "--json", "--token", "r-token"]));
+    assert_eq!(runs, serde_json::json!([]), "{runs}");
+    let workflows = json_of(&node.sluice(&["workflows", "list", "--json", "--token", "r-token"]));
+    assert_eq!(workflows[0]["paused"], false, "{workflows}");
+
+    let triggered = json_of(&node.sluice(&[
+        "workflows",
+        "trigger",
+        "sample-users",
+        "--json",
+        "--token",
+        "w-token",
+    ]));
+    let run = triggered[0]["run_id"].as_str().unwrap().to_owned();
+    // A read-only token may follow the run it could not start.
+    let o = node.sluice(&["runs", "watch", &run, "--json", "--token", "r-token"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+
+    let status = node.stop();
+    assert_eq!(status.code(), Some(0), "a stopped node exits cleanly");
+}
+
+#[test]
+fn an_unreachable_server_exits_8() {
+    // Port 1 on loopback: nothing listens there.
+    let o = sluice(&["runs", "list", "--server", "http://127.0.0.1:1"]);
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+}
