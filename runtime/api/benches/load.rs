@@ -64,7 +64,7 @@ fn authed<T>(message: T) -> Request<T> {
 
 /// One request of the mix, chosen by `i`; returns whether it succeeded.
 async fn one(ch: &Channel, i: usize, run_id: &str) -> bool {
-    let ok = match i % 10 {
+    match i % 10 {
         0 => RunsClient::new(ch.clone())
             .list_runs(authed(pb::ListRunsRequest {
                 limit: 20,
@@ -131,8 +131,7 @@ async fn one(ch: &Channel, i: usize, run_id: &str) -> bool {
                     .await
                     .is_ok()
         }
-    };
-    ok
+    }
 }
 
 fn main() {
