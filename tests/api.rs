@@ -23,6 +23,7 @@ use tonic::{Code, Request};
 
 struct Node {
     addr: SocketAddr,
+    metrics: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
@@ -41,15 +42,43 @@ async fn node(tokens: Tokens) -> Node {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = metrics_listener.local_addr().unwrap();
+    tokio::spawn(sluice_api::serve_metrics(
+        engine.clone(),
+        metrics_listener,
+        std::future::pending(),
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(ApiServer::new(engine, tokens).serve(listener, async {
         let _ = stopped.await;
     }));
     Node {
         addr,
+        metrics,
         _stop: stop,
         _dir: dir,
     }
+}
+
+/// `GET /metrics` over plain HTTP/1.0; the body.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: sluice\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
@@ -299,6 +328,18 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
         after = page.next_cursor;
     }
     assert_eq!(created, 30_000);
+
+    // What operators see: the run counted, its records, its queue wait.
+    let text = scrape(node.metrics).await;
+    assert_eq!(metric(&text, "sluice_records_total"), 30_000.0);
+    assert_eq!(
+        metric(&text, r#"sluice_runs_ended_total{kind="completed"}"#),
+        1.0
+    );
+    assert_eq!(metric(&text, "sluice_queue_wait_seconds_count"), 1.0);
+    assert_eq!(metric(&text, "sluice_run_duration_seconds_count"), 1.0);
+    assert_eq!(metric(&text, "sluice_runs_driven"), 0.0);
+    assert!(metric(&text, "sluice_store_bytes") > 0.0);
 
     // Pause, resume, upcoming fires.
     let paused = workflows

@@ -10,6 +10,7 @@
 mod auth;
 mod connections;
 mod convert;
+mod metrics_http;
 mod records;
 mod runs;
 mod server;
@@ -27,4 +28,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 
 pub use auth::{Scope, Tokens};
+pub use metrics_http::serve_metrics;
 pub use server::{ApiServer, ServeError};

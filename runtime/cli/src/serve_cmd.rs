@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use sluice_api::{ApiServer, Scope, Tokens};
+use sluice_api::{ApiServer, Scope, Tokens, serve_metrics};
 use sluice_engine::Trigger;
 
 use crate::run_cmd::{define, engine, limits, read_definitions, report};
@@ -45,6 +45,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     tokens: Vec<String>,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`).
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:9600")]
+    metrics_listen: String,
     /// API tokens allowed only to read.
     #[arg(
         long = "read-token",
@@ -88,6 +91,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|t| (t.clone(), Scope::Write))
             .chain(args.read_tokens.iter().map(|t| (t.clone(), Scope::Read))),
     );
+    let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+        .await
+        .with_context(|| format!("listening for metrics on {}", args.metrics_listen))?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .context("the metrics address")?;
+    eprintln!("metrics on http://{metrics_addr}/metrics");
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_metrics(engine.clone(), metrics_listener, async {
+        let _ = metrics_stopped.await;
+    }));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(
         ApiServer::new(engine.clone(), tokens).serve(listener, async {
@@ -117,6 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     eprintln!("stopping; runs in flight resume on the next start");
     let _ = stop_api.send(());
+    let _ = stop_metrics.send(());
     if let Ok(Err(e)) = api.await {
         eprintln!("the API stopped with an error: {e}");
     }

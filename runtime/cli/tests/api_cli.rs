@@ -68,7 +68,13 @@ impl Node {
             .arg(&file)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0", "--json"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--json",
+            ])
             .args(extra)
             .env("SLUICE_CACHE_DIR", cache_dir())
             .env_remove("SLUICE_TOKENS")

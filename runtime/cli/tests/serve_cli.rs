@@ -24,6 +24,7 @@ fn a_node_runs_workflows_on_their_schedule_until_stopped() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--json")
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("SLUICE_CACHE_DIR", cache)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -113,6 +113,7 @@ fn store_failure(context: &str, e: StoreError) -> AttemptEnd {
 /// Everything one attempt needs.
 pub(crate) struct Attempt<'a> {
     pub store: &'a Store,
+    pub metrics: &'a crate::metrics::EngineMetrics,
     pub connector: Connector,
     pub run: RunId,
     pub attempt: u32,
@@ -295,6 +296,8 @@ impl Attempt<'_> {
             let o = committed.outcome;
             let records = o.created + o.updated + o.unchanged;
             let rate = meter.add(records);
+            self.metrics.records.inc_by(records);
+            self.metrics.batches.inc();
             self.progress.send_modify(|p| {
                 p.records += records;
                 p.batches += 1;

@@ -27,6 +27,7 @@ use crate::definition::{ConnectionDef, WorkflowDef};
 use crate::definitions::DefinitionCache;
 use crate::dispatch::{Dispatch, Ready, id_of};
 use crate::error::EngineError;
+use crate::metrics::{self, EngineMetrics};
 use crate::progress::Progress;
 use crate::retry::{Decision, Failures};
 use crate::schedules::ScheduleTable;
@@ -49,6 +50,7 @@ pub(crate) struct Inner {
     worker: String,
     pub(crate) dispatch: Dispatch,
     pub(crate) definitions: DefinitionCache,
+    pub(crate) metrics: EngineMetrics,
     /// The schedules, compiled; one pass at a time holds it.
     pub(crate) schedules: tokio::sync::Mutex<ScheduleTable>,
     /// Wakes the dispatcher: a run was queued or gave back its slot.
@@ -164,6 +166,7 @@ impl Engine {
                 worker: worker.into(),
                 dispatch: Dispatch::new(limits, aging),
                 definitions: DefinitionCache::default(),
+                metrics: EngineMetrics::new(),
                 schedules: tokio::sync::Mutex::default(),
                 wake: Arc::new(Notify::new()),
                 dispatcher_started: AtomicBool::new(false),
@@ -384,6 +387,19 @@ impl Engine {
         self.inner.ended.subscribe()
     }
 
+    /// The node's metrics in the Prometheus text format (gauges read now).
+    pub fn metrics_text(&self) -> String {
+        let m = &self.inner.metrics;
+        let (waiting, driven) = self.load();
+        m.runs_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        m.runs_driven.set(i64::try_from(driven).unwrap_or(i64::MAX));
+        if let Ok(bytes) = self.inner.store.size_on_disk() {
+            m.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        m.encode()
+    }
+
     /// Runs waiting for a slot and runs being driven on this node.
     pub fn load(&self) -> (usize, usize) {
         self.inner.dispatch.counts()
@@ -531,8 +547,25 @@ impl Engine {
                 progress,
                 candidate,
             } = ready;
+            let m = &engine.inner.metrics;
+            let waited_ms = now_unix_ms().saturating_sub(candidate.due_ms).max(0);
+            m.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
             let result = engine.drive(run, &cancel, &progress).await;
             let dispatch = &engine.inner.dispatch;
+            if let Ok(Driven::Ended) = result
+                && let Ok(state) = engine.state(run).await
+                && state.status.kind().is_terminal()
+            {
+                m.runs_ended
+                    .get_or_create(&metrics::kind(state.status.kind().as_str()))
+                    .inc();
+                if let (Some(start), Some(end)) =
+                    (state.started_at_unix_ms, state.finished_at_unix_ms)
+                {
+                    m.run_duration_seconds
+                        .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
+                }
+            }
             match result {
                 Ok(Driven::WaitUntil(due)) => {
                     dispatch.requeue(&candidate, due);
@@ -674,6 +707,17 @@ impl Engine {
                 AttemptEnd::Failed(f) => f,
             };
             tracing::warn!(%run, attempt, kind = ?failure.kind, error = %failure.message, "attempt failed");
+            let m = &self.inner.metrics;
+            let kind_name = failure.kind.as_str_name().trim_start_matches("ERROR_KIND_");
+            m.attempt_failures
+                .get_or_create(&metrics::kind(&kind_name.to_ascii_lowercase()))
+                .inc();
+            if failure.kind == ErrorKind::RateLimited {
+                m.rate_limit_waits.inc();
+                if let Some(wait) = failure.retry_after {
+                    m.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
+                }
+            }
             self.append(
                 run,
                 vec![EventKind::AttemptFailed(v1::AttemptFailed {
@@ -803,6 +847,7 @@ impl Engine {
             .map_err(|e| config(format!("connector `{}`: {e}", connection.connector)))?;
         Attempt {
             store: &self.inner.store,
+            metrics: &self.inner.metrics,
             connector,
             run,
             attempt,

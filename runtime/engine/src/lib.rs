@@ -20,6 +20,7 @@ mod dispatch;
 mod engine;
 mod error;
 mod inspect;
+mod metrics;
 mod progress;
 mod retry;
 mod schedules;

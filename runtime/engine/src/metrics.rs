@@ -1,0 +1,128 @@
+//! The engine's metrics, in Prometheus' registry: what operators watch.
+//!
+//! Owns the counters and histograms the engine updates as runs move (queue wait,
+//! run duration, records and batches committed, attempt failures by kind, rate-limit
+//! waits, runs ended by status) and the gauges read at scrape time (runs waiting and
+//! driven, store size). It never decides anything: dropping every metric would change
+//! no run.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of a metric by error kind or status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Kind {
+    pub kind: String,
+}
+
+/// The engine's metrics. Cheap to clone; clones share the values.
+#[derive(Clone)]
+pub(crate) struct EngineMetrics {
+    pub queue_wait_seconds: Histogram,
+    pub run_duration_seconds: Histogram,
+    pub runs_ended: Family<Kind, Counter>,
+    pub attempt_failures: Family<Kind, Counter>,
+    pub rate_limit_waits: Counter,
+    pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub records: Counter,
+    pub batches: Counter,
+    pub runs_waiting: Gauge,
+    pub runs_driven: Gauge,
+    pub store_bytes: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl EngineMetrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let queue_wait_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 12));
+        let run_duration_seconds = Histogram::new(exponential_buckets(0.01, 4.0, 12));
+        let m = EngineMetrics {
+            queue_wait_seconds,
+            run_duration_seconds,
+            runs_ended: Family::default(),
+            attempt_failures: Family::default(),
+            rate_limit_waits: Counter::default(),
+            rate_limit_wait_seconds: Counter::default(),
+            records: Counter::default(),
+            batches: Counter::default(),
+            runs_waiting: Gauge::default(),
+            runs_driven: Gauge::default(),
+            store_bytes: Gauge::default(),
+            registry: Arc::new(Registry::default()),
+        };
+        registry.register(
+            "queue_wait_seconds",
+            "Time from a run being due to a slot taking it",
+            m.queue_wait_seconds.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Time from a run's start to its end (completed, cancelled or dead-lettered)",
+            m.run_duration_seconds.clone(),
+        );
+        registry.register(
+            "runs_ended",
+            "Runs that ended, by status",
+            m.runs_ended.clone(),
+        );
+        registry.register(
+            "attempt_failures",
+            "Failed attempts, by error kind",
+            m.attempt_failures.clone(),
+        );
+        registry.register(
+            "rate_limit_waits",
+            "Times a run waited because a source was rate limited",
+            m.rate_limit_waits.clone(),
+        );
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Seconds runs were asked to wait by rate-limited sources",
+            m.rate_limit_wait_seconds.clone(),
+        );
+        registry.register("records", "Records committed to the hub", m.records.clone());
+        registry.register(
+            "batches",
+            "Batches committed to the hub with their checkpoint",
+            m.batches.clone(),
+        );
+        registry.register(
+            "runs_waiting",
+            "Runs in the ready queue",
+            m.runs_waiting.clone(),
+        );
+        registry.register("runs_driven", "Runs holding a slot", m.runs_driven.clone());
+        registry.register(
+            "store_bytes",
+            "Bytes the embedded store takes on disk",
+            m.store_bytes.clone(),
+        );
+        EngineMetrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// The registry, encoded in the Prometheus text format.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// A label from a name.
+pub(crate) fn kind(name: &str) -> Kind {
+    Kind {
+        kind: name.to_owned(),
+    }
+}
