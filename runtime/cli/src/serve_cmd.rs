@@ -58,6 +58,20 @@ pub struct ServeArgs {
     read_tokens: Vec<String>,
 }
 
+/// A listener on `addr` (port 0: any free port) and the address it got.
+async fn bind(
+    addr: &str,
+    what: &str,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for {what} on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("the address of {what}"))?;
+    Ok((listener, local))
+}
+
 /// Runs the command.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let defs = read_definitions(&args.file)?;
@@ -80,10 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     engine.start_scheduler(Duration::from_secs(1));
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening for the API on {}", args.listen))?;
-    let addr = listener.local_addr().context("the API's address")?;
+    let (listener, addr) = bind(&args.listen, "the API").await?;
     eprintln!("API listening on {addr}");
     let tokens = Tokens::new(
         args.tokens
@@ -91,12 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|t| (t.clone(), Scope::Write))
             .chain(args.read_tokens.iter().map(|t| (t.clone(), Scope::Read))),
     );
-    let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
-        .await
-        .with_context(|| format!("listening for metrics on {}", args.metrics_listen))?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .context("the metrics address")?;
+    let (metrics_listener, metrics_addr) = bind(&args.metrics_listen, "metrics").await?;
     eprintln!("metrics on http://{metrics_addr}/metrics");
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve_metrics(engine.clone(), metrics_listener, async {
