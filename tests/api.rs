@@ -647,6 +647,7 @@ async fn health_answers_serving_and_reflection_lists_the_services() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for expected in [
+        "sluice.v1.Connectors",
         "sluice.v1.Connections",
         "sluice.v1.Workflows",
         "sluice.v1.Runs",
@@ -658,4 +659,122 @@ async fn health_answers_serving_and_reflection_lists_the_services() {
             "{expected} in {names:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_are_registered_inspected_and_removed_only_when_unused() {
+    use sluice_api::pb::connectors_client::ConnectorsClient;
+    let node = node(Tokens::default()).await;
+    let ch = channel(node.addr).await;
+    let mut connectors = ConnectorsClient::new(ch.clone());
+
+    let listed = connectors
+        .list_connectors(pb::ListConnectorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors;
+    for name in ["sample", "rest"] {
+        let c = listed.iter().find(|c| c.name == name).unwrap();
+        assert!(c.first_party && c.digest.starts_with("sha256:"), "{c:?}");
+    }
+
+    let wasm = std::fs::read(sluice_artifacts::TICKETS_SOURCE).unwrap();
+    let register = |name: &str, wasm: Vec<u8>| pb::RegisterConnectorRequest {
+        name: name.into(),
+        version: "1.2.0".into(),
+        wasm,
+    };
+    let tickets = connectors
+        .register_connector(register("tickets", wasm.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (tickets.version.as_str(), tickets.first_party),
+        ("1.2.0", false)
+    );
+    assert_eq!(tickets.digest.len(), "sha256:".len() + 64, "{tickets:?}");
+    let got = connectors
+        .get_connector(pb::GetConnectorRequest {
+            name: "tickets".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let spec: serde_json::Value = serde_json::from_str(&got.spec_json).unwrap();
+    assert!(spec.is_object(), "{spec}");
+
+    // A connection may use it; then it cannot be removed.
+    ConnectionsClient::new(ch.clone())
+        .put_connection(pb::PutConnectionRequest {
+            definition_json: json!({"name": "helpdesk", "tenant": "acme",
+                                    "connector": "tickets", "config": {}})
+            .to_string(),
+        })
+        .await
+        .unwrap();
+    let e = connectors
+        .remove_connector(pb::GetConnectorRequest {
+            name: "tickets".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("helpdesk"), "{}", e.message());
+
+    // An unused one goes, and is gone.
+    connectors
+        .register_connector(register("tickets-old", wasm.clone()))
+        .await
+        .unwrap();
+    connectors
+        .remove_connector(pb::GetConnectorRequest {
+            name: "tickets-old".into(),
+        })
+        .await
+        .unwrap();
+    let e = connectors
+        .get_connector(pb::GetConnectorRequest {
+            name: "tickets-old".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // What cannot be registered, and why.
+    let not_a_connector = std::fs::read(sluice_artifacts::TEST_NOT_A_CONNECTOR).unwrap();
+    for (name, bytes, code, says) in [
+        ("odd", not_a_connector, Code::InvalidArgument, "odd"),
+        ("junk", b"not wasm".to_vec(), Code::InvalidArgument, "junk"),
+        (
+            "sample",
+            wasm.clone(),
+            Code::FailedPrecondition,
+            "first-party",
+        ),
+        ("../escape", wasm.clone(), Code::InvalidArgument, "letters"),
+        ("empty", Vec::new(), Code::InvalidArgument, "wasm"),
+    ] {
+        let e = connectors
+            .register_connector(register(name, bytes))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{name}: {e:?}");
+        assert!(e.message().contains(says), "{name}: {}", e.message());
+    }
+    let registered: Vec<(String, Vec<String>)> = connectors
+        .list_connectors(pb::ListConnectorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors
+        .into_iter()
+        .filter(|c| !c.first_party)
+        .map(|c| (c.name, c.used_by))
+        .collect();
+    assert_eq!(
+        registered,
+        vec![("tickets".to_owned(), vec!["helpdesk".to_owned()])]
+    );
 }

@@ -9,6 +9,7 @@
 
 mod auth;
 mod connections;
+mod connectors;
 mod convert;
 mod metrics_http;
 mod records;

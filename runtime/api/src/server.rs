@@ -7,10 +7,13 @@ use sluice_engine::Engine;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Tokens;
 use crate::connections::ConnectionsApi;
+use crate::connectors::ConnectorsApi;
 use crate::pb::connections_server::ConnectionsServer;
+use crate::pb::connectors_server::ConnectorsServer;
 use crate::pb::records_server::RecordsServer;
 use crate::pb::runs_server::RunsServer;
 use crate::pb::workflows_server::WorkflowsServer;
@@ -33,6 +36,10 @@ fn incoming(
         accepted
     })
 }
+
+/// The largest component a client may register (Python and JavaScript components
+/// bundle their interpreter: tens of MB).
+const MAX_COMPONENT_BYTES: usize = 128 << 20;
 
 /// Why the server stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +81,9 @@ impl ApiServer {
             .set_serving::<ConnectionsServer<ConnectionsApi>>()
             .await;
         reporter
+            .set_serving::<ConnectorsServer<ConnectorsApi>>()
+            .await;
+        reporter
             .set_serving::<WorkflowsServer<WorkflowsApi>>()
             .await;
         reporter.set_serving::<RunsServer<RunsApi>>().await;
@@ -87,6 +97,13 @@ impl ApiServer {
         tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection)
+            .add_service(InterceptedService::new(
+                ConnectorsServer::new(ConnectorsApi {
+                    engine: engine.clone(),
+                })
+                .max_decoding_message_size(MAX_COMPONENT_BYTES),
+                check(self.tokens.clone()),
+            ))
             .add_service(ConnectionsServer::with_interceptor(
                 ConnectionsApi {
                     engine: engine.clone(),

@@ -11,15 +11,17 @@ use tonic::Status;
 pub(crate) fn of(e: EngineError) -> Status {
     let message = e.to_string();
     match e {
-        EngineError::Definition(_) | EngineError::Connector { .. } => {
-            Status::invalid_argument(message)
-        }
+        EngineError::Definition(_)
+        | EngineError::Connector { .. }
+        | EngineError::InvalidConnector { .. } => Status::invalid_argument(message),
         EngineError::UnknownWorkflow(_)
         | EngineError::UnknownConnection(_)
-        | EngineError::UnknownRun(_) => Status::not_found(message),
-        EngineError::AlreadyRunning { .. } | EngineError::WrongStatus { .. } => {
-            Status::failed_precondition(message)
-        }
+        | EngineError::UnknownRun(_)
+        | EngineError::UnknownConnector(_) => Status::not_found(message),
+        EngineError::AlreadyRunning { .. }
+        | EngineError::WrongStatus { .. }
+        | EngineError::FirstPartyConnector(_)
+        | EngineError::ConnectorInUse { .. } => Status::failed_precondition(message),
         EngineError::CorruptDefinition { .. } => Status::data_loss(message),
         EngineError::Store(StoreError::Log(LogError::Conflict { .. })) => Status::aborted(message),
         EngineError::Store(StoreError::Log(LogError::Closed)) => Status::unavailable(message),

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use sluice_api::pb;
 use sluice_api::pb::connections_client::ConnectionsClient;
+use sluice_api::pb::connectors_client::ConnectorsClient;
 use sluice_api::pb::runs_client::RunsClient;
 use sluice_api::pb::workflows_client::WorkflowsClient;
 use tonic::Request;
@@ -92,6 +93,24 @@ pub enum WorkflowsCommand {
     },
 }
 
+/// Connectors: register, list, get, remove.
+#[derive(Subcommand)]
+pub enum ConnectorsCommand {
+    /// Register (or replace) a connector from a `.wasm` component.
+    Register {
+        name: String,
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "")]
+        version: String,
+    },
+    /// List first-party and registered connectors.
+    List,
+    /// Show a connector with the JSON Schema of its config.
+    Get { name: String },
+    /// Remove a registered connector no connection uses.
+    Remove { name: String },
+}
+
 /// Connections: list, check.
 #[derive(Subcommand)]
 pub enum ConnectionsCommand {
@@ -142,6 +161,10 @@ impl Client {
 
     fn workflows(&self) -> WorkflowsClient<Channel> {
         WorkflowsClient::new(self.channel.clone())
+    }
+
+    fn connectors(&self) -> ConnectorsClient<Channel> {
+        ConnectorsClient::new(self.channel.clone())
     }
 
     fn connections(&self) -> ConnectionsClient<Channel> {
@@ -482,6 +505,93 @@ pub async fn workflows(args: ClientArgs, command: WorkflowsCommand) -> anyhow::R
                 for f in fires {
                     println!("{}", time(f));
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_connectors(list: &[pb::ConnectorInfo], as_json: bool) {
+    if as_json {
+        let items: Vec<Value> = list
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "version": c.version, "digest": c.digest,
+                       "first_party": c.first_party, "used_by": c.used_by})
+            })
+            .collect();
+        println!("{}", Value::Array(items));
+        return;
+    }
+    let rows = list.iter().map(|c| {
+        vec![
+            c.name.clone(),
+            if c.first_party {
+                "first-party".to_owned()
+            } else {
+                c.version.clone()
+            },
+            c.digest.chars().take(19).collect(),
+            c.used_by.join(", "),
+        ]
+    });
+    println!(
+        "{}",
+        table(&["connector", "version", "digest", "used by"], rows)
+    );
+}
+
+/// `sluice connectors …`
+pub async fn connectors(args: ClientArgs, command: ConnectorsCommand) -> anyhow::Result<()> {
+    let client = Client::connect(&args).await?;
+    let mut api = client.connectors().max_encoding_message_size(128 << 20);
+    match command {
+        ConnectorsCommand::Register {
+            name,
+            file,
+            version,
+        } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let info = api
+                .register_connector(client.request(pb::RegisterConnectorRequest {
+                    name,
+                    version,
+                    wasm,
+                }))
+                .await?
+                .into_inner();
+            print_connectors(&[info], args.json);
+        }
+        ConnectorsCommand::List => {
+            let list = api
+                .list_connectors(client.request(pb::ListConnectorsRequest {}))
+                .await?
+                .into_inner()
+                .connectors;
+            print_connectors(&list, args.json);
+        }
+        ConnectorsCommand::Get { name } => {
+            let info = api
+                .get_connector(client.request(pb::GetConnectorRequest { name }))
+                .await?
+                .into_inner();
+            if args.json {
+                println!("{}", info.spec_json);
+            } else {
+                print_connectors(std::slice::from_ref(&info), false);
+                let spec: Value = serde_json::from_str(&info.spec_json).unwrap_or(Value::Null);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&spec).unwrap_or_default()
+                );
+            }
+        }
+        ConnectorsCommand::Remove { name } => {
+            api.remove_connector(client.request(pb::GetConnectorRequest { name: name.clone() }))
+                .await?;
+            if !args.json {
+                println!("removed {name}");
             }
         }
     }

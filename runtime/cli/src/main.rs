@@ -58,6 +58,13 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::WorkflowsCommand,
     },
+    /// Connectors of a node, over its API: register, list, get, remove.
+    Connectors {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::ConnectorsCommand,
+    },
     /// Connections of a node, over its API: list, check.
     Connections {
         #[command(flatten)]
@@ -92,6 +99,9 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve_cmd::run(args).await,
             Command::Runs { client, command } => client_cmd::runs(client, command).await,
             Command::Workflows { client, command } => client_cmd::workflows(client, command).await,
+            Command::Connectors { client, command } => {
+                client_cmd::connectors(client, command).await
+            }
             Command::Connections { client, command } => {
                 client_cmd::connections(client, command).await
             }

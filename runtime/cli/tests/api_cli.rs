@@ -420,3 +420,56 @@ fn an_unreachable_server_exits_8() {
     assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
 }
+
+#[test]
+fn connectors_are_registered_listed_and_removed_through_the_cli() {
+    let node = Node::start(&["--no-initial-runs"]);
+    let wasm = sluice_artifacts::TICKETS_SOURCE;
+    let o = node.sluice(&[
+        "connectors",
+        "register",
+        "tickets",
+        wasm,
+        "--version",
+        "2.0.1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let registered = json_of(&o);
+    assert_eq!(registered[0]["version"], "2.0.1");
+    assert!(
+        registered[0]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let o = node.sluice(&["connectors", "list", "--json"]);
+    let list = json_of(&o);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"tickets") && names.contains(&"sample"),
+        "{names:?}"
+    );
+
+    let o = node.sluice(&["connectors", "get", "tickets", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json_of(&o).is_object());
+
+    // First-party connectors stay; a registered one goes, then is not found.
+    let o = node.sluice(&["connectors", "remove", "sample"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("first-party"), "{}", stderr(&o));
+    let o = node.sluice(&["connectors", "remove", "tickets"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = node.sluice(&["connectors", "get", "tickets"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let o = node.sluice(&["connectors", "register", "bad", "Cargo.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(node.stop().code(), Some(0));
+}

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use sluice_host::{Connector, Host, HostError};
 
@@ -14,6 +14,8 @@ use sluice_host::{Connector, Host, HostError};
 pub struct Connectors {
     host: Host,
     named: HashMap<String, PathBuf>,
+    /// Connectors registered through the API, by name: their component files.
+    registered: RwLock<HashMap<String, PathBuf>>,
     loaded: Mutex<HashMap<String, Connector>>,
 }
 
@@ -23,6 +25,7 @@ impl Connectors {
         Connectors {
             host,
             named: named.into_iter().collect(),
+            registered: RwLock::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
         }
     }
@@ -32,13 +35,47 @@ impl Connectors {
         &self.host
     }
 
-    /// The connector a reference names: a first-party name or a `.wasm` path.
+    /// The first-party connectors: name and file.
+    pub fn first_party(&self) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<_> = self
+            .named
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `name` is a first-party connector.
+    pub fn is_first_party(&self, name: &str) -> bool {
+        self.named.contains_key(name)
+    }
+
+    /// Resolves `name` to `file` from now on (a registered connector); `None` forgets
+    /// it. A loaded component of that name is dropped, so the next load reads `file`.
+    pub(crate) fn set_registered(&self, name: &str, file: Option<PathBuf>) {
+        if let Ok(mut r) = self.registered.write() {
+            match file {
+                Some(f) => r.insert(name.to_owned(), f),
+                None => r.remove(name),
+            };
+        }
+        self.cache().remove(name);
+    }
+
+    /// The connector a reference names: a registered name, a first-party name or a
+    /// `.wasm` path.
     pub fn load(&self, reference: &str) -> Result<Connector, HostError> {
         if let Some(c) = self.cache().get(reference) {
             return Ok(c.clone());
         }
-        let path = match self.named.get(reference) {
-            Some(p) => p.clone(),
+        let registered = self
+            .registered
+            .read()
+            .ok()
+            .and_then(|r| r.get(reference).cloned());
+        let path = match registered.or_else(|| self.named.get(reference).cloned()) {
+            Some(p) => p,
             None => Path::new(reference).to_path_buf(),
         };
         if !path.is_file() {

@@ -159,7 +159,7 @@ impl Engine {
         limits: Limits,
         aging: Aging,
     ) -> Self {
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 connectors,
@@ -173,7 +173,11 @@ impl Engine {
                 ended: tokio::sync::broadcast::channel(1024).0,
                 starting: tokio::sync::Mutex::new(()),
             }),
+        };
+        if let Err(e) = engine.load_registered() {
+            tracing::error!(error = %e, "cannot read the registered connectors");
         }
+        engine
     }
 
     /// The store.

@@ -45,6 +45,28 @@ pub enum EngineError {
         /// Why it cannot be loaded.
         message: String,
     },
+    /// No connector of that name.
+    #[error("no connector named `{0}`")]
+    UnknownConnector(String),
+    /// A component cannot be registered as a connector under that name.
+    #[error("connector `{name}`: {message}")]
+    InvalidConnector {
+        /// The name asked for.
+        name: String,
+        /// Why not.
+        message: String,
+    },
+    /// First-party connectors cannot be replaced or removed.
+    #[error("`{0}` is a first-party connector: it cannot be replaced or removed")]
+    FirstPartyConnector(String),
+    /// A connector connections use cannot be removed.
+    #[error("connector `{name}` is used by connection(s) {}; remove or change them first", connections.join(", "))]
+    ConnectorInUse {
+        /// The connector.
+        name: String,
+        /// The connections using it.
+        connections: Vec<String>,
+    },
     /// A stored definition cannot be read.
     #[error("stored {kind} `{name}` is unreadable: {message}")]
     CorruptDefinition {

@@ -22,6 +22,7 @@ mod error;
 mod inspect;
 mod metrics;
 mod progress;
+mod registry;
 mod retry;
 mod schedules;
 
@@ -34,6 +35,7 @@ pub use definition::{
 pub use engine::{Engine, Recovery, Trigger};
 pub use error::EngineError;
 pub use progress::Progress;
+pub use registry::ConnectorInfo;
 pub use retry::{Decision, Failures, RetryPolicy};
 pub use schedules::Tick;
 pub use sluice_scheduler::{Aging, Limits};

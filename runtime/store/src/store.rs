@@ -102,6 +102,7 @@ pub struct Store {
     log: EventLog,
     hub: Hub,
     catalog: Catalog,
+    dir: std::sync::Arc<Path>,
 }
 
 impl Store {
@@ -112,10 +113,22 @@ impl Store {
 
     /// Opens the store with a log configuration.
     pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, StoreError> {
-        let log = EventLog::open_with_extra(path, config, &EXTRA_TREES)?;
+        let log = EventLog::open_with_extra(path.as_ref(), config, &EXTRA_TREES)?;
         let hub = Hub::open(log.db())?;
         let catalog = Catalog::open(log.db())?;
-        Ok(Store { log, hub, catalog })
+        let dir = std::sync::Arc::from(path.as_ref());
+        Ok(Store {
+            log,
+            hub,
+            catalog,
+            dir,
+        })
+    }
+
+    /// The store's directory (files that live beside the database, such as
+    /// registered connector components, go in subdirectories of it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The run log.
