@@ -778,3 +778,97 @@ async fn connectors_are_registered_inspected_and_removed_only_when_unused() {
         vec![("tickets".to_owned(), vec!["helpdesk".to_owned()])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
+    let (app, _contacts) = sluice_tests::contacts::router(2_500);
+    let api_addr = sluice_tests::serve(app).await;
+    let node = node(Tokens::default()).await;
+    let ch = channel(node.addr).await;
+    let mut config = sluice_tests::contacts::rest_config(api_addr);
+    config["auth"] = json!({"type": "bearer"});
+    ConnectionsClient::new(ch.clone())
+        .put_connection(pb::PutConnectionRequest {
+            definition_json: json!({
+                "name": "contacts", "tenant": "acme", "connector": "rest",
+                "config": config, "secrets": {"auth": {"token": "tok-s3cret"}},
+                "allowed_hosts": ["127.0.0.1"]
+            })
+            .to_string(),
+        })
+        .await
+        .unwrap();
+    WorkflowsClient::new(ch.clone())
+        .put_workflow(pb::PutWorkflowRequest {
+            definition_json: json!({"name": "contacts-sync", "connection": "contacts",
+                                    "streams": [{"name": "contacts"}]})
+            .to_string(),
+        })
+        .await
+        .unwrap();
+    let run = WorkflowsClient::new(ch.clone())
+        .trigger_workflow(pb::GetWorkflowRequest {
+            name: "contacts-sync".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let updates = watch_to_end(&ch, &run.run_id).await;
+    assert_eq!(status_of(updates.last().unwrap()), "completed");
+
+    let logs = |kind: &str, min_level: &str, limit: u32| pb::GetRunLogsRequest {
+        run_id: run.run_id.clone(),
+        min_level: min_level.into(),
+        kind: kind.into(),
+        attempt: 0,
+        limit,
+    };
+    let mut runs = RunsClient::new(ch.clone());
+    let requests = runs
+        .get_run_logs(logs("requests", "", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(!requests.is_empty());
+    for e in &requests {
+        let r = e.request.as_ref().unwrap();
+        let host = api_addr.to_string();
+        assert_eq!(
+            (r.method.as_str(), r.host.as_str(), r.status),
+            ("GET", host.as_str(), 200),
+            "{e:?}"
+        );
+        assert!(r.path.starts_with("/contacts/"), "{e:?}");
+        assert!(r.bytes_received > 0);
+        assert_eq!(e.attempt, 1);
+    }
+    let everything = runs
+        .get_run_logs(logs("", "", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(!format!("{everything:?}").contains("tok-s3cret"));
+    // Nothing failed, so nothing is at warn or above; a limit keeps the newest.
+    let warnings = runs
+        .get_run_logs(logs("", "warn", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let newest = runs
+        .get_run_logs(logs("requests", "", 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(newest.as_slice(), &requests[requests.len() - 2..]);
+    let e = runs
+        .get_run_logs(logs("everything", "", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("kind"), "{}", e.message());
+}

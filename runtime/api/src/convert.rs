@@ -141,3 +141,23 @@ pub(crate) fn run(state: &RunState, updated_at: i64, events: Vec<RunEvent>) -> p
         .collect();
     run
 }
+
+pub(crate) fn log_entry(e: sluice_store::run_logs::LogEntry) -> pb::RunLogEntry {
+    pb::RunLogEntry {
+        at_unix_ms: e.at_unix_ms,
+        attempt: e.attempt,
+        level: e.level,
+        context: e.context,
+        message: e.message,
+        request: e.request.map(|r| pb::HttpRequest {
+            method: r.method,
+            host: r.host,
+            path: r.path,
+            status: u32::from(r.status.unwrap_or(0)),
+            latency_ms: r.latency_ms,
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+            error: r.error.unwrap_or_default(),
+        }),
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use sluice_engine::{Engine, Progress};
 use sluice_store::RunId;
 use sluice_store::log::RunFilter;
+use sluice_store::run_logs::LogFilter;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,7 +16,8 @@ use crate::auth::require_write;
 use crate::convert;
 use crate::pb::runs_server::Runs;
 use crate::pb::{
-    CancelRunRequest, GetRunRequest, ListRunsRequest, ListRunsResponse, Run, RunSummary, RunUpdate,
+    CancelRunRequest, GetRunLogsRequest, GetRunLogsResponse, GetRunRequest, ListRunsRequest,
+    ListRunsResponse, Run, RunSummary, RunUpdate,
 };
 use crate::status;
 
@@ -162,6 +164,48 @@ impl Runs for RunsApi {
         };
         self.engine.cancel(id, reason).await.map_err(status::of)?;
         Ok(Response::new(self.summary(id).await?))
+    }
+
+    async fn get_run_logs(
+        &self,
+        request: Request<GetRunLogsRequest>,
+    ) -> Result<Response<GetRunLogsResponse>, Status> {
+        let r = request.into_inner();
+        let id = convert::run_id("run_id", &r.run_id)?;
+        self.engine.state(id).await.map_err(status::of)?;
+        let levels = ["trace", "debug", "info", "warn", "error"];
+        if !r.min_level.is_empty() && !levels.contains(&r.min_level.as_str()) {
+            return Err(status::invalid(
+                "min_level",
+                format!("`{}` is not one of {}", r.min_level, levels.join(", ")),
+            ));
+        }
+        let requests = match r.kind.as_str() {
+            "" => None,
+            "requests" => Some(true),
+            "lines" => Some(false),
+            other => {
+                return Err(status::invalid(
+                    "kind",
+                    format!("`{other}` is not one of lines, requests"),
+                ));
+            }
+        };
+        let filter = LogFilter {
+            min_level: (!r.min_level.is_empty()).then_some(r.min_level),
+            requests,
+            attempt: (r.attempt != 0).then_some(r.attempt),
+            limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
+        };
+        let entries = self
+            .engine
+            .store()
+            .run_logs()
+            .read(id, &filter)
+            .map_err(|e| status::of(e.into()))?;
+        Ok(Response::new(GetRunLogsResponse {
+            entries: entries.into_iter().map(convert::log_entry).collect(),
+        }))
     }
 
     async fn retry_run(

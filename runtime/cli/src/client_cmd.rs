@@ -72,6 +72,25 @@ pub enum RunsCommand {
     },
     /// Retry a dead-lettered run from its last checkpoint.
     Retry { run: String },
+    /// The run's connector log lines and HTTP requests (secrets redacted).
+    Logs {
+        run: String,
+        /// Only this level and above: trace, debug, info, warn, error.
+        #[arg(long)]
+        level: Option<String>,
+        /// Only HTTP requests.
+        #[arg(long, conflicts_with = "lines")]
+        requests: bool,
+        /// Only log lines.
+        #[arg(long)]
+        lines: bool,
+        /// Only this attempt.
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+        /// At most this many, the newest.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
 }
 
 /// Workflows: list, trigger, pause, resume, upcoming fires.
@@ -343,6 +362,55 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                 .await?
                 .into_inner();
             print_summaries(&[s], args.json);
+        }
+        RunsCommand::Logs {
+            run,
+            level,
+            requests,
+            lines,
+            attempt,
+            limit,
+        } => {
+            let kind = match (requests, lines) {
+                (true, _) => "requests",
+                (_, true) => "lines",
+                _ => "",
+            };
+            let entries = runs
+                .get_run_logs(client.request(pb::GetRunLogsRequest {
+                    run_id: run,
+                    min_level: level.unwrap_or_default(),
+                    kind: kind.to_owned(),
+                    attempt,
+                    limit,
+                }))
+                .await?
+                .into_inner()
+                .entries;
+            for e in entries {
+                if args.json {
+                    let request = e.request.as_ref().map(|r| {
+                        json!({"method": r.method, "host": r.host, "path": r.path,
+                               "status": r.status, "latency_ms": r.latency_ms,
+                               "bytes_received": r.bytes_received, "error": r.error})
+                    });
+                    println!(
+                        "{}",
+                        json!({"at_unix_ms": e.at_unix_ms, "attempt": e.attempt,
+                               "level": e.level, "context": e.context,
+                               "message": e.message, "request": request})
+                    );
+                } else {
+                    println!(
+                        "{} #{} {:<5} {}: {}",
+                        time(e.at_unix_ms),
+                        e.attempt,
+                        e.level,
+                        e.context,
+                        e.message
+                    );
+                }
+            }
         }
         RunsCommand::Retry { run } => {
             let s = runs

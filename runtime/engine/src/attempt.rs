@@ -24,7 +24,7 @@ use crate::progress::{Meter, Progress};
 const READ_AHEAD: usize = 2;
 
 /// Records kept of a connector's HTTP requests and log lines per attempt.
-const ACTIVITY_CAPACITY: usize = 1_024;
+pub(crate) const ACTIVITY_CAPACITY: usize = 1_024;
 
 /// A failed attempt, as the log records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +114,8 @@ fn store_failure(context: &str, e: StoreError) -> AttemptEnd {
 pub(crate) struct Attempt<'a> {
     pub store: &'a Store,
     pub metrics: &'a crate::metrics::EngineMetrics,
+    /// Where the attempt's request log and connector lines go.
+    pub activity: Arc<Activity>,
     pub connector: Connector,
     pub run: RunId,
     pub attempt: u32,
@@ -138,7 +140,7 @@ impl Attempt<'_> {
             allowed_hosts: self.connection.allowed_hosts.clone(),
             secrets: self.connection.secret_values(),
             limits: self.connection.limits.clone(),
-            activity: Arc::new(Activity::with_capacity(ACTIVITY_CAPACITY)),
+            activity: Arc::clone(&self.activity),
         });
         let config = self.connection.effective_config().to_string();
         let offered = self

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sluice_host::Activity;
 use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
 
 use sluice_store::log::v1::{self, ErrorKind};
@@ -849,9 +850,11 @@ impl Engine {
             .connectors
             .load(&connection.connector)
             .map_err(|e| config(format!("connector `{}`: {e}", connection.connector)))?;
-        Attempt {
+        let activity = Arc::new(Activity::with_capacity(crate::attempt::ACTIVITY_CAPACITY));
+        let result = Attempt {
             store: &self.inner.store,
             metrics: &self.inner.metrics,
+            activity: Arc::clone(&activity),
             connector,
             run,
             attempt,
@@ -862,7 +865,12 @@ impl Engine {
             progress,
         }
         .run()
-        .await
+        .await;
+        let entries = crate::run_log::entries(&activity, attempt);
+        if let Err(e) = self.inner.store.run_logs().append(run, &entries) {
+            tracing::warn!(%run, error = %e, "cannot keep the attempt's logs");
+        }
+        result
     }
 
     async fn cancelled(&self, run: RunId) -> Result<Driven, EngineError> {

@@ -24,6 +24,7 @@ mod metrics;
 mod progress;
 mod registry;
 mod retry;
+mod run_log;
 mod schedules;
 
 pub use attempt::Failure;

@@ -8,6 +8,7 @@
 mod catalog;
 pub mod hub;
 pub mod log;
+pub mod run_logs;
 mod store;
 
 pub use catalog::Catalog;

@@ -10,6 +10,8 @@
 //! hub records outside that transaction for a run's batch.
 
 use std::path::Path;
+
+use crate::run_logs::RunLogs;
 use std::sync::Arc;
 
 use sled::transaction::{
@@ -102,6 +104,7 @@ pub struct Store {
     log: EventLog,
     hub: Hub,
     catalog: Catalog,
+    run_logs: RunLogs,
     dir: std::sync::Arc<Path>,
 }
 
@@ -116,11 +119,13 @@ impl Store {
         let log = EventLog::open_with_extra(path.as_ref(), config, &EXTRA_TREES)?;
         let hub = Hub::open(log.db())?;
         let catalog = Catalog::open(log.db())?;
+        let run_logs = RunLogs::open(log.db())?;
         let dir = std::sync::Arc::from(path.as_ref());
         Ok(Store {
             log,
             hub,
             catalog,
+            run_logs,
             dir,
         })
     }
@@ -139,6 +144,11 @@ impl Store {
     /// The hub (reads; a run's batches go through [`Store::commit_batch`]).
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The per-run logs (connector lines and HTTP requests).
+    pub fn run_logs(&self) -> &RunLogs {
+        &self.run_logs
     }
 
     /// The catalog of definitions.
