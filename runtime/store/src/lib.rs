@@ -8,6 +8,7 @@
 mod catalog;
 pub mod hub;
 pub mod log;
+mod open;
 pub mod run_logs;
 mod store;
 

@@ -302,10 +302,8 @@ impl Hub {
     pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<Hub, HubError> {
         // No background flusher (durability comes from `flush`): its thread would keep
         // the database, and its lock, alive for a while after the hub is dropped.
-        let db = sled::Config::new()
-            .path(path.as_ref())
-            .flush_every_ms(None)
-            .open()?;
+        let config = sled::Config::new().path(path.as_ref()).flush_every_ms(None);
+        let db = crate::open::open_db(&config)?;
         Hub::open(&db)
     }
 

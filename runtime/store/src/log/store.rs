@@ -168,12 +168,11 @@ impl EventLog {
         config: LogConfig,
         extra: &[&str],
     ) -> Result<Self, LogError> {
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(path.as_ref())
             .cache_capacity(config.cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(LogError::storage)?;
+            .flush_every_ms(None);
+        let db = crate::open::open_db(&sled_config).map_err(LogError::storage)?;
         let trees = LOG_TREES
             .iter()
             .chain(extra.iter())
