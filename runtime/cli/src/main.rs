@@ -18,10 +18,11 @@
 mod client_cmd;
 mod connector_cmd;
 mod exit;
+mod node_config;
 mod run_cmd;
 mod serve_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Sluice: durable integration syncs, with sandboxed WebAssembly connectors.
 #[derive(Parser)]
@@ -75,7 +76,26 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Serve(args) = &mut cli.command
+        && let Some(path) = args.config.clone()
+    {
+        let serve = matches
+            .subcommand_matches("serve")
+            .cloned()
+            .unwrap_or_default();
+        match node_config::NodeConfig::read(&path) {
+            Ok(config) => node_config::apply(args, &serve, config),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()

@@ -17,25 +17,29 @@ use crate::run_cmd::{define, engine, limits, read_definitions, report};
 #[derive(Args)]
 pub struct ServeArgs {
     /// JSON file of definitions: `{"connections": [...], "workflows": [...]}`.
-    file: PathBuf,
+    pub(crate) file: PathBuf,
+    /// JSON file of node settings (`data_dir`, `listen`, `metrics_listen`, `slots`,
+    /// `per_tenant`, `tokens`, `read_tokens`); flags and environment win over it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// Directory of the embedded store.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Print each run's outcome as one JSON object per line on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Runs driven at once; the others wait in the ready queue by priority.
     #[arg(long, default_value_t = 8)]
-    slots: usize,
+    pub(crate) slots: usize,
     /// Runs driven at once per tenant.
     #[arg(long)]
-    per_tenant: Option<usize>,
+    pub(crate) per_tenant: Option<usize>,
     /// Do not start a run of each workflow at start; only follow the schedules.
     #[arg(long)]
-    no_initial_runs: bool,
+    pub(crate) no_initial_runs: bool,
     /// Address of the gRPC API (port 0: any free port, printed at start).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:7600")]
-    listen: String,
+    pub(crate) listen: String,
     /// API tokens allowed to read and write (comma-separated in the environment);
     /// with none configured the API is open to every caller.
     #[arg(
@@ -44,10 +48,10 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    tokens: Vec<String>,
+    pub(crate) tokens: Vec<String>,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`).
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:9600")]
-    metrics_listen: String,
+    pub(crate) metrics_listen: String,
     /// API tokens allowed only to read.
     #[arg(
         long = "read-token",
@@ -55,7 +59,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    read_tokens: Vec<String>,
+    pub(crate) read_tokens: Vec<String>,
 }
 
 /// A listener on `addr` (port 0: any free port) and the address it got.

@@ -473,3 +473,66 @@ fn connectors_are_registered_listed_and_removed_through_the_cli() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(node.stop().code(), Some(0));
 }
+
+#[test]
+fn a_config_file_sets_the_node_and_flags_win_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"tokens": ["file-token"], "read_tokens": ["file-reader"], "slots": 4})
+            .to_string(),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // The file's tokens apply.
+    let node = Node::start(&["--no-initial-runs", "--config", config]);
+    let o = node.sluice(&["runs", "list"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let o = node.sluice(&["runs", "list", "--token", "file-token"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = node.sluice(&[
+        "workflows",
+        "pause",
+        "sample-users",
+        "--token",
+        "file-reader",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(node.stop().code(), Some(0));
+
+    // A flag wins over the file for its setting; the file still sets the others.
+    let node = Node::start(&[
+        "--no-initial-runs",
+        "--config",
+        config,
+        "--token",
+        "flag-token",
+    ]);
+    let o = node.sluice(&["runs", "list", "--token", "file-token"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let o = node.sluice(&["runs", "list", "--token", "flag-token"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = node.sluice(&["runs", "list", "--token", "file-reader"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(node.stop().code(), Some(0));
+
+    // A key the node does not know is an error naming the file, not ignored.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"listen": "127.0.0.1:0", "tokenz": ["x"]}"#).unwrap();
+    let defs = dir.path().join("defs.json");
+    std::fs::write(&defs, definitions().to_string()).unwrap();
+    let o = sluice(&[
+        "serve",
+        defs.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.json") && stderr(&o).contains("tokenz"),
+        "{}",
+        stderr(&o)
+    );
+}
