@@ -29,6 +29,10 @@ struct Node {
 }
 
 async fn node(tokens: Tokens) -> Node {
+    node_with(tokens, None).await
+}
+
+async fn node_with(tokens: Tokens, tls: Option<sluice_api::Tls>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let connectors = sluice_tests::nodes::connectors(
         &Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-components"),
@@ -50,7 +54,11 @@ async fn node(tokens: Tokens) -> Node {
         std::future::pending(),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ApiServer::new(engine, tokens).serve(listener, async {
+    let mut server = ApiServer::new(engine, tokens);
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
+    tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
     }));
     Node {
@@ -871,4 +879,45 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("kind"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_over_tls_and_a_plaintext_client_gets_nothing() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let tls = sluice_api::Tls {
+        cert_pem: cert_pem.clone().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    };
+    let node = node_with(Tokens::new([("t".to_owned(), Scope::Write)]), Some(tls)).await;
+    let secure = Channel::from_shared(format!("https://localhost:{}", node.addr.port()))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(cert_pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let listed = WorkflowsClient::new(secure)
+        .list_workflows(with_token(pb::ListWorkflowsRequest::default(), "t"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.workflows.is_empty());
+
+    // Plaintext to a TLS port never reaches a handler.
+    let plain = Channel::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let e = WorkflowsClient::new(plain)
+            .list_workflows(with_token(pb::ListWorkflowsRequest::default(), "t"))
+            .await
+            .unwrap_err();
+        assert_ne!(e.code(), Code::Ok);
+    }
 }

@@ -30,4 +30,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use auth::{Scope, Tokens};
 pub use metrics_http::serve_metrics;
-pub use server::{ApiServer, ServeError};
+pub use server::{ApiServer, ServeError, Tls};

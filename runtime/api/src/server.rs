@@ -57,12 +57,32 @@ pub enum ServeError {
 pub struct ApiServer {
     engine: Engine,
     tokens: Tokens,
+    tls: Option<Tls>,
+}
+
+/// A server certificate (chain) and its private key, PEM.
+#[derive(Clone)]
+pub struct Tls {
+    /// The certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// The private key, PEM.
+    pub key_pem: Vec<u8>,
 }
 
 impl ApiServer {
-    /// The API over `engine`, accepting `tokens` (none: open).
+    /// The API over `engine`, accepting `tokens` (none: open), in plaintext.
     pub fn new(engine: Engine, tokens: Tokens) -> Self {
-        ApiServer { engine, tokens }
+        ApiServer {
+            engine,
+            tokens,
+            tls: None,
+        }
+    }
+
+    /// Serves over TLS with this certificate (rustls).
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -94,7 +114,15 @@ impl ApiServer {
             .build_v1()?;
         let engine = self.engine;
         let check = |tokens: Tokens| move |req| tokens.check(req);
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            builder =
+                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        } else if self.tokens.enabled() {
+            tracing::warn!("API tokens travel in plaintext: configure TLS outside loopback");
+        }
+        builder
             .add_service(health)
             .add_service(reflection)
             .add_service(InterceptedService::new(

@@ -38,6 +38,9 @@ pub struct ClientArgs {
     /// API token (sent as `authorization: Bearer <token>`).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` server.
+    #[arg(long, global = true, env = "SLUICE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -149,9 +152,21 @@ struct Client {
 
 impl Client {
     async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-        let channel = Channel::from_shared(args.server.clone())
+        let mut endpoint = Channel::from_shared(args.server.clone())
             .with_context(|| format!("--server `{}` is not a URL", args.server))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if args.server.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = &args.ca_cert {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .context("setting up TLS to the server")?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot reach the Sluice API at {}", args.server))?;

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     per_tenant: Option<usize>,
     tokens: Option<Vec<String>>,
     read_tokens: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -70,4 +72,6 @@ pub fn apply(args: &mut ServeArgs, matches: &ArgMatches, config: NodeConfig) {
     fill!(per_tenant, optional);
     fill!(tokens);
     fill!(read_tokens);
+    fill!(tls_cert, optional);
+    fill!(tls_key, optional);
 }

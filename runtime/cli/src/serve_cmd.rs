@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use sluice_api::{ApiServer, Scope, Tokens, serve_metrics};
+use sluice_api::{ApiServer, Scope, Tls, Tokens, serve_metrics};
 use sluice_engine::Trigger;
 
 use crate::run_cmd::{define, engine, limits, read_definitions, report};
@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Address of the Prometheus metrics endpoint (`GET /metrics`).
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:9600")]
     pub(crate) metrics_listen: String,
+    /// Serve the API over TLS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// API tokens allowed only to read.
     #[arg(
         long = "read-token",
@@ -113,11 +119,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = metrics_stopped.await;
     }));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(
-        ApiServer::new(engine.clone(), tokens).serve(listener, async {
-            let _ = api_stopped.await;
-        }),
-    );
+    let mut server = ApiServer::new(engine.clone(), tokens);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).with_context(|| format!("reading the TLS file {}", p.display()))
+        };
+        server = server.with_tls(Tls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        });
+    }
+    let api = tokio::spawn(server.serve(listener, async {
+        let _ = api_stopped.await;
+    }));
     eprintln!(
         "serving {} workflow(s) from {}; stop with Ctrl-C",
         defs.workflows.len(),
