@@ -108,10 +108,14 @@ impl ApiServer {
             .await;
         reporter.set_serving::<RunsServer<RunsApi>>().await;
         reporter.set_serving::<RecordsServer<RecordsApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: grpcurl before 1.9 and many tools speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let engine = self.engine;
         let check = |tokens: Tokens| move |req| tokens.check(req);
         let mut builder = tonic::transport::Server::builder();
@@ -124,7 +128,8 @@ impl ApiServer {
         }
         builder
             .add_service(health)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 ConnectorsServer::new(ConnectorsApi {
                     engine: engine.clone(),

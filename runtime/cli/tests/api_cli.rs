@@ -536,3 +536,62 @@ fn a_config_file_sets_the_node_and_flags_win_over_it() {
         stderr(&o)
     );
 }
+
+/// The `grpcurl` to use: `SLUICE_GRPCURL`, else one on the `PATH`. `.ci/run`
+/// installs it and sets `SLUICE_REQUIRE_GRPCURL`, so there its absence fails.
+fn grpcurl() -> Option<String> {
+    if let Ok(path) = std::env::var("SLUICE_GRPCURL") {
+        return Some(path);
+    }
+    let on_path = Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    on_path.then(|| "grpcurl".to_owned())
+}
+
+#[test]
+fn grpcurl_lists_the_services_health_answers_serving_and_calls_work() {
+    let Some(grpcurl) = grpcurl() else {
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_GRPCURL").is_none(),
+            "grpcurl is required here but neither SLUICE_GRPCURL nor the PATH has it"
+        );
+        eprintln!("skipped: no grpcurl (`.ci/run` installs one)");
+        return;
+    };
+    let node = Node::start(&["--no-initial-runs"]);
+    let addr = node.server.trim_start_matches("http://").to_owned();
+    let call = |args: &[&str]| {
+        let o = Command::new(&grpcurl)
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "grpcurl {args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let services = call(&[&addr, "list"]);
+    for s in [
+        "sluice.v1.Connectors",
+        "sluice.v1.Connections",
+        "sluice.v1.Workflows",
+        "sluice.v1.Runs",
+        "sluice.v1.Records",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.lines().any(|l| l.trim() == s), "{s} in {services}");
+    }
+    let health = call(&[
+        "-d",
+        r#"{"service": ""}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(health.contains("SERVING"), "{health}");
+    let workflows = call(&["-d", "{}", &addr, "sluice.v1.Workflows/ListWorkflows"]);
+    assert!(workflows.contains("sample-users"), "{workflows}");
+    let described = call(&[&addr, "describe", "sluice.v1.Runs.WatchRun"]);
+    assert!(described.contains("stream"), "{described}");
+    assert_eq!(node.stop().code(), Some(0));
+}
