@@ -400,6 +400,12 @@ async fn a_running_run_cannot_be_triggered_twice_and_can_be_cancelled() {
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
     assert!(again.message().contains(&run.run_id), "{}", again.message());
 
+    let e = workflows
+        .delete_workflow(pb::GetWorkflowRequest { name: "big".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
     let cancelled = RunsClient::new(ch.clone())
         .cancel_run(pb::CancelRunRequest {
             run_id: run.run_id.clone(),
@@ -419,6 +425,25 @@ async fn a_running_run_cannot_be_triggered_twice_and_can_be_cancelled() {
         .await
         .unwrap_err();
     assert_eq!(retry.code(), Code::FailedPrecondition, "{retry:?}");
+
+    // With nothing in flight it can be deleted; its runs keep their history.
+    workflows
+        .delete_workflow(pb::GetWorkflowRequest { name: "big".into() })
+        .await
+        .unwrap();
+    let e = workflows
+        .get_workflow(pb::GetWorkflowRequest { name: "big".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let kept = RunsClient::new(ch.clone())
+        .get_run(pb::GetRunRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.summary.unwrap().status, "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,9 @@ use crate::auth::require_write;
 use crate::convert;
 use crate::pb::workflows_server::Workflows;
 use crate::pb::{
-    GetWorkflowRequest, ListUpcomingFiresRequest, ListUpcomingFiresResponse, ListWorkflowsRequest,
-    ListWorkflowsResponse, PutWorkflowRequest, RunSummary, Workflow,
+    DeleteWorkflowResponse, GetWorkflowRequest, ListUpcomingFiresRequest,
+    ListUpcomingFiresResponse, ListWorkflowsRequest, ListWorkflowsResponse, PutWorkflowRequest,
+    RunSummary, Workflow,
 };
 use crate::status::{self, invalid, required};
 
@@ -87,6 +88,20 @@ impl Workflows for WorkflowsApi {
     ) -> Result<Response<Workflow>, Status> {
         require_write(&request)?;
         self.set_paused(&request.get_ref().name, false)
+    }
+
+    async fn delete_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<DeleteWorkflowResponse>, Status> {
+        require_write(&request)?;
+        let name = &request.get_ref().name;
+        required("name", name)?;
+        self.engine
+            .delete_workflow(name)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(DeleteWorkflowResponse {}))
     }
 
     async fn trigger_workflow(

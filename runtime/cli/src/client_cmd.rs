@@ -107,6 +107,9 @@ pub enum WorkflowsCommand {
     Pause { workflow: String },
     /// Let the workflow's schedule fire again (missed fires follow its catch-up).
     Resume { workflow: String },
+    /// Delete the workflow and its schedule (refused while a run is in flight); its
+    /// runs stay, with their history.
+    Delete { workflow: String },
     /// The next fires of the workflow's schedule.
     Upcoming {
         workflow: String,
@@ -572,6 +575,15 @@ pub async fn workflows(args: ClientArgs, command: WorkflowsCommand) -> anyhow::R
                 .await?
                 .into_inner();
             print(&w);
+        }
+        WorkflowsCommand::Delete { workflow } => {
+            api.delete_workflow(client.request(pb::GetWorkflowRequest {
+                name: workflow.clone(),
+            }))
+            .await?;
+            if !args.json {
+                println!("deleted {workflow}");
+            }
         }
         WorkflowsCommand::Upcoming { workflow, count } => {
             let fires = api

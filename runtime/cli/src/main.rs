@@ -44,6 +44,7 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Run a node until stopped: resume runs, run each workflow, follow schedules,
     /// serve the gRPC API.
+    #[command(alias = "server")]
     Serve(serve_cmd::ServeArgs),
     /// Runs of a node, over its API: list, get, watch, cancel, retry.
     Runs {

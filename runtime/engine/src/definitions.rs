@@ -56,6 +56,14 @@ impl DefinitionCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Forgets a workflow just removed from the catalog (schedules rebuild).
+    pub(crate) fn workflow_removed(&self, name: &str) {
+        if let Ok(mut m) = self.workflows.write() {
+            m.remove(name);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Changes whenever a workflow is written.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -61,7 +61,7 @@ pub(crate) struct Inner {
     ended: tokio::sync::broadcast::Sender<RunId>,
     /// Held from the overlap check to the durable `RunScheduled`, so that two starts
     /// of one workflow cannot both pass the check.
-    starting: tokio::sync::Mutex<()>,
+    pub(crate) starting: tokio::sync::Mutex<()>,
 }
 
 /// How a driver stopped.

@@ -112,6 +112,24 @@ impl Engine {
             .is_some_and(|s| s.paused))
     }
 
+    /// Deletes a workflow and its schedule's progress; refused while it has a run in
+    /// flight (cancel it first). Its runs stay in the log, with their history.
+    pub async fn delete_workflow(&self, workflow: &str) -> Result<(), EngineError> {
+        self.workflow(workflow)?;
+        let _starting = self.inner.starting.lock().await;
+        if let Some(run) = self.in_flight_run(workflow).await? {
+            return Err(EngineError::AlreadyRunning {
+                workflow: workflow.to_owned(),
+                run,
+            });
+        }
+        let catalog = self.inner.store.catalog();
+        catalog.remove(WORKFLOW, workflow)?;
+        catalog.remove(SCHEDULE, workflow)?;
+        self.inner.definitions.workflow_removed(workflow);
+        Ok(())
+    }
+
     /// Pauses or resumes one workflow's schedule (durable).
     pub fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
         let mut wf = WorkflowDef::clone(&*self.workflow(workflow)?);
