@@ -855,6 +855,7 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         kind: kind.into(),
         attempt: 0,
         limit,
+        stream: String::new(),
     };
     let mut runs = RunsClient::new(ch.clone());
     let requests = runs
@@ -875,6 +876,7 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         assert!(r.path.starts_with("/contacts/"), "{e:?}");
         assert!(r.bytes_received > 0);
         assert_eq!(e.attempt, 1);
+        assert_eq!(e.stream, "contacts", "{e:?}");
     }
     let everything = runs
         .get_run_logs(logs("", "", 0))
@@ -898,6 +900,16 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         .into_inner()
         .entries;
     assert_eq!(newest.as_slice(), &requests[requests.len() - 2..]);
+    let other_stream = runs
+        .get_run_logs(pb::GetRunLogsRequest {
+            stream: "deals".into(),
+            ..logs("", "", 0)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(other_stream.is_empty(), "{other_stream:?}");
     let e = runs
         .get_run_logs(logs("everything", "", 0))
         .await

@@ -146,6 +146,7 @@ pub(crate) fn log_entry(e: sluice_store::run_logs::LogEntry) -> pb::RunLogEntry 
     pb::RunLogEntry {
         at_unix_ms: e.at_unix_ms,
         attempt: e.attempt,
+        stream: e.stream.unwrap_or_default(),
         level: e.level,
         context: e.context,
         message: e.message,

@@ -195,6 +195,7 @@ impl Runs for RunsApi {
             min_level: (!r.min_level.is_empty()).then_some(r.min_level),
             requests,
             attempt: (r.attempt != 0).then_some(r.attempt),
+            stream: (!r.stream.is_empty()).then_some(r.stream),
             limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
         };
         let entries = self

@@ -90,6 +90,9 @@ pub enum RunsCommand {
         /// Only this attempt.
         #[arg(long, default_value_t = 0)]
         attempt: u32,
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<String>,
         /// At most this many, the newest.
         #[arg(long, default_value_t = 200)]
         limit: u32,
@@ -387,6 +390,7 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
             requests,
             lines,
             attempt,
+            stream,
             limit,
         } => {
             let kind = match (requests, lines) {
@@ -401,6 +405,7 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                     kind: kind.to_owned(),
                     attempt,
                     limit,
+                    stream: stream.unwrap_or_default(),
                 }))
                 .await?
                 .into_inner()
@@ -415,15 +420,16 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                     println!(
                         "{}",
                         json!({"at_unix_ms": e.at_unix_ms, "attempt": e.attempt,
-                               "level": e.level, "context": e.context,
+                               "stream": e.stream, "level": e.level, "context": e.context,
                                "message": e.message, "request": request})
                     );
                 } else {
                     println!(
-                        "{} #{} {:<5} {}: {}",
+                        "{} #{} {:<5} {} {}: {}",
                         time(e.at_unix_ms),
                         e.attempt,
                         e.level,
+                        if e.stream.is_empty() { "-" } else { &e.stream },
                         e.context,
                         e.message
                     );

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_host::{Activity, Batch, Connector, Grant, HostError, StreamDescriptor, SyncMode};
+use sluice_host::{Batch, Connector, Grant, HostError, StreamDescriptor, SyncMode};
 use sluice_store::hub::HubError;
 use sluice_store::log::v1::ErrorKind;
 use sluice_store::{BatchCommit, RunId, RunState, Store, StoreError, StreamEnd};
@@ -24,7 +24,6 @@ use crate::progress::{Meter, Progress};
 const READ_AHEAD: usize = 2;
 
 /// Records kept of a connector's HTTP requests and log lines per attempt.
-pub(crate) const ACTIVITY_CAPACITY: usize = 1_024;
 
 /// A failed attempt, as the log records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,8 +113,8 @@ fn store_failure(context: &str, e: StoreError) -> AttemptEnd {
 pub(crate) struct Attempt<'a> {
     pub store: &'a Store,
     pub metrics: &'a crate::metrics::EngineMetrics,
-    /// Where the attempt's request log and connector lines go.
-    pub activity: Arc<Activity>,
+    /// Where the attempt's request log and connector lines go, per stream.
+    pub activities: &'a crate::run_log::Activities,
     pub connector: Connector,
     pub run: RunId,
     pub attempt: u32,
@@ -140,7 +139,7 @@ impl Attempt<'_> {
             allowed_hosts: self.connection.allowed_hosts.clone(),
             secrets: self.connection.secret_values(),
             limits: self.connection.limits.clone(),
-            activity: Arc::clone(&self.activity),
+            activity: self.activities.part(None),
         });
         let config = self.connection.effective_config().to_string();
         let offered = self
@@ -154,6 +153,10 @@ impl Attempt<'_> {
                 continue;
             }
             let plan = self.plan(name, &offered)?;
+            let grant = Arc::new(Grant {
+                activity: self.activities.part(Some(name)),
+                ..Grant::clone(&grant)
+            });
             self.sync_stream(&grant, &config, &plan, &mut meter).await?;
         }
         Ok(())

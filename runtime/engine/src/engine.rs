@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_host::Activity;
 use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
 
 use sluice_store::log::v1::{self, ErrorKind};
@@ -850,11 +849,11 @@ impl Engine {
             .connectors
             .load(&connection.connector)
             .map_err(|e| config(format!("connector `{}`: {e}", connection.connector)))?;
-        let activity = Arc::new(Activity::with_capacity(crate::attempt::ACTIVITY_CAPACITY));
+        let activities = crate::run_log::Activities::default();
         let result = Attempt {
             store: &self.inner.store,
             metrics: &self.inner.metrics,
-            activity: Arc::clone(&activity),
+            activities: &activities,
             connector,
             run,
             attempt,
@@ -866,7 +865,7 @@ impl Engine {
         }
         .run()
         .await;
-        let entries = crate::run_log::entries(&activity, attempt);
+        let entries = activities.entries(attempt);
         if let Err(e) = self.inner.store.run_logs().append(run, &entries) {
             tracing::warn!(%run, error = %e, "cannot keep the attempt's logs");
         }

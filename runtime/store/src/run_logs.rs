@@ -45,6 +45,9 @@ pub struct LogEntry {
     pub at_unix_ms: i64,
     /// The attempt it belongs to.
     pub attempt: u32,
+    /// The stream being read, if the entry belongs to one.
+    #[serde(default)]
+    pub stream: Option<String>,
     /// `trace`, `debug`, `info`, `warn` or `error`.
     pub level: String,
     /// Where it came from (the connector call, or `http`).
@@ -64,6 +67,8 @@ pub struct LogFilter {
     pub requests: Option<bool>,
     /// Only this attempt.
     pub attempt: Option<u32>,
+    /// Only entries of this stream.
+    pub stream: Option<String>,
     /// At most this many, the newest (0: all kept).
     pub limit: usize,
 }
@@ -147,6 +152,10 @@ impl RunLogs {
             if level_rank(&e.level) >= min
                 && kind_ok
                 && filter.attempt.is_none_or(|a| a == e.attempt)
+                && filter
+                    .stream
+                    .as_ref()
+                    .is_none_or(|s| e.stream.as_ref() == Some(s))
             {
                 out.push(e);
             }

@@ -10,6 +10,7 @@ fn line(i: usize, level: &str, attempt: u32) -> LogEntry {
     LogEntry {
         at_unix_ms: i as i64,
         attempt,
+        stream: Some(if i % 3 == 0 { "users" } else { "orders" }.into()),
         level: level.into(),
         context: "source.next".into(),
         message: format!("line {i}"),
@@ -71,6 +72,18 @@ fn logs_are_bounded_per_run_and_filtered() {
         newest[2].message,
         format!("line {}", MAX_ENTRIES_PER_RUN + 9)
     );
+    let users = LogFilter {
+        stream: Some("users".into()),
+        ..LogFilter::default()
+    };
+    let of_users = logs.read(a, &users).unwrap();
+    assert_eq!(
+        of_users.len(),
+        all.iter()
+            .filter(|e| e.stream.as_deref() == Some("users"))
+            .count()
+    );
+    assert!(!of_users.is_empty() && of_users.len() < all.len());
     let requests = LogFilter {
         requests: Some(true),
         ..LogFilter::default()
