@@ -23,7 +23,6 @@ use crate::progress::{Meter, Progress};
 /// while a commit flushes, few enough that a crash re-reads little.
 const READ_AHEAD: usize = 2;
 
-
 /// A failed attempt, as the log records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {

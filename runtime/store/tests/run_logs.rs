@@ -10,7 +10,14 @@ fn line(i: usize, level: &str, attempt: u32) -> LogEntry {
     LogEntry {
         at_unix_ms: i as i64,
         attempt,
-        stream: Some(if i % 3 == 0 { "users" } else { "orders" }.into()),
+        stream: Some(
+            if i.is_multiple_of(3) {
+                "users"
+            } else {
+                "orders"
+            }
+            .into(),
+        ),
         level: level.into(),
         context: "source.next".into(),
         message: format!("line {i}"),
