@@ -855,7 +855,7 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         kind: kind.into(),
         attempt: 0,
         limit,
-        stream: String::new(),
+        ..pb::GetRunLogsRequest::default()
     };
     let mut runs = RunsClient::new(ch.clone());
     let requests = runs
@@ -910,6 +910,35 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         .into_inner()
         .entries;
     assert!(other_stream.is_empty(), "{other_stream:?}");
+    // Across runs: the newest runs of a connection (here one), each entry naming it.
+    let of_connection = runs
+        .get_run_logs(pb::GetRunLogsRequest {
+            connection: "contacts".into(),
+            tenant: "acme".into(),
+            ..pb::GetRunLogsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(of_connection.len(), everything.len());
+    assert!(of_connection.iter().all(|e| e.run_id == run.run_id));
+    let of_other_tenant = runs
+        .get_run_logs(pb::GetRunLogsRequest {
+            tenant: "globex".into(),
+            ..pb::GetRunLogsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(of_other_tenant.is_empty());
+    let e = runs
+        .get_run_logs(pb::GetRunLogsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("run_id"), "{}", e.message());
     let e = runs
         .get_run_logs(logs("everything", "", 0))
         .await

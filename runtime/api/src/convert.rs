@@ -144,6 +144,7 @@ pub(crate) fn run(state: &RunState, updated_at: i64, events: Vec<RunEvent>) -> p
 
 pub(crate) fn log_entry(e: sluice_store::run_logs::LogEntry) -> pb::RunLogEntry {
     pb::RunLogEntry {
+        run_id: String::new(),
         at_unix_ms: e.at_unix_ms,
         attempt: e.attempt,
         stream: e.stream.unwrap_or_default(),

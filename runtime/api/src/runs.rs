@@ -23,6 +23,8 @@ use crate::status;
 
 /// Most runs listed at once when the request sets no limit.
 const DEFAULT_LIST_LIMIT: usize = 100;
+/// Runs whose logs one request across runs reads, the newest.
+const LOGS_RUNS: usize = 50;
 /// A watcher gets at most one update per this interval: progress changes per batch.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -171,8 +173,37 @@ impl Runs for RunsApi {
         request: Request<GetRunLogsRequest>,
     ) -> Result<Response<GetRunLogsResponse>, Status> {
         let r = request.into_inner();
-        let id = convert::run_id("run_id", &r.run_id)?;
-        self.engine.state(id).await.map_err(status::of)?;
+        // One run, or the newest runs of a workflow, connection or tenant.
+        let runs: Vec<RunId> = if r.run_id.is_empty() {
+            let some = |s: &String| (!s.is_empty()).then(|| s.clone());
+            let (workflow, connection, tenant) =
+                (some(&r.workflow), some(&r.connection), some(&r.tenant));
+            if workflow.is_none() && connection.is_none() && tenant.is_none() {
+                return Err(status::invalid(
+                    "run_id",
+                    "is required unless workflow, connection or tenant is set",
+                ));
+            }
+            let mut listed = self
+                .engine
+                .store()
+                .log()
+                .list(&RunFilter {
+                    workflow,
+                    connection,
+                    tenant,
+                    ..RunFilter::default()
+                })
+                .await
+                .map_err(|e| status::of(e.into()))?;
+            listed.sort_by_key(|s| std::cmp::Reverse(s.created_at_unix_ms));
+            listed.truncate(LOGS_RUNS);
+            listed.into_iter().map(|s| s.run_id).collect()
+        } else {
+            let id = convert::run_id("run_id", &r.run_id)?;
+            self.engine.state(id).await.map_err(status::of)?;
+            vec![id]
+        };
         let levels = ["trace", "debug", "info", "warn", "error"];
         if !r.min_level.is_empty() && !levels.contains(&r.min_level.as_str()) {
             return Err(status::invalid(
@@ -198,15 +229,25 @@ impl Runs for RunsApi {
             stream: (!r.stream.is_empty()).then_some(r.stream),
             limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
         };
-        let entries = self
-            .engine
-            .store()
-            .run_logs()
-            .read(id, &filter)
-            .map_err(|e| status::of(e.into()))?;
-        Ok(Response::new(GetRunLogsResponse {
-            entries: entries.into_iter().map(convert::log_entry).collect(),
-        }))
+        let mut entries = Vec::new();
+        for id in runs {
+            let of_run = self
+                .engine
+                .store()
+                .run_logs()
+                .read(id, &filter)
+                .map_err(|e| status::of(e.into()))?;
+            entries.extend(of_run.into_iter().map(|e| {
+                let mut entry = convert::log_entry(e);
+                entry.run_id = id.to_string();
+                entry
+            }));
+        }
+        entries.sort_by_key(|e| e.at_unix_ms);
+        if filter.limit > 0 && entries.len() > filter.limit {
+            entries.drain(..entries.len() - filter.limit);
+        }
+        Ok(Response::new(GetRunLogsResponse { entries }))
     }
 
     async fn retry_run(

@@ -75,9 +75,17 @@ pub enum RunsCommand {
     },
     /// Retry a dead-lettered run from its last checkpoint.
     Retry { run: String },
-    /// The run's connector log lines and HTTP requests (secrets redacted).
+    /// Connector log lines and HTTP requests (secrets redacted) of a run, or of the
+    /// newest runs of a workflow, connection or tenant.
     Logs {
-        run: String,
+        #[arg(required_unless_present_any = ["workflow", "connection", "tenant"])]
+        run: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
         /// Only this level and above: trace, debug, info, warn, error.
         #[arg(long)]
         level: Option<String>,
@@ -386,6 +394,9 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
         }
         RunsCommand::Logs {
             run,
+            workflow,
+            connection,
+            tenant,
             level,
             requests,
             lines,
@@ -400,7 +411,10 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
             };
             let entries = runs
                 .get_run_logs(client.request(pb::GetRunLogsRequest {
-                    run_id: run,
+                    run_id: run.unwrap_or_default(),
+                    workflow: workflow.unwrap_or_default(),
+                    connection: connection.unwrap_or_default(),
+                    tenant: tenant.unwrap_or_default(),
                     min_level: level.unwrap_or_default(),
                     kind: kind.to_owned(),
                     attempt,
@@ -419,7 +433,7 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                     });
                     println!(
                         "{}",
-                        json!({"at_unix_ms": e.at_unix_ms, "attempt": e.attempt,
+                        json!({"run_id": e.run_id, "at_unix_ms": e.at_unix_ms, "attempt": e.attempt,
                                "stream": e.stream, "level": e.level, "context": e.context,
                                "message": e.message, "request": request})
                     );
