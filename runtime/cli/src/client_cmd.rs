@@ -525,6 +525,21 @@ async fn watch(client: &Client, run: &str, as_json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Definitions (JSON documents from the API) as one JSON array on stdout.
+fn print_definitions<'a>(docs: impl Iterator<Item = &'a str>) {
+    let defs: Vec<Value> = docs.filter_map(|d| serde_json::from_str(d).ok()).collect();
+    println!("{}", Value::Array(defs));
+}
+
+fn workflow_row(w: &pb::Workflow) -> Vec<String> {
+    vec![
+        w.name.clone(),
+        w.connection.clone(),
+        w.priority.to_string(),
+        w.paused.to_string(),
+    ]
+}
+
 /// `sluice workflows …`
 pub async fn workflows(args: ClientArgs, command: WorkflowsCommand) -> anyhow::Result<()> {
     let client = Client::connect(&args).await?;
@@ -537,12 +552,7 @@ pub async fn workflows(args: ClientArgs, command: WorkflowsCommand) -> anyhow::R
                 "{}",
                 table(
                     &["workflow", "connection", "priority", "paused"],
-                    [vec![
-                        w.name.clone(),
-                        w.connection.clone(),
-                        w.priority.to_string(),
-                        w.paused.to_string()
-                    ]]
+                    [workflow_row(w)]
                 )
             );
         }
@@ -555,20 +565,9 @@ pub async fn workflows(args: ClientArgs, command: WorkflowsCommand) -> anyhow::R
                 .into_inner()
                 .workflows;
             if args.json {
-                let defs: Vec<Value> = list
-                    .iter()
-                    .filter_map(|w| serde_json::from_str(&w.definition_json).ok())
-                    .collect();
-                println!("{}", Value::Array(defs));
+                print_definitions(list.iter().map(|w| w.definition_json.as_str()));
             } else {
-                let rows = list.iter().map(|w| {
-                    vec![
-                        w.name.clone(),
-                        w.connection.clone(),
-                        w.priority.to_string(),
-                        w.paused.to_string(),
-                    ]
-                });
+                let rows = list.iter().map(workflow_row);
                 println!(
                     "{}",
                     table(&["workflow", "connection", "priority", "paused"], rows)
@@ -727,11 +726,7 @@ pub async fn connections(args: ClientArgs, command: ConnectionsCommand) -> anyho
                 .into_inner()
                 .connections;
             if args.json {
-                let defs: Vec<Value> = list
-                    .iter()
-                    .filter_map(|c| serde_json::from_str(&c.definition_json).ok())
-                    .collect();
-                println!("{}", Value::Array(defs));
+                print_definitions(list.iter().map(|c| c.definition_json.as_str()));
             } else {
                 let rows = list.iter().map(|c| {
                     vec![
