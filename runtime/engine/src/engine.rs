@@ -391,6 +391,18 @@ impl Engine {
         self.inner.ended.subscribe()
     }
 
+    /// Counts a run that ended, by status, with its duration.
+    fn record_end(&self, state: &RunState) {
+        let m = &self.inner.metrics;
+        m.runs_ended
+            .get_or_create(&metrics::kind(state.status.kind().as_str()))
+            .inc();
+        if let (Some(start), Some(end)) = (state.started_at_unix_ms, state.finished_at_unix_ms) {
+            m.run_duration_seconds
+                .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
+        }
+    }
+
     /// The node's metrics in the Prometheus text format (gauges read now).
     pub fn metrics_text(&self) -> String {
         let m = &self.inner.metrics;
@@ -556,50 +568,32 @@ impl Engine {
             m.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
             let result = engine.drive(run, &cancel, &progress).await;
             let dispatch = &engine.inner.dispatch;
-            if let Ok(Driven::Ended) = result
-                && let Ok(state) = engine.state(run).await
-                && state.status.kind().is_terminal()
-            {
-                m.runs_ended
-                    .get_or_create(&metrics::kind(state.status.kind().as_str()))
-                    .inc();
-                if let (Some(start), Some(end)) =
-                    (state.started_at_unix_ms, state.finished_at_unix_ms)
-                {
-                    m.run_duration_seconds
-                        .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
-                }
-            }
-            match result {
-                Ok(Driven::WaitUntil(due)) => {
-                    dispatch.requeue(&candidate, due);
-                    progress.send_modify(|p| p.retry_at_unix_ms = Some(due));
-                }
-                Ok(Driven::Ended) => {
-                    dispatch.release(&candidate);
-                    // A manual retry may have landed between the driver's last append
-                    // and the release, when `enqueue` still saw the run held.
-                    if let Ok(state) = engine.state(run).await
-                        && !state.status.kind().is_terminal()
-                        && let Err(e) = engine.enqueue(run, now_unix_ms()).await
-                    {
-                        tracing::error!(%run, error = %e, "cannot queue retried run");
+            if let Ok(Driven::WaitUntil(due)) = result {
+                dispatch.requeue(&candidate, due);
+                progress.send_modify(|p| p.retry_at_unix_ms = Some(due));
+            } else {
+                dispatch.release(&candidate);
+                match result {
+                    Ok(Driven::Ended) => match engine.state(run).await {
+                        Ok(state) if state.status.kind().is_terminal() => {
+                            engine.record_end(&state);
+                        }
+                        // A manual retry may have landed between the driver's last
+                        // append and the release, when `enqueue` still saw the run held.
+                        Ok(_) => {
+                            if let Err(e) = engine.enqueue(run, now_unix_ms()).await {
+                                tracing::error!(%run, error = %e, "cannot queue retried run");
+                            }
+                        }
+                        Err(e) => tracing::error!(%run, error = %e, "cannot read the ended run"),
+                    },
+                    Ok(_) => tracing::info!(%run, "another node took the run over"),
+                    Err(e) => {
+                        tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
                     }
-                    progress.send_modify(|p| p.finished = true);
-                    let _ = engine.inner.ended.send(run);
                 }
-                Ok(Driven::Elsewhere) => {
-                    tracing::info!(%run, "another node took the run over");
-                    dispatch.release(&candidate);
-                    progress.send_modify(|p| p.finished = true);
-                    let _ = engine.inner.ended.send(run);
-                }
-                Err(e) => {
-                    tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
-                    dispatch.release(&candidate);
-                    progress.send_modify(|p| p.finished = true);
-                    let _ = engine.inner.ended.send(run);
-                }
+                progress.send_modify(|p| p.finished = true);
+                let _ = engine.inner.ended.send(run);
             }
             engine.inner.wake.notify_one();
         });

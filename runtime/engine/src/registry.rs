@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::definition::ConnectionDef;
 use crate::engine::{Engine, now_unix_ms};
 use crate::error::EngineError;
 
@@ -40,6 +41,15 @@ pub struct ConnectorInfo {
     pub first_party: bool,
     /// Connections that use it.
     pub used_by: Vec<String>,
+}
+
+/// The connections among `connections` that use the connector `name`.
+fn users(connections: &[std::sync::Arc<ConnectionDef>], name: &str) -> Vec<String> {
+    connections
+        .iter()
+        .filter(|c| c.connector == name)
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 fn valid_name(name: &str) -> Result<(), EngineError> {
@@ -76,12 +86,7 @@ impl Engine {
     }
 
     fn used_by(&self, name: &str) -> Result<Vec<String>, EngineError> {
-        Ok(self
-            .connections()?
-            .iter()
-            .filter(|c| c.connector == name)
-            .map(|c| c.name.clone())
-            .collect())
+        Ok(users(&self.connections()?, name))
     }
 
     /// Registers (or replaces) the connector `name` with the component `wasm`, after
@@ -137,6 +142,7 @@ impl Engine {
 
     /// Every connector of the node: first-party ones, then registered ones, by name.
     pub fn connector_infos(&self) -> Result<Vec<ConnectorInfo>, EngineError> {
+        let connections = self.connections()?;
         let mut out = Vec::new();
         for (name, _) in self.inner.connectors.first_party() {
             let digest = self
@@ -146,7 +152,7 @@ impl Engine {
                 .map(|c| c.digest().to_owned())
                 .unwrap_or_default();
             out.push(ConnectorInfo {
-                used_by: self.used_by(&name)?,
+                used_by: users(&connections, &name),
                 name,
                 version: String::new(),
                 digest,
@@ -158,7 +164,7 @@ impl Engine {
                 continue;
             };
             out.push(ConnectorInfo {
-                used_by: self.used_by(&name)?,
+                used_by: users(&connections, &name),
                 name,
                 version: r.version,
                 digest: r.digest,
