@@ -1,0 +1,28 @@
+//! Sluice's central rate limiter for connector HTTP.
+//!
+//! Every outbound request of every run on a node asks one [`Limiter`] for budget
+//! on its [`Key`] — (connector, credential, endpoint) — so all runs that share a
+//! credential share one budget, and higher-priority runs get it first. A key's
+//! budget combines what is declared (a [`RateLimitRule`]: requests per interval,
+//! requests in flight) with what the API says ([`Signals`]: `Retry-After`,
+//! remaining/reset headers), and pauses after a throttle. Each host has a circuit
+//! breaker.
+//!
+//! This crate decides who may send when; it never sends, never retries and never
+//! reads a body. The host's egress does those.
+
+mod breaker;
+mod budget;
+mod limiter;
+mod rules;
+mod signals;
+
+pub use breaker::BreakerState;
+pub use limiter::{
+    BreakerOpen, BreakerView, HostPass, Key, KeyStats, KeyView, Limiter, Permit, Saturated,
+};
+pub use rules::{
+    BreakerSettings, MAX_REQUESTS_PER_INTERVAL, RateLimitRule, RateLimits, RuleError, matching,
+    validate_rules,
+};
+pub use signals::{MAX_HINT, Signals, retry_after};

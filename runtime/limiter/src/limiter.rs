@@ -1,0 +1,468 @@
+//! The node's one limiter: a budget per key, shared by every run, and the breaker
+//! of every host. Requests wait for their key in priority order, then arrival.
+//!
+//! Owns waiting and waking; the rules of a budget live in [`budget`](crate::budget)
+//! and of a breaker in [`breaker`](crate::breaker). It must never hold a lock
+//! across an await, and never let a granted slot leak: a permit returns its slot
+//! when dropped, wherever it is (even unreceived in a channel).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::breaker::{Breaker, BreakerState, Pass};
+use crate::budget::{Blocked, Budget};
+use crate::rules::{BreakerSettings, RateLimitRule};
+use crate::signals::Signals;
+
+/// What requests share a budget under: a connector, a credential and an
+/// endpoint (a declared rule's pattern, or the host the request goes to).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// The connector's name.
+    pub connector: Arc<str>,
+    /// Whose budget: a credential name, or a digest of the connection's secrets.
+    pub credential: Arc<str>,
+    /// The rule's endpoint pattern, or the request's `host[:port]`.
+    pub endpoint: Arc<str>,
+}
+
+/// A request could not get its budget within its longest wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited: no budget for {retry_after:?}")]
+pub struct Saturated {
+    /// When the key expects budget again (the longest wait when unknown).
+    pub retry_after: Duration,
+}
+
+/// A host's breaker is open: the request fails at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker for {host} is open after repeated failures{}", until_text(.retry_after))]
+pub struct BreakerOpen {
+    /// The host.
+    pub host: String,
+    /// When a probe may go, if known (unknown while another request probes).
+    pub retry_after: Option<Duration>,
+}
+
+fn until_text(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("; it lets a probe through in {} ms", d.as_millis()),
+        None => "; a probe is in flight".into(),
+    }
+}
+
+/// Counters of one key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyStats {
+    /// Requests that got budget.
+    pub requests: u64,
+    /// Answers that said "slow down" (429, or 503 with `Retry-After`).
+    pub throttled: u64,
+    /// Requests that had to wait for budget.
+    pub waits: u64,
+    /// Time spent waiting, in all.
+    pub wait_time: Duration,
+    /// Requests handed back as rate limited after their longest wait.
+    pub saturated: u64,
+}
+
+/// One key's state, for the CLI, the API and metrics.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    /// The key.
+    pub key: Key,
+    /// Its counters.
+    pub stats: KeyStats,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Requests waiting for budget.
+    pub waiting: usize,
+    /// Requests in the declared window and its limit, if one is declared.
+    pub window: Option<(u64, u32)>,
+    /// Requests the API said are left in its window, while it lasts.
+    pub learned_left: Option<u64>,
+    /// How much longer the key is paused after a throttle.
+    pub paused_for: Option<Duration>,
+}
+
+/// One host's breaker, for the CLI, the API and metrics.
+#[derive(Debug, Clone)]
+pub struct BreakerView {
+    /// The host (`host[:port]`).
+    pub host: String,
+    /// `closed`, `open` or `probing`.
+    pub state: &'static str,
+    /// Consecutive failures while closed.
+    pub failures: u32,
+    /// Times it opened.
+    pub opened: u64,
+    /// How much longer it stays open.
+    pub open_for: Option<Duration>,
+}
+
+type WaiterId = (Reverse<i64>, u64);
+
+struct Waiter {
+    tx: oneshot::Sender<Permit>,
+    since: Instant,
+}
+
+struct Core {
+    budget: Budget,
+    waiters: BTreeMap<WaiterId, Waiter>,
+    stats: KeyStats,
+}
+
+struct Cell {
+    key: Key,
+    core: Mutex<Core>,
+}
+
+impl Cell {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves counters that are still counters.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Grant budget to waiters, best first, while there is some. Permits whose
+    /// waiter left are returned, to be dropped once the lock is released.
+    fn dispatch(self: &Arc<Self>, core: &mut Core, now: Instant) -> (Option<Instant>, Vec<Permit>) {
+        let mut undelivered = Vec::new();
+        loop {
+            let Some(entry) = core.waiters.first_entry() else {
+                return (None, undelivered);
+            };
+            match core.budget.try_take(now) {
+                Ok(()) => {
+                    let waiter = entry.remove();
+                    core.stats.requests += 1;
+                    core.stats.waits += 1;
+                    core.stats.wait_time += now.saturating_duration_since(waiter.since);
+                    let permit = Permit {
+                        cell: self.clone(),
+                        waited: now.saturating_duration_since(waiter.since),
+                    };
+                    if let Err(permit) = waiter.tx.send(permit) {
+                        undelivered.push(permit);
+                    }
+                }
+                Err(Blocked::Until(t)) => return (Some(t), undelivered),
+                Err(Blocked::OnRelease) => return (None, undelivered),
+            }
+        }
+    }
+
+    fn dispatch_now(self: &Arc<Self>, mut core: MutexGuard<'_, Core>) -> Option<Instant> {
+        let (next, undelivered) = self.dispatch(&mut core, Instant::now());
+        drop(core);
+        drop(undelivered);
+        next
+    }
+}
+
+/// A request's right to go. Dropping it ends the request for the budget.
+pub struct Permit {
+    cell: Arc<Cell>,
+    waited: Duration,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("key", &self.cell.key)
+            .field("waited", &self.waited)
+            .finish()
+    }
+}
+
+impl Permit {
+    /// How long the request waited for budget.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The key it was granted on.
+    pub fn key(&self) -> &Key {
+        &self.cell.key
+    }
+
+    /// Learn from the answer; returns how long the key pauses when the answer
+    /// was a throttle.
+    pub fn observe(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
+        let signals = Signals::read(status, headers, SystemTime::now());
+        let mut core = self.cell.lock();
+        let pause = core.budget.observe(&signals, Instant::now());
+        if signals.throttled {
+            core.stats.throttled += 1;
+            tracing::info!(
+                connector = %self.cell.key.connector, endpoint = %self.cell.key.endpoint,
+                pause_ms = pause.map(|p| p.as_millis() as u64), "API throttled; key paused"
+            );
+        }
+        // An answer can end a probe, which lets waiters go.
+        self.cell.dispatch_now(core);
+        pause
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut core = self.cell.lock();
+        core.budget.release(Instant::now());
+        self.cell.dispatch_now(core);
+    }
+}
+
+/// Removes a waiter that stops waiting (cancelled, or out of time).
+struct WaiterGuard<'a> {
+    cell: &'a Arc<Cell>,
+    id: WaiterId,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        let removed = self.cell.lock().waiters.remove(&self.id);
+        drop(removed);
+    }
+}
+
+/// A request the breaker let through. Report how it ended; dropping it
+/// unreported counts as neither success nor failure.
+pub struct HostPass {
+    limiter: Arc<Limiter>,
+    host: String,
+    pass: Pass,
+    settings: BreakerSettings,
+    reported: bool,
+}
+
+impl HostPass {
+    /// The request ended; `failed` for connection errors, timeouts and server
+    /// errors.
+    pub fn report(mut self, failed: bool) {
+        self.reported = true;
+        let mut breakers = self.limiter.breakers();
+        if let Some(b) = breakers.get_mut(&self.host) {
+            let was_open = b.opened;
+            b.report(self.pass, failed, &self.settings, Instant::now());
+            if b.opened > was_open {
+                tracing::warn!(host = %self.host, cool_down_ms = self.settings.cool_down_ms,
+                    "circuit breaker opened after repeated failures");
+            }
+        }
+    }
+}
+
+impl Drop for HostPass {
+    fn drop(&mut self) {
+        if !self.reported
+            && let Some(b) = self.limiter.breakers().get_mut(&self.host)
+        {
+            b.abandon(self.pass, &self.settings, Instant::now());
+        }
+    }
+}
+
+/// Budgets and breakers for every connector request on the node.
+#[derive(Default)]
+pub struct Limiter {
+    keys: Mutex<HashMap<Key, Arc<Cell>>>,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    arrivals: AtomicU64,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    /// An empty limiter.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn breakers(&self) -> MutexGuard<'_, HashMap<String, Breaker>> {
+        self.breakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cell(&self, key: &Key, rule: Option<&RateLimitRule>) -> Arc<Cell> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let cell = keys
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Cell {
+                    key: key.clone(),
+                    core: Mutex::new(Core {
+                        budget: Budget::new(rule),
+                        waiters: BTreeMap::new(),
+                        stats: KeyStats::default(),
+                    }),
+                })
+            })
+            .clone();
+        drop(keys);
+        let mut core = cell.lock();
+        if !core.budget.follows(rule) {
+            core.budget.apply(rule);
+        }
+        drop(core);
+        cell
+    }
+
+    /// Wait for budget on `key` under `rule`, behind waiters of higher `priority`
+    /// and earlier ones of the same, at most `max_wait`.
+    pub async fn acquire(
+        &self,
+        key: &Key,
+        rule: Option<&RateLimitRule>,
+        priority: i64,
+        max_wait: Duration,
+    ) -> Result<Permit, Saturated> {
+        let cell = self.cell(key, rule);
+        let since = Instant::now();
+        let deadline = since + max_wait;
+        let id = (
+            Reverse(priority),
+            self.arrivals.fetch_add(1, Ordering::Relaxed),
+        );
+        let mut rx = {
+            let mut core = cell.lock();
+            if core.waiters.is_empty() {
+                match core.budget.try_take(since) {
+                    Ok(()) => {
+                        core.stats.requests += 1;
+                        return Ok(Permit {
+                            cell: cell.clone(),
+                            waited: Duration::ZERO,
+                        });
+                    }
+                    Err(Blocked::Until(t)) if t > deadline => {
+                        core.stats.saturated += 1;
+                        return Err(Saturated {
+                            retry_after: t - since,
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            core.waiters.insert(id, Waiter { tx, since });
+            rx
+        };
+        let guard = WaiterGuard { cell: &cell, id };
+        loop {
+            let next = cell.dispatch_now(cell.lock());
+            if let Ok(permit) = rx.try_recv() {
+                return Ok(permit);
+            }
+            let now = Instant::now();
+            if now >= deadline || next.is_some_and(|t| t > deadline) {
+                drop(guard);
+                // Granted between the last look and leaving the queue.
+                if let Ok(permit) = rx.try_recv() {
+                    return Ok(permit);
+                }
+                cell.lock().stats.saturated += 1;
+                let retry_after = next.map_or(max_wait, |t| t.saturating_duration_since(now));
+                return Err(Saturated { retry_after });
+            }
+            let wake = next.map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                granted = &mut rx => {
+                    if let Ok(permit) = granted {
+                        return Ok(permit);
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Let a request to `host` through its breaker, or fail it at once.
+    pub fn pass(
+        self: &Arc<Self>,
+        host: &str,
+        settings: &BreakerSettings,
+    ) -> Result<HostPass, BreakerOpen> {
+        let now = Instant::now();
+        let mut breakers = self.breakers();
+        let breaker = breakers.entry(host.to_owned()).or_insert_with(Breaker::new);
+        match breaker.pass(now) {
+            Ok(pass) => Ok(HostPass {
+                limiter: self.clone(),
+                host: host.to_owned(),
+                pass,
+                settings: settings.clone(),
+                reported: false,
+            }),
+            Err(until) => Err(BreakerOpen {
+                host: host.to_owned(),
+                retry_after: until.map(|u| u.saturating_duration_since(now)),
+            }),
+        }
+    }
+
+    /// Every key's state, ordered by key.
+    pub fn keys(&self) -> Vec<KeyView> {
+        let cells: Vec<Arc<Cell>> = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        let mut views: Vec<KeyView> = cells
+            .iter()
+            .map(|cell| {
+                let core = cell.lock();
+                KeyView {
+                    key: cell.key.clone(),
+                    stats: core.stats,
+                    in_flight: core.budget.in_flight,
+                    waiting: core.waiters.len(),
+                    window: core.budget.window_used(now),
+                    learned_left: core.budget.learned_left(now),
+                    paused_for: core.budget.paused_until(now).map(|p| p - now),
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.key.cmp(&b.key));
+        views
+    }
+
+    /// Every host's breaker, ordered by host.
+    pub fn breaker_views(&self) -> Vec<BreakerView> {
+        let now = Instant::now();
+        let mut views: Vec<BreakerView> = self
+            .breakers()
+            .iter()
+            .map(|(host, b)| {
+                let (state, failures, open_for) = match b.state {
+                    BreakerState::Closed { failures } => ("closed", failures, None),
+                    BreakerState::Open { until } if until > now => ("open", 0, Some(until - now)),
+                    BreakerState::Open { .. } => ("open", 0, Some(Duration::ZERO)),
+                    BreakerState::Probing => ("probing", 0, None),
+                };
+                BreakerView {
+                    host: host.clone(),
+                    state,
+                    failures,
+                    opened: b.opened,
+                    open_for,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.host.cmp(&b.host));
+        views
+    }
+}
