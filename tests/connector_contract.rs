@@ -543,7 +543,21 @@ async fn http_post_groups_records_per_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_post_maps_answers_to_error_kinds() {
     let (post, _sink, addr, _, _host) = sink("/ingest").await;
-    let grant = grant(&[addr.to_string()], &[SINK_TOKEN]);
+    // Every answer here is read for its kind, so the host's breaker must not open
+    // after the failing ones (it would fail the rest fast, as transient).
+    let grant = Arc::new(Grant {
+        rates: Arc::new(sluice_host::RateScope {
+            settings: sluice_host::limiter::RateLimits {
+                breaker: sluice_host::limiter::BreakerSettings {
+                    failures: u32::MAX,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ..Grant::clone(&grant(&[addr.to_string()], &[SINK_TOKEN]))
+    });
     for (code, expected) in [
         (500, ErrorKind::Transient),
         (503, ErrorKind::Transient),

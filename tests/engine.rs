@@ -548,7 +548,11 @@ async fn a_run_that_keeps_failing_is_dead_lettered_and_a_manual_retry_finishes_i
     let addr = sluice_tests::serve(app).await;
     let node = Node::new();
     let e = &node.engine;
-    connection(e, rest_connection("down", addr, false));
+    // This test is about attempts and dead letters: the host's breaker, which would
+    // fail the manual retry fast for its cool-down, stays out of it.
+    let mut down = rest_connection("down", addr, false);
+    down["rate_limits"] = json!({"breaker": {"failures": 1000}});
+    connection(e, down);
     workflow(
         e,
         json!({"name": "down", "connection": "down", "batch_size": 1000,

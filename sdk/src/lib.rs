@@ -60,13 +60,13 @@ mod source;
 pub use batch::Batch;
 pub use destination::{Destination, Writer};
 pub use error::{Error, ErrorKind, Result};
-pub use source::{Source, StreamDescriptor, StreamReader, SyncMode};
+pub use source::{RateLimit, Source, StreamDescriptor, StreamReader, SyncMode};
 
 /// Everything a connector usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Batch, Destination, Error, ErrorKind, Result, Source, StreamDescriptor, StreamReader,
-        SyncMode, Writer,
+        Batch, Destination, Error, ErrorKind, RateLimit, Result, Source, StreamDescriptor,
+        StreamReader, SyncMode, Writer,
     };
 }
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
+use crate::__private::source_world::exports::sluice::connector::limits as wit_limits;
 use crate::__private::source_world::exports::sluice::connector::source as wit_source;
 use crate::__private::wit;
 use crate::error::parse_config;
@@ -120,6 +121,57 @@ pub trait Source: 'static {
         mode: SyncMode,
         checkpoint: Option<&str>,
     ) -> Result<Self::Reader>;
+
+    /// The rate limits the API this configuration reaches enforces. Sluice keeps
+    /// every run that shares a credential within them; a connection may override
+    /// each. The default declares none (Sluice still follows `429`s and rate-limit
+    /// headers). Must not make requests.
+    fn rate_limits(config: &Self::Config) -> Result<Vec<RateLimit>> {
+        let _ = config;
+        Ok(Vec::new())
+    }
+}
+
+/// A rate limit of an API: at most `requests` per `per_ms` milliseconds, at most
+/// `concurrent` requests in flight, or both, for requests to `endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `host`, `host:port` or `*.domain`, optionally followed by a path prefix.
+    pub endpoint: String,
+    /// Requests allowed in any interval of `per_ms`.
+    pub requests: Option<u32>,
+    /// The interval, in milliseconds.
+    pub per_ms: u64,
+    /// Requests allowed in flight at once.
+    pub concurrent: Option<u32>,
+}
+
+impl RateLimit {
+    /// At most `requests` in any interval of `per`, for `endpoint`.
+    pub fn per(endpoint: impl Into<String>, requests: u32, per: std::time::Duration) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            requests: Some(requests),
+            per_ms: u64::try_from(per.as_millis()).unwrap_or(u64::MAX),
+            concurrent: None,
+        }
+    }
+
+    /// At most `n` requests to `endpoint` in flight at once.
+    pub fn concurrent(endpoint: impl Into<String>, n: u32) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            requests: None,
+            per_ms: 1000,
+            concurrent: Some(n),
+        }
+    }
+
+    /// This limit, also at most `n` in flight.
+    pub fn and_concurrent(mut self, n: u32) -> Self {
+        self.concurrent = Some(n);
+        self
+    }
 }
 
 /// Reads one stream in batches.
@@ -161,6 +213,21 @@ impl<S: Source> wit_source::Guest for SourceExport<S> {
         let config = parse_config::<S::Config>(&config)?;
         let reader = S::open(config, &stream, mode.into(), checkpoint.as_deref())?;
         Ok(wit_source::Reader::new(ReaderExport(RefCell::new(reader))))
+    }
+}
+
+impl<S: Source> wit_limits::Guest for SourceExport<S> {
+    fn rate_limits(config: String) -> Result<Vec<wit_limits::RateLimit>, wit::ConnectorError> {
+        let config = parse_config::<S::Config>(&config)?;
+        Ok(S::rate_limits(&config)?
+            .into_iter()
+            .map(|r| wit_limits::RateLimit {
+                endpoint: r.endpoint,
+                requests: r.requests,
+                per_ms: r.per_ms,
+                concurrent: r.concurrent,
+            })
+            .collect())
     }
 }
 

@@ -2,6 +2,7 @@
 //! for third-party APIs. Real servers on loopback, never mocks of the host.
 
 pub mod contacts;
+pub mod limited_api;
 
 use std::net::SocketAddr;
 

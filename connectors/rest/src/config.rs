@@ -23,6 +23,50 @@ pub struct Config {
     pub headers: BTreeMap<String, String>,
     /// The streams this source reads.
     pub streams: Vec<StreamConfig>,
+    /// The API's rate limit, declared to Sluice for `base_url`'s host.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// An API's published rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests allowed in any interval of `per_ms`.
+    #[serde(default)]
+    pub requests: Option<u32>,
+    /// The interval, in milliseconds.
+    #[serde(default = "default_per_ms")]
+    pub per_ms: u64,
+    /// Requests allowed in flight at once.
+    #[serde(default)]
+    pub concurrent: Option<u32>,
+}
+
+fn default_per_ms() -> u64 {
+    1000
+}
+
+impl Config {
+    /// The rate limit to declare: the configured one, for `base_url`'s host.
+    pub fn rate_limits(&self) -> Result<Vec<sluice_sdk::RateLimit>> {
+        let Some(limit) = &self.rate_limit else {
+            return Ok(Vec::new());
+        };
+        let base = Url::parse(&self.base_url)
+            .map_err(|e| Error::config(format!("base_url {:?}: {e}", self.base_url)))?;
+        let host = base.host_str().unwrap_or_default();
+        let endpoint = match base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Ok(vec![sluice_sdk::RateLimit {
+            endpoint,
+            requests: limit.requests,
+            per_ms: limit.per_ms,
+            concurrent: limit.concurrent,
+        }])
+    }
 }
 
 /// How requests authenticate.
@@ -193,6 +237,12 @@ pub fn spec() -> serde_json::Value {
             ]},
             "headers": {"type": "object", "additionalProperties": {"type": "string"},
                         "description": "Headers sent with every request."},
+            "rate_limit": {"type": "object", "additionalProperties": false,
+                           "description": "The API's rate limit for base_url's host, declared to Sluice.",
+                           "properties": {
+                               "requests": {"type": "integer", "minimum": 1},
+                               "per_ms": {"type": "integer", "minimum": 1},
+                               "concurrent": {"type": "integer", "minimum": 1}}},
             "streams": {"type": "array", "items": {
                 "type": "object",
                 "additionalProperties": false,

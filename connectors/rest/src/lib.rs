@@ -64,6 +64,10 @@ impl Source for RestSource {
     ) -> Result<RestReader> {
         RestReader::open(&config, stream, mode, checkpoint)
     }
+
+    fn rate_limits(config: &Config) -> Result<Vec<sluice_sdk::RateLimit>> {
+        config.rate_limits()
+    }
 }
 
 sluice_sdk::export_source!(RestSource);

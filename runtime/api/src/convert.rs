@@ -157,6 +157,7 @@ pub(crate) fn log_entry(e: sluice_store::run_logs::LogEntry) -> pb::RunLogEntry 
             path: r.path,
             status: u32::from(r.status.unwrap_or(0)),
             latency_ms: r.latency_ms,
+            waited_ms: r.waited_ms,
             bytes_sent: r.bytes_sent,
             bytes_received: r.bytes_received,
             error: r.error.unwrap_or_default(),

@@ -14,9 +14,11 @@ use crate::connections::ConnectionsApi;
 use crate::connectors::ConnectorsApi;
 use crate::pb::connections_server::ConnectionsServer;
 use crate::pb::connectors_server::ConnectorsServer;
+use crate::pb::rate_limits_server::RateLimitsServer;
 use crate::pb::records_server::RecordsServer;
 use crate::pb::runs_server::RunsServer;
 use crate::pb::workflows_server::WorkflowsServer;
+use crate::rate_limits::RateLimitsApi;
 use crate::records::RecordsApi;
 use crate::runs::RunsApi;
 use crate::workflows::WorkflowsApi;
@@ -108,6 +110,9 @@ impl ApiServer {
             .await;
         reporter.set_serving::<RunsServer<RunsApi>>().await;
         reporter.set_serving::<RecordsServer<RecordsApi>>().await;
+        reporter
+            .set_serving::<RateLimitsServer<RateLimitsApi>>()
+            .await;
         // Both reflection versions: grpcurl before 1.9 and many tools speak v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -156,7 +161,13 @@ impl ApiServer {
                 check(self.tokens.clone()),
             ))
             .add_service(RecordsServer::with_interceptor(
-                RecordsApi { engine },
+                RecordsApi {
+                    engine: engine.clone(),
+                },
+                check(self.tokens.clone()),
+            ))
+            .add_service(RateLimitsServer::with_interceptor(
+                RateLimitsApi { engine },
                 check(self.tokens),
             ))
             .serve_with_incoming_shutdown(incoming(listener), shutdown)

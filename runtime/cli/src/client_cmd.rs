@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sluice_api::pb;
 use sluice_api::pb::connections_client::ConnectionsClient;
 use sluice_api::pb::connectors_client::ConnectorsClient;
+use sluice_api::pb::rate_limits_client::RateLimitsClient;
 use sluice_api::pb::runs_client::RunsClient;
 use sluice_api::pb::workflows_client::WorkflowsClient;
 use tonic::Request;
@@ -157,6 +158,17 @@ pub enum ConnectionsCommand {
     },
     /// Run the connector's check against the connection.
     Check { connection: String },
+}
+
+/// Which rate-limit keys to show.
+#[derive(Args)]
+pub struct RateLimitsFilter {
+    /// Only keys of this connector.
+    #[arg(long)]
+    connector: Option<String>,
+    /// Only keys of this credential.
+    #[arg(long)]
+    credential: Option<String>,
 }
 
 struct Client {
@@ -428,7 +440,7 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                 if args.json {
                     let request = e.request.as_ref().map(|r| {
                         json!({"method": r.method, "host": r.host, "path": r.path,
-                               "status": r.status, "latency_ms": r.latency_ms,
+                               "status": r.status, "latency_ms": r.latency_ms, "waited_ms": r.waited_ms,
                                "bytes_received": r.bytes_received, "error": r.error})
                     });
                     println!(
@@ -761,6 +773,97 @@ pub async fn connections(args: ClientArgs, command: ConnectionsCommand) -> anyho
                 anyhow::bail!("the check failed");
             }
         }
+    }
+    Ok(())
+}
+
+pub async fn rate_limits(args: ClientArgs, filter: RateLimitsFilter) -> anyhow::Result<()> {
+    let client = Client::connect(&args).await?;
+    let r = RateLimitsClient::new(client.channel.clone())
+        .list_rate_limits(client.request(pb::ListRateLimitsRequest {
+            connector: filter.connector.unwrap_or_default(),
+            credential: filter.credential.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    if args.json {
+        for k in &r.keys {
+            println!(
+                "{}",
+                json!({"connector": k.connector, "credential": k.credential, "endpoint": k.endpoint,
+                       "requests": k.requests, "throttled": k.throttled, "waits": k.waits,
+                       "wait_seconds": k.wait_seconds, "saturated": k.saturated,
+                       "in_flight": k.in_flight, "waiting": k.waiting,
+                       "window_used": k.window_used, "window_limit": k.window_limit,
+                       "learned_left": k.learned_left, "paused_ms": k.paused_ms})
+            );
+        }
+        for b in &r.breakers {
+            println!(
+                "{}",
+                json!({"breaker": b.host, "state": b.state, "failures": b.failures,
+                       "opened": b.opened, "open_ms": b.open_ms})
+            );
+        }
+        return Ok(());
+    }
+    let keys = r.keys.iter().map(|k| {
+        vec![
+            k.connector.clone(),
+            k.credential.clone(),
+            k.endpoint.clone(),
+            k.requests.to_string(),
+            k.throttled.to_string(),
+            format!("{} ({:.1} s)", k.waits, k.wait_seconds),
+            format!("{}/{}", k.in_flight, k.waiting),
+            if k.window_limit > 0 {
+                format!("{}/{}", k.window_used, k.window_limit)
+            } else {
+                "-".into()
+            },
+            if k.learned_left >= 0 {
+                k.learned_left.to_string()
+            } else {
+                "-".into()
+            },
+            if k.paused_ms > 0 {
+                format!("{} ms", k.paused_ms)
+            } else {
+                "-".into()
+            },
+        ]
+    });
+    let header = [
+        "connector",
+        "credential",
+        "endpoint",
+        "requests",
+        "throttled",
+        "waits",
+        "in flight/waiting",
+        "window",
+        "API left",
+        "paused",
+    ];
+    println!("{}", table(&header, keys));
+    if !r.breakers.is_empty() {
+        let rows = r.breakers.iter().map(|b| {
+            vec![
+                b.host.clone(),
+                b.state.clone(),
+                b.failures.to_string(),
+                b.opened.to_string(),
+                if b.open_ms > 0 {
+                    format!("{} ms", b.open_ms)
+                } else {
+                    "-".into()
+                },
+            ]
+        });
+        println!(
+            "{}",
+            table(&["host", "breaker", "failures", "opened", "open for"], rows)
+        );
     }
     Ok(())
 }

@@ -74,6 +74,14 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::ConnectionsCommand,
     },
+    /// The node's rate limiter, over its API: each key's budget and counters, each
+    /// host's circuit breaker.
+    RateLimits {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(flatten)]
+        filter: client_cmd::RateLimitsFilter,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Command::Connections { client, command } => {
                 client_cmd::connections(client, command).await
             }
+            Command::RateLimits { client, filter } => client_cmd::rate_limits(client, filter).await,
         }
     });
     match result {

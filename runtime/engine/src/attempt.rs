@@ -81,13 +81,7 @@ pub(crate) fn failure_of(context: &str, e: HostError) -> Failure {
         sluice_host::ErrorKind::Permanent => ErrorKind::Permanent,
         sluice_host::ErrorKind::Schema => ErrorKind::Schema,
     };
-    let retry_after = match &e {
-        HostError::Connector {
-            kind: sluice_host::ErrorKind::RateLimited(Some(ms)),
-            ..
-        } => Some(Duration::from_millis(*ms)),
-        _ => None,
-    };
+    let retry_after = e.retry_after();
     Failure {
         kind,
         message: format!("{context}: {e}"),
@@ -114,6 +108,8 @@ pub(crate) struct Attempt<'a> {
     /// Where the attempt's request log and connector lines go, per stream.
     pub activities: &'a crate::run_log::Activities,
     pub connector: Connector,
+    /// Where the connector's rate-limit declaration is cached.
+    pub connectors: &'a crate::connectors::Connectors,
     pub run: RunId,
     pub attempt: u32,
     pub state: &'a RunState,
@@ -133,13 +129,24 @@ struct StreamPlan {
 impl Attempt<'_> {
     /// Runs the attempt to the end of its last stream.
     pub(crate) async fn run(&self) -> Result<(), AttemptEnd> {
-        let grant = Arc::new(Grant {
+        let config = self.connection.effective_config().to_string();
+        let mut grant = Grant {
             allowed_hosts: self.connection.allowed_hosts.clone(),
             secrets: self.connection.secret_values(),
             limits: self.connection.limits.clone(),
             activity: self.activities.part(None),
-        });
-        let config = self.connection.effective_config().to_string();
+            rates: Arc::default(),
+        };
+        let declared = self
+            .connectors
+            .declared_limits(&self.connector, &Arc::new(grant.clone()), &config)
+            .await
+            .map_err(|e| host_failure("rate-limit declaration", e))?;
+        grant.rates = Arc::new(
+            self.connection
+                .rate_scope(&declared, i64::from(self.state.priority)),
+        );
+        let grant = Arc::new(grant);
         let offered = self
             .connector
             .discover(&grant, &config)

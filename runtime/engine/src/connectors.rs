@@ -6,9 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use sluice_host::{Connector, Host, HostError};
+use sluice_host::limiter::RateLimitRule;
+use sluice_host::{Connector, Grant, Host, HostError};
+
+/// Declarations kept before the cache starts over (configs are small, but a node
+/// may see many).
+const MAX_DECLARATIONS: usize = 10_000;
+
+/// Declared rate limits by (component digest, config).
+type Declarations = HashMap<(String, String), Arc<[RateLimitRule]>>;
 
 /// Named connectors and loaded components.
 pub struct Connectors {
@@ -17,6 +25,8 @@ pub struct Connectors {
     /// Connectors registered through the API, by name: their component files.
     registered: RwLock<HashMap<String, PathBuf>>,
     loaded: Mutex<HashMap<String, Connector>>,
+    /// Rate limits connectors declared, by (digest, config).
+    declared: Mutex<Declarations>,
 }
 
 impl Connectors {
@@ -27,7 +37,33 @@ impl Connectors {
             named: named.into_iter().collect(),
             registered: RwLock::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            declared: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The rate limits `connector` declares for `config`, asked once per component
+    /// and config: a declaration depends on nothing else.
+    pub async fn declared_limits(
+        &self,
+        connector: &Connector,
+        grant: &Arc<Grant>,
+        config: &str,
+    ) -> Result<Arc<[RateLimitRule]>, HostError> {
+        let key = (connector.digest().to_owned(), config.to_owned());
+        if let Some(rules) = self.declared_lock().get(&key) {
+            return Ok(rules.clone());
+        }
+        let rules: Arc<[RateLimitRule]> = connector.declared_limits(grant, config).await?.into();
+        let mut declared = self.declared_lock();
+        if declared.len() >= MAX_DECLARATIONS {
+            declared.clear();
+        }
+        declared.insert(key, rules.clone());
+        Ok(rules)
+    }
+
+    fn declared_lock(&self) -> std::sync::MutexGuard<'_, Declarations> {
+        self.declared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The host connectors run in.

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sluice_host::{Limits, SyncMode};
+use sluice_host::limiter::{RateLimitRule, RateLimits};
+use sluice_host::{ANONYMOUS, Limits, RateScope, SyncMode};
 use sluice_scheduler::{CatchUp, OverlapPolicy, Schedule, TriggerDef};
 
 use crate::retry::RetryPolicy;
@@ -57,6 +58,10 @@ pub struct ConnectionDef {
     /// Resource limits of the connector's sandbox.
     #[serde(default)]
     pub limits: Limits,
+    /// Rate limits of the connection's HTTP: rules that override or add to the
+    /// connector's, the credential whose budget it shares, retries, the breaker.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
 }
 
 /// One stream a workflow syncs.
@@ -228,7 +233,39 @@ impl ConnectionDef {
                 ));
             }
         }
+        self.rate_limits
+            .validate()
+            .map_err(|e| DefinitionError::new(format!("{at}rate_limits.{}", e.field), e.message))?;
         Ok(())
+    }
+
+    /// Whose budget this connection's requests draw on: the credential it names,
+    /// else a digest of its secrets (connections with the same secrets share one
+    /// budget), else the node's anonymous budget.
+    pub fn credential(&self) -> String {
+        if let Some(c) = &self.rate_limits.credential {
+            return c.clone();
+        }
+        let mut secrets = self.secret_values();
+        if secrets.is_empty() {
+            return ANONYMOUS.to_owned();
+        }
+        secrets.sort();
+        let digest = sluice_host::digest(secrets.join("\n").as_bytes());
+        let hex = digest.trim_start_matches("sha256:");
+        format!("secrets:{}", &hex[..hex.len().min(16)])
+    }
+
+    /// How this connection's requests draw on the node's limiter, for a run of
+    /// `priority`, given the rules its connector declares.
+    pub fn rate_scope(&self, declared: &[RateLimitRule], priority: i64) -> RateScope {
+        RateScope {
+            connector: self.connector.as_str().into(),
+            credential: self.credential().into(),
+            rules: self.rate_limits.effective_rules(declared),
+            settings: self.rate_limits.clone(),
+            priority,
+        }
     }
 
     /// The configuration the connector receives: `config` with `secrets` merged in.

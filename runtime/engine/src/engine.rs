@@ -159,6 +159,7 @@ impl Engine {
         limits: Limits,
         aging: Aging,
     ) -> Self {
+        let limiter = connectors.host().limiter().clone();
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -166,7 +167,7 @@ impl Engine {
                 worker: worker.into(),
                 dispatch: Dispatch::new(limits, aging),
                 definitions: DefinitionCache::default(),
-                metrics: EngineMetrics::new(),
+                metrics: EngineMetrics::new(limiter),
                 schedules: tokio::sync::Mutex::default(),
                 wake: Arc::new(Notify::new()),
                 dispatcher_started: AtomicBool::new(false),
@@ -178,6 +179,11 @@ impl Engine {
             tracing::error!(error = %e, "cannot read the registered connectors");
         }
         engine
+    }
+
+    /// The node's rate limiter: every connector request's budget and breaker.
+    pub fn limiter(&self) -> &Arc<sluice_host::limiter::Limiter> {
+        self.inner.connectors.host().limiter()
     }
 
     /// The store.
@@ -849,6 +855,7 @@ impl Engine {
             metrics: &self.inner.metrics,
             activities: &activities,
             connector,
+            connectors: &self.inner.connectors,
             run,
             attempt,
             state,

@@ -44,13 +44,30 @@ impl Engine {
         self.all(WORKFLOW)
     }
 
-    fn grant(connection: &ConnectionDef) -> Arc<Grant> {
-        Arc::new(Grant {
+    /// The grant of an operator's check or discover: the connection's rate limits
+    /// with the connector's declared rules, ahead of every run (one request, and
+    /// someone is waiting on it).
+    async fn grant(
+        &self,
+        connection: &ConnectionDef,
+        connector: &sluice_host::Connector,
+        config: &str,
+    ) -> Result<Arc<Grant>, Failure> {
+        let mut grant = Grant {
             allowed_hosts: connection.allowed_hosts.clone(),
             secrets: connection.secret_values(),
             limits: connection.limits.clone(),
             activity: Arc::new(Activity::with_capacity(ACTIVITY_CAPACITY)),
-        })
+            rates: Arc::default(),
+        };
+        let declared = self
+            .inner
+            .connectors
+            .declared_limits(connector, &Arc::new(grant.clone()), config)
+            .await
+            .map_err(|e| failure_of("rate-limit declaration", e))?;
+        grant.rates = Arc::new(connection.rate_scope(&declared, i64::MAX));
+        Ok(Arc::new(grant))
     }
 
     async fn connector_of(
@@ -72,8 +89,12 @@ impl Engine {
         let connection = self.connection(name)?;
         let connector = self.connector_of(&connection).await?;
         let config = connection.effective_config().to_string();
+        let grant = match self.grant(&connection, &connector, &config).await {
+            Ok(grant) => grant,
+            Err(failure) => return Ok(Some(failure)),
+        };
         Ok(connector
-            .check(&Self::grant(&connection), &config)
+            .check(&grant, &config)
             .await
             .err()
             .map(|e| failure_of("check", e)))
@@ -87,8 +108,12 @@ impl Engine {
         let connection = self.connection(name)?;
         let connector = self.connector_of(&connection).await?;
         let config = connection.effective_config().to_string();
+        let grant = match self.grant(&connection, &connector, &config).await {
+            Ok(grant) => grant,
+            Err(failure) => return Ok(Err(failure)),
+        };
         Ok(connector
-            .discover(&Self::grant(&connection), &config)
+            .discover(&grant, &config)
             .await
             .map_err(|e| failure_of("discover", e)))
     }

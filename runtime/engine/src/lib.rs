@@ -20,6 +20,7 @@ mod dispatch;
 mod engine;
 mod error;
 mod inspect;
+mod limiter_metrics;
 mod metrics;
 mod progress;
 mod registry;

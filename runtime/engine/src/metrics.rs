@@ -39,7 +39,7 @@ pub(crate) struct EngineMetrics {
 }
 
 impl EngineMetrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limiter: Arc<sluice_host::limiter::Limiter>) -> Self {
         let mut registry = Registry::with_prefix("sluice");
         let queue_wait_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 12));
         let run_duration_seconds = Histogram::new(exponential_buckets(0.01, 4.0, 12));
@@ -104,6 +104,7 @@ impl EngineMetrics {
             "Bytes the embedded store takes on disk",
             m.store_bytes.clone(),
         );
+        registry.register_collector(Box::new(crate::limiter_metrics::LimiterCollector(limiter)));
         EngineMetrics {
             registry: Arc::new(registry),
             ..m

@@ -109,7 +109,8 @@ impl RetryPolicy {
     /// Config, auth, schema and permanent failures never go away by waiting: straight
     /// to dead-letter. A rate limit waits for as long as the source asked (or backs
     /// off when it did not say) and does not count as a failed attempt. Transient,
-    /// sandbox and orchestration failures back off, up to `max_attempts`.
+    /// sandbox and orchestration failures back off, up to `max_attempts`, and never
+    /// retry sooner than `retry_after` (a host's breaker cool-down).
     pub fn decide(
         &self,
         kind: ErrorKind,
@@ -136,7 +137,9 @@ impl RetryPolicy {
                 if failures.attempts >= self.max_attempts {
                     Decision::DeadLetter
                 } else {
-                    Decision::Retry(self.backoff(failures.attempts))
+                    // Never sooner than the host said could help (an open breaker).
+                    let backoff = self.backoff(failures.attempts);
+                    Decision::Retry(retry_after.map_or(backoff, |r| r.max(backoff)))
                 }
             }
         }
@@ -202,6 +205,15 @@ mod tests {
         }
         assert_eq!(
             p.decide(ErrorKind::Transient, None, once),
+            Decision::Retry(Duration::from_millis(100))
+        );
+        // An open breaker's cool-down is waited out; a shorter hint changes nothing.
+        assert_eq!(
+            p.decide(ErrorKind::Transient, Some(Duration::from_secs(30)), once),
+            Decision::Retry(Duration::from_secs(30))
+        );
+        assert_eq!(
+            p.decide(ErrorKind::Transient, Some(Duration::from_millis(1)), once),
             Decision::Retry(Duration::from_millis(100))
         );
         let waits = Failures {

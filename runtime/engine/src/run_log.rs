@@ -91,6 +91,7 @@ fn entries(activity: &Activity, attempt: u32) -> Vec<LogEntry> {
                 path: r.path,
                 status: r.status,
                 latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+                waited_ms: u64::try_from(r.waited.as_millis()).unwrap_or(u64::MAX),
                 bytes_sent: r.bytes_sent,
                 bytes_received: r.bytes_received,
                 error: r.error,

@@ -19,6 +19,8 @@ pub struct RequestRecord {
     pub path: String,
     /// Response status; `None` when no response arrived (denied, failed, timed out).
     pub status: Option<u16>,
+    /// Time spent waiting for rate-limit budget before sending.
+    pub waited: Duration,
     /// Time from sending to the last byte of the response.
     pub latency: Duration,
     /// Request body bytes sent.

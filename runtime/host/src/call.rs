@@ -55,10 +55,29 @@ fn classify<R>(
                     host: host.clone(),
                 });
             }
+            let mut kind = kind_of(&e.kind);
+            // A request of this call was handed back rate limited: whatever the
+            // connector made of it, the run should wait, not fail.
+            if let Some(wait) = state.hooks.throttled()
+                && !matches!(kind, ErrorKind::RateLimited(_))
+            {
+                kind = ErrorKind::RateLimited(Some(wait.as_millis() as u64));
+            }
+            let message = state.grant.redact(&e.message);
+            if let Some(open) = state.hooks.breaker_open()
+                && kind == ErrorKind::Transient
+            {
+                return Err(HostError::BreakerOpen {
+                    call,
+                    host: open.host,
+                    retry_after: open.retry_after.unwrap_or(Duration::from_secs(1)),
+                    message,
+                });
+            }
             return Err(HostError::Connector {
                 call,
-                kind: kind_of(&e.kind),
-                message: state.grant.redact(&e.message),
+                kind,
+                message,
             });
         }
         Ok(Err(trap)) => trap,

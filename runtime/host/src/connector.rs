@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
+use sluice_limiter::{RateLimitRule, validate_rules};
+
 use crate::HostError;
 use crate::bindings::destination::DestinationConnectorPre;
-use crate::bindings::source::SourceConnectorPre;
+use crate::bindings::limits::DeclaresLimitsPre;
+use crate::bindings::source::SourceContractPre;
 use crate::bindings::{DESTINATION_INTERFACE, SOURCE_INTERFACE, wit};
 use crate::cache::Provenance;
 use crate::call::guarded;
@@ -96,8 +99,9 @@ pub struct Connector {
     digest: String,
     name: Arc<str>,
     provenance: Provenance,
-    source: Option<SourceConnectorPre<State>>,
+    source: Option<SourceContractPre<State>>,
     destination: Option<DestinationConnectorPre<State>>,
+    limits: Option<DeclaresLimitsPre<State>>,
 }
 
 impl Connector {
@@ -105,8 +109,9 @@ impl Connector {
         host: Arc<HostInner>,
         digest: String,
         provenance: Provenance,
-        source: Option<SourceConnectorPre<State>>,
+        source: Option<SourceContractPre<State>>,
         destination: Option<DestinationConnectorPre<State>>,
+        limits: Option<DeclaresLimitsPre<State>>,
     ) -> Self {
         let name = Arc::from(digest.as_str());
         Self {
@@ -116,6 +121,7 @@ impl Connector {
             provenance,
             source,
             destination,
+            limits,
         }
     }
 
@@ -153,7 +159,7 @@ impl Connector {
     async fn instantiate_source(
         &self,
         store: &mut Store<State>,
-    ) -> Result<crate::bindings::source::SourceConnector, HostError> {
+    ) -> Result<crate::bindings::source::SourceContract, HostError> {
         let pre = self.source_pre()?;
         guarded(store, "instantiate", async |s| {
             Ok(Ok(pre.instantiate_async(s).await?))
@@ -177,7 +183,7 @@ impl Connector {
         new_store(&self.host.engine, state)
     }
 
-    fn source_pre(&self) -> Result<&SourceConnectorPre<State>, HostError> {
+    fn source_pre(&self) -> Result<&SourceContractPre<State>, HostError> {
         self.source
             .as_ref()
             .ok_or_else(|| HostError::MissingExport {
@@ -230,6 +236,44 @@ impl Connector {
             call,
             reason: format!("spec is not JSON: {e}"),
         })
+    }
+
+    /// The rate limits the connector declares for `config`; none when it does not
+    /// export `sluice:connector/limits` (components older than the interface).
+    pub async fn declared_limits(
+        &self,
+        grant: &Arc<Grant>,
+        config: &str,
+    ) -> Result<Vec<RateLimitRule>, HostError> {
+        let Some(pre) = &self.limits else {
+            return Ok(Vec::new());
+        };
+        let call = "limits.rate-limits";
+        let mut store = self.store(grant);
+        let c = guarded(&mut store, "instantiate", async |s| {
+            Ok(Ok(pre.instantiate_async(s).await?))
+        })
+        .await?;
+        let declared = guarded(&mut store, call, async |s| {
+            c.sluice_connector_limits()
+                .call_rate_limits(s, config)
+                .await
+        })
+        .await?;
+        let rules: Vec<RateLimitRule> = declared
+            .into_iter()
+            .map(|r| RateLimitRule {
+                endpoint: r.endpoint,
+                requests: r.requests,
+                per_ms: r.per_ms,
+                concurrent: r.concurrent,
+            })
+            .collect();
+        validate_rules(&rules, "rate-limits").map_err(|e| HostError::MalformedOutput {
+            call,
+            reason: e.to_string(),
+        })?;
+        Ok(rules)
     }
 
     /// Validate `config` and test that the system is reachable.

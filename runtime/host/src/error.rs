@@ -101,6 +101,19 @@ pub enum HostError {
         /// The host it tried to reach.
         host: String,
     },
+    /// A request of the call failed at once because its host's circuit breaker is
+    /// open after repeated failures; the connector's own error follows.
+    #[error("{call}: {message} (the circuit breaker for {host} is open; it lets a probe through in {} ms)", retry_after.as_millis())]
+    BreakerOpen {
+        /// The call.
+        call: &'static str,
+        /// The host whose breaker is open.
+        host: String,
+        /// When the breaker lets a probe through.
+        retry_after: Duration,
+        /// The connector's message.
+        message: String,
+    },
     /// The connector panicked.
     #[error("connector panicked in {call}: {message}")]
     Panic {
@@ -161,7 +174,9 @@ impl HostError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             HostError::Connector { kind, .. } => *kind,
-            HostError::Timeout { .. } | HostError::Internal(_) => ErrorKind::Transient,
+            HostError::Timeout { .. } | HostError::Internal(_) | HostError::BreakerOpen { .. } => {
+                ErrorKind::Transient
+            }
             HostError::MalformedOutput { .. } | HostError::BatchTooLarge { .. } => {
                 ErrorKind::Schema
             }
@@ -174,6 +189,21 @@ impl HostError {
             | HostError::Panic { .. }
             | HostError::Trap { .. }
             | HostError::Poisoned { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
+impl HostError {
+    /// How long to wait before trying again, when the host knows: the API's or the
+    /// limiter's `Retry-After`, or an open breaker's cool-down.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HostError::Connector {
+                kind: ErrorKind::RateLimited(Some(ms)),
+                ..
+            } => Some(Duration::from_millis(*ms)),
+            HostError::BreakerOpen { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }

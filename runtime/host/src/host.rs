@@ -10,7 +10,7 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::HostError;
-use crate::bindings::{self, DESTINATION_INTERFACE, SOURCE_INTERFACE};
+use crate::bindings::{self, DESTINATION_INTERFACE, LIMITS_INTERFACE, SOURCE_INTERFACE};
 use crate::cache::{ComponentCache, Provenance, digest};
 use crate::connector::Connector;
 use crate::egress::Egress;
@@ -53,6 +53,11 @@ impl Host {
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// The node's rate limiter, shared by every connector request.
+    pub fn limiter(&self) -> &std::sync::Arc<sluice_limiter::Limiter> {
+        self.inner.egress.limiter()
     }
 
     /// The process's wasmtime engine.
@@ -122,8 +127,9 @@ impl Host {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| not_a_connector(format!("it cannot be linked: {e:#}")))?;
+        let pre_for_limits = pre.clone();
         let source = if has_source {
-            let pre = bindings::source::SourceConnectorPre::new(pre.clone())
+            let pre = bindings::source::SourceContractPre::new(pre.clone())
                 .map_err(|e| not_a_connector(format!("its source export does not match: {e:#}")))?;
             Some(pre)
         } else {
@@ -137,12 +143,21 @@ impl Host {
         } else {
             None
         };
+        // Optional: sources built before the interface existed declare no limits.
+        let limits = if has_source && exports.iter().any(|n| n == LIMITS_INTERFACE) {
+            let pre = bindings::limits::DeclaresLimitsPre::new(pre_for_limits)
+                .map_err(|e| not_a_connector(format!("its limits export does not match: {e:#}")))?;
+            Some(pre)
+        } else {
+            None
+        };
         Ok(Connector::new(
             self.inner.clone(),
             digest,
             provenance,
             source,
             destination,
+            limits,
         ))
     }
 }

@@ -33,5 +33,6 @@ pub use destination::DestinationWriter;
 pub use engine::{EPOCH_TICK, HostSettings, default_cache_dir, engine_config};
 pub use error::{ErrorKind, HostError};
 pub use host::Host;
-pub use limits::{Grant, Limits};
+pub use limits::{ANONYMOUS, Grant, Limits, RateScope};
+pub use sluice_limiter as limiter;
 pub use source::SourceReader;

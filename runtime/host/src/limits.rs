@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_limiter::{RateLimitRule, RateLimits};
+
 use crate::activity::Activity;
 
 /// Resource limits for one connector store (one attempt, or one reader/writer).
@@ -25,9 +27,16 @@ pub struct Limits {
     pub max_batch_records: u32,
     /// Largest HTTP response body a connector may receive, in bytes.
     pub max_response_bytes: usize,
+    /// Time to open one outbound TCP connection.
+    #[serde(with = "millis")]
+    pub http_connect_timeout: Duration,
     /// Time for one outbound HTTP request, from sending to the last byte received.
     #[serde(with = "millis")]
     pub http_request_timeout: Duration,
+    /// Time for one HTTP call of a connector in all: waiting for rate-limit budget,
+    /// the request and the host's retries of throttled answers.
+    #[serde(with = "millis")]
+    pub http_total_timeout: Duration,
     /// Bytes of guest stderr kept (it carries panic messages).
     pub stderr_bytes: usize,
 }
@@ -41,7 +50,9 @@ impl Default for Limits {
             max_batch_bytes: 32 << 20,
             max_batch_records: 100_000,
             max_response_bytes: 64 << 20,
+            http_connect_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(120),
+            http_total_timeout: Duration::from_secs(300),
             stderr_bytes: 64 << 10,
         }
     }
@@ -59,7 +70,40 @@ pub struct Grant {
     pub limits: Limits,
     /// Where requests and log lines are recorded.
     pub activity: Arc<Activity>,
+    /// Whose rate-limit budget the connection's requests draw on, and how.
+    pub rates: Arc<RateScope>,
 }
+
+/// How one connection's requests draw on the node's rate limiter.
+#[derive(Debug, Clone)]
+pub struct RateScope {
+    /// The connector's name: the first part of every key.
+    pub connector: Arc<str>,
+    /// Whose budget: a credential's name, a digest of the secrets, or `anonymous`.
+    pub credential: Arc<str>,
+    /// The connector's declared rules with the connection's applied.
+    pub rules: Vec<RateLimitRule>,
+    /// Retries of throttled answers, the longest wait for budget, the breaker.
+    pub settings: RateLimits,
+    /// Requests of higher priority get budget first.
+    pub priority: i64,
+}
+
+impl Default for RateScope {
+    fn default() -> Self {
+        Self {
+            connector: Arc::from(""),
+            credential: Arc::from(ANONYMOUS),
+            rules: Vec::new(),
+            settings: RateLimits::default(),
+            priority: 0,
+        }
+    }
+}
+
+/// The credential of connections without secrets: APIs limit those per client
+/// address, which every connection of the node shares.
+pub const ANONYMOUS: &str = "anonymous";
 
 impl Grant {
     /// A grant with default limits that may reach the given hosts.

@@ -5,20 +5,20 @@ use wasmtime::component::ResourceAny;
 
 use crate::HostError;
 use crate::batch::Batch;
-use crate::bindings::source::SourceConnector;
+use crate::bindings::source::SourceContract;
 use crate::call::guarded;
 use crate::state::State;
 
 /// An open stream of a source connector.
 pub struct SourceReader {
     store: Store<State>,
-    bindings: SourceConnector,
+    bindings: SourceContract,
     reader: ResourceAny,
     poisoned: bool,
 }
 
 impl SourceReader {
-    pub(crate) fn new(store: Store<State>, bindings: SourceConnector, reader: ResourceAny) -> Self {
+    pub(crate) fn new(store: Store<State>, bindings: SourceContract, reader: ResourceAny) -> Self {
         Self {
             store,
             bindings,

@@ -73,7 +73,7 @@ impl State {
         self.cpu_ticks_left = (ticks as u64).max(1);
         self.violations = Violations::default();
         self.limiter.requested = None;
-        self.hooks.denied.clear();
+        self.hooks.begin_call();
     }
 
     /// Collect what the sandbox saw during the call.

@@ -30,6 +30,9 @@ pub struct RequestEntry {
     pub status: Option<u16>,
     /// Time to the response.
     pub latency_ms: u64,
+    /// Time spent waiting for rate-limit budget before sending.
+    #[serde(default)]
+    pub waited_ms: u64,
     /// Request body bytes.
     pub bytes_sent: u64,
     /// Response body bytes.

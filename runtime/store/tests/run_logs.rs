@@ -47,6 +47,7 @@ fn logs_are_bounded_per_run_and_filtered() {
             path: "/p".into(),
             status: Some(503),
             latency_ms: 3,
+            waited_ms: 0,
             bytes_sent: 0,
             bytes_received: 10,
             error: None,
