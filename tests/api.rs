@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde_json::json;
 use sluice_api::pb::connections_client::ConnectionsClient;
+use sluice_api::pb::rate_limits_client::RateLimitsClient;
 use sluice_api::pb::records_client::RecordsClient;
 use sluice_api::pb::runs_client::RunsClient;
 use sluice_api::pb::workflows_client::WorkflowsClient;
@@ -685,6 +686,7 @@ async fn health_answers_serving_and_reflection_lists_the_services() {
         "sluice.v1.Workflows",
         "sluice.v1.Runs",
         "sluice.v1.Records",
+        "sluice.v1.RateLimits",
         "grpc.health.v1.Health",
     ] {
         assert!(
@@ -945,6 +947,50 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("kind"), "{}", e.message());
+
+    // The limiter's view: one key for the run's requests, named by a digest of the
+    // secret and never by the secret; the host's breaker closed.
+    let mut limits = RateLimitsClient::new(ch.clone());
+    let view = limits
+        .list_rate_limits(pb::ListRateLimitsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{view:?}").contains("tok-s3cret"));
+    assert_eq!(view.keys.len(), 1, "{view:?}");
+    let key = &view.keys[0];
+    assert_eq!(
+        (key.connector.as_str(), key.endpoint.as_str()),
+        ("rest", api_addr.to_string().as_str())
+    );
+    assert!(key.credential.starts_with("secrets:"), "{key:?}");
+    assert_eq!(key.requests, requests.len() as u64);
+    assert_eq!((key.in_flight, key.waiting, key.throttled), (0, 0, 0));
+    assert_eq!(
+        (key.window_limit, key.learned_left, key.paused_ms),
+        (0, -1, 0)
+    );
+    assert_eq!(view.breakers.len(), 1);
+    assert_eq!(
+        (view.breakers[0].state.as_str(), view.breakers[0].opened),
+        ("closed", 0)
+    );
+    let none = limits
+        .list_rate_limits(pb::ListRateLimitsRequest {
+            connector: "sample".into(),
+            ..pb::ListRateLimitsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.keys.is_empty());
+    let metrics = scrape(node.metrics).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_rate_limit_requests_total{connector=\"rest\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

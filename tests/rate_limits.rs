@@ -424,3 +424,74 @@ async fn bad_rate_limits_are_refused_naming_the_field() {
             .contains("unknown field `rule`")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_key_is_saturated_the_higher_priority_run_gets_the_budget_first() {
+    let config = LimitConfig {
+        records: 120,
+        page_size: 10,
+        limit: 100,
+        window: Duration::from_secs(1),
+        headers: LimitHeaders::None,
+        retry_after: RetryAfter::Seconds,
+    };
+    let (addr, server) = api(config).await;
+    let node = new_node();
+    let e = &node.engine;
+    // One request per 200 ms for the shared token: a slot frees 200 ms after the
+    // previous answer, by when the high run has long asked for its next page.
+    let rules = json!({"rules": [{"endpoint": addr.to_string(), "requests": 1, "per_ms": 200}]});
+    for (name, pages) in [("low", 12), ("high", 4)] {
+        let mut c = connection(name, addr, "shared-token", rules.clone());
+        c.config["headers"] = json!({"x-test-priority": name});
+        c.config["streams"][0]["path"] = json!(format!("/items/page-{}.json", 13 - pages));
+        e.define_connection(&c).unwrap();
+    }
+    let retry = json!({"max_attempts": 1});
+    let mut low = workflow_in_batches("low", "low", retry.clone(), 10);
+    low.priority = 0;
+    let mut high = workflow_in_batches("high", "high", retry, 10);
+    high.priority = 10;
+    e.define_workflow(&low).unwrap();
+    e.define_workflow(&high).unwrap();
+
+    let low_run = e.start("low", Trigger::Manual).await.unwrap();
+    let by = |who: &str| {
+        let who = who.to_owned();
+        move |h: &&sluice_tests::limited_api::Hit| h.priority.as_deref() == Some(who.as_str())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while server.log().iter().filter(by("low")).count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the low run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let high_run = e.start("high", Trigger::Manual).await.unwrap();
+    for run in [high_run, low_run] {
+        let state = e.wait(run).await.unwrap();
+        assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
+    }
+    let log = server.log();
+    let first_high = log
+        .iter()
+        .position(|h| h.priority.as_deref() == Some("high"))
+        .unwrap();
+    let last_high = log
+        .iter()
+        .rposition(|h| h.priority.as_deref() == Some("high"))
+        .unwrap();
+    let low_between = log[first_high..last_high].iter().filter(by("low")).count();
+    assert_eq!(
+        low_between,
+        0,
+        "the low run was served while the high one waited: {:?}",
+        log.iter()
+            .map(|h| h.priority.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(log.iter().filter(by("high")).count(), 4);
+    assert_eq!(log.iter().filter(by("low")).count(), 12);
+    assert_eq!(server.violations(), 0);
+}

@@ -60,9 +60,13 @@ struct Node {
 
 impl Node {
     fn start(extra: &[&str]) -> Node {
+        Node::start_with(&definitions(), extra)
+    }
+
+    fn start_with(definitions: &Value, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("defs.json");
-        std::fs::write(&file, definitions().to_string()).unwrap();
+        std::fs::write(&file, definitions.to_string()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
             .arg(&file)
@@ -594,4 +598,76 @@ fn grpcurl_lists_the_services_health_answers_serving_and_calls_work() {
     let described = call(&[&addr, "describe", "sluice.v1.Runs.WatchRun"]);
     assert!(described.contains("stream"), "{described}");
     assert_eq!(node.stop().code(), Some(0));
+}
+
+#[test]
+fn rate_limits_show_the_budget_each_run_drew_on() {
+    // A limited API in this process, and a node syncing from it with the `rest`
+    // connector declaring the API's limit.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (app, api) = sluice_tests::limited_api::router(sluice_tests::limited_api::LimitConfig {
+        records: 50,
+        page_size: 10,
+        limit: 100,
+        window: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let addr = runtime.block_on(sluice_tests::serve(app));
+    let defs = serde_json::json!({
+        "connections": [{"name": "api", "tenant": "acme", "connector": "rest",
+                         "config": {"base_url": format!("http://{addr}"),
+                                    "rate_limit": {"requests": 50, "per_ms": 1000},
+                                    "streams": [{"name": "items", "path": "/items/page-1.json",
+                                                 "records_path": "data", "primary_key": ["id"],
+                                                 "pagination": {"style": "next_link", "path": "next"}}]},
+                         "secrets": {"auth": {"type": "bearer", "token": SECRET}},
+                         "allowed_hosts": [addr.to_string()]}],
+        "workflows": [{"name": "items", "connection": "api", "streams": [{"name": "items"}]}]
+    });
+    let node = Node::start_with(&defs, &[]);
+    // The node runs the workflow at start; wait for its pages.
+    let deadline = Instant::now() + DEADLINE;
+    let keys = loop {
+        let o = node.sluice(&["rate-limits", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let keys: Vec<Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &Value| v.get("endpoint").is_some())
+            .collect();
+        if keys.first().is_some_and(|k| k["requests"] == 5) {
+            break keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run's requests never showed: {keys:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    assert_eq!(key["connector"], "rest");
+    assert_eq!(key["endpoint"], addr.to_string());
+    assert_eq!(
+        key["window_limit"], 50,
+        "the connector's declaration: {key}"
+    );
+    assert!(
+        key["credential"].as_str().unwrap().starts_with("secrets:"),
+        "{key}"
+    );
+    assert_eq!(api.violations(), 0);
+
+    let o = node.sluice(&["rate-limits"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains(&addr.to_string()) && table.contains("closed"),
+        "{table}"
+    );
+    assert!(!table.contains(SECRET), "{table}");
+    let o = node.sluice(&["rate-limits", "--connector", "sample", "--json"]);
+    assert!(o.status.success());
+    assert!(!stdout(&o).contains("\"endpoint\""), "{}", stdout(&o));
+    assert!(node.stop().success());
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerState, Pass};
@@ -118,11 +118,32 @@ struct Core {
     budget: Budget,
     waiters: BTreeMap<WaiterId, Waiter>,
     stats: KeyStats,
+    /// The one waiter sleeping until budget is due, and until when. The others
+    /// sleep until they are granted or out of time, so a key with many waiters
+    /// wakes one task per change, not all of them.
+    alarm: Option<(Instant, WaiterId)>,
+}
+
+impl Core {
+    /// Whether a waiter must wake to look again: budget is due at `t` and nobody
+    /// is set to wake by then.
+    fn needs_alarm(&self, next: Option<Instant>, now: Instant) -> bool {
+        match (next, self.alarm) {
+            (None, _) => false,
+            _ if self.waiters.is_empty() => false,
+            (Some(_), None) => true,
+            (Some(t), Some((a, _))) => a > t || a <= now,
+        }
+    }
 }
 
 struct Cell {
     key: Key,
     core: Mutex<Core>,
+    /// Wakes one waiter when the budget changes (a release, an answer) in a way no
+    /// sleeping waiter knows of: a release can turn "when something ends" into "at
+    /// this instant". The waken one takes the alarm.
+    changed: Notify,
 }
 
 impl Cell {
@@ -159,11 +180,17 @@ impl Cell {
         }
     }
 
-    fn dispatch_now(self: &Arc<Self>, mut core: MutexGuard<'_, Core>) -> Option<Instant> {
-        let (next, undelivered) = self.dispatch(&mut core, Instant::now());
+    /// After a change: grant what can be granted, and make sure a waiter wakes
+    /// when more is due.
+    fn changed(self: &Arc<Self>, mut core: MutexGuard<'_, Core>) {
+        let now = Instant::now();
+        let (next, undelivered) = self.dispatch(&mut core, now);
+        let wake = core.needs_alarm(next, now);
         drop(core);
         drop(undelivered);
-        next
+        if wake {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -207,7 +234,7 @@ impl Permit {
             );
         }
         // An answer can end a probe, which lets waiters go.
-        self.cell.dispatch_now(core);
+        self.cell.changed(core);
         pause
     }
 }
@@ -216,7 +243,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut core = self.cell.lock();
         core.budget.release(Instant::now());
-        self.cell.dispatch_now(core);
+        self.cell.changed(core);
     }
 }
 
@@ -228,8 +255,19 @@ struct WaiterGuard<'a> {
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        let removed = self.cell.lock().waiters.remove(&self.id);
+        let mut core = self.cell.lock();
+        let removed = core.waiters.remove(&self.id);
+        // Whoever held the alarm hands it on.
+        let handover = core.alarm.is_some_and(|(_, owner)| owner == self.id);
+        if handover {
+            core.alarm = None;
+        }
+        let others = !core.waiters.is_empty();
+        drop(core);
         drop(removed);
+        if handover && others {
+            self.cell.changed.notify_one();
+        }
     }
 }
 
@@ -305,7 +343,9 @@ impl Limiter {
                         budget: Budget::new(rule),
                         waiters: BTreeMap::new(),
                         stats: KeyStats::default(),
+                        alarm: None,
                     }),
+                    changed: Notify::new(),
                 })
             })
             .clone();
@@ -360,11 +400,30 @@ impl Limiter {
         };
         let guard = WaiterGuard { cell: &cell, id };
         loop {
-            let next = cell.dispatch_now(cell.lock());
+            // Listen before looking, so a change between the two is not missed.
+            let changed = cell.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let (next, alarm, undelivered) = {
+                let mut core = cell.lock();
+                let (next, undelivered) = cell.dispatch(&mut core, now);
+                let owner = core.alarm.is_some_and(|(_, owner)| owner == id);
+                let alarm = match next {
+                    // Take the alarm if nobody wakes by then; keep it (moved) if
+                    // this waiter had it.
+                    Some(t) if owner || (t <= deadline && core.needs_alarm(next, now)) => {
+                        core.alarm = Some((t, id));
+                        Some(t)
+                    }
+                    _ => None,
+                };
+                (next, alarm, undelivered)
+            };
+            drop(undelivered);
             if let Ok(permit) = rx.try_recv() {
                 return Ok(permit);
             }
-            let now = Instant::now();
             if now >= deadline || next.is_some_and(|t| t > deadline) {
                 drop(guard);
                 // Granted between the last look and leaving the queue.
@@ -375,7 +434,7 @@ impl Limiter {
                 let retry_after = next.map_or(max_wait, |t| t.saturating_duration_since(now));
                 return Err(Saturated { retry_after });
             }
-            let wake = next.map_or(deadline, |t| t.min(deadline));
+            let wake = alarm.map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 granted = &mut rx => {
                     if let Ok(permit) = granted {
@@ -383,6 +442,7 @@ impl Limiter {
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {}
+                () = &mut changed => {}
             }
         }
     }

@@ -254,3 +254,56 @@ async fn a_breaker_fails_fast_while_open_and_recovers_through_one_probe() {
         ("api.example.com", "closed", 1)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_that_starts_a_window_wait_wakes_the_waiters_in_time() {
+    let limiter = Limiter::new();
+    let k = key("api.example.com");
+    let one_per_200ms = rule(Some(1), 200, None);
+    let p = limiter
+        .acquire(&k, Some(&one_per_200ms), 0, LONG)
+        .await
+        .unwrap();
+    p.observe(200, &HeaderMap::new());
+    let start = Instant::now();
+    // Waits while the request is in flight: nobody can know when it may go.
+    let waiter = {
+        let (limiter, k, r) = (limiter.clone(), k.clone(), one_per_200ms.clone());
+        tokio::spawn(async move {
+            limiter.acquire(&k, Some(&r), 0, LONG).await.unwrap();
+            start.elapsed()
+        })
+    };
+    settle().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(p);
+    // The answer came at 50 ms; the slot frees one window later.
+    assert_eq!(waiter.await.unwrap(), Duration::from_millis(250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_waiters_on_a_window_each_go_when_their_slot_frees() {
+    let limiter = Limiter::new();
+    let k = key("api.example.com");
+    let one_per_100ms = rule(Some(1), 100, None);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let (limiter, k, r) = (limiter.clone(), k.clone(), one_per_100ms.clone());
+            tokio::spawn(async move {
+                let permit = limiter.acquire(&k, Some(&r), 0, LONG).await.unwrap();
+                let at = start.elapsed().as_millis();
+                permit.observe(200, &HeaderMap::new());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                at
+            })
+        })
+        .collect();
+    let mut at = Vec::new();
+    for t in tasks {
+        at.push(t.await.unwrap());
+    }
+    at.sort();
+    // Each waits for one window after the previous answer (held 10 ms).
+    assert_eq!(at, [0, 110, 220, 330, 440]);
+}
