@@ -44,6 +44,19 @@ fn new_node() -> Node {
     Node { engine, _dir: dir }
 }
 
+/// An API of `records` in pages of `page_size` that allows `limit` requests per
+/// `window`, sends no rate-limit headers and says `Retry-After` in seconds.
+fn plain_api(records: u64, page_size: u64, limit: u64, window: Duration) -> LimitConfig {
+    LimitConfig {
+        records,
+        page_size,
+        limit,
+        window,
+        headers: LimitHeaders::None,
+        retry_after: RetryAfter::Seconds,
+    }
+}
+
 async fn api(config: LimitConfig) -> (SocketAddr, Arc<LimitedApi>) {
     let (app, api) = limited_api::router(config);
     (sluice_tests::serve(app).await, api)
@@ -157,14 +170,7 @@ async fn sync_declaring(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_limits_keep_ten_runs_sharing_a_credential_within_the_apis_limit() {
-    let config = LimitConfig {
-        records: 200,
-        page_size: 20,
-        limit: 20,
-        window: Duration::from_millis(500),
-        headers: LimitHeaders::None,
-        retry_after: RetryAfter::Seconds,
-    };
+    let config = plain_api(200, 20, 20, Duration::from_millis(500));
     let (addr, server) = api(config).await;
     let node = new_node();
     let rules = json!({"rules": [{"endpoint": addr.to_string(), "requests": 20, "per_ms": 500}]});
@@ -197,12 +203,8 @@ async fn declared_limits_keep_ten_runs_sharing_a_credential_within_the_apis_limi
 
 async fn reactive_only(headers: LimitHeaders) {
     let config = LimitConfig {
-        records: 100,
-        page_size: 25,
-        limit: 8,
-        window: Duration::from_secs(1),
         headers,
-        retry_after: RetryAfter::Seconds,
+        ..plain_api(100, 25, 8, Duration::from_secs(1))
     };
     let (addr, server) = api(config).await;
     let node = new_node();
@@ -223,12 +225,8 @@ async fn learned_limits_alone_draw_at_most_one_429_per_window() {
 
 async fn honours_retry_after(form: RetryAfter) {
     let config = LimitConfig {
-        records: 60,
-        page_size: 10,
-        limit: 3,
-        window: Duration::from_secs(1),
-        headers: LimitHeaders::None,
         retry_after: form,
+        ..plain_api(60, 10, 3, Duration::from_secs(1))
     };
     let (addr, server) = api(config).await;
     let node = new_node();
@@ -256,14 +254,7 @@ async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_retry_budget_makes_the_run_wait_not_fail() {
-    let config = LimitConfig {
-        records: 40,
-        page_size: 10,
-        limit: 2,
-        window: Duration::from_secs(1),
-        headers: LimitHeaders::None,
-        retry_after: RetryAfter::Seconds,
-    };
+    let config = plain_api(40, 10, 2, Duration::from_secs(1));
     let (addr, server) = api(config).await;
     let node = new_node();
     let e = &node.engine;
@@ -359,14 +350,7 @@ async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
-    let config = LimitConfig {
-        records: 100,
-        page_size: 20,
-        limit: 10,
-        window: Duration::from_millis(500),
-        headers: LimitHeaders::None,
-        retry_after: RetryAfter::Seconds,
-    };
+    let config = plain_api(100, 20, 10, Duration::from_millis(500));
     let (addr, server) = api(config.clone()).await;
     let node = new_node();
     // The connector declares the API's limit from its config; the connection says
@@ -427,14 +411,7 @@ async fn bad_rate_limits_are_refused_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_key_is_saturated_the_higher_priority_run_gets_the_budget_first() {
-    let config = LimitConfig {
-        records: 120,
-        page_size: 10,
-        limit: 100,
-        window: Duration::from_secs(1),
-        headers: LimitHeaders::None,
-        retry_after: RetryAfter::Seconds,
-    };
+    let config = plain_api(120, 10, 100, Duration::from_secs(1));
     let (addr, server) = api(config).await;
     let node = new_node();
     let e = &node.engine;
