@@ -341,8 +341,9 @@ async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
         (breakers[0].host.as_str(), breakers[0].state),
         (addr.to_string().as_str(), "open")
     );
-    // After the cool-down one probe goes; the API is well again, so it closes.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // After the cool-down the breaker said, one probe goes; the API is well again,
+    // so it closes.
+    tokio::time::sleep(e.retry_after().unwrap()).await;
     connector.check(&grant, &config).await.unwrap();
     assert_eq!(server.hits(), 4);
     assert_eq!(host.limiter().breaker_views()[0].state, "closed");
