@@ -416,7 +416,14 @@ impl Limiter {
                         core.alarm = Some((t, id));
                         Some(t)
                     }
-                    _ => None,
+                    _ => {
+                        // Nothing is due at a known time: a held alarm would
+                        // promise a wake-up that will not come.
+                        if owner {
+                            core.alarm = None;
+                        }
+                        None
+                    }
                 };
                 (next, alarm, undelivered)
             };
