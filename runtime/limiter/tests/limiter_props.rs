@@ -98,8 +98,7 @@ fn run(rule: &RateLimitRule, tasks: &[Task]) -> Vec<(Duration, Duration)> {
         for h in handles {
             h.await.unwrap();
         }
-        let log = log.lock().unwrap().clone();
-        log
+        log.lock().unwrap().clone()
     })
 }
 
