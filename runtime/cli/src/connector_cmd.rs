@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use sluice_host::{Connector, Grant, Host, HostSettings, Limits, SyncMode};
+use sluice_host::{Connector, Grant, Host, HostSettings, Limits, RateScope, SyncMode};
 
 /// Run a connector directly.
 #[derive(Subcommand)]
@@ -21,6 +21,9 @@ pub enum ConnectorCommand {
     Discover(ConfigArgs),
     /// Read a stream: records go to stdout as NDJSON, then the checkpoint to stderr.
     Read(ReadArgs),
+    /// Print the rate limits the connector declares for a configuration (the
+    /// other commands keep within them too).
+    Limits(ConfigArgs),
 }
 
 /// Which component.
@@ -101,9 +104,35 @@ pub async fn run(cmd: ConnectorCommand) -> anyhow::Result<()> {
             let spec = connector.spec().await?;
             println!("{}", serde_json::to_string_pretty(&spec)?);
         }
+        ConnectorCommand::Limits(args) => {
+            let connector = load(&host, &args.wasm.wasm)?;
+            let (grant, config) = grant_and_config(&args)?;
+            let rules = connector.declared_limits(&grant, &config).await?;
+            if args.wasm.json {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+            } else if rules.is_empty() {
+                println!("the connector declares no rate limits for this configuration");
+            } else {
+                println!(
+                    "{:<40} {:>10} {:>10} {:>10}",
+                    "ENDPOINT", "REQUESTS", "PER MS", "IN FLIGHT"
+                );
+                for r in &rules {
+                    let or_dash = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+                    println!(
+                        "{:<40} {:>10} {:>10} {:>10}",
+                        r.endpoint,
+                        or_dash(r.requests),
+                        r.per_ms,
+                        or_dash(r.concurrent)
+                    );
+                }
+            }
+        }
         ConnectorCommand::Check(args) => {
             let connector = load(&host, &args.wasm.wasm)?;
             let (grant, config) = grant_and_config(&args)?;
+            let grant = within_declared_limits(&connector, grant, &config).await?;
             connector.check(&grant, &config).await?;
             if args.wasm.json {
                 println!("{}", serde_json::json!({"ok": true}));
@@ -114,6 +143,7 @@ pub async fn run(cmd: ConnectorCommand) -> anyhow::Result<()> {
         ConnectorCommand::Discover(args) => {
             let connector = load(&host, &args.wasm.wasm)?;
             let (grant, config) = grant_and_config(&args)?;
+            let grant = within_declared_limits(&connector, grant, &config).await?;
             let streams = connector.discover(&grant, &config).await?;
             if args.wasm.json {
                 println!("{}", serde_json::to_string_pretty(&streams)?);
@@ -149,6 +179,7 @@ pub async fn run(cmd: ConnectorCommand) -> anyhow::Result<()> {
 async fn read(host: &Host, args: ReadArgs) -> anyhow::Result<()> {
     let connector = load(host, &args.config.wasm.wasm)?;
     let (grant, config) = grant_and_config(&args.config)?;
+    let grant = within_declared_limits(&connector, grant, &config).await?;
     let mode = match args.mode {
         Mode::FullRefresh => SyncMode::FullRefresh,
         Mode::Incremental => SyncMode::Incremental,
@@ -268,4 +299,22 @@ fn grant_and_config(args: &ConfigArgs) -> anyhow::Result<(Arc<Grant>, String)> {
         ..Grant::default()
     };
     Ok((Arc::new(grant), config))
+}
+
+/// `grant` keeping within the rate limits the connector declares for `config`, so a
+/// local read against a real API behaves as it will on a node.
+async fn within_declared_limits(
+    connector: &Connector,
+    grant: Arc<Grant>,
+    config: &str,
+) -> anyhow::Result<Arc<Grant>> {
+    let rules = connector.declared_limits(&grant, config).await?;
+    Ok(Arc::new(Grant {
+        rates: Arc::new(RateScope {
+            connector: connector.name().into(),
+            rules,
+            ..RateScope::default()
+        }),
+        ..Grant::clone(&grant)
+    }))
 }

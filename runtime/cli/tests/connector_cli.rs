@@ -171,3 +171,62 @@ fn a_missing_file_says_which() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nonexistent/x.wasm"), "{}", stderr(&o));
 }
+
+#[test]
+fn limits_prints_what_the_connector_declares_for_a_config() {
+    let config = serde_json::json!({
+        "base_url": "http://api.example.com:8080/v2",
+        "rate_limit": {"requests": 100, "per_ms": 60000, "concurrent": 4},
+        "streams": [{"name": "items", "path": "/items", "primary_key": ["id"]}]
+    })
+    .to_string();
+    let o = sluice(&[
+        "connector",
+        "limits",
+        "--wasm",
+        "rest",
+        "--config-json",
+        &config,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rules: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        rules,
+        serde_json::json!([{"endpoint": "api.example.com:8080", "requests": 100,
+                            "per_ms": 60000, "concurrent": 4}])
+    );
+    let o = sluice(&[
+        "connector",
+        "limits",
+        "--wasm",
+        "rest",
+        "--config-json",
+        &config,
+    ]);
+    assert!(
+        stdout(&o).contains("api.example.com:8080"),
+        "{}",
+        stdout(&o)
+    );
+    // A source that declares nothing says so; a bad declaration config is the
+    // connector's config error.
+    let o = sluice(&["connector", "limits", "--wasm", "sample"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("declares no rate limits"),
+        "{}",
+        stdout(&o)
+    );
+    let bad = r#"{"base_url": "http://x", "streams": [], "rate_limit": {"requests": "many"}}"#;
+    let o = sluice(&[
+        "connector",
+        "limits",
+        "--wasm",
+        "rest",
+        "--config-json",
+        bad,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"many\""), "{}", stderr(&o));
+}
