@@ -139,7 +139,7 @@ impl Attempt<'_> {
         };
         let declared = self
             .connectors
-            .declared_limits(&self.connector, &Arc::new(grant.clone()), &config)
+            .declared_limits(&self.connector, &grant, &config)
             .await
             .map_err(|e| host_failure("rate-limit declaration", e))?;
         grant.rates = Arc::new(

@@ -42,18 +42,19 @@ impl Connectors {
     }
 
     /// The rate limits `connector` declares for `config`, asked once per component
-    /// and config: a declaration depends on nothing else.
+    /// and config (a declaration depends on nothing else), under `grant`.
     pub async fn declared_limits(
         &self,
         connector: &Connector,
-        grant: &Arc<Grant>,
+        grant: &Grant,
         config: &str,
     ) -> Result<Arc<[RateLimitRule]>, HostError> {
         let key = (connector.digest().to_owned(), config.to_owned());
         if let Some(rules) = self.declared_lock().get(&key) {
             return Ok(rules.clone());
         }
-        let rules: Arc<[RateLimitRule]> = connector.declared_limits(grant, config).await?.into();
+        let grant = Arc::new(grant.clone());
+        let rules: Arc<[RateLimitRule]> = connector.declared_limits(&grant, config).await?.into();
         let mut declared = self.declared_lock();
         if declared.len() >= MAX_DECLARATIONS {
             declared.clear();

@@ -63,7 +63,7 @@ impl Engine {
         let declared = self
             .inner
             .connectors
-            .declared_limits(connector, &Arc::new(grant.clone()), config)
+            .declared_limits(connector, &grant, config)
             .await
             .map_err(|e| failure_of("rate-limit declaration", e))?;
         grant.rates = Arc::new(connection.rate_scope(&declared, i64::MAX));
