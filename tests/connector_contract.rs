@@ -547,11 +547,8 @@ async fn http_post_maps_answers_to_error_kinds() {
     // after the failing ones (it would fail the rest fast, as transient).
     let grant = Arc::new(Grant {
         rates: Arc::new(sluice_host::RateScope {
-            settings: sluice_host::limiter::RateLimits {
-                breaker: sluice_host::limiter::BreakerSettings {
-                    failures: u32::MAX,
-                    ..Default::default()
-                },
+            breaker: sluice_host::limiter::BreakerSettings {
+                failures: u32::MAX,
                 ..Default::default()
             },
             ..Default::default()

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_engine::{ConnectionDef, Connectors, Engine, Trigger, WorkflowDef};
-use sluice_host::limiter::RateLimits;
-use sluice_host::{Grant, Host, HostSettings, RateScope};
+use sluice_host::{Grant, Host, HostSettings};
 use sluice_store::{RunStatus, Store};
 use sluice_tests::limited_api::{self, LimitConfig, LimitHeaders, LimitedApi, RetryAfter};
 
@@ -306,12 +305,8 @@ async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
         "t",
         json!({"breaker": {"failures": 3, "cool_down_ms": 1500}}),
     );
-    let settings: RateLimits = def.rate_limits.clone();
     let grant = Arc::new(Grant {
-        rates: Arc::new(RateScope {
-            settings,
-            ..def.rate_scope(&[], 0)
-        }),
+        rates: Arc::new(def.rate_scope(&[], 0)),
         ..Grant::allowing([addr.to_string()])
     });
     let config = def.effective_config().to_string();

@@ -263,7 +263,9 @@ impl ConnectionDef {
             connector: self.connector.as_str().into(),
             credential: self.credential().into(),
             rules: self.rate_limits.effective_rules(declared),
-            settings: self.rate_limits.clone(),
+            retries: self.rate_limits.retries,
+            max_wait: self.rate_limits.max_wait(),
+            breaker: self.rate_limits.breaker.clone(),
             priority,
         }
     }

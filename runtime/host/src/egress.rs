@@ -264,7 +264,7 @@ async fn exchange(
         endpoint: Arc::from(rule.map_or(authority.as_str(), |r| r.endpoint.as_str())),
     };
     let deadline = Instant::now() + limits.http_total_timeout;
-    let max_wait = scope.settings.max_wait();
+    let max_wait = scope.max_wait;
     let mut retries = 0;
     loop {
         let mut record = RequestRecord {
@@ -291,7 +291,7 @@ async fn exchange(
             }
         };
         record.waited = permit.waited();
-        let pass = match egress.limiter.pass(&authority, &scope.settings.breaker) {
+        let pass = match egress.limiter.pass(&authority, &scope.breaker) {
             Ok(pass) => pass,
             Err(open) => {
                 record.error = Some(open.to_string());
@@ -342,7 +342,7 @@ async fn exchange(
         grant.activity.record_request(record);
         if let Some(pause) = pause {
             let fits = pause <= max_wait && Instant::now() + pause < deadline;
-            if retries < scope.settings.retries && fits {
+            if retries < scope.retries && fits {
                 retries += 1;
                 continue;
             }

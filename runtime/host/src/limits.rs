@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_limiter::{RateLimitRule, RateLimits};
+use sluice_limiter::{BreakerSettings, RateLimitRule, RateLimits};
 
 use crate::activity::Activity;
 
@@ -83,19 +83,26 @@ pub struct RateScope {
     pub credential: Arc<str>,
     /// The connector's declared rules with the connection's applied.
     pub rules: Vec<RateLimitRule>,
-    /// Retries of throttled answers, the longest wait for budget, the breaker.
-    pub settings: RateLimits,
+    /// How often a throttled request is retried before the connector sees it.
+    pub retries: u32,
+    /// The longest one request waits for budget.
+    pub max_wait: Duration,
+    /// The breaker of each host the connection reaches.
+    pub breaker: BreakerSettings,
     /// Requests of higher priority get budget first.
     pub priority: i64,
 }
 
 impl Default for RateScope {
     fn default() -> Self {
+        let defaults = RateLimits::default();
         Self {
             connector: Arc::from(""),
             credential: Arc::from(ANONYMOUS),
             rules: Vec::new(),
-            settings: RateLimits::default(),
+            retries: defaults.retries,
+            max_wait: defaults.max_wait(),
+            breaker: defaults.breaker,
             priority: 0,
         }
     }
