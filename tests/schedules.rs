@@ -209,3 +209,38 @@ async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
     );
     completed(&e, &tick.started).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    define(&e, 10, every_minute(json!({"jitter_ms": 30_000})));
+    let t0 = t0();
+    e.tick_schedules(t0).await.unwrap();
+    let fire = t0 + Duration::seconds(60);
+    let schedule: sluice_engine::ScheduleDef = serde_json::from_value(
+        json!({"trigger": {"kind": "interval", "every_secs": 60}, "jitter_ms": 30_000}),
+    )
+    .unwrap();
+    let due = schedule.compile().unwrap().jittered("wf", fire);
+    assert!(due >= fire && due < fire + Duration::seconds(30));
+    if due > fire {
+        // Past the fire but before its jittered time: nothing is recorded yet, and the
+        // scheduler knows when to look again.
+        let tick = e
+            .tick_schedules(due - Duration::milliseconds(1))
+            .await
+            .unwrap();
+        assert!(tick.started.is_empty(), "{tick:?}");
+        assert_eq!(tick.next, Some(due));
+    }
+    let tick = e.tick_schedules(due).await.unwrap();
+    assert_eq!(tick.started.len(), 1);
+    completed(&e, &tick.started).await;
+    // The run's fire is the schedule's own time, not the jittered one.
+    let events = e.store().log().read(tick.started[0]).await.unwrap();
+    let Some(sluice_store::log::EventKind::RunScheduled(s)) = &events[0].kind else {
+        panic!("{:?}", events[0]);
+    };
+    assert_eq!(s.fire_at_unix_ms, fire.timestamp_millis());
+}

@@ -117,6 +117,7 @@ fn main() {
         let compiled = schedule.compile().unwrap();
         let runs = engine.store().log().list(&RunFilter::default()).await.unwrap();
         let mut latency = Vec::with_capacity(runs.len());
+        let mut durations = Vec::with_capacity(runs.len());
         let mut completed = 0;
         for r in &runs {
             let events = engine.store().log().read(r.run_id).await.unwrap();
@@ -130,7 +131,12 @@ fn main() {
                         due = Some(compiled.jittered(&s.workflow, fire).timestamp_millis());
                     }
                     Some(EventKind::RunStarted(_)) => started = Some(e.at_unix_ms),
-                    Some(EventKind::RunCompleted(_)) => completed += 1,
+                    Some(EventKind::RunCompleted(_)) => {
+                        completed += 1;
+                        if let Some(s) = started {
+                            durations.push(e.at_unix_ms - s);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -139,6 +145,7 @@ fn main() {
             }
         }
         latency.sort_unstable();
+        durations.sort_unstable();
         println!(
             "{workflows} workflows on 1 s schedules (jitter 1 s), {slots} slots, {secs} s:"
         );
@@ -156,6 +163,11 @@ fn main() {
             percentile(&latency, 0.9),
             percentile(&latency, 0.99),
             latency.last().copied().unwrap_or(0)
+        );
+        println!(
+            "  run duration started -> completed: p50 {} ms, p99 {} ms",
+            percentile(&durations, 0.5),
+            percentile(&durations, 0.99)
         );
         println!(
             "  node CPU while scheduling: {:.2} cores of 2 ({cpu:.1} CPU-s in {:.1} s)",

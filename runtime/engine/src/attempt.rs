@@ -3,8 +3,9 @@
 //!
 //! Owns reading (a producer task per stream, a few batches ahead) and committing (each
 //! batch with its checkpoint, atomically, through the store). It never decides about
-//! retries and never writes lifecycle events: it returns how the attempt ended and the
-//! driver records it.
+//! retries and writes no lifecycle event but one: the run's last stream commits
+//! `RunCompleted` with its own completion, in one transaction (a durable round trip
+//! less per run). It returns how the attempt ended and the driver records the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,16 @@ impl Failure {
             retry_after: None,
         }
     }
+}
+
+/// How an attempt that read every stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Done {
+    /// Its last stream's completion also completed the run.
+    RunCompleted,
+    /// No stream was left to read (they completed in an earlier attempt): the driver
+    /// completes the run.
+    StreamsDone,
 }
 
 /// How an attempt ended, other than completing.
@@ -128,7 +139,7 @@ struct StreamPlan {
 
 impl Attempt<'_> {
     /// Runs the attempt to the end of its last stream.
-    pub(crate) async fn run(&self) -> Result<(), AttemptEnd> {
+    pub(crate) async fn run(&self) -> Result<Done, AttemptEnd> {
         let config = self.connection.effective_config().to_string();
         let mut grant = Grant {
             allowed_hosts: self.connection.allowed_hosts.clone(),
@@ -153,18 +164,27 @@ impl Attempt<'_> {
             .await
             .map_err(|e| host_failure("discover", e))?;
         let mut meter = Meter::start();
-        for name in &self.state.streams {
-            if self.state.progress.get(name).is_some_and(|p| p.complete) {
-                continue;
-            }
+        let left: Vec<&String> = self
+            .state
+            .streams
+            .iter()
+            .filter(|name| !self.state.progress.get(*name).is_some_and(|p| p.complete))
+            .collect();
+        let mut done = Done::StreamsDone;
+        for (i, name) in left.iter().enumerate() {
             let plan = self.plan(name, &offered)?;
             let grant = Arc::new(Grant {
                 activity: self.activities.part(Some(name)),
                 ..Grant::clone(&grant)
             });
-            self.sync_stream(&grant, &config, &plan, &mut meter).await?;
+            let last = i + 1 == left.len();
+            self.sync_stream(&grant, &config, &plan, &mut meter, last)
+                .await?;
+            if last {
+                done = Done::RunCompleted;
+            }
         }
-        Ok(())
+        Ok(done)
     }
 
     fn plan(&self, name: &str, offered: &[StreamDescriptor]) -> Result<StreamPlan, AttemptEnd> {
@@ -208,6 +228,7 @@ impl Attempt<'_> {
         config: &str,
         plan: &StreamPlan,
         meter: &mut Meter,
+        completes_run: bool,
     ) -> Result<(), AttemptEnd> {
         let name = plan.name.as_str();
         let full_refresh = plan.mode == SyncMode::FullRefresh;
@@ -325,6 +346,7 @@ impl Attempt<'_> {
                     generation,
                     checkpoint,
                     attempt: self.attempt,
+                    completes_run,
                 },
             )
             .await

@@ -21,7 +21,7 @@ use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{Attempt, AttemptEnd, Failure};
+use crate::attempt::{Attempt, AttemptEnd, Done, Failure};
 use crate::connectors::Connectors;
 use crate::definition::{ConnectionDef, WorkflowDef};
 use crate::definitions::DefinitionCache;
@@ -511,20 +511,44 @@ impl Engine {
             .workflow(&state.workflow)
             .map(|w| w.overlap)
             .unwrap_or_default();
+        self.hold(
+            run,
+            &state.workflow,
+            &state.tenant,
+            connector,
+            state.priority,
+            overlap,
+            due_ms,
+        );
+        Ok(())
+    }
+
+    /// Queues a run whose definitions are at hand (a fire just recorded it), without
+    /// reading its log back.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn hold(
+        &self,
+        run: RunId,
+        workflow: &str,
+        tenant: &str,
+        connector: String,
+        priority: i32,
+        overlap: OverlapPolicy,
+        due_ms: i64,
+    ) {
         let candidate = Candidate {
             id: id_of(run),
-            tenant: state.tenant.clone(),
+            tenant: tenant.to_owned(),
             connector,
-            priority: state.priority,
+            priority,
             due_ms,
             // Runs of one workflow never overlap, unless its policy allows it.
-            group: (overlap != OverlapPolicy::AllowAll).then(|| state.workflow.clone()),
+            group: (overlap != OverlapPolicy::AllowAll).then(|| workflow.to_owned()),
         };
-        if self.inner.dispatch.hold(&state.workflow, candidate) {
+        if self.inner.dispatch.hold(workflow, candidate) {
             self.ensure_dispatcher();
             self.inner.wake.notify_one();
         }
-        Ok(())
     }
 
     /// Starts the dispatcher loop once. It holds the engine only weakly, so dropping
@@ -697,10 +721,12 @@ impl Engine {
                 .supervised(run, attempt, &state, &wf, cancel, progress)
                 .await
             {
-                Ok(()) => {
-                    tracing::info!(%run, records = state.total_records(), "run completed");
-                    self.append(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
-                        .await?;
+                Ok(done) => {
+                    if done == Done::StreamsDone {
+                        self.append(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+                            .await?;
+                    }
+                    tracing::info!(%run, "run completed");
                     return Ok(Driven::Ended);
                 }
                 Err(end) => end,
@@ -710,6 +736,25 @@ impl Engine {
                 AttemptEnd::Store(e) => return Err(e.into()),
                 AttemptEnd::Failed(f) => f,
             };
+            let failed = EventKind::AttemptFailed(v1::AttemptFailed {
+                attempt,
+                kind: failure.kind as i32,
+                message: failure.message.clone(),
+                retry_after_ms: failure
+                    .retry_after
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            });
+            match self.inner.store.log().append(run, vec![failed]).await {
+                Ok(_) => {}
+                // A timeout can stop the attempt while its last commit, which completes
+                // the run, is already on its way: then the run ended and nothing failed.
+                Err(LogError::Refused { .. })
+                    if self.state(run).await?.status.kind().is_terminal() =>
+                {
+                    return Ok(Driven::Ended);
+                }
+                Err(e) => return Err(e.into()),
+            }
             tracing::warn!(%run, attempt, kind = ?failure.kind, error = %failure.message, "attempt failed");
             let m = &self.inner.metrics;
             let kind_name = failure.kind.as_str_name().trim_start_matches("ERROR_KIND_");
@@ -722,18 +767,6 @@ impl Engine {
                     m.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
                 }
             }
-            self.append(
-                run,
-                vec![EventKind::AttemptFailed(v1::AttemptFailed {
-                    attempt,
-                    kind: failure.kind as i32,
-                    message: failure.message.clone(),
-                    retry_after_ms: failure
-                        .retry_after
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                })],
-            )
-            .await?;
             let policy = wf.map(|w| w.retry.clone()).unwrap_or_default();
             let failures = self.failures(run).await?;
             let next = match policy.decide(failure.kind, failure.retry_after, failures) {
@@ -763,7 +796,7 @@ impl Engine {
         workflow: &Result<Arc<WorkflowDef>, EngineError>,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
-    ) -> Result<(), AttemptEnd> {
+    ) -> Result<Done, AttemptEnd> {
         let timeouts = workflow
             .as_ref()
             .map(|w| w.timeouts.clone())
@@ -838,7 +871,7 @@ impl Engine {
         workflow: &Result<Arc<WorkflowDef>, EngineError>,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
-    ) -> Result<(), AttemptEnd> {
+    ) -> Result<Done, AttemptEnd> {
         let config = |m: String| AttemptEnd::Failed(Failure::new(ErrorKind::Config, m));
         let workflow = workflow.as_ref().map_err(|e| config(e.to_string()))?;
         let connection = self

@@ -275,7 +275,7 @@ impl Engine {
         };
         let mut current = progress;
         let anchor = at(progress.anchor_unix_ms);
-        let fires = schedule.due(anchor, at(progress.last_fire_unix_ms), now);
+        let fires = schedule.due(&wf.name, anchor, at(progress.last_fire_unix_ms), now);
         tick.dropped += fires.skipped;
         for fire in &fires.due {
             let p = Progress {
@@ -354,7 +354,15 @@ impl Engine {
                 Self::json(&progress),
             )
             .await?;
-        self.enqueue(run, due_ms).await?;
+        self.hold(
+            run,
+            &wf.name,
+            &conn.tenant,
+            conn.connector.clone(),
+            wf.priority,
+            wf.overlap,
+            due_ms,
+        );
         Ok(Some(run))
     }
 

@@ -83,6 +83,10 @@ pub fn engine_config(settings: &HostSettings) -> Config {
     pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
     pool.table_keep_resident(KEEP_RESIDENT_BYTES / 16);
     pool.decommit_batch_size(DECOMMIT_BATCH);
+    // Where the kernel can say which pages an instance touched (Linux 6.7+), reset
+    // only those: a connector that touched a few pages costs a few pages, not the
+    // whole resident part.
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }

@@ -104,7 +104,7 @@ pub struct Fires {
     pub skipped: usize,
     /// The latest fire handled; the next call passes it as `last`.
     pub handled: Option<DateTime<Utc>>,
-    /// The next fire after `now`.
+    /// When the next fire is due (its jittered time), after `now`.
     pub next: Option<DateTime<Utc>>,
 }
 
@@ -188,22 +188,34 @@ impl Schedule {
         out
     }
 
-    /// The fires due at `now`, given the last fire handled (`last`; the schedule's
-    /// creation time if none was). Fires at most `grace_ms` late always run; older
-    /// ones follow the catch-up policy.
-    pub fn due(&self, anchor: DateTime<Utc>, last: DateTime<Utc>, now: DateTime<Utc>) -> Fires {
+    /// The fires of `key`'s schedule due at `now`, given the last fire handled (`last`;
+    /// the schedule's creation time if none was). A fire is due once its jittered time
+    /// (see [`Schedule::jittered`]) has come, so a node handles each fire (decides by
+    /// the overlap policy, records the run) when the run should start, not up to
+    /// `jitter_ms` before; fires stay in order. Fires at most `grace_ms` past their
+    /// jittered time always run; older ones follow the catch-up policy.
+    pub fn due(
+        &self,
+        key: &str,
+        anchor: DateTime<Utc>,
+        last: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Fires {
         let mut missed = Vec::new();
         let mut on_time = Vec::new();
         let mut t = last;
         let mut skipped = 0;
         let mut handled = None;
+        let mut next_due = None;
         while let Some(next) = self.next_after(anchor, t) {
-            if next > now {
+            let due_at = self.jittered(key, next);
+            if due_at > now {
+                next_due = Some(due_at);
                 break;
             }
             handled = Some(next);
             t = next;
-            if (now - next).num_milliseconds() <= self.grace_ms {
+            if (now - due_at).num_milliseconds() <= self.grace_ms {
                 on_time.push(next);
             } else if missed.len() < MAX_CATCH_UP {
                 missed.push(next);
@@ -230,7 +242,7 @@ impl Schedule {
             due,
             skipped,
             handled,
-            next: self.next_after(anchor, now),
+            next: next_due,
         }
     }
 
@@ -322,6 +334,7 @@ mod tests {
         let anchor = at("2026-01-01T00:00:00Z");
         // Last handled fire at 00:01; the node was down until 00:10:02.
         s.due(
+            "wf",
             anchor,
             at("2026-01-01T00:01:00Z"),
             at("2026-01-01T00:10:02Z"),
@@ -357,6 +370,7 @@ mod tests {
         s.grace_ms = 5_000;
         let anchor = at("2026-01-01T00:00:00Z");
         let f = s.due(
+            "wf",
             anchor,
             at("2026-01-01T00:01:00Z"),
             at("2026-01-01T00:10:30Z"),
@@ -373,5 +387,34 @@ mod tests {
         let j = s.jittered("wf", fire);
         assert_eq!(j, s.jittered("wf", fire));
         assert!(j >= fire && j < fire + chrono::Duration::seconds(10));
+    }
+
+    #[test]
+    fn a_fire_is_due_at_its_jittered_time_and_fires_stay_in_order() {
+        let mut s = Schedule::parse(&TriggerDef::Interval { every_secs: 60 }).unwrap();
+        s.jitter_ms = 30_000;
+        s.grace_ms = 120_000;
+        let anchor = at("2026-01-01T00:00:00Z");
+        let fire = at("2026-01-01T00:01:00Z");
+        let due_at = s.jittered("wf", fire);
+        let just_before = due_at - chrono::Duration::milliseconds(1);
+        if due_at > fire {
+            let f = s.due("wf", anchor, anchor, just_before);
+            assert!(f.due.is_empty(), "handled before its jittered time: {f:?}");
+            assert_eq!(f.handled, None);
+            assert_eq!(f.next, Some(due_at));
+        }
+        let f = s.due("wf", anchor, anchor, due_at);
+        assert_eq!(f.due, vec![fire]);
+        assert_eq!(f.handled, Some(fire));
+        let second = at("2026-01-01T00:02:00Z");
+        assert_eq!(f.next, Some(s.jittered("wf", second)));
+        // Late by more than the next fire's jitter: both are due, oldest first.
+        let f = s.due("wf", anchor, anchor, at("2026-01-01T00:02:31Z"));
+        assert_eq!(f.due, vec![fire, second]);
+        // Another workflow's fire at the same time is due at its own jittered time.
+        let other = s.jittered("other", fire);
+        let f = s.due("other", anchor, anchor, other);
+        assert_eq!(f.due, vec![fire]);
     }
 }

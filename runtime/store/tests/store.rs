@@ -146,6 +146,7 @@ async fn a_completed_full_refresh_deletes_what_it_did_not_see() {
         generation,
         checkpoint: "50".into(),
         attempt: 1,
+        completes_run: false,
     };
     assert_eq!(store.complete_stream(first, end(1)).await.unwrap(), 0);
 
@@ -192,4 +193,48 @@ async fn a_refused_append_leaves_the_hub_untouched() {
         .await
         .unwrap();
     assert_eq!(store.hub().count("c", "users").unwrap(), 10);
+}
+
+#[tokio::test]
+async fn the_last_streams_completion_completes_the_run_in_the_same_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (n, full_refresh) in [(5, true), (6, false)] {
+        let run = run_id(n);
+        scheduled(&store, run).await;
+        store
+            .commit_batch(run, batch(0..5, "5", u64::from(n)))
+            .await
+            .unwrap();
+        let end = StreamEnd {
+            connection: "c".into(),
+            stream: "users".into(),
+            full_refresh,
+            generation: u64::from(n),
+            checkpoint: "5".into(),
+            attempt: 1,
+            completes_run: true,
+        };
+        store.complete_stream(run, end).await.unwrap();
+        let events = store.log().read(run).await.unwrap();
+        let last: Vec<_> = events
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| (e.at_unix_ms, e.kind.clone()))
+            .collect();
+        assert!(
+            matches!(last[0].1, Some(EventKind::RunCompleted(_))),
+            "{last:?}"
+        );
+        assert!(
+            matches!(last[1].1, Some(EventKind::StreamCompleted(_))),
+            "{last:?}"
+        );
+        // One append: both carry the same time.
+        assert_eq!(last[0].0, last[1].0);
+        let state = store.log().state(run).await.unwrap();
+        assert!(state.status.kind().is_terminal(), "{:?}", state.status);
+        assert!(state.progress["users"].complete);
+    }
 }
