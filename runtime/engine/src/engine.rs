@@ -132,6 +132,12 @@ pub(crate) fn scheduled(
     })
 }
 
+/// The group a workflow's runs queue in: runs of one workflow never overlap, unless
+/// its policy allows it.
+pub(crate) fn overlap_group(overlap: OverlapPolicy, workflow: &str) -> Option<String> {
+    (overlap != OverlapPolicy::AllowAll).then(|| workflow.to_owned())
+}
+
 pub(crate) fn new_run_id() -> RunId {
     let id = uuid::Uuid::now_v7();
     RunId::from_slice(id.as_bytes()).unwrap_or_default()
@@ -512,39 +518,22 @@ impl Engine {
             .map(|w| w.overlap)
             .unwrap_or_default();
         self.hold(
-            run,
             &state.workflow,
-            &state.tenant,
-            connector,
-            state.priority,
-            overlap,
-            due_ms,
+            Candidate {
+                id: id_of(run),
+                tenant: state.tenant.clone(),
+                connector,
+                priority: state.priority,
+                due_ms,
+                group: overlap_group(overlap, &state.workflow),
+            },
         );
         Ok(())
     }
 
-    /// Queues a run whose definitions are at hand (a fire just recorded it), without
+    /// Queues a run whose candidate is at hand (a fire just recorded it), without
     /// reading its log back.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn hold(
-        &self,
-        run: RunId,
-        workflow: &str,
-        tenant: &str,
-        connector: String,
-        priority: i32,
-        overlap: OverlapPolicy,
-        due_ms: i64,
-    ) {
-        let candidate = Candidate {
-            id: id_of(run),
-            tenant: tenant.to_owned(),
-            connector,
-            priority,
-            due_ms,
-            // Runs of one workflow never overlap, unless its policy allows it.
-            group: (overlap != OverlapPolicy::AllowAll).then(|| workflow.to_owned()),
-        };
+    pub(crate) fn hold(&self, workflow: &str, candidate: Candidate) {
         if self.inner.dispatch.hold(workflow, candidate) {
             self.ensure_dispatcher();
             self.inner.wake.notify_one();

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sluice_scheduler::{OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
+use sluice_scheduler::{Candidate, OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
 use sluice_store::RunId;
 use sluice_store::log::v1;
 
 use crate::definition::WorkflowDef;
-use crate::engine::{Engine, WORKFLOW, new_run_id, scheduled};
+use crate::dispatch::id_of;
+use crate::engine::{Engine, WORKFLOW, new_run_id, overlap_group, scheduled};
 use crate::error::EngineError;
 
 const SCHEDULE: &str = "schedule";
@@ -355,13 +356,15 @@ impl Engine {
             )
             .await?;
         self.hold(
-            run,
             &wf.name,
-            &conn.tenant,
-            conn.connector.clone(),
-            wf.priority,
-            wf.overlap,
-            due_ms,
+            Candidate {
+                id: id_of(run),
+                tenant: conn.tenant.clone(),
+                connector: conn.connector.clone(),
+                priority: wf.priority,
+                due_ms,
+                group: overlap_group(wf.overlap, &wf.name),
+            },
         );
         Ok(Some(run))
     }
