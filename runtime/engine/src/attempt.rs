@@ -170,7 +170,6 @@ impl Attempt<'_> {
             .iter()
             .filter(|name| !self.state.progress.get(*name).is_some_and(|p| p.complete))
             .collect();
-        let mut done = Done::StreamsDone;
         for (i, name) in left.iter().enumerate() {
             let plan = self.plan(name, &offered)?;
             let grant = Arc::new(Grant {
@@ -180,11 +179,13 @@ impl Attempt<'_> {
             let last = i + 1 == left.len();
             self.sync_stream(&grant, &config, &plan, &mut meter, last)
                 .await?;
-            if last {
-                done = Done::RunCompleted;
-            }
         }
-        Ok(done)
+        // Every stream read here completed; the last one completed the run with it.
+        Ok(if left.is_empty() {
+            Done::StreamsDone
+        } else {
+            Done::RunCompleted
+        })
     }
 
     fn plan(&self, name: &str, offered: &[StreamDescriptor]) -> Result<StreamPlan, AttemptEnd> {
