@@ -140,6 +140,44 @@ async fn invalid_appends_are_refused_and_write_nothing() {
     assert!(b.is_err());
 }
 
+/// The log knows a run is new without reading when its id is newer than every stored
+/// one; an id already used is still found, older or newest, before and after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_a_run_id_already_used_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (older, newest) = (run_id(3), run_id(9));
+    let done = || EventKind::RunCompleted(v1::RunCompleted {});
+    for reopen in [false, true] {
+        let log = EventLog::open(dir.path()).unwrap();
+        if !reopen {
+            for r in [older, newest] {
+                log.append(r, vec![scheduled("wf", "c", "t"), done()])
+                    .await
+                    .unwrap();
+            }
+        }
+        for r in [older, newest] {
+            let err = log
+                .append(r, vec![scheduled("wf", "c", "t")])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, LogError::Refused { .. }),
+                "reopened {reopen}: {err}"
+            );
+            assert_eq!(log.read(r).await.unwrap().len(), 2);
+        }
+        // A fresh id in between is new.
+        let between = run_id(5 + u8::from(reopen));
+        assert_eq!(
+            log.append(between, vec![scheduled("wf", "c", "t")])
+                .await
+                .unwrap(),
+            vec![1]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_64_appenders_all_acknowledged_and_durable() {
     let dir = tempfile::tempdir().unwrap();

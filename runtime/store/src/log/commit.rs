@@ -1,14 +1,17 @@
 //! Group commit: the single writer of the log.
 //!
 //! Owns every write to the log's trees. Appenders enqueue requests on a channel; one
-//! committer thread takes everything queued (up to `max_group` requests), writes it
+//! committer thread takes everything queued (up to `max_group` requests) and writes it
 //! in **one** sled transaction over all the log's trees (plus any extra trees other
-//! modules registered, see [`TxHook`]), flushes the database **once**, and only then
-//! acknowledges every request of the group. While it flushes, new requests queue up
-//! and form the next group, so many concurrent appenders share one flush.
+//! modules registered, see [`TxHook`]). It hands the group's replies to a flusher
+//! thread and goes on with the next group: the flusher flushes the database once for
+//! every group committed since its last flush, and only then acknowledges them. So
+//! writing group N+1 overlaps flushing group N, and many concurrent appenders share
+//! one flush. (sled's log is sequential: a flush makes durable everything written
+//! before it, so a group is never durable without the groups before it.)
 //!
-//! It runs on its own OS thread (sled's transaction and flush are blocking calls), so
-//! the async runtime is never blocked by storage.
+//! Both run on their own OS threads (sled's transaction and flush are blocking calls),
+//! so the async runtime is never blocked by storage.
 //!
 //! The committer assigns seqs from a per-run head (the run's summary: last seq and
 //! status) cached in memory: loaded on open for every non-terminal run, loaded from
@@ -83,11 +86,19 @@ pub(crate) struct Request {
 
 /// The committer's state, owned by its thread.
 pub(crate) struct Committer {
-    pub db: Db,
     /// Log trees then extra trees.
     pub trees: Vec<Tree>,
-    pub heads: HashMap<RunId, RunSummary>,
+    pub heads: Heads,
     pub max_group: usize,
+}
+
+/// The heads the committer knows without reading the `runs` tree.
+pub(crate) struct Heads {
+    /// Every in-flight run's head.
+    pub live: HashMap<RunId, RunSummary>,
+    /// The greatest run id in the `runs` tree. Run ids are UUID v7 (time-ordered), so
+    /// a new run's id is greater and its append needs no lookup to know it is new.
+    pub newest: Option<RunId>,
 }
 
 type Aborted = (usize, LogError);
@@ -98,9 +109,32 @@ struct Pending {
     now: Option<RunSummary>,
 }
 
+/// Replies of a committed group, waiting for the flush that makes it durable.
+type Unflushed = Vec<(oneshot::Sender<Result<Vec<u64>, LogError>>, Vec<u64>)>;
+
+/// Flushes the database for every group committed before the flush began, then
+/// acknowledges them; runs until the committer is gone.
+pub(crate) fn flush_loop(db: Db, rx: std::sync::mpsc::Receiver<Unflushed>) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        groups.extend(rx.try_iter());
+        let flushed = db.flush().map_err(LogError::storage);
+        for (reply, seqs) in groups.into_iter().flatten() {
+            let _ = reply.send(match &flushed {
+                Ok(_) => Ok(seqs),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+}
+
 impl Committer {
-    /// Runs until every sender is gone.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    /// Runs until every sender is gone; committed groups go to `flusher`.
+    pub fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        flusher: std::sync::mpsc::Sender<Unflushed>,
+    ) {
         let mut group = Vec::with_capacity(self.max_group);
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
@@ -110,14 +144,19 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut group);
+            let committed = self.commit(&mut group);
+            if !committed.is_empty() && flusher.send(committed).is_err() {
+                return;
+            }
         }
     }
 
-    fn commit(&mut self, group: &mut Vec<Request>) {
+    /// Writes the group; answers the requests that failed and returns the replies
+    /// of those written.
+    fn commit(&mut self, group: &mut Vec<Request>) -> Unflushed {
         loop {
             if group.is_empty() {
-                return;
+                return Vec::new();
             }
             let result = self
                 .trees
@@ -125,22 +164,17 @@ impl Committer {
                 .transaction(|tx| write_group(tx, &self.heads, group));
             match result {
                 Ok((seqs, heads)) => {
-                    let flushed = self.db.flush().map_err(LogError::storage);
                     for (run, head) in heads {
+                        if self.heads.newest.is_none_or(|n| run > n) {
+                            self.heads.newest = Some(run);
+                        }
                         if head.status.is_terminal() {
-                            self.heads.remove(&run);
+                            self.heads.live.remove(&run);
                         } else {
-                            self.heads.insert(run, head);
+                            self.heads.live.insert(run, head);
                         }
                     }
-                    for (req, seqs) in group.drain(..).zip(seqs) {
-                        let reply = match &flushed {
-                            Ok(_) => Ok(seqs),
-                            Err(e) => Err(e.clone()),
-                        };
-                        let _ = req.reply.send(reply);
-                    }
-                    return;
+                    return group.drain(..).map(|r| r.reply).zip(seqs).collect();
                 }
                 Err(TransactionError::Abort((i, err))) => {
                     let req = group.remove(i);
@@ -151,7 +185,7 @@ impl Committer {
                     for req in group.drain(..) {
                         let _ = req.reply.send(Err(err.clone()));
                     }
-                    return;
+                    return Vec::new();
                 }
             }
         }
@@ -164,12 +198,15 @@ fn abort<T>(i: usize, e: LogError) -> ConflictableTransactionResult<T, Aborted> 
 
 fn load_head(
     tx: &[TransactionalTree],
-    cache: &HashMap<RunId, RunSummary>,
+    cache: &Heads,
     run: RunId,
     i: usize,
 ) -> ConflictableTransactionResult<Option<RunSummary>, Aborted> {
-    if let Some(h) = cache.get(&run) {
+    if let Some(h) = cache.live.get(&run) {
         return Ok(Some(h.clone()));
+    }
+    if cache.newest.is_none_or(|n| run > n) {
+        return Ok(None);
     }
     let Some(raw) = tx[RUNS].get(run.0)? else {
         return Ok(None);
@@ -191,7 +228,7 @@ fn load_head(
 #[allow(clippy::type_complexity)]
 fn write_group(
     tx: &[TransactionalTree],
-    cache: &HashMap<RunId, RunSummary>,
+    cache: &Heads,
     group: &[Request],
 ) -> ConflictableTransactionResult<(Vec<Vec<u64>>, HashMap<RunId, RunSummary>), Aborted> {
     let mut pending: HashMap<RunId, Pending> = HashMap::new();

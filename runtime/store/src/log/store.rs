@@ -19,8 +19,8 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{
-    BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, LOG_TREES, RUNS,
-    Request, TxHook,
+    BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Heads, LOG_TREES,
+    RUNS, Request, TxHook, flush_loop,
 };
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{FoldError, RunState, StatusKind, fold};
@@ -123,16 +123,17 @@ struct Inner {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     tx: Option<mpsc::Sender<Request>>,
-    committer: Mutex<Option<JoinHandle<()>>>,
+    /// The committer, then the flusher: joined in that order on drop.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.tx = None;
-        if let Ok(mut slot) = self.committer.lock()
-            && let Some(handle) = slot.take()
-        {
-            let _ = handle.join();
+        if let Ok(mut threads) = self.threads.lock() {
+            for handle in threads.drain(..) {
+                let _ = handle.join();
+            }
         }
     }
 }
@@ -179,24 +180,32 @@ impl EventLog {
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()
             .map_err(LogError::storage)?;
-        let heads = recover_heads(&trees)?;
+        let heads = Heads {
+            live: recover_heads(&trees)?,
+            newest: newest_run(&trees[RUNS])?,
+        };
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let committer = Committer {
-            db: db.clone(),
             trees: trees.clone(),
             heads,
             max_group: config.max_group.max(1),
         };
-        let handle = std::thread::Builder::new()
+        let (flush_tx, flush_rx) = std::sync::mpsc::channel();
+        let flush_db = db.clone();
+        let flusher = std::thread::Builder::new()
+            .name("sluice-log-flush".into())
+            .spawn(move || flush_loop(flush_db, flush_rx))
+            .map_err(LogError::storage)?;
+        let committer = std::thread::Builder::new()
             .name("sluice-log-commit".into())
-            .spawn(move || committer.run(rx))
+            .spawn(move || committer.run(rx, flush_tx))
             .map_err(LogError::storage)?;
         Ok(EventLog {
             inner: Arc::new(Inner {
                 db,
                 trees,
                 tx: Some(tx),
-                committer: Mutex::new(Some(handle)),
+                threads: Mutex::new(vec![committer, flusher]),
             }),
         })
     }
@@ -360,6 +369,13 @@ fn in_flight_ids(trees: &[sled::Tree]) -> Result<Vec<RunId>, LogError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The greatest run id with a summary.
+fn newest_run(runs: &sled::Tree) -> Result<Option<RunId>, LogError> {
+    let last = runs.last().map_err(LogError::storage)?;
+    // A key that is no run id: assume every id may exist, so every lookup is made.
+    Ok(last.map(|(key, _)| RunId::from_slice(&key).unwrap_or(RunId([0xff; 16]))))
 }
 
 /// The committer's heads of every in-flight run.
