@@ -10,6 +10,7 @@ pub mod hub;
 pub mod log;
 mod open;
 pub mod run_logs;
+pub(crate) mod staged;
 mod store;
 
 pub use catalog::Catalog;

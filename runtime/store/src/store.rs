@@ -3,26 +3,23 @@
 //! checkpoint.
 //!
 //! Owns the atomic-commit invariant: a batch's hub segment and the run's
-//! `CheckpointCommitted` event go into **one** sled transaction, flushed before the
+//! `CheckpointCommitted` event go into **one** atomic group of writes, flushed before the
 //! commit is acknowledged. After a crash either both are there or neither is, so a
 //! resumed run re-reads exactly the batches whose checkpoints were not committed, and
 //! upsert by primary key absorbs whatever the source sends again. It must never write
-//! hub records outside that transaction for a run's batch.
+//! hub records outside that group for a run's batch.
 
 use std::path::Path;
 
 use crate::run_logs::RunLogs;
 use std::sync::Arc;
 
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree,
-};
-
 use crate::catalog::Catalog;
 use crate::hub::{BatchMeta, BatchOutcome, Hub, HubError, SegmentWrite};
 use crate::log::{EventKind, EventLog, LogConfig, LogError, RunId, TxHook, now_unix_ms, v1};
+use crate::staged::StagedTree;
 
-/// Trees added to the log's transactions, in order: the hub's, then the catalog's.
+/// Trees added to the log's groups of writes, in order: the hub's, then the catalog's.
 const EXTRA_TREES: [&str; 2] = ["hub", crate::catalog::TREE];
 
 /// Errors of the store.
@@ -88,7 +85,7 @@ pub struct StreamEnd {
     /// The stream.
     pub stream: String,
     /// Whether the stream was fully refreshed: then every record not seen in
-    /// `generation` is marked deleted in the same transaction.
+    /// `generation` is marked deleted in the same group.
     pub full_refresh: bool,
     /// The refresh generation the run's batches were committed with.
     pub generation: u64,
@@ -96,7 +93,7 @@ pub struct StreamEnd {
     pub checkpoint: String,
     /// The attempt that read it.
     pub attempt: u32,
-    /// It is the run's last stream: `RunCompleted` goes into the same transaction,
+    /// It is the run's last stream: `RunCompleted` goes into the same group,
     /// which spares a durable round trip per run.
     pub completes_run: bool,
 }
@@ -222,7 +219,7 @@ impl Store {
     }
 
     /// Appends `events` to a new or existing run's log and stores `document` as the
-    /// catalog definition `name` of `kind`, in one transaction: for a schedule, the run
+    /// catalog definition `name` of `kind`, atomically: for a schedule, the run
     /// started for a fire and the schedule's progress past that fire, so that after a
     /// crash a fire has either its run and its progress, or neither.
     pub async fn append_with_document(
@@ -246,7 +243,7 @@ impl Store {
     /// Ends a stream of `run`: for a full refresh, marks deleted every record the
     /// refresh did not see; appends `StreamCompleted` (after a `CheckpointCommitted`
     /// carrying the deletions, if any, and before `RunCompleted` if the stream
-    /// completes the run), all in one transaction. Returns the number of
+    /// completes the run), all atomically. Returns the number of
     /// records marked deleted.
     pub async fn complete_stream(&self, run: RunId, end: StreamEnd) -> Result<u64, StoreError> {
         let mut completed = vec![EventKind::StreamCompleted(v1::StreamCompleted {
@@ -292,46 +289,37 @@ impl Store {
     }
 }
 
-/// Writes one catalog document inside the log's transaction.
+/// Writes one catalog document in the log's group of writes.
 struct CatalogHook {
     key: Vec<u8>,
     document: Vec<u8>,
 }
 
 impl TxHook for CatalogHook {
-    fn write(
-        &self,
-        extra: &[TransactionalTree],
-    ) -> ConflictableTransactionResult<Vec<EventKind>, String> {
-        let Some(catalog) = extra.get(1) else {
-            return Err(ConflictableTransactionError::Abort(
-                "the catalog tree is not part of the log's transaction".into(),
+    fn write(&self, extra: &mut [StagedTree<'_>]) -> Result<Vec<EventKind>, LogError> {
+        let Some(catalog) = extra.get_mut(1) else {
+            return Err(LogError::Rejected(
+                "the catalog tree is not part of the log's writes".into(),
             ));
         };
-        catalog.insert(self.key.as_slice(), self.document.as_slice())?;
+        catalog.insert(self.key.as_slice(), self.document.as_slice());
         Ok(Vec::new())
     }
 }
 
-/// Writes a hub segment inside the log's transaction.
+/// Writes a hub segment in the log's group of writes.
 struct HubHook(SegmentWrite);
 
 impl TxHook for HubHook {
-    fn write(
-        &self,
-        extra: &[TransactionalTree],
-    ) -> ConflictableTransactionResult<Vec<EventKind>, String> {
-        let Some(hub) = extra.first() else {
-            return Err(ConflictableTransactionError::Abort(
-                "the hub tree is not part of the log's transaction".into(),
+    fn write(&self, extra: &mut [StagedTree<'_>]) -> Result<Vec<EventKind>, LogError> {
+        let Some(hub) = extra.first_mut() else {
+            return Err(LogError::Rejected(
+                "the hub tree is not part of the log's writes".into(),
             ));
         };
         self.0.write(hub).map_err(|e| match e {
-            ConflictableTransactionError::Abort(h) => {
-                ConflictableTransactionError::Abort(h.to_string())
-            }
-            ConflictableTransactionError::Conflict => ConflictableTransactionError::Conflict,
-            ConflictableTransactionError::Storage(s) => ConflictableTransactionError::Storage(s),
+            HubError::Storage(s) => LogError::Storage(s),
+            other => LogError::Rejected(other.to_string()),
         })?;
         Ok(Vec::new())
     }

@@ -588,3 +588,62 @@ async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing() {
     );
     assert_eq!(log.read(r).await.unwrap().len(), 3);
 }
+
+/// A crash between storing a group's write-ahead record and applying all of its writes
+/// leaves the record: opening the log applies it (puts and removes) and drops it.
+#[tokio::test]
+async fn a_group_a_crash_left_half_applied_is_completed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_id(1);
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
+            .await
+            .unwrap();
+    }
+    let event_key = |seq: u64| {
+        let mut key = r.0.to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    };
+    {
+        // The state a crash leaves: the record is stored, only part of it applied
+        // (here: nothing), and a stray key the record removes.
+        let db = sled::open(dir.path()).unwrap();
+        let third = sluice_store::RunEvent::new(r, 3, 300, begun(2));
+        let record = v1::StoredWriteGroup {
+            writes: vec![
+                v1::StoredWrite {
+                    tree: "events".into(),
+                    key: event_key(3),
+                    value: Some(third.encode_to_vec()),
+                },
+                v1::StoredWrite {
+                    tree: "events".into(),
+                    key: event_key(9),
+                    value: None,
+                },
+            ],
+        };
+        db.open_tree("events")
+            .unwrap()
+            .insert(event_key(9), &[1u8][..])
+            .unwrap();
+        db.open_tree("write_ahead")
+            .unwrap()
+            .insert([0u8], record.encode_to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        let events = log.read(r).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(events[2].at_unix_ms, 300);
+    }
+    let db = sled::open(dir.path()).unwrap();
+    assert!(db.open_tree("write_ahead").unwrap().is_empty());
+}

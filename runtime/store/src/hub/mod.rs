@@ -11,8 +11,8 @@
 //!
 //! This module owns the hub's sled tree and the in-memory indexes built from it. It must
 //! never write outside its tree, never let a sled type into the public API, and never
-//! change its in-memory index before the transaction that wrote the matching segment
-//! has committed.
+//! change its in-memory index before the group of writes that wrote the matching
+//! segment has committed.
 //!
 //! # Layout, and why
 //!
@@ -36,15 +36,17 @@
 //!   their bytes, version, content hash and primary key) and the hashes of the keys it
 //!   saw unchanged. A completed refresh writes a segment of deleted entries. A meta key
 //!   `m | connection | stream` holds the next sequence number and is written in the
-//!   same transaction.
+//!   same group of writes. Readers see only segments below it: a segment is written
+//!   ahead of its group (so the log's write-ahead record need not copy it), and one
+//!   that a crash left past the stored next seq is an orphan the next batch replaces.
 //! - The **change feed is the segments in order**: a cursor is `seq << 24 | (index + 1)`,
 //!   so reading the feed is a range scan; a feed entry costs no insert of its own.
 //! - Classification uses an **in-memory index** per (connection, stream): primary key
 //!   hash → version, content hash, first/last seen, last seen refresh generation and the
 //!   location of the latest change. It is loaded from the segments on first use and is
 //!   only a cache: writes go through a lease on the stream ([`HubWriter`]), are prepared
-//!   against the index, written in the caller's transaction, and applied to the index
-//!   with [`HubWriter::commit`] only once that transaction has committed.
+//!   against the index, written in the caller's group of writes, and applied to the
+//!   index with [`HubWriter::commit`] only once that group has committed.
 //!
 //! With this layout, `cargo bench -p sluice-store --bench hub` (1,000,000 records of
 //! ~200 bytes, batches of 1,000, one transaction and one flush per batch) measured
@@ -63,8 +65,8 @@ mod segment;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::staged::{Staged, StagedTree};
 use serde_json::Value;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use index::{At, Entries, Entry, StreamIndex, after_change, after_seen, live_delta};
 use segment::{Header, StoredChange};
@@ -127,15 +129,6 @@ pub enum HubError {
 impl From<sled::Error> for HubError {
     fn from(e: sled::Error) -> Self {
         HubError::Storage(e.to_string())
-    }
-}
-
-impl From<TransactionError<HubError>> for HubError {
-    fn from(e: TransactionError<HubError>) -> Self {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => e.into(),
-        }
     }
 }
 
@@ -208,12 +201,6 @@ pub struct Change {
     pub version: u64,
     /// The record's JSON; `None` for a deletion.
     pub data: Option<String>,
-}
-
-/// The hub's trees as seen inside a sled transaction that the caller runs.
-pub(crate) struct HubTxTrees<'a> {
-    /// The hub tree.
-    pub(crate) hub: &'a TransactionalTree,
 }
 
 /// The hub of one store. Cheap to clone; clones share the tree and the indexes.
@@ -357,7 +344,7 @@ impl Hub {
         Ok(writer)
     }
 
-    /// Upserts a batch of NDJSON records in a transaction of its own (not flushed: call
+    /// Upserts a batch of NDJSON records in a sled batch of its own (not flushed: call
     /// [`Hub::flush`] for durability).
     pub fn upsert_batch(
         &self,
@@ -367,12 +354,9 @@ impl Hub {
         records: &[u8],
         meta: BatchMeta<'_>,
     ) -> Result<BatchOutcome, HubError> {
-        let mut writer = self.writer(connection, stream)?;
+        let writer = self.writer(connection, stream)?;
         let staged = writer.prepare_batch(primary_key, records, meta)?;
-        self.shared
-            .tree
-            .transaction(|tx| writer.write_tx(&HubTxTrees { hub: tx }, &staged))?;
-        Ok(writer.commit(staged))
+        self.write_alone(writer, staged)
     }
 
     /// Marks deleted every live record of the stream whose last seen generation is below
@@ -385,11 +369,24 @@ impl Hub {
         generation: u64,
         time_ms: u64,
     ) -> Result<BatchOutcome, HubError> {
-        let mut writer = self.writer(connection, stream)?;
+        let writer = self.writer(connection, stream)?;
         let staged = writer.prepare_refresh(generation, time_ms)?;
-        self.shared
-            .tree
-            .transaction(|tx| writer.write_tx(&HubTxTrees { hub: tx }, &staged))?;
+        self.write_alone(writer, staged)
+    }
+
+    /// Writes a staged write atomically on its own (one sled batch of the hub tree)
+    /// and applies it to the index.
+    fn write_alone(
+        &self,
+        mut writer: HubWriter,
+        staged: StagedWrite,
+    ) -> Result<BatchOutcome, HubError> {
+        let trees = std::slice::from_ref(&self.shared.tree);
+        let mut group = Staged::new(trees);
+        if let Some(hub) = group.trees_from(0).first_mut() {
+            writer.segment_write(&staged).write(hub)?;
+        }
+        group.apply_to_one_tree()?;
         Ok(writer.commit(staged))
     }
 
@@ -464,6 +461,10 @@ impl Hub {
             stream: stream.to_owned(),
         };
         let prefix = key(TAG_SEGMENT, &id);
+        let end_seq = match self.shared.tree.get(key(TAG_META, &id))? {
+            Some(v) => decode_u64(&v)?,
+            None => 0,
+        };
         let start_seq = after >> INDEX_BITS;
         let skip = after & ((1 << INDEX_BITS) - 1);
         let mut out = Vec::new();
@@ -474,6 +475,9 @@ impl Hub {
                 break;
             }
             let seq = seq_of(&k)?;
+            if seq >= end_seq {
+                break;
+            }
             let seg = segment::decode(&v, false)?;
             for (idx, c) in seg.changes.iter().enumerate() {
                 let cursor = cursor_of(seq, idx as u32);
@@ -500,7 +504,7 @@ impl Hub {
     }
 }
 
-/// Writes to one stream, prepared against its index, ready to go into a transaction.
+/// Writes to one stream, prepared against its index, ready to go into a group of writes.
 #[derive(Debug)]
 pub(crate) struct StagedWrite {
     segments: Arc<Vec<(u64, Vec<u8>)>>,
@@ -517,8 +521,8 @@ impl StagedWrite {
     }
 }
 
-/// The exclusive lease on one stream's index. Prepare a write, put it in a transaction
-/// with [`HubWriter::write_tx`], and once that transaction has committed apply it with
+/// The exclusive lease on one stream's index. Prepare a write, put its
+/// [`HubWriter::segment_write`] in a group of writes, and once that has committed apply it with
 /// [`HubWriter::commit`]. Dropping the writer without committing leaves the index as it
 /// was (the next lease reloads it from disk if the store moved on).
 pub(crate) struct HubWriter {
@@ -569,11 +573,18 @@ impl HubWriter {
 
     fn load(&self) -> Result<StreamIndex, HubError> {
         let mut index = StreamIndex::default();
+        let stored = self.stored_next_seq()?;
         for item in self.hub.shared.tree.scan_prefix(&self.segment_prefix) {
             let (k, v) = item?;
-            index.replay(seq_of(&k)?, &segment::decode(&v, true)?);
+            let seq = seq_of(&k)?;
+            // A segment at or past the stored next seq was written ahead of a commit
+            // that a crash stopped: it holds nothing committed.
+            if seq >= stored {
+                break;
+            }
+            index.replay(seq, &segment::decode(&v, true)?);
         }
-        index.next_seq = index.next_seq.max(self.stored_next_seq()?);
+        index.next_seq = index.next_seq.max(stored);
         Ok(index)
     }
 
@@ -735,17 +746,7 @@ impl HubWriter {
         Ok(staged)
     }
 
-    /// Writes a staged write inside the caller's transaction. Safe to run again when
-    /// sled retries the transaction.
-    pub(crate) fn write_tx(
-        &self,
-        trees: &HubTxTrees<'_>,
-        staged: &StagedWrite,
-    ) -> Result<(), ConflictableTransactionError<HubError>> {
-        self.segment_write(staged).write(trees.hub)
-    }
-
-    /// The stored part of a staged write, owned, for a transaction that another module
+    /// The stored part of a staged write, owned, for a group of writes that another module
     /// runs on another thread (the log's committer). The writer keeps its lease and
     /// applies the staged write with [`HubWriter::commit`] once that has committed.
     pub(crate) fn segment_write(&self, staged: &StagedWrite) -> SegmentWrite {
@@ -759,8 +760,8 @@ impl HubWriter {
         }
     }
 
-    /// Applies a staged write to the index. Call it only after the transaction that ran
-    /// [`HubWriter::write_tx`] with it has committed.
+    /// Applies a staged write to the index. Call it only after the group of writes that
+    /// held its segment write has committed.
     pub(crate) fn commit(&mut self, staged: StagedWrite) -> BatchOutcome {
         let index = self.index.get_or_insert_with(Default::default);
         index.entries.extend(staged.overlay);
@@ -770,7 +771,7 @@ impl HubWriter {
     }
 }
 
-/// The segments of a staged write and where they go, owned by a transaction hook.
+/// The segments of a staged write and where they go, owned by a hook of the log.
 pub(crate) struct SegmentWrite {
     /// The stream's incremental cursor to store with the segments: (key, checkpoint).
     cursor: Option<(Vec<u8>, Vec<u8>)>,
@@ -783,7 +784,7 @@ pub(crate) struct SegmentWrite {
 }
 
 impl SegmentWrite {
-    /// Stores `checkpoint` as the stream's incremental cursor in the same transaction.
+    /// Stores `checkpoint` as the stream's incremental cursor in the same group.
     pub(crate) fn with_cursor(mut self, connection: &str, stream: &str, checkpoint: &str) -> Self {
         let id = StreamId {
             connection: connection.to_owned(),
@@ -793,30 +794,29 @@ impl SegmentWrite {
         self
     }
 
-    /// Writes the segments and the stream's next seq inside the caller's transaction,
+    /// Stages the segments and the stream's next seq in the caller's group of writes,
     /// refusing with [`HubError::Stale`] if the stream moved on since it was prepared.
-    /// Safe to run again when sled retries the transaction.
-    pub(crate) fn write(
-        &self,
-        hub: &TransactionalTree,
-    ) -> Result<(), ConflictableTransactionError<HubError>> {
+    /// Safe to run again when the group is staged again.
+    pub(crate) fn write(&self, hub: &mut StagedTree<'_>) -> Result<(), HubError> {
         if let Some((key, checkpoint)) = &self.cursor {
-            hub.insert(key.as_slice(), checkpoint.as_slice())?;
+            hub.insert(key.as_slice(), checkpoint.as_slice());
         }
         if self.segments.is_empty() {
             return Ok(());
         }
         let stored = match hub.get(&self.meta_key)? {
-            Some(v) => decode_u64(&v).map_err(ConflictableTransactionError::Abort)?,
+            Some(v) => decode_u64(&v)?,
             None => 0,
         };
         if stored != self.expected_seq {
-            return Err(ConflictableTransactionError::Abort(HubError::Stale));
+            return Err(HubError::Stale);
         }
+        // Segments past the stream's stored next seq are unreachable (see `load` and
+        // `feed`) until the seq below moves past them: they can go ahead of the group.
         for (seq, bytes) in self.segments.iter() {
-            hub.insert(segment_key(&self.segment_prefix, *seq), bytes.as_slice())?;
+            hub.insert_ahead(segment_key(&self.segment_prefix, *seq), bytes.as_slice());
         }
-        hub.insert(self.meta_key.as_slice(), &self.next_seq.to_be_bytes())?;
+        hub.insert(self.meta_key.as_slice(), self.next_seq.to_be_bytes());
         Ok(())
     }
 }

@@ -1,25 +1,29 @@
 //! Group commit: the single writer of the log.
 //!
 //! Owns every write to the log's trees. Appenders enqueue requests on a channel; one
-//! committer thread takes everything queued (up to `max_group` requests) and writes it
-//! in **one** sled transaction over all the log's trees (plus any extra trees other
-//! modules registered, see [`TxHook`]). It hands the group's replies to a flusher
+//! committer thread takes everything queued (up to `max_group` requests), stages its
+//! writes to all the log's trees (plus any extra trees other modules registered, see
+//! [`TxHook`]) and applies them as **one** atomic unit (a write-ahead record, see
+//! `crate::staged`: not a sled transaction, whose global lock stalled every reader
+//! while it ran). It hands the group's replies to a flusher
 //! thread and goes on with the next group: the flusher flushes the database once for
 //! every group committed since its last flush, and only then acknowledges them. So
 //! writing group N+1 overlaps flushing group N, and many concurrent appenders share
 //! one flush. (sled's log is sequential: a flush makes durable everything written
 //! before it, so a group is never durable without the groups before it.)
 //!
-//! Both run on their own OS threads (sled's transaction and flush are blocking calls),
+//! Both run on their own OS threads (sled's writes and flush are blocking calls),
 //! so the async runtime is never blocked by storage.
 //!
 //! The committer assigns seqs from a per-run head (the run's summary: last seq and
 //! status) cached in memory: loaded on open for every non-terminal run, loaded from
-//! the `runs` tree on a miss, updated only after a transaction commits, and dropped
+//! the `runs` tree on a miss (not even then for a run id newer than every stored one:
+//! ids are time-ordered UUID v7), updated only after a group is applied, and dropped
 //! when a run becomes terminal. Each appended event is checked with
 //! [`transition`](super::fold::transition), so the log never holds events that do
 //! not fold. A request that is refused (or whose hook aborts) fails alone: the
-//! group's transaction is retried without it.
+//! group is staged again without it. If applying a group fails, the committer stops
+//! writing (later appends fail): a half-applied group is completed only by reopening.
 //!
 //! It must never acknowledge a request before the flush that made it durable.
 
@@ -27,19 +31,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
-use sled::{Db, Transactional, Tree};
+use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
 use super::LogError;
 use super::events::{EventKind, RunEvent, RunId};
 use super::fold::{StatusKind, transition};
 use super::keys::{RunSummary, event_key, index_key, time_key};
+use crate::staged::{Staged, StagedTree};
 
-/// Names of the log's trees, in transaction order.
+/// Names of the log's trees, in the order of a group's writes.
 pub(crate) const LOG_TREES: [&str; 7] = [
     "events",
     "runs",
@@ -57,20 +58,17 @@ pub(crate) const BY_TENANT: usize = 4;
 pub(crate) const BY_STATUS: usize = 5;
 pub(crate) const BY_TIME: usize = 6;
 
-/// Writes that another module of this crate adds to the transaction of an append.
+/// Writes that another module of this crate adds to the group of an append.
 ///
 /// `write` receives the extra trees registered when the log was opened (in that
 /// order), and returns more events to append to the same run after the request's
 /// own events (e.g. a `CheckpointCommitted` carrying the counts the hub computed).
-/// It may run more than once (sled retries a transaction on conflict) and several
-/// hooks may share one transaction, each seeing the previous ones' writes; it must
-/// have no effect outside the trees it is given. An `Abort` fails only its own
-/// append, with [`LogError::Rejected`].
+/// It may run more than once (a group is staged again when one of its requests is
+/// refused) and several hooks may share one group, each seeing the previous ones'
+/// writes; it must have no effect outside the trees it is given. An error fails only
+/// its own append.
 pub(crate) trait TxHook: Send + Sync {
-    fn write(
-        &self,
-        extra: &[TransactionalTree],
-    ) -> ConflictableTransactionResult<Vec<EventKind>, String>;
+    fn write(&self, extra: &mut [StagedTree<'_>]) -> Result<Vec<EventKind>, LogError>;
 }
 
 /// One append waiting for its group.
@@ -88,8 +86,20 @@ pub(crate) struct Request {
 pub(crate) struct Committer {
     /// Log trees then extra trees.
     pub trees: Vec<Tree>,
+    /// Where a group is recorded before it is applied.
+    pub ahead: Tree,
     pub heads: Heads,
     pub max_group: usize,
+    /// Set when applying a group failed: every later append fails with it.
+    pub broken: Option<LogError>,
+}
+
+/// Why staging a group failed.
+enum Fail {
+    /// Request `.0` may not be written; the others may.
+    Request(usize, LogError),
+    /// Storage failed: no request of the group is written.
+    Storage(LogError),
 }
 
 /// The heads the committer knows without reading the `runs` tree.
@@ -100,8 +110,6 @@ pub(crate) struct Heads {
     /// a new run's id is greater and its append needs no lookup to know it is new.
     pub newest: Option<RunId>,
 }
-
-type Aborted = (usize, LogError);
 
 /// A run's head while a group is being written.
 struct Pending {
@@ -155,13 +163,26 @@ impl Committer {
     /// of those written.
     fn commit(&mut self, group: &mut Vec<Request>) -> Unflushed {
         loop {
+            if let Some(err) = &self.broken {
+                for req in group.drain(..) {
+                    let _ = req.reply.send(Err(err.clone()));
+                }
+            }
             if group.is_empty() {
                 return Vec::new();
             }
-            let result = self
-                .trees
-                .as_slice()
-                .transaction(|tx| write_group(tx, &self.heads, group));
+            let mut staged = Staged::new(&self.trees);
+            let result = write_group(&mut staged, &self.heads, group);
+            let result = match result {
+                Ok(written) => staged.apply(&self.ahead).map(|()| written).map_err(|e| {
+                    let err = LogError::Storage(format!(
+                        "{e}; the log stopped writing: restart the node to recover"
+                    ));
+                    self.broken = Some(err.clone());
+                    Fail::Storage(err)
+                }),
+                Err(fail) => Err(fail),
+            };
             match result {
                 Ok((seqs, heads)) => {
                     for (run, head) in heads {
@@ -176,12 +197,11 @@ impl Committer {
                     }
                     return group.drain(..).map(|r| r.reply).zip(seqs).collect();
                 }
-                Err(TransactionError::Abort((i, err))) => {
+                Err(Fail::Request(i, err)) => {
                     let req = group.remove(i);
                     let _ = req.reply.send(Err(err));
                 }
-                Err(TransactionError::Storage(e)) => {
-                    let err = LogError::storage(e);
+                Err(Fail::Storage(err)) => {
                     for req in group.drain(..) {
                         let _ = req.reply.send(Err(err.clone()));
                     }
@@ -192,23 +212,22 @@ impl Committer {
     }
 }
 
-fn abort<T>(i: usize, e: LogError) -> ConflictableTransactionResult<T, Aborted> {
-    Err(ConflictableTransactionError::Abort((i, e)))
+fn abort<T>(i: usize, e: LogError) -> Result<T, Fail> {
+    Err(Fail::Request(i, e))
 }
 
-fn load_head(
-    tx: &[TransactionalTree],
-    cache: &Heads,
-    run: RunId,
-    i: usize,
-) -> ConflictableTransactionResult<Option<RunSummary>, Aborted> {
+fn storage(e: sled::Error) -> Fail {
+    Fail::Storage(LogError::storage(e))
+}
+
+fn load_head(runs: &Tree, cache: &Heads, run: RunId, i: usize) -> Result<Option<RunSummary>, Fail> {
     if let Some(h) = cache.live.get(&run) {
         return Ok(Some(h.clone()));
     }
     if cache.newest.is_none_or(|n| run > n) {
         return Ok(None);
     }
-    let Some(raw) = tx[RUNS].get(run.0)? else {
+    let Some(raw) = runs.get(run.0).map_err(storage)? else {
         return Ok(None);
     };
     let stored = super::v1::StoredRunSummary::decode(raw.as_ref()).ok();
@@ -227,24 +246,17 @@ fn load_head(
 /// Writes one group's events; returns each request's seqs and the runs' new heads.
 #[allow(clippy::type_complexity)]
 fn write_group(
-    tx: &[TransactionalTree],
+    staged: &mut Staged<'_>,
     cache: &Heads,
     group: &[Request],
-) -> ConflictableTransactionResult<(Vec<Vec<u64>>, HashMap<RunId, RunSummary>), Aborted> {
+) -> Result<(Vec<Vec<u64>>, HashMap<RunId, RunSummary>), Fail> {
     let mut pending: HashMap<RunId, Pending> = HashMap::new();
     let mut all_seqs = Vec::with_capacity(group.len());
-    let mut buf = Vec::with_capacity(256);
     for (i, req) in group.iter().enumerate() {
         let extra = match &req.hook {
-            Some(hook) => hook.write(&tx[LOG_TREES.len()..]).map_err(|e| match e {
-                ConflictableTransactionError::Abort(msg) => {
-                    ConflictableTransactionError::Abort((i, LogError::Rejected(msg)))
-                }
-                ConflictableTransactionError::Conflict => ConflictableTransactionError::Conflict,
-                ConflictableTransactionError::Storage(s) => {
-                    ConflictableTransactionError::Storage(s)
-                }
-            })?,
+            Some(hook) => hook
+                .write(&mut staged.trees_from(LOG_TREES.len()))
+                .map_err(|e| Fail::Request(i, e))?,
             None => Vec::new(),
         };
         let mut seqs = Vec::with_capacity(req.kinds.len() + extra.len());
@@ -256,7 +268,7 @@ fn write_group(
         let p = match pending.get_mut(&run) {
             Some(p) => p,
             None => {
-                let before = load_head(tx, cache, run, i)?;
+                let before = load_head(&staged.trees()[RUNS], cache, run, i)?;
                 pending.entry(run).or_insert(Pending {
                     now: before.clone(),
                     before,
@@ -311,11 +323,7 @@ fn write_group(
             now.last_seq = seq;
             now.updated_at_unix_ms = req.at_unix_ms;
             let event = RunEvent::new(run, seq, req.at_unix_ms, kind.clone());
-            buf.clear();
-            event
-                .encode(&mut buf)
-                .map_err(|e| ConflictableTransactionError::Abort((i, LogError::storage(e))))?;
-            tx[EVENTS].insert(&event_key(&run, seq)[..], buf.as_slice())?;
+            staged.insert(EVENTS, &event_key(&run, seq)[..], event.encode_to_vec());
             seqs.push(seq);
         }
         all_seqs.push(seqs);
@@ -323,34 +331,28 @@ fn write_group(
     let mut heads = HashMap::with_capacity(pending.len());
     for (run, p) in pending {
         let Some(now) = p.now else { continue };
-        write_summary(tx, p.before.as_ref(), &now)?;
+        write_summary(staged, p.before.as_ref(), &now);
         heads.insert(run, now);
     }
     Ok((all_seqs, heads))
 }
 
 /// Writes a run's summary and the index entries that changed.
-fn write_summary(
-    tx: &[TransactionalTree],
-    before: Option<&RunSummary>,
-    now: &RunSummary,
-) -> ConflictableTransactionResult<(), Aborted> {
+fn write_summary(staged: &mut Staged<'_>, before: Option<&RunSummary>, now: &RunSummary) {
     let run = &now.run_id;
-    tx[RUNS].insert(&run.0[..], now.to_stored().encode_to_vec())?;
-    let empty: &[u8] = &[];
+    staged.insert(RUNS, &run.0[..], now.to_stored().encode_to_vec());
     match before {
         None => {
-            tx[BY_WORKFLOW].insert(index_key(&now.workflow, run), empty)?;
-            tx[BY_CONNECTION].insert(index_key(&now.connection, run), empty)?;
-            tx[BY_TENANT].insert(index_key(&now.tenant, run), empty)?;
-            tx[BY_TIME].insert(&time_key(now.created_at_unix_ms, run)[..], empty)?;
-            tx[BY_STATUS].insert(index_key(now.status.as_str(), run), empty)?;
+            staged.insert(BY_WORKFLOW, index_key(&now.workflow, run), []);
+            staged.insert(BY_CONNECTION, index_key(&now.connection, run), []);
+            staged.insert(BY_TENANT, index_key(&now.tenant, run), []);
+            staged.insert(BY_TIME, &time_key(now.created_at_unix_ms, run)[..], []);
+            staged.insert(BY_STATUS, index_key(now.status.as_str(), run), []);
         }
         Some(b) if b.status != now.status => {
-            tx[BY_STATUS].remove(index_key(b.status.as_str(), run))?;
-            tx[BY_STATUS].insert(index_key(now.status.as_str(), run), empty)?;
+            staged.remove(BY_STATUS, index_key(b.status.as_str(), run));
+            staged.insert(BY_STATUS, index_key(now.status.as_str(), run), []);
         }
         Some(_) => {}
     }
-    Ok(())
 }

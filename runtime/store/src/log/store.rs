@@ -68,7 +68,7 @@ pub enum LogError {
         /// Why.
         error: FoldError,
     },
-    /// An append was rejected by writes sharing its transaction.
+    /// An append was rejected by writes sharing its group (a hook's).
     #[error("append rejected: {0}")]
     Rejected(String),
     /// A conditional append found the run moved on: another writer appended first.
@@ -162,8 +162,9 @@ impl EventLog {
         Self::open_with_extra(path, config, &[])
     }
 
-    /// Opens the log, adding the trees `extra` to every append's transaction (for
-    /// [`TxHook`]s of other modules of this crate).
+    /// Opens the log, adding the trees `extra` to every append's group of writes (for
+    /// [`TxHook`]s of other modules of this crate). A group a crash left half applied
+    /// is completed first.
     pub(crate) fn open_with_extra(
         path: impl AsRef<Path>,
         config: LogConfig,
@@ -174,6 +175,16 @@ impl EventLog {
             .cache_capacity(config.cache_bytes)
             .flush_every_ms(None);
         let db = crate::open::open_db(&sled_config).map_err(LogError::storage)?;
+        let completed = crate::staged::recover(&db).map_err(LogError::storage)?;
+        if completed > 0 {
+            tracing::info!(
+                writes = completed,
+                "completed a group of writes a crash interrupted"
+            );
+        }
+        let ahead = db
+            .open_tree(crate::staged::WRITE_AHEAD)
+            .map_err(LogError::storage)?;
         let trees = LOG_TREES
             .iter()
             .chain(extra.iter())
@@ -187,8 +198,10 @@ impl EventLog {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let committer = Committer {
             trees: trees.clone(),
+            ahead,
             heads,
             max_group: config.max_group.max(1),
+            broken: None,
         };
         let (flush_tx, flush_rx) = std::sync::mpsc::channel();
         let flush_db = db.clone();
@@ -249,7 +262,7 @@ impl EventLog {
             .await
     }
 
-    /// Appends events together with a hook's writes, in one transaction.
+    /// Appends events together with a hook's writes, atomically.
     pub(crate) async fn append_with_hook(
         &self,
         run: RunId,
