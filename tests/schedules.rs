@@ -244,3 +244,56 @@ async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
     };
     assert_eq!(s.fire_at_unix_ms, fire.timestamp_millis());
 }
+
+/// The running scheduler handles a fire `FIRE_AHEAD` of its time, so that the run is
+/// recorded and queued before it is due; it still starts only when due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_scheduler_records_a_fire_ahead_and_starts_it_when_due() {
+    use sluice_store::log::{EventKind, RunFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    define(
+        &e,
+        1,
+        json!({"schedule": {"trigger": {"kind": "interval", "every_secs": 1}}}),
+    );
+    e.start_scheduler(std::time::Duration::from_millis(50));
+    let filter = RunFilter {
+        workflow: Some("wf".into()),
+        ..RunFilter::default()
+    };
+    let runs = loop {
+        let runs = e.store().log().list(&filter).await.unwrap();
+        if runs.len() >= 3 {
+            break runs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    e.pause_scheduler(true).unwrap();
+    for r in &runs {
+        let state = e.wait(r.run_id).await.unwrap();
+        assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
+        let events = e.store().log().read(r.run_id).await.unwrap();
+        let Some(EventKind::RunScheduled(s)) = &events[0].kind else {
+            panic!("{:?}", events[0]);
+        };
+        let started = events
+            .iter()
+            .find(|ev| matches!(ev.kind, Some(EventKind::RunStarted(_))))
+            .map(|ev| ev.at_unix_ms)
+            .unwrap();
+        // Recorded at most FIRE_AHEAD before its fire, started not before it.
+        let ahead = i64::try_from(sluice_engine::FIRE_AHEAD.as_millis()).unwrap();
+        assert!(
+            events[0].at_unix_ms >= s.fire_at_unix_ms - ahead,
+            "recorded {} for a fire at {}",
+            events[0].at_unix_ms,
+            s.fire_at_unix_ms
+        );
+        assert!(
+            started >= s.fire_at_unix_ms,
+            "started {started} before its fire at {}",
+            s.fire_at_unix_ms
+        );
+    }
+}

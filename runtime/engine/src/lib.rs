@@ -39,6 +39,6 @@ pub use error::EngineError;
 pub use progress::Progress;
 pub use registry::ConnectorInfo;
 pub use retry::{Decision, Failures, RetryPolicy};
-pub use schedules::Tick;
+pub use schedules::{FIRE_AHEAD, Tick};
 pub use sluice_scheduler::{Aging, Limits};
 pub use sluice_scheduler::{CatchUp, OverlapPolicy, TriggerDef};

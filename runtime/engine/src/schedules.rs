@@ -24,6 +24,11 @@ const SCHEDULE: &str = "schedule";
 /// Workflows whose fires are handled at once in a pass.
 const FIRE_CONCURRENCY: usize = 256;
 const SCHEDULER: &str = "scheduler";
+/// How far ahead of its time the running scheduler handles a fire: the run is recorded
+/// and queued early, and the dispatcher starts it when it is due, so the durable write
+/// of the fire is not part of the latency from due to started. A policy decision
+/// (overlap, pause) is made this much before the fire's time.
+pub const FIRE_AHEAD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The compiled schedules of the workflows not paused, with each one's progress and
 /// next fire, so that a pass looks only at the schedules due. Rebuilt from the
@@ -369,16 +374,17 @@ impl Engine {
         Ok(Some(run))
     }
 
-    /// Runs the schedules until the engine is dropped: a pass at every fire, and at
-    /// least every `max_sleep`.
+    /// Runs the schedules until the engine is dropped: a pass [`FIRE_AHEAD`] of every
+    /// fire, and at least every `max_sleep`.
     pub fn start_scheduler(&self, max_sleep: std::time::Duration) {
         let weak = std::sync::Arc::downgrade(&self.inner);
+        let ahead = chrono::Duration::from_std(FIRE_AHEAD).unwrap_or_default();
         tokio::spawn(async move {
             loop {
                 let next = {
                     let Some(inner) = weak.upgrade() else { return };
                     let engine = Engine { inner };
-                    match engine.tick_schedules(Utc::now()).await {
+                    match engine.tick_schedules(Utc::now() + ahead).await {
                         Ok(tick) => tick.next,
                         Err(e) => {
                             tracing::error!(error = %e, "schedule pass failed");
@@ -387,7 +393,7 @@ impl Engine {
                     }
                 };
                 let wait = next
-                    .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
+                    .map(|n| (n - ahead - Utc::now()).to_std().unwrap_or_default())
                     .unwrap_or(max_sleep)
                     .min(max_sleep);
                 tokio::time::sleep(wait).await;
