@@ -413,9 +413,11 @@ async fn corrupted_event_is_reported_with_run_and_seq() {
     {
         let log = EventLog::open(dir.path()).unwrap();
         for r in [bad, good] {
-            log.append(r, vec![scheduled("wf", "c", "t"), begun(1), begun(2)])
-                .await
-                .unwrap();
+            // One event per append: each under its own key (several events of one
+            // group share a key, see the next test).
+            for e in [scheduled("wf", "c", "t"), begun(1), begun(2)] {
+                log.append(r, vec![e]).await.unwrap();
+            }
         }
     }
     {
@@ -464,6 +466,41 @@ struct NewerRunEvent {
 struct FutureKind {
     #[prost(string, tag = "1")]
     what: String,
+}
+
+/// The events one group appends to a run share one key; a corrupt batch is reported
+/// with its first seq, and single keys around it still read.
+#[tokio::test]
+async fn events_of_one_append_share_a_key_and_a_corrupt_batch_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_id(1);
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        log.append(r, vec![scheduled("wf", "c", "t")]).await.unwrap();
+        log.append(r, vec![begun(1), checkpoint("users", "u1", 3)])
+            .await
+            .unwrap();
+        log.append(r, vec![begun(2)]).await.unwrap();
+        let seqs: Vec<u64> = log.read(r).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        assert_eq!(log.state(r).await.unwrap().progress["users"].records, 3);
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let events = db.open_tree("events").unwrap();
+    let lens: Vec<usize> = events
+        .scan_prefix(r.0)
+        .map(|kv| kv.unwrap().0.len())
+        .collect();
+    assert_eq!(lens, vec![24, 32, 24]);
+    let batch_key = events.scan_prefix(r.0).nth(1).unwrap().unwrap().0;
+    events.insert(batch_key, &[0xff, 0xff, 0x01][..]).unwrap();
+    db.flush().unwrap();
+    drop((events, db));
+    let log = EventLog::open(dir.path()).unwrap();
+    match log.read(r).await.unwrap_err() {
+        LogError::Corrupt { run, seq, .. } => assert_eq!((run, seq), (r, 2)),
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -35,9 +35,9 @@ use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
 use super::LogError;
-use super::events::{EventKind, RunEvent, RunId};
+use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{StatusKind, transition};
-use super::keys::{RunSummary, event_key, index_key, time_key};
+use super::keys::{RunSummary, event_batch_key, event_key, index_key, time_key};
 use crate::staged::{Staged, StagedTree};
 
 /// Names of the log's trees, in the order of a group's writes.
@@ -115,6 +115,8 @@ pub(crate) struct Heads {
 struct Pending {
     before: Option<RunSummary>,
     now: Option<RunSummary>,
+    /// The run's events this group appends, in seq order: stored under one key.
+    events: Vec<RunEvent>,
 }
 
 /// Replies of a committed group, waiting for the flush that makes it durable.
@@ -272,6 +274,7 @@ fn write_group(
                 pending.entry(run).or_insert(Pending {
                     now: before.clone(),
                     before,
+                    events: Vec::new(),
                 })
             }
         };
@@ -322,8 +325,8 @@ fn write_group(
             now.status = status;
             now.last_seq = seq;
             now.updated_at_unix_ms = req.at_unix_ms;
-            let event = RunEvent::new(run, seq, req.at_unix_ms, kind.clone());
-            staged.insert(EVENTS, &event_key(&run, seq)[..], event.encode_to_vec());
+            p.events
+                .push(RunEvent::new(run, seq, req.at_unix_ms, kind.clone()));
             seqs.push(seq);
         }
         all_seqs.push(seqs);
@@ -331,10 +334,34 @@ fn write_group(
     let mut heads = HashMap::with_capacity(pending.len());
     for (run, p) in pending {
         let Some(now) = p.now else { continue };
+        write_events(staged, run, p.events);
         write_summary(staged, p.before.as_ref(), &now);
         heads.insert(run, now);
     }
     Ok((all_seqs, heads))
+}
+
+/// Writes a run's new events: one alone under its own key, several as one batch.
+fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<RunEvent>) {
+    match (events.first(), events.last()) {
+        (Some(first), Some(last)) if events.len() > 1 => {
+            let key = event_batch_key(&run, first.seq, last.seq);
+            staged.insert(
+                EVENTS,
+                &key[..],
+                v1::StoredEventBatch { events }.encode_to_vec(),
+            );
+        }
+        _ => {
+            if let Some(event) = events.pop() {
+                staged.insert(
+                    EVENTS,
+                    &event_key(&run, event.seq)[..],
+                    event.encode_to_vec(),
+                );
+            }
+        }
+    }
 }
 
 /// Writes a run's summary and the index entries that changed.

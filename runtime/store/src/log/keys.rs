@@ -7,6 +7,7 @@
 //! | tree                 | key                                        | value              |
 //! |----------------------|--------------------------------------------|--------------------|
 //! | `events`             | run id (16) ++ seq (u64 BE)                | encoded `RunEvent` |
+//! | `events`             | run id ++ first seq ++ last seq (u64 BE)   | `StoredEventBatch` |
 //! | `runs`               | run id (16)                                | `StoredRunSummary` |
 //! | `runs_by_workflow`   | workflow ++ 0x00 ++ run id                 | empty              |
 //! | `runs_by_connection` | connection ++ 0x00 ++ run id               | empty              |
@@ -31,10 +32,30 @@ pub(crate) fn event_key(run: &RunId, seq: u64) -> [u8; EVENT_KEY_LEN] {
     k
 }
 
-/// The seq of an `events` key, if it has the right length.
-pub(crate) fn seq_of_event_key(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(16..EVENT_KEY_LEN)?.try_into().ok()?;
-    (key.len() == EVENT_KEY_LEN).then(|| u64::from_be_bytes(tail))
+/// Length of an `events` key holding a batch.
+pub(crate) const EVENT_BATCH_KEY_LEN: usize = 32;
+
+/// `events` key of the batch of `run`'s events `first..=last`. It sorts by `first`
+/// among the single keys, so a prefix scan yields events in seq order.
+pub(crate) fn event_batch_key(run: &RunId, first: u64, last: u64) -> [u8; EVENT_BATCH_KEY_LEN] {
+    let mut k = [0u8; EVENT_BATCH_KEY_LEN];
+    k[..EVENT_KEY_LEN].copy_from_slice(&event_key(run, first));
+    k[EVENT_KEY_LEN..].copy_from_slice(&last.to_be_bytes());
+    k
+}
+
+/// The seqs an `events` key holds: `(seq, None)` for a single event, `(first,
+/// Some(last))` for a batch; `None` for a key of another length.
+pub(crate) fn seqs_of_event_key(key: &[u8]) -> Option<(u64, Option<u64>)> {
+    let u64_at = |at: usize| -> Option<u64> {
+        let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(bytes))
+    };
+    match key.len() {
+        EVENT_KEY_LEN => Some((u64_at(16)?, None)),
+        EVENT_BATCH_KEY_LEN => Some((u64_at(16)?, Some(u64_at(EVENT_KEY_LEN)?))),
+        _ => None,
+    }
 }
 
 /// Secondary index key: `value ++ 0x00 ++ run`.

@@ -25,7 +25,7 @@ use super::commit::{
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{FoldError, RunState, StatusKind, fold};
 use super::keys::{
-    RunFilter, RunSummary, index_prefix, run_of_index_key, seq_of_event_key, time_bytes,
+    RunFilter, RunSummary, index_prefix, run_of_index_key, seqs_of_event_key, time_bytes,
 };
 
 /// Errors of the log.
@@ -423,7 +423,7 @@ fn read_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogErro
     let mut out = Vec::new();
     for entry in events.scan_prefix(run.0) {
         let (key, value) = entry.map_err(LogError::storage)?;
-        let Some(seq) = seq_of_event_key(&key) else {
+        let Some((seq, last)) = seqs_of_event_key(&key) else {
             return Err(LogError::Corrupt {
                 run,
                 seq: 0,
@@ -431,11 +431,21 @@ fn read_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogErro
             });
         };
         let corrupt = |reason: String| LogError::Corrupt { run, seq, reason };
-        let event = RunEvent::decode(value.as_ref()).map_err(|e| corrupt(e.to_string()))?;
-        if event.seq != seq || event.run_id.as_slice() != run.0.as_slice() {
-            return Err(corrupt("event does not match its key".into()));
+        let decoded = match last {
+            None => RunEvent::decode(value.as_ref()).map(|e| vec![e]),
+            Some(_) => v1::StoredEventBatch::decode(value.as_ref()).map(|b| b.events),
+        };
+        let batch = decoded.map_err(|e| corrupt(e.to_string()))?;
+        let expected = seq..=last.unwrap_or(seq);
+        let matches = batch.len() as u64 == expected.clone().count() as u64
+            && batch
+                .iter()
+                .zip(expected)
+                .all(|(e, s)| e.seq == s && e.run_id.as_slice() == run.0.as_slice());
+        if !matches {
+            return Err(corrupt("events do not match their key".into()));
         }
-        out.push(event);
+        out.extend(batch);
     }
     Ok(out)
 }
