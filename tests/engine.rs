@@ -1210,3 +1210,33 @@ async fn wait_for_retry(e: &Engine, run: RunId) {
         .await
         .expect("progress");
 }
+
+/// Runs of one connection reuse a recent discovery; a run needing a stream the
+/// connector does not offer still gets the clear error (the discovery is asked again
+/// and still lacks it), and the next good run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_discovery_still_refuses_a_stream_the_connector_does_not_offer() {
+    let node = Node::new();
+    let e = &node.engine;
+    connection(
+        e,
+        json!({"name": "s", "connector": "sample", "config": {"records": 5}}),
+    );
+    workflow(
+        e,
+        json!({"name": "good", "connection": "s", "streams": [{"name": "users"}]}),
+    );
+    workflow(
+        e,
+        json!({"name": "bad", "connection": "s", "streams": [{"name": "users"}, {"name": "nope"}]}),
+    );
+    assert_eq!(run(e, "good").await.status, RunStatus::Completed);
+    let bad = run(e, "bad").await;
+    let (kind, message) = cause(&bad);
+    assert_eq!(kind, ErrorKind::Config, "{message}");
+    assert!(message.contains("offers no such stream"), "{message}");
+    assert!(message.contains("`nope`"), "{message}");
+    let again = run(e, "good").await;
+    assert_eq!(again.status, RunStatus::Completed);
+    assert_eq!(counts(&again, "users"), (5, 0, 0, 5, 0));
+}

@@ -158,18 +158,19 @@ impl Attempt<'_> {
                 .rate_scope(&declared, i64::from(self.state.priority)),
         );
         let grant = Arc::new(grant);
-        let offered = self
-            .connector
-            .discover(&grant, &config)
-            .await
-            .map_err(|e| host_failure("discover", e))?;
-        let mut meter = Meter::start();
         let left: Vec<&String> = self
             .state
             .streams
             .iter()
             .filter(|name| !self.state.progress.get(*name).is_some_and(|p| p.complete))
             .collect();
+        let needed: Vec<&str> = left.iter().map(|s| s.as_str()).collect();
+        let offered = self
+            .connectors
+            .discover(&self.connector, &grant, &config, &needed)
+            .await
+            .map_err(|e| host_failure("discover", e))?;
+        let mut meter = Meter::start();
         for (i, name) in left.iter().enumerate() {
             let plan = self.plan(name, &offered)?;
             let grant = Arc::new(Grant {

@@ -1,15 +1,18 @@
 //! Resolving a connection's connector reference to a loaded component.
 //!
-//! Owns the map from first-party names to their `.wasm` files and a cache of loaded
-//! connectors by reference. It never runs a connector: it only compiles (through the
-//! host's on-disk cache) and hands out [`Connector`]s.
+//! Owns the map from first-party names to their `.wasm` files, a cache of loaded
+//! connectors by reference, and what connectors answered that depends only on their
+//! component and config (declared rate limits; recent discoveries). It runs a
+//! connector only to ask those; it compiles (through the host's on-disk cache) and
+//! hands out [`Connector`]s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use sluice_host::limiter::RateLimitRule;
-use sluice_host::{Connector, Grant, Host, HostError};
+use sluice_host::{Connector, Grant, Host, HostError, StreamDescriptor};
 
 /// Declarations kept before the cache starts over (configs are small, but a node
 /// may see many).
@@ -17,6 +20,20 @@ const MAX_DECLARATIONS: usize = 10_000;
 
 /// Declared rate limits by (component digest, config).
 type Declarations = HashMap<(String, String), Arc<[RateLimitRule]>>;
+
+/// How long a discovery is reused for runs of the same component and config. A run
+/// with trivial work would otherwise spend a whole instance (and the parsing of every
+/// stream's JSON Schema) on it; a stream that appeared since is not missed, because a
+/// discovery lacking a stream a run needs is asked again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(60);
+
+/// Recent discoveries by (component digest, config).
+type Discoveries = HashMap<(String, String), (Instant, Arc<[StreamDescriptor]>)>;
+
+/// Whether a discovery made `age` ago answers a run needing the streams `needed`.
+fn reusable(age: Duration, offered: &[StreamDescriptor], needed: &[&str]) -> bool {
+    age < DISCOVERY_TTL && needed.iter().all(|n| offered.iter().any(|d| d.name == *n))
+}
 
 /// Named connectors and loaded components.
 pub struct Connectors {
@@ -27,6 +44,7 @@ pub struct Connectors {
     loaded: Mutex<HashMap<String, Connector>>,
     /// Rate limits connectors declared, by (digest, config).
     declared: Mutex<Declarations>,
+    discovered: Mutex<Discoveries>,
 }
 
 impl Connectors {
@@ -38,7 +56,37 @@ impl Connectors {
             registered: RwLock::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             declared: Mutex::new(HashMap::new()),
+            discovered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The streams `connector` offers for `config`, discovered under `grant` at most
+    /// [`DISCOVERY_TTL`] ago and naming every stream of `needed`.
+    pub(crate) async fn discover(
+        &self,
+        connector: &Connector,
+        grant: &Arc<Grant>,
+        config: &str,
+        needed: &[&str],
+    ) -> Result<Arc<[StreamDescriptor]>, HostError> {
+        let key = (connector.digest().to_owned(), config.to_owned());
+        let hit = self.discovered_lock().get(&key).cloned();
+        if let Some((at, streams)) = hit
+            && reusable(at.elapsed(), &streams, needed)
+        {
+            return Ok(streams);
+        }
+        let streams: Arc<[StreamDescriptor]> = connector.discover(grant, config).await?.into();
+        let mut discovered = self.discovered_lock();
+        if discovered.len() >= MAX_DECLARATIONS {
+            discovered.clear();
+        }
+        discovered.insert(key, (Instant::now(), streams.clone()));
+        Ok(streams)
+    }
+
+    fn discovered_lock(&self) -> std::sync::MutexGuard<'_, Discoveries> {
+        self.discovered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The rate limits `connector` declares for `config`, asked once per component
@@ -133,5 +181,31 @@ impl Connectors {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connector>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(name: &str) -> StreamDescriptor {
+        StreamDescriptor {
+            name: name.into(),
+            json_schema: serde_json::json!({"type": "object"}),
+            primary_key: vec!["id".into()],
+            cursor_field: None,
+            sync_modes: vec![sluice_host::SyncMode::FullRefresh],
+        }
+    }
+
+    #[test]
+    fn a_discovery_is_reused_while_recent_and_naming_every_stream_needed() {
+        let offered = [stream("users"), stream("orders")];
+        let young = Duration::from_secs(1);
+        assert!(reusable(young, &offered, &["users", "orders"]));
+        assert!(reusable(young, &offered, &[]));
+        // A stream it does not name may have appeared since: ask again.
+        assert!(!reusable(young, &offered, &["users", "tickets"]));
+        assert!(!reusable(DISCOVERY_TTL, &offered, &["users"]));
     }
 }

@@ -476,7 +476,9 @@ async fn events_of_one_append_share_a_key_and_a_corrupt_batch_is_reported() {
     let r = run_id(1);
     {
         let log = EventLog::open(dir.path()).unwrap();
-        log.append(r, vec![scheduled("wf", "c", "t")]).await.unwrap();
+        log.append(r, vec![scheduled("wf", "c", "t")])
+            .await
+            .unwrap();
         log.append(r, vec![begun(1), checkpoint("users", "u1", 3)])
             .await
             .unwrap();
