@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use sluice_scheduler::{Aging, Candidate, Limits, ReadyQueue};
-use sluice_store::RunId;
+use sluice_store::{RunId, RunState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,9 @@ pub(crate) struct Held {
     pub candidate: Candidate,
     /// Driven now (holds a slot), rather than waiting in the queue.
     pub driving: bool,
+    /// The run's state when it was queued, if the queuer had it: the driver uses it
+    /// instead of folding the log again, if the log has not moved since.
+    pub known: Option<RunState>,
 }
 
 /// A run taken from the queue to be driven.
@@ -31,6 +34,7 @@ pub(crate) struct Ready {
     pub cancel: CancellationToken,
     pub progress: watch::Sender<Progress>,
     pub candidate: Candidate,
+    pub known: Option<RunState>,
 }
 
 pub(crate) struct Dispatch {
@@ -81,7 +85,12 @@ impl Dispatch {
     }
 
     /// Queues a run this node does not hold yet; returns false if it already does.
-    pub(crate) fn hold(&self, workflow: &str, candidate: Candidate) -> bool {
+    pub(crate) fn hold(
+        &self,
+        workflow: &str,
+        candidate: Candidate,
+        known: Option<RunState>,
+    ) -> bool {
         let run = run_of(&candidate);
         let mut held = self.held();
         if held.contains_key(&run) {
@@ -101,6 +110,7 @@ impl Dispatch {
                 progress: tx,
                 candidate,
                 driving: false,
+                known,
             },
         );
         true
@@ -122,6 +132,7 @@ impl Dispatch {
                         cancel: h.cancel.clone(),
                         progress: h.progress.clone(),
                         candidate,
+                        known: h.known.take(),
                     });
                 }
                 // Forgotten while queued (cancelled): give the slot back.

@@ -65,7 +65,9 @@ pub(crate) struct Inner {
 
 /// How a driver stopped.
 enum Driven {
-    /// The run ended (or cannot go on here): it leaves the node.
+    /// The run completed (it leaves the node); it started then.
+    Completed { started_at_unix_ms: Option<i64> },
+    /// The run ended otherwise (or cannot go on here): it leaves the node.
     Ended,
     /// The run waits for a retry: it goes back to the queue, due then.
     WaitUntil(i64),
@@ -405,14 +407,30 @@ impl Engine {
 
     /// Counts a run that ended, by status, with its duration.
     fn record_end(&self, state: &RunState) {
+        if let Some(end) = state.finished_at_unix_ms {
+            self.count_end(state.status.kind(), state.started_at_unix_ms, end);
+        } else {
+            self.count_end(state.status.kind(), None, 0);
+        }
+    }
+
+    /// Counts a run that ended with status `kind`, started and finished then.
+    fn count_end(&self, kind: StatusKind, started_ms: Option<i64>, finished_ms: i64) {
         let m = &self.inner.metrics;
         m.runs_ended
-            .get_or_create(&metrics::kind(state.status.kind().as_str()))
+            .get_or_create(&metrics::kind(kind.as_str()))
             .inc();
-        if let (Some(start), Some(end)) = (state.started_at_unix_ms, state.finished_at_unix_ms) {
+        if let Some(start) = started_ms {
             m.run_duration_seconds
-                .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
+                .observe(finished_ms.saturating_sub(start).max(0) as f64 / 1000.0);
         }
+    }
+
+    /// Whether `run`'s last event is still `seq`: then a state folded up to it is
+    /// current, and need not be folded again.
+    async fn log_still_at(&self, run: RunId, seq: u64) -> Result<bool, EngineError> {
+        let summary = self.inner.store.log().summary(run).await?;
+        Ok(summary.is_some_and(|s| s.last_seq == seq))
     }
 
     /// The node's metrics in the Prometheus text format (gauges read now).
@@ -517,24 +535,23 @@ impl Engine {
             .workflow(&state.workflow)
             .map(|w| w.overlap)
             .unwrap_or_default();
-        self.hold(
-            &state.workflow,
-            Candidate {
-                id: id_of(run),
-                tenant: state.tenant.clone(),
-                connector,
-                priority: state.priority,
-                due_ms,
-                group: overlap_group(overlap, &state.workflow),
-            },
-        );
+        let workflow = state.workflow.clone();
+        let candidate = Candidate {
+            id: id_of(run),
+            tenant: state.tenant.clone(),
+            connector,
+            priority: state.priority,
+            due_ms,
+            group: overlap_group(overlap, &state.workflow),
+        };
+        self.hold(&workflow, candidate, Some(state));
         Ok(())
     }
 
     /// Queues a run whose candidate is at hand (a fire just recorded it), without
     /// reading its log back.
-    pub(crate) fn hold(&self, workflow: &str, candidate: Candidate) {
-        if self.inner.dispatch.hold(workflow, candidate) {
+    pub(crate) fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>) {
+        if self.inner.dispatch.hold(workflow, candidate, known) {
             self.ensure_dispatcher();
             self.inner.wake.notify_one();
         }
@@ -581,11 +598,12 @@ impl Engine {
                 cancel,
                 progress,
                 candidate,
+                known,
             } = ready;
             let m = &engine.inner.metrics;
             let waited_ms = now_unix_ms().saturating_sub(candidate.due_ms).max(0);
             m.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
-            let result = engine.drive(run, &cancel, &progress).await;
+            let result = engine.drive(run, &cancel, &progress, known).await;
             let dispatch = &engine.inner.dispatch;
             if let Ok(Driven::WaitUntil(due)) = result {
                 dispatch.requeue(&candidate, due);
@@ -593,6 +611,11 @@ impl Engine {
             } else {
                 dispatch.release(&candidate);
                 match result {
+                    // Only a dead-lettered run can be retried: a completed one needs
+                    // no second look at its log.
+                    Ok(Driven::Completed { started_at_unix_ms }) => {
+                        engine.count_end(StatusKind::Completed, started_at_unix_ms, now_unix_ms());
+                    }
                     Ok(Driven::Ended) => match engine.state(run).await {
                         Ok(state) if state.status.kind().is_terminal() => {
                             engine.record_end(&state);
@@ -629,9 +652,13 @@ impl Engine {
         run: RunId,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
+        mut known: Option<RunState>,
     ) -> Result<Driven, EngineError> {
         loop {
-            let state = self.state(run).await?;
+            let state = match known.take() {
+                Some(s) if self.log_still_at(run, s.last_seq).await? => s,
+                _ => self.state(run).await?,
+            };
             progress.send_modify(|p| {
                 p.records = state.total_records();
                 p.batches = state.progress.values().map(|s| s.batches).sum();
@@ -687,6 +714,7 @@ impl Engine {
                 return self.cancelled(run).await;
             }
             let attempt = state.attempts + 1;
+            let started_at_unix_ms = state.started_at_unix_ms.or(Some(now_unix_ms()));
             let mut begin = Vec::with_capacity(2);
             if state.started_at_unix_ms.is_none() {
                 begin.push(EventKind::RunStarted(v1::RunStarted {
@@ -716,7 +744,7 @@ impl Engine {
                             .await?;
                     }
                     tracing::info!(%run, "run completed");
-                    return Ok(Driven::Ended);
+                    return Ok(Driven::Completed { started_at_unix_ms });
                 }
                 Err(end) => end,
             };

@@ -350,16 +350,20 @@ impl Engine {
             _ => v1::Trigger::Manual,
         };
         let run = new_run_id();
+        let at = crate::engine::now_unix_ms();
+        let event = scheduled(wf, &conn, trigger, fire.timestamp_millis());
         self.inner
             .store
             .append_with_document(
                 run,
-                vec![scheduled(wf, &conn, trigger, fire.timestamp_millis())],
+                at,
+                vec![event.clone()],
                 SCHEDULE,
                 &wf.name,
                 Self::json(&progress),
             )
             .await?;
+        let known = sluice_store::log::fold(&[sluice_store::RunEvent::new(run, 1, at, event)]).ok();
         self.hold(
             &wf.name,
             Candidate {
@@ -370,6 +374,7 @@ impl Engine {
                 due_ms,
                 group: overlap_group(wf.overlap, &wf.name),
             },
+            known,
         );
         Ok(Some(run))
     }

@@ -218,13 +218,14 @@ impl Store {
         })
     }
 
-    /// Appends `events` to a new or existing run's log and stores `document` as the
+    /// Appends `events` (stamped `at_unix_ms`) to a new or existing run's log and stores `document` as the
     /// catalog definition `name` of `kind`, atomically: for a schedule, the run
     /// started for a fire and the schedule's progress past that fire, so that after a
     /// crash a fire has either its run and its progress, or neither.
     pub async fn append_with_document(
         &self,
         run: RunId,
+        at_unix_ms: i64,
         events: Vec<EventKind>,
         kind: &str,
         name: &str,
@@ -236,7 +237,7 @@ impl Store {
         });
         Ok(self
             .log
-            .append_with_hook(run, now_unix_ms(), events, hook)
+            .append_with_hook(run, at_unix_ms, events, hook)
             .await?)
     }
 
