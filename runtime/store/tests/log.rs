@@ -1,10 +1,28 @@
 //! The sled-backed log: round trips, group commit, reopen, corruption, unknown
 //! events, index queries and in-flight recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use prost::Message;
 use sluice_store::log::{
     EventKind, EventLog, FoldError, LogError, RunFilter, RunId, RunStatus, StatusKind, v1,
 };
+
+/// Leaves at `dir` a closed log holding run 1 with `RunScheduled` and `AttemptBegun`.
+async fn closed_log_with_one_run(dir: &std::path::Path) -> RunId {
+    let r = run_id(1);
+    let log = EventLog::open(dir).unwrap();
+    log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
+        .await
+        .unwrap();
+    r
+}
+
+/// The `events` key of a single event.
+fn event_key(run: RunId, seq: u64) -> Vec<u8> {
+    let mut key = run.0.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
 
 fn run_id(n: u8) -> RunId {
     RunId::v7(1_700_000_000_000 + u64::from(n), [n; 10])
@@ -424,8 +442,7 @@ async fn corrupted_event_is_reported_with_run_and_seq() {
         // Write garbage under (bad, 2) directly with sled.
         let db = sled::open(dir.path()).unwrap();
         let events = db.open_tree("events").unwrap();
-        let mut key = bad.0.to_vec();
-        key.extend_from_slice(&2u64.to_be_bytes());
+        let key = event_key(bad, 2);
         assert!(events.get(&key).unwrap().is_some());
         events.insert(key, &[0xff, 0xff, 0xff, 0x01][..]).unwrap();
         db.flush().unwrap();
@@ -508,13 +525,7 @@ async fn events_of_one_append_share_a_key_and_a_corrupt_batch_is_reported() {
 #[tokio::test]
 async fn unknown_event_kind_stops_the_fold() {
     let dir = tempfile::tempdir().unwrap();
-    let r = run_id(1);
-    {
-        let log = EventLog::open(dir.path()).unwrap();
-        log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
-            .await
-            .unwrap();
-    }
+    let r = closed_log_with_one_run(dir.path()).await;
     let newer = NewerRunEvent {
         format: 2,
         run_id: r.0.to_vec(),
@@ -531,9 +542,10 @@ async fn unknown_event_kind_stops_the_fold() {
     assert!(decoded.kind.is_none());
     {
         let db = sled::open(dir.path()).unwrap();
-        let mut key = r.0.to_vec();
-        key.extend_from_slice(&3u64.to_be_bytes());
-        db.open_tree("events").unwrap().insert(key, newer).unwrap();
+        db.open_tree("events")
+            .unwrap()
+            .insert(event_key(r, 3), newer)
+            .unwrap();
         db.flush().unwrap();
     }
     let log = EventLog::open(dir.path()).unwrap();
@@ -633,18 +645,8 @@ async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing() {
 #[tokio::test]
 async fn a_group_a_crash_left_half_applied_is_completed_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let r = run_id(1);
-    {
-        let log = EventLog::open(dir.path()).unwrap();
-        log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
-            .await
-            .unwrap();
-    }
-    let event_key = |seq: u64| {
-        let mut key = r.0.to_vec();
-        key.extend_from_slice(&seq.to_be_bytes());
-        key
-    };
+    let r = closed_log_with_one_run(dir.path()).await;
+    let event_key = |seq: u64| event_key(r, seq);
     {
         // The state a crash leaves: the record is stored, only part of it applied
         // (here: nothing), and a stray key the record removes.
