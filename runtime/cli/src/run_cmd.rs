@@ -250,6 +250,15 @@ fn status_text(status: &RunStatus) -> String {
     }
 }
 
+/// How long a run took, from its log: first start to its end (zero if it has not
+/// both started and ended).
+pub fn run_duration(state: &RunState) -> Duration {
+    match (state.started_at_unix_ms, state.finished_at_unix_ms) {
+        (Some(start), Some(end)) => Duration::from_millis(u64::try_from(end - start).unwrap_or(0)),
+        _ => Duration::ZERO,
+    }
+}
+
 pub fn report(workflow: &str, state: &RunState, elapsed: Duration, json: bool) {
     let sum = |f: fn(&sluice_store::log::StreamProgress) -> u64| -> u64 {
         state.progress.values().map(f).sum()
@@ -297,4 +306,31 @@ pub fn report(workflow: &str, state: &RunState, elapsed: Duration, json: bool) {
         secs,
         records as f64 / secs
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_duration_is_its_own_start_to_end() {
+        let event = |seq, at, kind| sluice_store::RunEvent::new(RunId::default(), seq, at, kind);
+        use sluice_store::log::{EventKind, fold, v1};
+        let events = [
+            event(
+                1,
+                1_000,
+                EventKind::RunScheduled(v1::RunScheduled {
+                    workflow: "w".into(),
+                    ..Default::default()
+                }),
+            ),
+            event(2, 61_000, EventKind::RunStarted(v1::RunStarted::default())),
+            event(3, 63_500, EventKind::RunCompleted(v1::RunCompleted {})),
+        ];
+        let state = fold(&events).expect("folds");
+        assert_eq!(run_duration(&state), Duration::from_millis(2_500));
+        let running = fold(&events[..2]).expect("folds");
+        assert_eq!(run_duration(&running), Duration::ZERO);
+    }
 }

@@ -4,14 +4,14 @@
 //! (SIGINT or SIGTERM). Stopping at any moment is safe: runs resume on the next start.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use sluice_api::{ApiServer, Scope, Tls, Tokens, serve_metrics};
 use sluice_engine::Trigger;
 
-use crate::run_cmd::{define, engine, limits, read_definitions, report};
+use crate::run_cmd::{define, engine, limits, read_definitions, report, run_duration};
 
 /// Run a node in the foreground until stopped.
 #[derive(Args)]
@@ -137,7 +137,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         defs.workflows.len(),
         args.data_dir.display()
     );
-    let started = Instant::now();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     loop {
@@ -147,7 +146,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             run = ended.recv() => {
                 let Ok(run) = run else { continue };
                 match engine.state(run).await {
-                    Ok(state) => report(&state.workflow.clone(), &state, started.elapsed(), args.json),
+                    Ok(state) => report(&state.workflow.clone(), &state, run_duration(&state), args.json),
                     Err(e) => eprintln!("run {run}: {e}"),
                 }
             }
