@@ -39,11 +39,24 @@ fn define(engine: &Engine, tenant: &str, workflow: &str, priority: i32) {
     engine.define_workflow(&wf).unwrap();
 }
 
-/// Starts the workflows in order and waits for all; returns their final states.
+/// Starts the workflows in order and waits for all; returns their final states. The
+/// first one is running before the others are queued: else the dispatcher may find
+/// them all waiting and rightly start the highest priority first.
 async fn run_all(engine: &Engine, workflows: &[&str]) -> HashMap<String, RunState> {
     let mut runs = Vec::new();
     for w in workflows {
-        runs.push(engine.start(w, Trigger::Manual).await.unwrap());
+        let run = engine.start(w, Trigger::Manual).await.unwrap();
+        while runs.is_empty()
+            && engine
+                .state(run)
+                .await
+                .unwrap()
+                .started_at_unix_ms
+                .is_none()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        runs.push(run);
     }
     let mut out = HashMap::new();
     for run in runs {
