@@ -407,22 +407,19 @@ impl Engine {
 
     /// Counts a run that ended, by status, with its duration.
     fn record_end(&self, state: &RunState) {
-        if let Some(end) = state.finished_at_unix_ms {
-            self.count_end(state.status.kind(), state.started_at_unix_ms, end);
-        } else {
-            self.count_end(state.status.kind(), None, 0);
-        }
+        let span = state.started_at_unix_ms.zip(state.finished_at_unix_ms);
+        self.count_end(state.status.kind(), span);
     }
 
-    /// Counts a run that ended with status `kind`, started and finished then.
-    fn count_end(&self, kind: StatusKind, started_ms: Option<i64>, finished_ms: i64) {
+    /// Counts a run that ended with status `kind`, with its (start, end) if known.
+    fn count_end(&self, kind: StatusKind, span: Option<(i64, i64)>) {
         let m = &self.inner.metrics;
         m.runs_ended
             .get_or_create(&metrics::kind(kind.as_str()))
             .inc();
-        if let Some(start) = started_ms {
+        if let Some((start, end)) = span {
             m.run_duration_seconds
-                .observe(finished_ms.saturating_sub(start).max(0) as f64 / 1000.0);
+                .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
         }
     }
 
@@ -614,7 +611,8 @@ impl Engine {
                     // Only a dead-lettered run can be retried: a completed one needs
                     // no second look at its log.
                     Ok(Driven::Completed { started_at_unix_ms }) => {
-                        engine.count_end(StatusKind::Completed, started_at_unix_ms, now_unix_ms());
+                        let span = started_at_unix_ms.map(|start| (start, now_unix_ms()));
+                        engine.count_end(StatusKind::Completed, span);
                     }
                     Ok(Driven::Ended) => match engine.state(run).await {
                         Ok(state) if state.status.kind().is_terminal() => {
