@@ -84,6 +84,11 @@ enum Command {
     },
 }
 
+/// mimalloc: sled allocates and frees on every insert and wasmtime on every
+/// instance; glibc's allocator cost the scheduler benchmark ~10% more CPU per run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {

@@ -12,6 +12,10 @@
     reason = "a benchmark binary"
 )]
 
+/// The allocator `sluice` itself runs with, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
 
+use sluice_store::log::Appending;
 use sluice_store::log::v1::{self, ErrorKind};
 use sluice_store::log::{EventKind, RunFilter, StatusKind};
 use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
@@ -726,14 +727,18 @@ impl Engine {
                 worker: self.inner.worker.clone(),
                 lease_until_unix_ms: lease.until(now_unix_ms()),
             }));
-            self.append(run, begin).await?;
+            // The attempt starts while its beginning is being made durable (the
+            // flush is not part of the latency from due to started); `supervised`
+            // checks the outcome before the attempt counts. Anything the attempt
+            // appends is queued after it, so it is refused if the beginning was.
+            let begun = self.inner.store.log().enqueue(run, begin).await?;
             progress.send_modify(|p| {
                 p.attempt = attempt;
                 p.retry_at_unix_ms = None;
             });
 
             let end = match self
-                .supervised(run, attempt, &state, &wf, cancel, progress)
+                .supervised(run, attempt, &state, &wf, begun, cancel, progress)
                 .await
             {
                 Ok(done) => {
@@ -802,13 +807,16 @@ impl Engine {
     /// Runs an attempt under its timeouts, appending a `Heartbeat` (the node's lease
     /// on the run, for other nodes to see) while it goes. An attempt that commits
     /// nothing for `heartbeat_secs` is stopped as stuck (transient: retried); a run
-    /// past `run_secs` is stopped for good (permanent: dead-lettered).
+    /// past `run_secs` is stopped for good (permanent: dead-lettered). If `begun`
+    /// (the attempt's own beginning) fails, so does the attempt, with its error.
+    #[allow(clippy::too_many_arguments)]
     async fn supervised(
         &self,
         run: RunId,
         attempt: u32,
         state: &RunState,
         workflow: &Result<Arc<WorkflowDef>, EngineError>,
+        begun: Appending,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
     ) -> Result<Done, AttemptEnd> {
@@ -834,9 +842,21 @@ impl Engine {
         let mut last_progress = tokio::time::Instant::now();
         let work = self.attempt(run, attempt, state, workflow, cancel, progress);
         tokio::pin!(work);
+        let mut begun = Some(begun);
         loop {
             tokio::select! {
-                result = &mut work => return result,
+                result = &mut work => {
+                    if let Some(begun) = begun.take() {
+                        begun.await.map_err(|e| AttemptEnd::Store(e.into()))?;
+                    }
+                    return result;
+                }
+                outcome = async { begun.as_mut()?.await.err() }, if begun.is_some() => {
+                    begun = None;
+                    if let Some(e) = outcome {
+                        return Err(AttemptEnd::Store(e.into()));
+                    }
+                }
                 changed = live.changed() => {
                     if changed.is_ok() {
                         last_progress = tokio::time::Instant::now();

@@ -5,6 +5,10 @@
 //! Run with `cargo bench -p sluice-store --bench hub` (set `HUB_BENCH_RECORDS` for a
 //! smaller run).
 
+/// The allocator `sluice` itself runs with, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use sluice_store::hub::{BatchMeta, Hub};

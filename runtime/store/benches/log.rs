@@ -6,6 +6,10 @@
 //! flushed. Prints events/s and p50/p99 append latency.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+/// The allocator `sluice` itself runs with, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use sluice_store::log::{EventKind, EventLog, RunId, v1};

@@ -640,6 +640,41 @@ async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing() {
     assert_eq!(log.read(r).await.unwrap().len(), 3);
 }
 
+/// An enqueued append lands before anything its caller queues after it, and when it is
+/// refused, what follows it is refused too: nothing lands on a log it did not extend.
+#[tokio::test]
+async fn queued_appends_land_in_order_and_a_refused_one_takes_its_followers_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let r = run_id(9);
+    let first = log
+        .enqueue(r, vec![scheduled("wf", "c", "t")])
+        .await
+        .unwrap();
+    let second = log.enqueue(r, vec![begun(1)]).await.unwrap();
+    let third = log
+        .append(r, vec![checkpoint("users", "c1", 3)])
+        .await
+        .unwrap();
+    assert_eq!(third, vec![3]);
+    assert_eq!(second.await.unwrap(), vec![2]);
+    assert_eq!(first.await.unwrap(), vec![1]);
+
+    log.append(
+        r,
+        vec![EventKind::RunCancelled(v1::RunCancelled {
+            reason: "stop".into(),
+        })],
+    )
+    .await
+    .unwrap();
+    let refused = log.enqueue(r, vec![begun(2)]).await.unwrap();
+    let after = log.append(r, vec![checkpoint("users", "c2", 1)]).await;
+    assert!(matches!(refused.await, Err(LogError::Refused { .. })));
+    assert!(matches!(after, Err(LogError::Refused { .. })), "{after:?}");
+    assert_eq!(log.read(r).await.unwrap().len(), 4);
+}
+
 /// A crash between storing a group's write-ahead record and applying all of its writes
 /// leaves the record: opening the log applies it (puts and removes) and drops it.
 #[tokio::test]

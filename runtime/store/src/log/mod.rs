@@ -22,6 +22,6 @@ pub use fold::{
 };
 pub use keys::{RunFilter, RunSummary};
 pub(crate) use store::now_unix_ms;
-pub use store::{EventLog, LogConfig, LogError};
+pub use store::{Appending, EventLog, LogConfig, LogError};
 
 pub(crate) use commit::TxHook;

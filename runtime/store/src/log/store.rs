@@ -138,6 +138,23 @@ impl Drop for Inner {
     }
 }
 
+/// A queued append (see [`EventLog::enqueue`]): resolves to its seqs once durable.
+#[must_use = "an append's outcome must be checked before the work it announces is reported"]
+pub struct Appending(oneshot::Receiver<Result<Vec<u64>, LogError>>);
+
+impl std::future::Future for Appending {
+    type Output = Result<Vec<u64>, LogError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| LogError::Closed).and_then(|r| r))
+    }
+}
+
 /// The run log on sled. Cheap to clone; all clones share one committer.
 #[derive(Clone)]
 pub struct EventLog {
@@ -273,6 +290,19 @@ impl EventLog {
         self.submit(run, at_unix_ms, kinds, Some(hook), None).await
     }
 
+    /// Queues events for `run`'s log, stamped with the current time, and returns as
+    /// soon as they are queued: the returned [`Appending`] resolves to their seqs once
+    /// they are durable (or to why they were refused, as [`EventLog::append`] would).
+    ///
+    /// Appends are committed in the order they are queued, so a later append by the
+    /// same task never lands before this one, and is refused if this one was (its
+    /// events then do not follow the log). That lets a caller start the work an
+    /// event announces while the event is being made durable, as long as it checks
+    /// the outcome before it reports the work done.
+    pub async fn enqueue(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Appending, LogError> {
+        self.queue(run, now_unix_ms(), kinds, None, None).await
+    }
+
     async fn submit(
         &self,
         run: RunId,
@@ -281,6 +311,19 @@ impl EventLog {
         hook: Option<Arc<dyn TxHook>>,
         expect_seq: Option<u64>,
     ) -> Result<Vec<u64>, LogError> {
+        self.queue(run, at_unix_ms, kinds, hook, expect_seq)
+            .await?
+            .await
+    }
+
+    async fn queue(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+        hook: Option<Arc<dyn TxHook>>,
+        expect_seq: Option<u64>,
+    ) -> Result<Appending, LogError> {
         let sender = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
         let (reply, rx) = oneshot::channel();
         sender
@@ -294,7 +337,7 @@ impl EventLog {
             })
             .await
             .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        Ok(Appending(rx))
     }
 
     /// Every event of `run`, in order (empty for an unknown run).
