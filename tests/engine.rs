@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prost::Message;
 use serde_json::{Value, json};
 use sluice_engine::{
     ConnectionDef, Connectors, Engine, EngineError, RetryPolicy, Trigger, WorkflowDef,
@@ -1082,16 +1083,16 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
             .await
             .unwrap();
     }
-    // Damage x's first event on disk, before the store opens again.
+    // Damage x's first event on disk, before the store opens again. A run's latest
+    // events live in its summary record: give that one another run's seq.
     {
         let db = sled::open(dir.path()).expect("sled opens the store's database");
-        let events = db.open_tree("events").expect("events tree");
-        let key = [x.as_bytes().as_slice(), &1u64.to_be_bytes()].concat();
-        assert!(
-            events.get(&key).unwrap().is_some(),
-            "events are keyed by run id and seq"
-        );
-        events.insert(key, vec![0xff; 11]).unwrap();
+        let runs = db.open_tree("runs").expect("runs tree");
+        let raw = runs.get(x.as_bytes()).unwrap().expect("x's summary record");
+        let mut record = v1::StoredRunSummary::decode(raw.as_ref()).unwrap();
+        assert_eq!(record.recent.len(), 1, "x's one event is in its record");
+        record.recent[0].seq = 7;
+        runs.insert(x.as_bytes(), record.encode_to_vec()).unwrap();
         db.flush().unwrap();
     }
 

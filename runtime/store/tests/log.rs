@@ -4,13 +4,25 @@
 
 use prost::Message;
 use sluice_store::log::{
-    EventKind, EventLog, FoldError, LogError, RunFilter, RunId, RunStatus, StatusKind, v1,
+    EventKind, EventLog, FoldError, LogConfig, LogError, RunFilter, RunId, RunStatus, StatusKind,
+    v1,
 };
 
-/// Leaves at `dir` a closed log holding run 1 with `RunScheduled` and `AttemptBegun`.
+/// Opens a log that stores every group's events under keys of their own at once (none
+/// in run summaries), for tests of that layout.
+fn open_keyed(dir: &std::path::Path) -> EventLog {
+    let config = LogConfig {
+        recent_events: 0,
+        ..LogConfig::default()
+    };
+    EventLog::open_with(dir, config).unwrap()
+}
+
+/// Leaves at `dir` a closed log holding run 1 with `RunScheduled` and `AttemptBegun`,
+/// under keys of their own.
 async fn closed_log_with_one_run(dir: &std::path::Path) -> RunId {
     let r = run_id(1);
-    let log = EventLog::open(dir).unwrap();
+    let log = open_keyed(dir);
     log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
         .await
         .unwrap();
@@ -429,7 +441,7 @@ async fn corrupted_event_is_reported_with_run_and_seq() {
     let dir = tempfile::tempdir().unwrap();
     let (bad, good) = (run_id(1), run_id(2));
     {
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = open_keyed(dir.path());
         for r in [bad, good] {
             // One event per append: each under its own key (several events of one
             // group share a key, see the next test).
@@ -492,7 +504,7 @@ async fn events_of_one_append_share_a_key_and_a_corrupt_batch_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let r = run_id(1);
     {
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = open_keyed(dir.path());
         log.append(r, vec![scheduled("wf", "c", "t")])
             .await
             .unwrap();
@@ -638,6 +650,86 @@ async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing() {
             .contains("expected its last event to be 2, found 3")
     );
     assert_eq!(log.read(r).await.unwrap().len(), 3);
+}
+
+/// A run's latest few events live in its summary record (one write per group instead
+/// of two), move to keys of their own as one batch when there are more, survive a
+/// reopen, and follow events a log written before (all keyed) already holds.
+#[tokio::test]
+async fn a_runs_latest_events_live_in_its_summary_until_they_move_to_their_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (short, long) = (run_id(1), run_id(2));
+    let old = run_id(3);
+    {
+        let log = open_keyed(dir.path());
+        log.append(old, vec![scheduled("wf", "c", "t")])
+            .await
+            .unwrap();
+    }
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        log.append(old, vec![begun(1)]).await.unwrap();
+        for e in [scheduled("wf", "c", "t"), begun(1), begun(2)] {
+            log.append(short, vec![e]).await.unwrap();
+        }
+        log.append(long, vec![scheduled("wf", "c", "t")])
+            .await
+            .unwrap();
+        for n in 0..10 {
+            log.append(long, vec![checkpoint("users", &format!("c{n}"), 1)])
+                .await
+                .unwrap();
+        }
+    }
+    let seqs =
+        |events: Vec<sluice_store::RunEvent>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        assert_eq!(seqs(log.read(short).await.unwrap()), vec![1, 2, 3]);
+        assert_eq!(log.state(short).await.unwrap().attempts, 2);
+        assert_eq!(
+            seqs(log.read(long).await.unwrap()),
+            (1..=11).collect::<Vec<_>>()
+        );
+        assert_eq!(log.state(long).await.unwrap().progress["users"].records, 10);
+        assert_eq!(seqs(log.read(old).await.unwrap()), vec![1, 2]);
+        assert_eq!(log.append(short, vec![begun(3)]).await.unwrap(), vec![4]);
+        assert_eq!(seqs(log.read(short).await.unwrap()), vec![1, 2, 3, 4]);
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let events = db.open_tree("events").unwrap();
+    let key_lens = |r: RunId| -> Vec<usize> {
+        events
+            .scan_prefix(r.0)
+            .map(|kv| kv.unwrap().0.len())
+            .collect()
+    };
+    // The short run's events are all in its summary; the long one's first nine
+    // moved as one batch once there were more than eight; the old run keeps its key.
+    assert!(key_lens(short).is_empty());
+    assert_eq!(key_lens(long), vec![32]);
+    assert_eq!(key_lens(old), vec![24]);
+
+    // A summary whose events do not follow the keyed ones is reported, naming the seq.
+    let runs = db.open_tree("runs").unwrap();
+    let mut summary =
+        v1::StoredRunSummary::decode(runs.get(long.0).unwrap().unwrap().as_ref()).unwrap();
+    summary.recent.remove(0);
+    runs.insert(long.0, summary.encode_to_vec()).unwrap();
+    db.flush().unwrap();
+    drop((events, runs, db));
+    let log = EventLog::open(dir.path()).unwrap();
+    match log.read(long).await.unwrap_err() {
+        LogError::Corrupt { run, seq, reason } => {
+            assert_eq!((run, seq), (long, 10));
+            assert!(
+                reason.contains("holds event 11 where 10 should follow"),
+                "{reason}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(seqs(log.read(short).await.unwrap()), vec![1, 2, 3, 4]);
 }
 
 /// An enqueued append lands before anything its caller queues after it, and when it is

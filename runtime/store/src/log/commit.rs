@@ -15,8 +15,13 @@
 //! Both run on their own OS threads (sled's writes and flush are blocking calls),
 //! so the async runtime is never blocked by storage.
 //!
+//! A group writes one `runs` record per run it touches: the summary, holding the
+//! run's latest events too (up to `recent_max`; beyond that they move to `events` as
+//! one batch key). So a short run's commit is one B-tree insert, not two: sled
+//! clones a node on every insert, and inserts were the committer's whole cost.
+//!
 //! The committer assigns seqs from a per-run head (the run's summary: last seq and
-//! status) cached in memory: loaded on open for every non-terminal run, loaded from
+//! status, and its record's events) cached in memory: loaded on open for every non-terminal run, loaded from
 //! the `runs` tree on a miss (not even then for a run id newer than every stored one:
 //! ids are time-ordered UUID v7), updated only after a group is applied, and dropped
 //! when a run becomes terminal. Each appended event is checked with
@@ -86,6 +91,8 @@ pub(crate) struct Request {
 pub(crate) struct Committer {
     /// Log trees then extra trees.
     pub trees: Vec<Tree>,
+    /// Most events a run's summary holds before they move to `events`.
+    pub recent_max: usize,
     /// Where a group is recorded before it is applied.
     pub ahead: Tree,
     pub heads: Heads,
@@ -102,10 +109,29 @@ enum Fail {
     Storage(LogError),
 }
 
+/// A run's head: its summary and the events its summary record holds.
+#[derive(Clone)]
+pub(crate) struct Head {
+    pub summary: RunSummary,
+    /// Events stored in the summary record, not under keys of their own.
+    pub recent: Vec<RunEvent>,
+}
+
+impl Head {
+    pub(crate) fn decode(run: RunId, raw: &[u8]) -> Result<Self, LogError> {
+        let corrupt = |reason: String| LogError::CorruptSummary { run, reason };
+        let mut stored = v1::StoredRunSummary::decode(raw).map_err(|e| corrupt(e.to_string()))?;
+        let recent = std::mem::take(&mut stored.recent);
+        let summary =
+            RunSummary::from_stored(run, stored).ok_or_else(|| corrupt("unknown status".into()))?;
+        Ok(Head { summary, recent })
+    }
+}
+
 /// The heads the committer knows without reading the `runs` tree.
 pub(crate) struct Heads {
     /// Every in-flight run's head.
-    pub live: HashMap<RunId, RunSummary>,
+    pub live: HashMap<RunId, Head>,
     /// The greatest run id in the `runs` tree. Run ids are UUID v7 (time-ordered), so
     /// a new run's id is greater and its append needs no lookup to know it is new.
     pub newest: Option<RunId>,
@@ -115,7 +141,9 @@ pub(crate) struct Heads {
 struct Pending {
     before: Option<RunSummary>,
     now: Option<RunSummary>,
-    /// The run's events this group appends, in seq order: stored under one key.
+    /// The events the run's summary record held before the group.
+    recent: Vec<RunEvent>,
+    /// The run's events this group appends, in seq order.
     events: Vec<RunEvent>,
 }
 
@@ -174,7 +202,7 @@ impl Committer {
                 return Vec::new();
             }
             let mut staged = Staged::new(&self.trees);
-            let result = write_group(&mut staged, &self.heads, group);
+            let result = write_group(&mut staged, &self.heads, self.recent_max, group);
             let result = match result {
                 Ok(written) => staged.apply(&self.ahead).map(|()| written).map_err(|e| {
                     let err = LogError::Storage(format!(
@@ -191,7 +219,7 @@ impl Committer {
                         if self.heads.newest.is_none_or(|n| run > n) {
                             self.heads.newest = Some(run);
                         }
-                        if head.status.is_terminal() {
+                        if head.summary.status.is_terminal() {
                             self.heads.live.remove(&run);
                         } else {
                             self.heads.live.insert(run, head);
@@ -222,7 +250,7 @@ fn storage(e: sled::Error) -> Fail {
     Fail::Storage(LogError::storage(e))
 }
 
-fn load_head(runs: &Tree, cache: &Heads, run: RunId, i: usize) -> Result<Option<RunSummary>, Fail> {
+fn load_head(runs: &Tree, cache: &Heads, run: RunId, i: usize) -> Result<Option<Head>, Fail> {
     if let Some(h) = cache.live.get(&run) {
         return Ok(Some(h.clone()));
     }
@@ -232,16 +260,9 @@ fn load_head(runs: &Tree, cache: &Heads, run: RunId, i: usize) -> Result<Option<
     let Some(raw) = runs.get(run.0).map_err(storage)? else {
         return Ok(None);
     };
-    let stored = super::v1::StoredRunSummary::decode(raw.as_ref()).ok();
-    match stored.and_then(|s| RunSummary::from_stored(run, s)) {
-        Some(s) => Ok(Some(s)),
-        None => abort(
-            i,
-            LogError::CorruptSummary {
-                run,
-                reason: "undecodable run summary".into(),
-            },
-        ),
+    match Head::decode(run, &raw) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) => abort(i, e),
     }
 }
 
@@ -250,8 +271,9 @@ fn load_head(runs: &Tree, cache: &Heads, run: RunId, i: usize) -> Result<Option<
 fn write_group(
     staged: &mut Staged<'_>,
     cache: &Heads,
+    recent_max: usize,
     group: &[Request],
-) -> Result<(Vec<Vec<u64>>, HashMap<RunId, RunSummary>), Fail> {
+) -> Result<(Vec<Vec<u64>>, HashMap<RunId, Head>), Fail> {
     let mut pending: HashMap<RunId, Pending> = HashMap::new();
     let mut all_seqs = Vec::with_capacity(group.len());
     for (i, req) in group.iter().enumerate() {
@@ -270,10 +292,14 @@ fn write_group(
         let p = match pending.get_mut(&run) {
             Some(p) => p,
             None => {
-                let before = load_head(&staged.trees()[RUNS], cache, run, i)?;
+                let (before, recent) = match load_head(&staged.trees()[RUNS], cache, run, i)? {
+                    Some(h) => (Some(h.summary), h.recent),
+                    None => (None, Vec::new()),
+                };
                 pending.entry(run).or_insert(Pending {
                     now: before.clone(),
                     before,
+                    recent,
                     events: Vec::new(),
                 })
             }
@@ -334,14 +360,23 @@ fn write_group(
     let mut heads = HashMap::with_capacity(pending.len());
     for (run, p) in pending {
         let Some(now) = p.now else { continue };
-        write_events(staged, run, p.events);
-        write_summary(staged, p.before.as_ref(), &now);
-        heads.insert(run, now);
+        let mut recent = p.recent;
+        recent.extend(p.events);
+        if recent.len() > recent_max {
+            write_events(staged, run, std::mem::take(&mut recent));
+        }
+        let head = Head {
+            summary: now,
+            recent,
+        };
+        write_summary(staged, p.before.as_ref(), &head);
+        heads.insert(run, head);
     }
     Ok((all_seqs, heads))
 }
 
-/// Writes a run's new events: one alone under its own key, several as one batch.
+/// Moves a run's events to `events`: one alone under its own key, several as one
+/// batch.
 fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<RunEvent>) {
     match (events.first(), events.last()) {
         (Some(first), Some(last)) if events.len() > 1 => {
@@ -364,10 +399,13 @@ fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<RunEvent>) 
     }
 }
 
-/// Writes a run's summary and the index entries that changed.
-fn write_summary(staged: &mut Staged<'_>, before: Option<&RunSummary>, now: &RunSummary) {
+/// Writes a run's summary record and the index entries that changed.
+fn write_summary(staged: &mut Staged<'_>, before: Option<&RunSummary>, head: &Head) {
+    let now = &head.summary;
     let run = &now.run_id;
-    staged.insert(RUNS, &run.0[..], now.to_stored().encode_to_vec());
+    let mut stored = now.to_stored();
+    stored.recent = head.recent.clone();
+    staged.insert(RUNS, &run.0[..], stored.encode_to_vec());
     match before {
         None => {
             staged.insert(BY_WORKFLOW, index_key(&now.workflow, run), []);

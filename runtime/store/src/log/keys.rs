@@ -8,7 +8,7 @@
 //! |----------------------|--------------------------------------------|--------------------|
 //! | `events`             | run id (16) ++ seq (u64 BE)                | encoded `RunEvent` |
 //! | `events`             | run id ++ first seq ++ last seq (u64 BE)   | `StoredEventBatch` |
-//! | `runs`               | run id (16)                                | `StoredRunSummary` |
+//! | `runs`               | run id (16)                                | `StoredRunSummary` (with the run's latest events) |
 //! | `runs_by_workflow`   | workflow ++ 0x00 ++ run id                 | empty              |
 //! | `runs_by_connection` | connection ++ 0x00 ++ run id               | empty              |
 //! | `runs_by_tenant`     | tenant ++ 0x00 ++ run id                   | empty              |
@@ -150,6 +150,7 @@ impl RunSummary {
             created_at_unix_ms: self.created_at_unix_ms,
             updated_at_unix_ms: self.updated_at_unix_ms,
             last_seq: self.last_seq,
+            recent: Vec::new(),
         }
     }
 

@@ -19,8 +19,8 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{
-    BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Heads, LOG_TREES,
-    RUNS, Request, TxHook, flush_loop,
+    BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head, Heads,
+    LOG_TREES, RUNS, Request, TxHook, flush_loop,
 };
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{FoldError, RunState, StatusKind, fold};
@@ -107,6 +107,10 @@ pub struct LogConfig {
     pub queue: usize,
     /// sled's page cache size in bytes.
     pub cache_bytes: u64,
+    /// Most events a run's summary record holds before they move to keys of their own
+    /// (0: every group's events get a key at once). Holding a short run's few events
+    /// there makes each of its commits one write instead of two.
+    pub recent_events: usize,
 }
 
 impl Default for LogConfig {
@@ -115,6 +119,7 @@ impl Default for LogConfig {
             max_group: 1024,
             queue: 16 * 1024,
             cache_bytes: 256 * 1024 * 1024,
+            recent_events: 8,
         }
     }
 }
@@ -215,6 +220,7 @@ impl EventLog {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let committer = Committer {
             trees: trees.clone(),
+            recent_max: config.recent_events,
             ahead,
             heads,
             max_group: config.max_group.max(1),
@@ -342,12 +348,12 @@ impl EventLog {
 
     /// Every event of `run`, in order (empty for an unknown run).
     pub async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
-        read_events(&self.inner.trees[EVENTS], run)
+        read_events(&self.inner.trees, run)
     }
 
     /// The fold of `run`'s events.
     pub async fn state(&self, run: RunId) -> Result<RunState, LogError> {
-        let events = read_events(&self.inner.trees[EVENTS], run)?;
+        let events = read_events(&self.inner.trees, run)?;
         if events.is_empty() {
             return Err(LogError::UnknownRun(run));
         }
@@ -435,34 +441,56 @@ fn newest_run(runs: &sled::Tree) -> Result<Option<RunId>, LogError> {
 }
 
 /// The committer's heads of every in-flight run.
-fn recover_heads(trees: &[sled::Tree]) -> Result<HashMap<RunId, RunSummary>, LogError> {
+fn recover_heads(trees: &[sled::Tree]) -> Result<HashMap<RunId, Head>, LogError> {
     let mut heads = HashMap::new();
     for run in in_flight_ids(trees)? {
-        if let Some(s) = summary_of(&trees[RUNS], run)? {
-            heads.insert(run, s);
+        if let Some(h) = head_of(&trees[RUNS], run)? {
+            heads.insert(run, h);
         }
     }
     Ok(heads)
 }
 
-fn summary_of(runs: &sled::Tree, run: RunId) -> Result<Option<RunSummary>, LogError> {
-    let Some(raw) = runs.get(run.0).map_err(LogError::storage)? else {
-        return Ok(None);
-    };
-    let stored =
-        v1::StoredRunSummary::decode(raw.as_ref()).map_err(|e| LogError::CorruptSummary {
-            run,
-            reason: e.to_string(),
-        })?;
-    RunSummary::from_stored(run, stored)
-        .map(Some)
-        .ok_or(LogError::CorruptSummary {
-            run,
-            reason: "unknown status".into(),
-        })
+fn head_of(runs: &sled::Tree, run: RunId) -> Result<Option<Head>, LogError> {
+    match runs.get(run.0).map_err(LogError::storage)? {
+        Some(raw) => Head::decode(run, &raw).map(Some),
+        None => Ok(None),
+    }
 }
 
-fn read_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogError> {
+fn summary_of(runs: &sled::Tree, run: RunId) -> Result<Option<RunSummary>, LogError> {
+    Ok(head_of(runs, run)?.map(|h| h.summary))
+}
+
+/// The run's events: those under keys of their own, then those its summary record
+/// holds. The record is read first: the committer writes a group's `events` keys
+/// before its summary, so events that moved out of the record since are found in
+/// `events` (and not taken twice).
+fn read_events(trees: &[sled::Tree], run: RunId) -> Result<Vec<RunEvent>, LogError> {
+    let recent = head_of(&trees[RUNS], run)?
+        .map(|h| h.recent)
+        .unwrap_or_default();
+    let mut out = keyed_events(&trees[EVENTS], run)?;
+    let last = out.last().map_or(0, |e| e.seq);
+    for event in recent.into_iter().filter(|e| e.seq > last) {
+        let expected = out.last().map_or(1, |e| e.seq + 1);
+        if event.seq != expected || event.run_id.as_slice() != run.0.as_slice() {
+            return Err(LogError::Corrupt {
+                run,
+                seq: expected,
+                reason: format!(
+                    "the run's summary holds event {} where {expected} should follow",
+                    event.seq
+                ),
+            });
+        }
+        out.push(event);
+    }
+    Ok(out)
+}
+
+/// The run's events stored under keys of their own.
+fn keyed_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogError> {
     let mut out = Vec::new();
     for entry in events.scan_prefix(run.0) {
         let (key, value) = entry.map_err(LogError::storage)?;
