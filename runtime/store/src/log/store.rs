@@ -269,7 +269,7 @@ impl EventLog {
         at_unix_ms: i64,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<u64>, LogError> {
-        self.submit(run, at_unix_ms, kinds, None, None).await
+        self.queue(run, at_unix_ms, kinds, None, None).await?.await
     }
 
     /// Appends events only if `run`'s last event is still `expected_seq`, else fails
@@ -281,7 +281,8 @@ impl EventLog {
         expected_seq: u64,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<u64>, LogError> {
-        self.submit(run, now_unix_ms(), kinds, None, Some(expected_seq))
+        self.queue(run, now_unix_ms(), kinds, None, Some(expected_seq))
+            .await?
             .await
     }
 
@@ -293,7 +294,9 @@ impl EventLog {
         kinds: Vec<EventKind>,
         hook: Arc<dyn TxHook>,
     ) -> Result<Vec<u64>, LogError> {
-        self.submit(run, at_unix_ms, kinds, Some(hook), None).await
+        self.queue(run, at_unix_ms, kinds, Some(hook), None)
+            .await?
+            .await
     }
 
     /// Queues events for `run`'s log, stamped with the current time, and returns as
@@ -307,19 +310,6 @@ impl EventLog {
     /// the outcome before it reports the work done.
     pub async fn enqueue(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Appending, LogError> {
         self.queue(run, now_unix_ms(), kinds, None, None).await
-    }
-
-    async fn submit(
-        &self,
-        run: RunId,
-        at_unix_ms: i64,
-        kinds: Vec<EventKind>,
-        hook: Option<Arc<dyn TxHook>>,
-        expect_seq: Option<u64>,
-    ) -> Result<Vec<u64>, LogError> {
-        self.queue(run, at_unix_ms, kinds, hook, expect_seq)
-            .await?
-            .await
     }
 
     async fn queue(
