@@ -4,7 +4,8 @@
 //! Owns the lifecycle of runs: every decision (start, attempt, retry, dead-letter,
 //! cancel, complete) is an event appended to the run's log *before* it takes effect
 //! (an attempt's beginning is only queued first: whatever the attempt records is
-//! committed after it, and the attempt counts only once it is durable), and the driver re-derives what to do next from the log's fold, never from memory.
+//! committed after it, and the attempt counts only once it is durable), and the
+//! driver re-derives what to do next from the log's fold, never from memory.
 //! So a crash at any instant leaves a log from which [`Engine::recover`] carries on.
 //! The only in-memory state is which runs this process holds (module `dispatch`):
 //! waiting in the ready queue, which starts them by priority within the slot limits
