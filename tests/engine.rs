@@ -1084,7 +1084,7 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
             .unwrap();
     }
     // Damage x's first event on disk, before the store opens again. A run's latest
-    // events live in its summary record: give that one another run's seq.
+    // events live in its summary record: give its one event a seq that does not follow.
     {
         let db = sled::open(dir.path()).expect("sled opens the store's database");
         let runs = db.open_tree("runs").expect("runs tree");
