@@ -4,7 +4,8 @@
 //! throughput, and how much CPU the node used.
 //!
 //! `cargo bench -p sluice-engine --bench schedule`; `SLUICE_BENCH_WORKFLOWS` (default
-//! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 64).
+//! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 64),
+//! `SLUICE_BENCH_DATA` (the node's data directory, kept; default a temporary one).
 
 #![allow(
     clippy::unwrap_used,
@@ -48,6 +49,32 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds (user + system) of each of this process's threads so far, summed by
+/// thread name with any trailing number dropped (`tokio-rt-worker`, `sled-io`, ...).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, n)| n);
+        let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *out.entry(name.to_owned()).or_default() += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -65,6 +92,10 @@ fn main() {
         .build()
         .unwrap();
     let data = tempfile::tempdir().unwrap();
+    // Where the node keeps its data: a fresh temporary directory, or one to inspect
+    // afterwards.
+    let data_dir = std::env::var_os("SLUICE_BENCH_DATA")
+        .map_or_else(|| data.path().to_path_buf(), PathBuf::from);
     let cache = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let host = Host::new(HostSettings {
@@ -77,7 +108,7 @@ fn main() {
             [("sample".to_string(), PathBuf::from(sluice_artifacts::SAMPLE))],
         );
         let engine = Engine::with_limits(
-            Store::open(data.path()).unwrap(),
+            Store::open(&data_dir).unwrap(),
             connectors,
             "bench",
             Limits {
@@ -107,12 +138,14 @@ fn main() {
             engine.define_workflow(&wf).unwrap();
         }
         let cpu0 = cpu_secs();
+        let threads0 = cpu_by_thread();
         let t0 = Instant::now();
         engine.start_scheduler(Duration::from_millis(100));
         tokio::time::sleep(Duration::from_secs(secs)).await;
         engine.pause_scheduler(true).unwrap();
         let stopped = t0.elapsed();
         let cpu = cpu_secs() - cpu0;
+        let threads = cpu_by_thread();
         while engine.load() != (0, 0) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -122,10 +155,13 @@ fn main() {
         let runs = engine.store().log().list(&RunFilter::default()).await.unwrap();
         let mut latency = Vec::with_capacity(runs.len());
         let mut durations = Vec::with_capacity(runs.len());
+        // How long before its due time each fire was recorded (negative: late).
+        let mut lead = Vec::with_capacity(runs.len());
         let mut completed = 0;
         for r in &runs {
             let events = engine.store().log().read(r.run_id).await.unwrap();
             let mut due = None;
+            let mut recorded = None;
             let mut started = None;
             for e in &events {
                 match &e.kind {
@@ -133,6 +169,7 @@ fn main() {
                         let fire = chrono::DateTime::from_timestamp_millis(s.fire_at_unix_ms)
                             .unwrap();
                         due = Some(compiled.jittered(&s.workflow, fire).timestamp_millis());
+                        recorded = Some(e.at_unix_ms);
                     }
                     Some(EventKind::RunStarted(_)) => started = Some(e.at_unix_ms),
                     Some(EventKind::RunCompleted(_)) => {
@@ -147,9 +184,13 @@ fn main() {
             if let (Some(d), Some(s)) = (due, started) {
                 latency.push(s - d);
             }
+            if let (Some(d), Some(r)) = (due, recorded) {
+                lead.push(d - r);
+            }
         }
         latency.sort_unstable();
         durations.sort_unstable();
+        lead.sort_unstable();
         println!(
             "{workflows} workflows on 1 s schedules (jitter 1 s), {slots} slots, {secs} s:"
         );
@@ -169,6 +210,12 @@ fn main() {
             latency.last().copied().unwrap_or(0)
         );
         println!(
+            "  fire recorded ahead of due: p1 {} ms, p50 {} ms, p99 {} ms",
+            percentile(&lead, 0.01),
+            percentile(&lead, 0.5),
+            percentile(&lead, 0.99)
+        );
+        println!(
             "  run duration started -> completed: p50 {} ms, p99 {} ms",
             percentile(&durations, 0.5),
             percentile(&durations, 0.99)
@@ -178,5 +225,19 @@ fn main() {
             cpu / stopped.as_secs_f64(),
             stopped.as_secs_f64()
         );
+        let mut by_thread: Vec<(String, f64)> = threads
+            .into_iter()
+            .map(|(name, secs)| {
+                let before = threads0.get(&name).copied().unwrap_or(0.0);
+                (name, (secs - before) / stopped.as_secs_f64())
+            })
+            .filter(|(_, cores)| *cores >= 0.01)
+            .collect();
+        by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let by_thread: Vec<String> = by_thread
+            .iter()
+            .map(|(name, cores)| format!("{name} {cores:.2}"))
+            .collect();
+        println!("  cores by thread: {}", by_thread.join(", "));
     });
 }
