@@ -295,15 +295,13 @@ impl Engine {
             .inner
             .store
             .log()
-            .list(&RunFilter {
+            .list_in_flight(&RunFilter {
                 workflow: Some(workflow.to_owned()),
+                limit: 1,
                 ..RunFilter::default()
             })
             .await?;
-        Ok(runs
-            .into_iter()
-            .find(|r| !r.status.is_terminal() && r.status != StatusKind::DeadLettered)
-            .map(|r| r.run_id))
+        Ok(runs.first().map(|r| r.run_id))
     }
 
     /// Starts a run of `workflow`, unless one is in flight (runs of one workflow never

@@ -815,3 +815,217 @@ async fn a_group_a_crash_left_half_applied_is_completed_on_open() {
     let db = sled::open(dir.path()).unwrap();
     assert!(db.open_tree("write_ahead").unwrap().is_empty());
 }
+
+/// The run ids listed by `filter`.
+async fn listed(log: &EventLog, filter: RunFilter) -> Vec<RunId> {
+    log.list(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.run_id)
+        .collect()
+}
+
+/// Runs whose appends share a group share index keys (one per tenant, one per
+/// millisecond), and list in id order all the same, a limit taking the first ones.
+#[tokio::test]
+async fn runs_committed_together_share_index_keys_and_list_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    const RUNS: u16 = 500;
+    // Ids out of order of appending, so that a group's runs are not already sorted.
+    let id = |n: u16| {
+        RunId::v7(
+            1_700_000_000_000,
+            [(n % 7) as u8, (n >> 8) as u8, n as u8, 0, 0, 0, 0, 0, 0, 0],
+        )
+    };
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        let mut queued = Vec::new();
+        for n in 0..RUNS {
+            let tenant = if n % 3 == 0 { "acme" } else { "globex" };
+            let at = 1_000 + i64::from(n % 2);
+            let kinds = vec![scheduled(&format!("wf{}", n % 5), "crm", tenant)];
+            queued.push(log.enqueue_at(id(n), at, kinds).await.unwrap());
+        }
+        for q in queued {
+            assert_eq!(q.await.unwrap(), vec![1]);
+        }
+        let mut all: Vec<RunId> = (0..RUNS).map(id).collect();
+        all.sort();
+        let acme: Vec<RunId> = all
+            .iter()
+            .copied()
+            .filter(|r| (0..RUNS).any(|n| n % 3 == 0 && id(n) == *r))
+            .collect();
+        let tenant = |t: &str, limit| RunFilter {
+            tenant: Some(t.into()),
+            limit,
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, tenant("acme", 0)).await, acme);
+        assert_eq!(listed(&log, tenant("acme", 17)).await, acme[..17]);
+        let wf3: Vec<RunId> = all
+            .iter()
+            .copied()
+            .filter(|r| (0..RUNS).any(|n| n % 5 == 3 && id(n) == *r))
+            .collect();
+        let by_workflow = RunFilter {
+            workflow: Some("wf3".into()),
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, by_workflow).await, wf3);
+        // By time: the runs of ms 1000, then those of ms 1001, each by id.
+        let mut by_time: Vec<(i64, RunId)> = (0..RUNS)
+            .map(|n| (1_000 + i64::from(n % 2), id(n)))
+            .collect();
+        by_time.sort();
+        let by_time: Vec<RunId> = by_time.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(listed(&log, RunFilter::default()).await, by_time);
+        let window = RunFilter {
+            created_from_unix_ms: Some(1_001),
+            limit: 10,
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, window).await, by_time[250..260]);
+        assert_eq!(log.in_flight().await.unwrap(), all);
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let keys = |tree: &str| db.open_tree(tree).unwrap().len();
+    assert_eq!(keys("runs"), usize::from(RUNS));
+    assert_eq!(keys("runs_active"), usize::from(RUNS));
+    assert!(
+        keys("runs_by_tenant") < usize::from(RUNS) / 4,
+        "{} tenant keys for {RUNS} runs",
+        keys("runs_by_tenant")
+    );
+    assert!(keys("runs_by_time") < usize::from(RUNS) / 4);
+}
+
+/// Postings from different groups interleave (a later key may hold runs that sort
+/// before an earlier key's further runs): listing still yields every run in id order.
+#[tokio::test]
+async fn interleaved_index_entries_list_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<RunId> = (0..6).map(run_id).collect();
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        for r in &runs {
+            log.append(*r, vec![scheduled("wf", "crm", "acme")])
+                .await
+                .unwrap();
+        }
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tenants = db.open_tree("runs_by_tenant").unwrap();
+        tenants.clear().unwrap();
+        let key = |r: RunId| [&b"acme\0"[..], &r.0].concat();
+        let more = |rs: &[RunId]| rs.iter().flat_map(|r| r.0).collect::<Vec<u8>>();
+        tenants
+            .insert(key(runs[0]), more(&[runs[3], runs[5]]))
+            .unwrap();
+        tenants.insert(key(runs[1]), more(&[runs[2]])).unwrap();
+        tenants.insert(key(runs[4]), more(&[])).unwrap();
+        db.flush().unwrap();
+    }
+    let log = EventLog::open(dir.path()).unwrap();
+    let tenant = |limit| RunFilter {
+        tenant: Some("acme".into()),
+        limit,
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&log, tenant(0)).await, runs);
+    assert_eq!(listed(&log, tenant(3)).await, runs[..3]);
+}
+
+/// A log written before `runs_active` (every status indexed per run) opens with its
+/// runs in flight moved there: they are still found, listed and resumed.
+#[tokio::test]
+async fn runs_in_flight_of_the_older_status_layout_are_found_after_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (waiting, running, done) = (run_id(1), run_id(2), run_id(3));
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        for r in [waiting, running, done] {
+            log.append(r, vec![scheduled("wf", "crm", "acme")])
+                .await
+                .unwrap();
+        }
+        log.append(running, vec![begun(1)]).await.unwrap();
+        log.append(
+            done,
+            vec![begun(1), EventKind::RunCompleted(v1::RunCompleted {})],
+        )
+        .await
+        .unwrap();
+    }
+    {
+        // The older layout: no runs_active; a status key per run in flight.
+        let db = sled::open(dir.path()).unwrap();
+        let active = db.open_tree("runs_active").unwrap();
+        let by_status = db.open_tree("runs_by_status").unwrap();
+        active.clear().unwrap();
+        for (status, r) in [("scheduled", waiting), ("running", running)] {
+            by_status
+                .insert([status.as_bytes(), b"\0", &r.0].concat(), &[])
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        assert_eq!(log.in_flight().await.unwrap(), vec![waiting, running]);
+        let running_now = RunFilter {
+            status: Some(StatusKind::Running),
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, running_now).await, vec![running]);
+        let completed = RunFilter {
+            status: Some(StatusKind::Completed),
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, completed).await, vec![done]);
+        // It goes on in the new layout: the run ends and leaves runs_active.
+        log.append(running, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+            .await
+            .unwrap();
+        assert_eq!(log.in_flight().await.unwrap(), vec![waiting]);
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let by_status = db.open_tree("runs_by_status").unwrap();
+    assert!(by_status.scan_prefix(b"scheduled\0").next().is_none());
+    assert!(by_status.scan_prefix(b"running\0").next().is_none());
+}
+
+/// A dead-lettered run retried by hand and dead-lettered again is listed once.
+#[tokio::test]
+async fn a_run_dead_lettered_twice_is_listed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let r = run_id(7);
+    let dead = || {
+        EventKind::RunDeadLettered(v1::RunDeadLettered {
+            kind: v1::ErrorKind::Auth as i32,
+            message: "bad token".into(),
+        })
+    };
+    log.append(r, vec![scheduled("wf", "crm", "acme"), dead()])
+        .await
+        .unwrap();
+    let retry = EventKind::ManualRetryRequested(v1::ManualRetryRequested {
+        requested_by: "ops".into(),
+        not_before_unix_ms: 0,
+    });
+    log.append(r, vec![retry]).await.unwrap();
+    let dead_lettered = RunFilter {
+        status: Some(StatusKind::DeadLettered),
+        ..RunFilter::default()
+    };
+    // Back in flight: its old status entry no longer lists it.
+    assert_eq!(listed(&log, dead_lettered.clone()).await, vec![]);
+    assert_eq!(log.in_flight().await.unwrap(), vec![r]);
+    log.append(r, vec![dead()]).await.unwrap();
+    assert_eq!(listed(&log, dead_lettered).await, vec![r]);
+    assert_eq!(log.in_flight().await.unwrap(), vec![]);
+}

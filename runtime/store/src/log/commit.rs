@@ -18,7 +18,9 @@
 //! A group writes one `runs` record per run it touches: the summary, holding the
 //! run's latest events too (up to `recent_max`; beyond that they move to `events` as
 //! one batch key). So a short run's commit is one B-tree insert, not two: sled
-//! clones a node on every insert, and inserts were the committer's whole cost.
+//! clones a node on every insert, and inserts were the committer's whole cost. For
+//! the same reason the group's index entries are gathered first and written one key
+//! per index value (see `super::index`).
 //!
 //! The committer assigns seqs from a per-run head (the run's summary: last seq and
 //! status, and its record's events) cached in memory: loaded on open for every
@@ -42,11 +44,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::LogError;
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{StatusKind, transition};
-use super::keys::{RunSummary, event_batch_key, event_key, index_key, time_key};
+use super::index::Postings;
+use super::keys::{RunSummary, event_batch_key, event_key};
 use crate::staged::{Staged, StagedTree};
 
 /// Names of the log's trees, in the order of a group's writes.
-pub(crate) const LOG_TREES: [&str; 7] = [
+pub(crate) const LOG_TREES: [&str; 8] = [
     "events",
     "runs",
     "runs_by_workflow",
@@ -54,6 +57,7 @@ pub(crate) const LOG_TREES: [&str; 7] = [
     "runs_by_tenant",
     "runs_by_status",
     "runs_by_time",
+    "runs_active",
 ];
 pub(crate) const EVENTS: usize = 0;
 pub(crate) const RUNS: usize = 1;
@@ -62,6 +66,7 @@ pub(crate) const BY_CONNECTION: usize = 3;
 pub(crate) const BY_TENANT: usize = 4;
 pub(crate) const BY_STATUS: usize = 5;
 pub(crate) const BY_TIME: usize = 6;
+pub(crate) const ACTIVE: usize = 7;
 
 /// Writes that another module of this crate adds to the group of an append.
 ///
@@ -274,7 +279,7 @@ fn write_group(
     recent_max: usize,
     group: &[Request],
 ) -> Result<(Vec<Vec<u64>>, HashMap<RunId, Head>), Fail> {
-    let mut pending: HashMap<RunId, Pending> = HashMap::new();
+    let mut pending: HashMap<RunId, Pending> = HashMap::with_capacity(group.len());
     let mut all_seqs = Vec::with_capacity(group.len());
     for (i, req) in group.iter().enumerate() {
         let extra = match &req.hook {
@@ -358,6 +363,7 @@ fn write_group(
         all_seqs.push(seqs);
     }
     let mut heads = HashMap::with_capacity(pending.len());
+    let mut postings = Postings::default();
     for (run, p) in pending {
         let Some(now) = p.now else { continue };
         let mut recent = p.recent;
@@ -369,9 +375,11 @@ fn write_group(
             summary: now,
             recent,
         };
-        write_summary(staged, p.before.as_ref(), &head);
+        write_summary(staged, &head);
+        postings.note(staged, p.before.as_ref(), &head.summary);
         heads.insert(run, head);
     }
+    postings.write(staged);
     Ok((all_seqs, heads))
 }
 
@@ -399,25 +407,10 @@ fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<RunEvent>) 
     }
 }
 
-/// Writes a run's summary record and the index entries that changed.
-fn write_summary(staged: &mut Staged<'_>, before: Option<&RunSummary>, head: &Head) {
+/// Writes a run's summary record, with the events it holds.
+fn write_summary(staged: &mut Staged<'_>, head: &Head) {
     let now = &head.summary;
-    let run = &now.run_id;
     let mut stored = now.to_stored();
     stored.recent = head.recent.clone();
-    staged.insert(RUNS, &run.0[..], stored.encode_to_vec());
-    match before {
-        None => {
-            staged.insert(BY_WORKFLOW, index_key(&now.workflow, run), []);
-            staged.insert(BY_CONNECTION, index_key(&now.connection, run), []);
-            staged.insert(BY_TENANT, index_key(&now.tenant, run), []);
-            staged.insert(BY_TIME, &time_key(now.created_at_unix_ms, run)[..], []);
-            staged.insert(BY_STATUS, index_key(now.status.as_str(), run), []);
-        }
-        Some(b) if b.status != now.status => {
-            staged.remove(BY_STATUS, index_key(b.status.as_str(), run));
-            staged.insert(BY_STATUS, index_key(now.status.as_str(), run), []);
-        }
-        Some(_) => {}
-    }
+    staged.insert(RUNS, &now.run_id.0[..], stored.encode_to_vec());
 }

@@ -9,14 +9,17 @@
 //! | `events`             | run id (16) ++ seq (u64 BE)                | encoded `RunEvent` |
 //! | `events`             | run id ++ first seq ++ last seq (u64 BE)   | `StoredEventBatch` |
 //! | `runs`               | run id (16)                                | `StoredRunSummary` (with the run's latest events) |
-//! | `runs_by_workflow`   | workflow ++ 0x00 ++ run id                 | empty              |
-//! | `runs_by_connection` | connection ++ 0x00 ++ run id               | empty              |
-//! | `runs_by_tenant`     | tenant ++ 0x00 ++ run id                   | empty              |
-//! | `runs_by_status`     | status name ++ 0x00 ++ run id              | empty              |
-//! | `runs_by_time`       | created at ms (i64, sign-flipped BE) ++ id | empty              |
+//! | `runs_by_workflow`   | workflow ++ 0x00 ++ run id                 | further run ids    |
+//! | `runs_by_connection` | connection ++ 0x00 ++ run id               | further run ids    |
+//! | `runs_by_tenant`     | tenant ++ 0x00 ++ run id                   | further run ids    |
+//! | `runs_by_status`     | terminal status name ++ 0x00 ++ run id     | further run ids    |
+//! | `runs_by_time`       | created at ms (i64, sign-flipped BE) ++ id | further run ids    |
+//! | `runs_active`        | run id, for each run not in a terminal status | empty           |
 //!
 //! Index values may not contain 0x00, so a prefix scan of `value ++ 0x00` finds
-//! exactly that value's runs.
+//! exactly that value's runs. An index key's value lists more runs with the same
+//! index value (16 bytes each, ascending): one key per group of writes, see
+//! `super::index`.
 
 use super::events::{RunId, v1};
 use super::fold::StatusKind;
@@ -58,15 +61,6 @@ pub(crate) fn seqs_of_event_key(key: &[u8]) -> Option<(u64, Option<u64>)> {
     }
 }
 
-/// Secondary index key: `value ++ 0x00 ++ run`.
-pub(crate) fn index_key(value: &str, run: &RunId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(value.len() + 17);
-    k.extend_from_slice(value.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&run.0);
-    k
-}
-
 /// Prefix of all index keys of `value`.
 pub(crate) fn index_prefix(value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(value.len() + 1);
@@ -83,14 +77,6 @@ pub(crate) fn run_of_index_key(key: &[u8]) -> Option<RunId> {
 /// Order-preserving bytes of a signed time.
 pub(crate) fn time_bytes(unix_ms: i64) -> [u8; 8] {
     ((unix_ms as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-/// `runs_by_time` key.
-pub(crate) fn time_key(unix_ms: i64, run: &RunId) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&time_bytes(unix_ms));
-    k[8..].copy_from_slice(&run.0);
-    k
 }
 
 /// A run as listed: its summary record.

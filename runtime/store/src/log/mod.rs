@@ -12,6 +12,7 @@
 mod commit;
 mod events;
 mod fold;
+mod index;
 mod keys;
 mod store;
 

@@ -19,14 +19,13 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{
-    BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head, Heads,
-    LOG_TREES, RUNS, Request, TxHook, flush_loop,
+    ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head,
+    Heads, LOG_TREES, RUNS, Request, TxHook, flush_loop,
 };
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{FoldError, RunState, StatusKind, fold};
-use super::keys::{
-    RunFilter, RunSummary, index_prefix, run_of_index_key, seqs_of_event_key, time_bytes,
-};
+use super::index::{for_each_run, move_in_flight_to_active};
+use super::keys::{RunFilter, RunSummary, index_prefix, seqs_of_event_key, time_bytes};
 
 /// Errors of the log.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -213,6 +212,14 @@ impl EventLog {
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()
             .map_err(LogError::storage)?;
+        let moved = move_in_flight_to_active(&trees[BY_STATUS], &trees[ACTIVE])?;
+        if moved > 0 {
+            db.flush().map_err(LogError::storage)?;
+            tracing::info!(
+                runs = moved,
+                "moved runs in flight to the runs_active index"
+            );
+        }
         let heads = Heads {
             live: recover_heads(&trees)?,
             newest: newest_run(&trees[RUNS])?,
@@ -269,7 +276,7 @@ impl EventLog {
         at_unix_ms: i64,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<u64>, LogError> {
-        self.queue(run, at_unix_ms, kinds, None, None).await?.await
+        self.enqueue_at(run, at_unix_ms, kinds).await?.await
     }
 
     /// Appends events only if `run`'s last event is still `expected_seq`, else fails
@@ -309,7 +316,17 @@ impl EventLog {
     /// event announces while the event is being made durable, as long as it checks
     /// the outcome before it reports the work done.
     pub async fn enqueue(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Appending, LogError> {
-        self.queue(run, now_unix_ms(), kinds, None, None).await
+        self.enqueue_at(run, now_unix_ms(), kinds).await
+    }
+
+    /// Queues events stamped `at_unix_ms` (see [`EventLog::enqueue`]).
+    pub async fn enqueue_at(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        self.queue(run, at_unix_ms, kinds, None, None).await
     }
 
     async fn queue(
@@ -357,6 +374,9 @@ impl EventLog {
 
     /// Runs matching `filter`.
     pub async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+        if filter.status.is_some_and(|s| !s.is_terminal()) {
+            return self.list_in_flight(filter).await;
+        }
         let trees = &self.inner.trees;
         let by_value = [
             (BY_WORKFLOW, filter.workflow.as_deref()),
@@ -377,27 +397,14 @@ impl EventLog {
                 }
             }
         };
-        let limit = if filter.limit == 0 {
-            usize::MAX
-        } else {
-            filter.limit
-        };
-        let mut out = Vec::new();
-        for entry in keys {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, _) = entry.map_err(LogError::storage)?;
-            let Some(run) = run_of_index_key(&key) else {
-                continue;
-            };
-            if let Some(s) = summary_of(&trees[RUNS], run)?
-                && filter.matches(&s)
-            {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        list_indexed(trees, keys, filter)
+    }
+
+    /// Runs not in a terminal status matching `filter` (which may name one of those
+    /// statuses), by run id.
+    pub async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+        let trees = &self.inner.trees;
+        list_indexed(trees, trees[ACTIVE].iter(), filter)
     }
 
     /// Ids of every run not in a terminal status (to resume after a restart).
@@ -411,15 +418,42 @@ impl EventLog {
     }
 }
 
+/// The runs of index `entries` whose summary matches `filter`, in index order, once
+/// each.
+fn list_indexed(
+    trees: &[sled::Tree],
+    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    filter: &RunFilter,
+) -> Result<Vec<RunSummary>, LogError> {
+    let limit = if filter.limit == 0 {
+        usize::MAX
+    } else {
+        filter.limit
+    };
+    let mut out = Vec::new();
+    // A run listed twice: under a terminal status it left and came back to.
+    let mut seen = std::collections::HashSet::new();
+    for_each_run(entries, |run| {
+        if out.len() >= limit {
+            return Ok(false);
+        }
+        if let Some(s) = summary_of(&trees[RUNS], run)?
+            && filter.matches(&s)
+            && seen.insert(run)
+        {
+            out.push(s);
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 fn in_flight_ids(trees: &[sled::Tree]) -> Result<Vec<RunId>, LogError> {
     let mut out = Vec::new();
-    for status in StatusKind::ALL.iter().filter(|s| !s.is_terminal()) {
-        for entry in trees[BY_STATUS].scan_prefix(index_prefix(status.as_str())) {
-            let (key, _) = entry.map_err(LogError::storage)?;
-            out.extend(run_of_index_key(&key));
-        }
-    }
-    out.sort();
+    for_each_run(trees[ACTIVE].iter(), |run| {
+        out.push(run);
+        Ok(true)
+    })?;
     Ok(out)
 }
 
