@@ -19,6 +19,7 @@
 //! It must never write outside the group it is given, nor read a run's events.
 
 use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use super::LogError;
@@ -102,12 +103,11 @@ pub(crate) fn for_each_run(
     };
     for entry in entries {
         let (key, value) = entry.map_err(LogError::storage)?;
-        while let Some(Reverse(held)) = pending.peek() {
-            if held.as_slice() >= key.as_ref() {
+        while let Some(top) = pending.peek_mut() {
+            if top.0.as_slice() >= key.as_ref() {
                 break;
             }
-            let held = pending.pop().map(|r| r.0).unwrap_or_default();
-            if !emit(&held)? {
+            if !emit(&PeekMut::pop(top).0)? {
                 return Ok(());
             }
         }
