@@ -32,13 +32,11 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// User + system CPU seconds of this process so far.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
+/// The name and CPU seconds (user + system) of a `/proc/.../stat` line.
+fn parse_stat(stat: &str) -> Option<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
             .get(i)
@@ -46,7 +44,13 @@ fn cpu_secs() -> f64 {
             .unwrap_or(0.0)
     };
     // Fields 14 and 15 of stat (utime, stime), counted after the command name.
-    (ticks(11) + ticks(12)) / 100.0
+    Some((name, (ticks(11) + ticks(12)) / 100.0))
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    parse_stat(&stat).map_or(0.0, |(_, secs)| secs)
 }
 
 /// CPU seconds (user + system) of each of this process's threads so far, summed by
@@ -58,19 +62,11 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     };
     for task in tasks.flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(')') else {
+        let Some((name, secs)) = parse_stat(&stat) else {
             continue;
         };
-        let name = head.split_once('(').map_or("", |(_, n)| n);
         let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        *out.entry(name.to_owned()).or_default() += (ticks(11) + ticks(12)) / 100.0;
+        *out.entry(name.to_owned()).or_default() += secs;
     }
     out
 }

@@ -28,9 +28,9 @@
 //! status, and its record's events) cached in memory: loaded on open for every
 //! non-terminal run, loaded from the `runs` tree on a miss (not even then for a run
 //! id newer than every stored one: ids are time-ordered UUID v7), updated only after
-//! a group is applied, and dropped when a run becomes terminal. Each appended event is checked with
-//! [`transition`](super::fold::transition), so the log never holds events that do
-//! not fold. A request that is refused (or whose hook aborts) fails alone: the
+//! a group is applied, and dropped when a run becomes terminal. Each appended event
+//! is checked with [`transition`](super::fold::transition), so the log never holds
+//! events that do not fold. A request that is refused (or whose hook aborts) fails alone: the
 //! group is staged again without it. If applying a group fails, the committer stops
 //! writing (later appends fail): a half-applied group is completed only by reopening.
 //!
