@@ -20,7 +20,7 @@ use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
 use sluice_store::log::Appending;
 use sluice_store::log::v1::{self, ErrorKind};
 use sluice_store::log::{EventKind, RunFilter, StatusKind};
-use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
+use sluice_store::{LogError, RunId, RunState, RunStatus, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -424,13 +424,6 @@ impl Engine {
         }
     }
 
-    /// Whether `run`'s last event is still `seq`: then a state folded up to it is
-    /// current, and need not be folded again.
-    async fn log_still_at(&self, run: RunId, seq: u64) -> Result<bool, EngineError> {
-        let summary = self.inner.store.log().summary(run).await?;
-        Ok(summary.is_some_and(|s| s.last_seq == seq))
-    }
-
     /// The node's metrics in the Prometheus text format (gauges read now).
     pub fn metrics_text(&self) -> String {
         let m = &self.inner.metrics;
@@ -654,10 +647,15 @@ impl Engine {
         mut known: Option<RunState>,
     ) -> Result<Driven, EngineError> {
         loop {
+            // A state the queuer had is used without reading the log: the appends
+            // below expect the log to be still where that state ends, and a conflict
+            // comes back here to read it.
             let state = match known.take() {
-                Some(s) if self.log_still_at(run, s.last_seq).await? => s,
-                _ => self.state(run).await?,
+                Some(s) => s,
+                None => self.state(run).await?,
             };
+            // Where the log is as far as this driver knows.
+            let mut last_seq = state.last_seq;
             progress.send_modify(|p| {
                 p.records = state.total_records();
                 p.batches = state.progress.values().map(|s| s.batches).sum();
@@ -699,10 +697,10 @@ impl Engine {
                         .inner
                         .store
                         .log()
-                        .append_expecting(run, state.last_seq, vec![failed])
+                        .append_expecting(run, last_seq, vec![failed])
                         .await
                     {
-                        Ok(_) => {}
+                        Ok(seqs) => last_seq = seqs.last().copied().unwrap_or(last_seq),
                         Err(LogError::Conflict { .. }) => return Ok(Driven::Elsewhere),
                         Err(e) => return Err(e.into()),
                     }
@@ -731,7 +729,12 @@ impl Engine {
             // flush is not part of the latency from due to started); `supervised`
             // checks the outcome before the attempt counts. Anything the attempt
             // appends is queued after it, so it is refused if the beginning was.
-            let begun = self.inner.store.log().enqueue(run, begin).await?;
+            let begun = self
+                .inner
+                .store
+                .log()
+                .enqueue_expecting(run, last_seq, begin)
+                .await?;
             progress.send_modify(|p| {
                 p.attempt = attempt;
                 p.retry_at_unix_ms = None;
@@ -753,6 +756,17 @@ impl Engine {
             };
             let failure = match end {
                 AttemptEnd::Cancelled => return self.cancelled(run).await,
+                // Something was appended since the state this attempt began from (a
+                // cancel, another node beginning it): nothing of the attempt was
+                // written. A run that another driver began is left to it.
+                AttemptEnd::Store(StoreError::Log(LogError::Conflict { .. })) => {
+                    let now = self.state(run).await?;
+                    if matches!(now.status, RunStatus::Running { .. }) {
+                        return Ok(Driven::Elsewhere);
+                    }
+                    known = Some(now);
+                    continue;
+                }
                 AttemptEnd::Store(e) => return Err(e.into()),
                 AttemptEnd::Failed(f) => f,
             };

@@ -262,13 +262,23 @@ impl Store {
         let time_ms = now_unix_ms();
         let (connection, stream, generation) =
             (end.connection.clone(), end.stream.clone(), end.generation);
-        let (mut writer, staged) = tokio::task::spawn_blocking(move || {
-            let writer = hub.writer(&connection, &stream)?;
-            let staged = writer.prepare_refresh(generation, u64::try_from(time_ms).unwrap_or(0))?;
-            Ok::<_, StoreError>((writer, staged))
-        })
-        .await
-        .map_err(StoreError::storage)??;
+        let time = u64::try_from(time_ms).unwrap_or(0);
+        // A small stream whose index is at hand is prepared in place: handing the work
+        // to a blocking thread would cost more than the work.
+        let (mut writer, staged) =
+            match hub.writer_at_hand(&connection, &stream, REFRESH_IN_PLACE)? {
+                Some(writer) => {
+                    let staged = writer.prepare_refresh(generation, time)?;
+                    (writer, staged)
+                }
+                None => tokio::task::spawn_blocking(move || {
+                    let writer = hub.writer(&connection, &stream)?;
+                    let staged = writer.prepare_refresh(generation, time)?;
+                    Ok::<_, StoreError>((writer, staged))
+                })
+                .await
+                .map_err(StoreError::storage)??,
+            };
         let deleted = staged.outcome().deleted;
         let mut events = Vec::with_capacity(3);
         if deleted > 0 {
@@ -289,6 +299,10 @@ impl Store {
         Ok(deleted)
     }
 }
+
+/// Most records a stream may have for its refresh to be completed on the async
+/// runtime: looking through them for deletions takes well under a millisecond.
+const REFRESH_IN_PLACE: usize = 4096;
 
 /// Writes one catalog document in the log's group of writes.
 struct CatalogHook {

@@ -767,6 +767,50 @@ async fn queued_appends_land_in_order_and_a_refused_one_takes_its_followers_down
     assert_eq!(log.read(r).await.unwrap().len(), 4);
 }
 
+/// An append queued expecting the log at a seq lands only if nothing came between:
+/// a driver acting on a state it read earlier never extends a log that moved on (here,
+/// a run cancelled after its state was read), and what it queues after is refused too.
+#[tokio::test]
+async fn a_queued_append_expecting_a_seq_the_log_moved_past_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let r = run_id(10);
+    // Queued right behind the run's first event, before it is even committed.
+    let first = log
+        .enqueue(r, vec![scheduled("wf", "c", "t")])
+        .await
+        .unwrap();
+    let begun_ok = log.enqueue_expecting(r, 1, vec![begun(1)]).await.unwrap();
+    assert_eq!(first.await.unwrap(), vec![1]);
+    assert_eq!(begun_ok.await.unwrap(), vec![2]);
+
+    let other = run_id(11);
+    log.append(other, vec![scheduled("wf", "c", "t")])
+        .await
+        .unwrap();
+    log.append(
+        other,
+        vec![EventKind::RunCancelled(v1::RunCancelled {
+            reason: "stop".into(),
+        })],
+    )
+    .await
+    .unwrap();
+    let stale = log
+        .enqueue_expecting(other, 1, vec![begun(1)])
+        .await
+        .unwrap();
+    let after = log.append(other, vec![checkpoint("users", "c1", 1)]).await;
+    match stale.await {
+        Err(LogError::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (1, 2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(after, Err(LogError::Refused { .. })), "{after:?}");
+    assert_eq!(log.read(other).await.unwrap().len(), 2);
+}
+
 /// A crash between storing a group's write-ahead record and applying all of its writes
 /// leaves the record: opening the log applies it (puts and removes) and drops it.
 #[tokio::test]

@@ -169,6 +169,60 @@ async fn a_completed_full_refresh_deletes_what_it_did_not_see() {
     assert_eq!((feed.len(), deleted), (60, 10));
 }
 
+/// Records a refresh of `seen` after one of `all` saw every record; reopens the store
+/// first if `reopen` (the stream's index is then not in memory). Returns the deletions
+/// counted and the records left.
+async fn second_refresh(all: u32, seen: u32, reopen: bool) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let end = |generation| StreamEnd {
+        connection: "c".into(),
+        stream: "users".into(),
+        full_refresh: true,
+        generation,
+        checkpoint: "end".into(),
+        attempt: 1,
+        completes_run: false,
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let first = run_id(5);
+        scheduled(&store, first).await;
+        store
+            .commit_batch(first, batch(0..all, "all", 1))
+            .await
+            .unwrap();
+        if reopen {
+            store.complete_stream(first, end(1)).await.unwrap();
+        } else {
+            let second = run_id(6);
+            scheduled(&store, second).await;
+            store
+                .commit_batch(second, batch(0..seen, "seen", 2))
+                .await
+                .unwrap();
+            let deleted = store.complete_stream(second, end(2)).await.unwrap();
+            return (deleted, store.hub().count("c", "users").unwrap());
+        }
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let second = run_id(6);
+    scheduled(&store, second).await;
+    // No batch: the stream's index is loaded by the completion itself.
+    let deleted = store.complete_stream(second, end(2)).await.unwrap();
+    assert_eq!(seen, 0, "a reopened refresh here sees nothing");
+    (deleted, store.hub().count("c", "users").unwrap())
+}
+
+/// A refresh is completed the same way whether the stream is small and its index in
+/// memory (looked through in place), too big for that, or not loaded yet (both on a
+/// blocking thread).
+#[tokio::test]
+async fn a_refresh_deletes_the_same_whether_completed_in_place_or_not() {
+    assert_eq!(second_refresh(100, 60, false).await, (40, 60));
+    assert_eq!(second_refresh(5_000, 4_000, false).await, (1_000, 4_000));
+    assert_eq!(second_refresh(100, 0, true).await, (100, 0));
+}
+
 #[tokio::test]
 async fn a_refused_append_leaves_the_hub_untouched() {
     let dir = tempfile::tempdir().unwrap();

@@ -329,19 +329,56 @@ impl Hub {
             }
         };
         drop(slots);
-        // From here the slot is leased: the writer gives it back on drop, loaded or not.
-        let mut writer = HubWriter {
-            hub: self.clone(),
-            segment_prefix: key(TAG_SEGMENT, &id),
-            meta_key: key(TAG_META, &id),
-            id,
-            index: cached,
-        };
+        let mut writer = self.leased(id, cached);
         let stored = writer.stored_next_seq()?;
         if writer.index.as_ref().is_none_or(|i| i.next_seq != stored) {
             writer.index = Some(Box::new(writer.load()?));
         }
         Ok(writer)
+    }
+
+    /// The writer of a stream whose lease the caller just took: it gives the lease
+    /// back on drop, loaded or not.
+    fn leased(&self, id: StreamId, index: Option<Box<StreamIndex>>) -> HubWriter {
+        HubWriter {
+            hub: self.clone(),
+            segment_prefix: key(TAG_SEGMENT, &id),
+            meta_key: key(TAG_META, &id),
+            id,
+            index,
+        }
+    }
+
+    /// The stream's exclusive lease, taken at once, if its index is in memory, current
+    /// and of at most `max_records` records: a writer that needs no waiting and no
+    /// loading, so an async caller may take it in place. `None` otherwise: take
+    /// [`Hub::writer`] off the async runtime.
+    pub(crate) fn writer_at_hand(
+        &self,
+        connection: &str,
+        stream: &str,
+        max_records: usize,
+    ) -> Result<Option<HubWriter>, HubError> {
+        let id = StreamId {
+            connection: connection.to_owned(),
+            stream: stream.to_owned(),
+        };
+        let mut slots = self.slots();
+        let index = match slots.remove(&id) {
+            Some(Slot::Idle(index)) if index.entries.len() <= max_records => index,
+            Some(other) => {
+                slots.insert(id, other);
+                return Ok(None);
+            }
+            None => return Ok(None),
+        };
+        slots.insert(id.clone(), Slot::Leased);
+        drop(slots);
+        let writer = self.leased(id, Some(index));
+        if writer.stored_next_seq()? != writer.next_seq() {
+            return Ok(None);
+        }
+        Ok(Some(writer))
     }
 
     /// Upserts a batch of NDJSON records in a sled batch of its own (not flushed: call

@@ -306,6 +306,21 @@ impl EventLog {
             .await
     }
 
+    /// Queues events that are written only if `run`'s last seq is still
+    /// `expected_seq` when they are committed, else refused with
+    /// [`LogError::Conflict`] (see [`EventLog::enqueue`] and
+    /// [`EventLog::append_expecting`]). A caller holding a state it read earlier
+    /// acts on it without reading the log again: the commit checks it.
+    pub async fn enqueue_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        self.queue(run, now_unix_ms(), kinds, None, Some(expected_seq))
+            .await
+    }
+
     /// Queues events for `run`'s log, stamped with the current time, and returns as
     /// soon as they are queued: the returned [`Appending`] resolves to their seqs once
     /// they are durable (or to why they were refused, as [`EventLog::append`] would).
