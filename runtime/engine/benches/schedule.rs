@@ -1,11 +1,13 @@
 //! Scheduler benchmark: many workflows on 1-second schedules with trivial work (the
-//! `sample` connector with no records: discover, open, read nothing, complete).
+//! `sample` connector with no records: discover, open, read nothing, complete; or a
+//! few records each run, see below).
 //! Reports scheduling latency (due → started, from the run's log) and dispatch
 //! throughput, and how much CPU the node used.
 //!
 //! `cargo bench -p sluice-engine --bench schedule`; `SLUICE_BENCH_WORKFLOWS` (default
 //! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 64),
-//! `SLUICE_BENCH_DATA` (the node's data directory, kept; default a temporary one).
+//! `SLUICE_BENCH_DATA` (the node's data directory, kept; default a temporary one),
+//! `SLUICE_BENCH_RECORDS` (records each run reads and commits to the hub, default 0).
 
 #![allow(
     clippy::unwrap_used,
@@ -83,6 +85,7 @@ fn main() {
     let workflows = env("SLUICE_BENCH_WORKFLOWS", 10_000);
     let secs = env("SLUICE_BENCH_SECS", 10);
     let slots = env("SLUICE_BENCH_SLOTS", 64) as usize;
+    let records = env("SLUICE_BENCH_RECORDS", 0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,7 +125,7 @@ fn main() {
         for i in 0..workflows {
             let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
                 "name": format!("c{i:05}"), "tenant": format!("t{}", i % 100),
-                "connector": "sample", "config": {"records": 0}
+                "connector": "sample", "config": {"records": records}
             }))
             .unwrap();
             engine.define_connection(&conn).unwrap();
@@ -193,7 +196,7 @@ fn main() {
         durations.sort_unstable();
         lead.sort_unstable();
         println!(
-            "{workflows} workflows on 1 s schedules (jitter 1 s), {slots} slots, {secs} s:"
+            "{workflows} workflows on 1 s schedules (jitter 1 s), {records} records a run, {slots} slots, {secs} s:"
         );
         // Schedules seen for the first time fire one interval later: the rate counts
         // from the first start.

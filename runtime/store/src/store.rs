@@ -15,7 +15,7 @@ use crate::run_logs::RunLogs;
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
-use crate::hub::{BatchMeta, BatchOutcome, Hub, HubError, SegmentWrite};
+use crate::hub::{BatchMeta, BatchOutcome, Hub, HubError, HubWriter, SegmentWrite, StagedWrite};
 use crate::log::{EventKind, EventLog, LogConfig, LogError, RunId, TxHook, now_unix_ms, v1};
 use crate::staged::StagedTree;
 
@@ -172,23 +172,26 @@ impl Store {
         let hub = self.hub.clone();
         let time_ms = now_unix_ms();
         // Parsing and classifying a batch is CPU work of a millisecond or two: keep it
-        // off the async workers.
-        let (mut writer, staged, batch) = tokio::task::spawn_blocking(move || {
-            let writer = hub.writer(&batch.connection, &batch.stream)?;
-            let pk: Vec<&str> = batch.primary_key.iter().map(String::as_str).collect();
-            let staged = writer.prepare_batch(
-                &pk,
-                &batch.records,
-                BatchMeta {
-                    generation: batch.generation,
-                    source_cursor: Some(&batch.checkpoint),
-                    time_ms: u64::try_from(time_ms).unwrap_or(0),
-                },
-            )?;
-            Ok::<_, StoreError>((writer, staged, batch))
-        })
-        .await
-        .map_err(StoreError::storage)??;
+        // off the async workers, unless the batch is small and its stream's index at
+        // hand, when handing it over would cost more than the work.
+        let at_hand = if batch.records.len() <= BATCH_IN_PLACE {
+            hub.writer_at_hand(&batch.connection, &batch.stream, usize::MAX)?
+        } else {
+            None
+        };
+        let (mut writer, staged, batch) = match at_hand {
+            Some(writer) => {
+                let staged = prepare_batch(&writer, &batch, time_ms)?;
+                (writer, staged, batch)
+            }
+            None => tokio::task::spawn_blocking(move || {
+                let writer = hub.writer(&batch.connection, &batch.stream)?;
+                let staged = prepare_batch(&writer, &batch, time_ms)?;
+                Ok::<_, StoreError>((writer, staged, batch))
+            })
+            .await
+            .map_err(StoreError::storage)??,
+        };
         let outcome = staged.outcome();
         let (stream, checkpoint) = (batch.stream.clone(), batch.checkpoint.clone());
         let event = EventKind::CheckpointCommitted(v1::CheckpointCommitted {
@@ -298,6 +301,28 @@ impl Store {
         writer.commit(staged);
         Ok(deleted)
     }
+}
+
+/// Largest batch (bytes of NDJSON) parsed and classified on the async runtime: a
+/// few dozen records, well under a millisecond of work.
+const BATCH_IN_PLACE: usize = 8 * 1024;
+
+/// Parses and classifies `batch` against the stream's index.
+fn prepare_batch(
+    writer: &HubWriter,
+    batch: &BatchCommit,
+    time_ms: i64,
+) -> Result<StagedWrite, HubError> {
+    let pk: Vec<&str> = batch.primary_key.iter().map(String::as_str).collect();
+    writer.prepare_batch(
+        &pk,
+        &batch.records,
+        BatchMeta {
+            generation: batch.generation,
+            source_cursor: Some(&batch.checkpoint),
+            time_ms: u64::try_from(time_ms).unwrap_or(0),
+        },
+    )
 }
 
 /// Most records a stream may have for its refresh to be completed on the async
