@@ -169,29 +169,17 @@ impl Store {
         run: RunId,
         batch: BatchCommit,
     ) -> Result<Committed, StoreError> {
-        let hub = self.hub.clone();
         let time_ms = now_unix_ms();
-        // Parsing and classifying a batch is CPU work of a millisecond or two: keep it
-        // off the async workers, unless the batch is small and its stream's index at
-        // hand, when handing it over would cost more than the work.
-        let at_hand = if batch.records.len() <= BATCH_IN_PLACE {
-            hub.writer_at_hand(&batch.connection, &batch.stream, usize::MAX)?
-        } else {
-            None
-        };
-        let (mut writer, staged, batch) = match at_hand {
-            Some(writer) => {
-                let staged = prepare_batch(&writer, &batch, time_ms)?;
-                (writer, staged, batch)
-            }
-            None => tokio::task::spawn_blocking(move || {
-                let writer = hub.writer(&batch.connection, &batch.stream)?;
-                let staged = prepare_batch(&writer, &batch, time_ms)?;
-                Ok::<_, StoreError>((writer, staged, batch))
+        // Parsing and classifying a batch is CPU work of a millisecond or two: in place
+        // only for a small one.
+        let in_place = (batch.records.len() <= BATCH_IN_PLACE).then_some(usize::MAX);
+        let (connection, stream) = (batch.connection.clone(), batch.stream.clone());
+        let (mut writer, (staged, batch)) =
+            under_lease(&self.hub, connection, stream, in_place, move |writer| {
+                let staged = prepare_batch(writer, &batch, time_ms)?;
+                Ok((staged, batch))
             })
-            .await
-            .map_err(StoreError::storage)??,
-        };
+            .await?;
         let outcome = staged.outcome();
         let (stream, checkpoint) = (batch.stream.clone(), batch.checkpoint.clone());
         let event = EventKind::CheckpointCommitted(v1::CheckpointCommitted {
@@ -261,27 +249,19 @@ impl Store {
             self.log.append(run, completed).await?;
             return Ok(0);
         }
-        let hub = self.hub.clone();
         let time_ms = now_unix_ms();
         let (connection, stream, generation) =
             (end.connection.clone(), end.stream.clone(), end.generation);
         let time = u64::try_from(time_ms).unwrap_or(0);
-        // A small stream whose index is at hand is prepared in place: handing the work
-        // to a blocking thread would cost more than the work.
-        let (mut writer, staged) =
-            match hub.writer_at_hand(&connection, &stream, REFRESH_IN_PLACE)? {
-                Some(writer) => {
-                    let staged = writer.prepare_refresh(generation, time)?;
-                    (writer, staged)
-                }
-                None => tokio::task::spawn_blocking(move || {
-                    let writer = hub.writer(&connection, &stream)?;
-                    let staged = writer.prepare_refresh(generation, time)?;
-                    Ok::<_, StoreError>((writer, staged))
-                })
-                .await
-                .map_err(StoreError::storage)??,
-            };
+        // Looking through a stream for deletions is in place only for a small one.
+        let (mut writer, staged) = under_lease(
+            &self.hub,
+            connection,
+            stream,
+            Some(REFRESH_IN_PLACE),
+            move |writer| Ok(writer.prepare_refresh(generation, time)?),
+        )
+        .await?;
         let deleted = staged.outcome().deleted;
         let mut events = Vec::with_capacity(3);
         if deleted > 0 {
@@ -306,6 +286,35 @@ impl Store {
 /// Largest batch (bytes of NDJSON) parsed and classified on the async runtime: a
 /// few dozen records, well under a millisecond of work.
 const BATCH_IN_PLACE: usize = 8 * 1024;
+
+/// Takes the hub lease of `connection`'s `stream` and runs `prepare` under it. In
+/// place if the stream's index is at hand and has at most `in_place` records (`None`:
+/// never), where handing the work to a blocking thread would cost more than the work;
+/// else on a blocking thread, which may wait for the lease and load the index.
+async fn under_lease<T: Send + 'static>(
+    hub: &Hub,
+    connection: String,
+    stream: String,
+    in_place: Option<usize>,
+    prepare: impl FnOnce(&HubWriter) -> Result<T, StoreError> + Send + 'static,
+) -> Result<(HubWriter, T), StoreError> {
+    let at_hand = match in_place {
+        Some(max_records) => hub.writer_at_hand(&connection, &stream, max_records)?,
+        None => None,
+    };
+    if let Some(writer) = at_hand {
+        let prepared = prepare(&writer)?;
+        return Ok((writer, prepared));
+    }
+    let hub = hub.clone();
+    tokio::task::spawn_blocking(move || {
+        let writer = hub.writer(&connection, &stream)?;
+        let prepared = prepare(&writer)?;
+        Ok((writer, prepared))
+    })
+    .await
+    .map_err(StoreError::storage)?
+}
 
 /// Parses and classifies `batch` against the stream's index.
 fn prepare_batch(

@@ -30,8 +30,8 @@
 //! id newer than every stored one: ids are time-ordered UUID v7), updated only after
 //! a group is applied, and dropped when a run becomes terminal. Each appended event
 //! is checked with [`transition`](super::fold::transition), so the log never holds
-//! events that do not fold. A request that is refused (or whose hook aborts) fails alone: the
-//! group is staged again without it. If applying a group fails, the committer stops
+//! events that do not fold. A request that is refused (or whose hook aborts) fails
+//! alone: the group is staged again without it. If applying a group fails, the committer stops
 //! writing (later appends fail): a half-applied group is completed only by reopening.
 //!
 //! It must never acknowledge a request before the flush that made it durable.
