@@ -1086,7 +1086,7 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
     // Damage x's first event on disk, before the store opens again. A run's latest
     // events live in its summary record: give its one event a seq that does not follow.
     {
-        let db = sled::open(dir.path()).expect("sled opens the store's database");
+        let db = sluice_tests::sled_files::open_sled(dir.path());
         let runs = db.open_tree("runs").expect("runs tree");
         let raw = runs.get(x.as_bytes()).unwrap().expect("x's summary record");
         let mut record = v1::StoredRunSummary::decode(raw.as_ref()).unwrap();

@@ -25,4 +25,5 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 pub mod ndjson_sink;
 pub mod nodes;
 pub mod pages;
+pub mod sled_files;
 pub mod tickets;

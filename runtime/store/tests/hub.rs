@@ -2,6 +2,9 @@
 
 #![allow(clippy::expect_used, reason = "test helpers fail the test on error")]
 
+#[path = "../../../tests/support/sled_files.rs"]
+mod common;
+
 use serde_json::json;
 use sluice_store::hub::{BatchMeta, BatchOutcome, Hub, HubError};
 
@@ -248,7 +251,7 @@ fn a_segment_written_ahead_of_a_commit_that_never_landed_is_ignored() {
     }
     {
         // As if the second batch's commit never landed: only its segment is there.
-        let db = sled::open(dir.path()).expect("open sled");
+        let db = common::open_sled(dir.path());
         let tree = db.open_tree("hub").expect("hub tree");
         assert_eq!(
             tree.get(&meta_key).expect("get").as_deref(),

@@ -2,6 +2,9 @@
 //! events, index queries and in-flight recovery.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../tests/support/sled_files.rs"]
+mod common;
+
 use prost::Message;
 use sluice_store::log::{
     EventKind, EventLog, FoldError, LogConfig, LogError, RunFilter, RunId, RunStatus, StatusKind,
@@ -452,7 +455,7 @@ async fn corrupted_event_is_reported_with_run_and_seq() {
     }
     {
         // Write garbage under (bad, 2) directly with sled.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::open_sled(dir.path());
         let events = db.open_tree("events").unwrap();
         let key = event_key(bad, 2);
         assert!(events.get(&key).unwrap().is_some());
@@ -516,7 +519,7 @@ async fn events_of_one_append_share_a_key_and_a_corrupt_batch_is_reported() {
         assert_eq!(seqs, vec![1, 2, 3, 4]);
         assert_eq!(log.state(r).await.unwrap().progress["users"].records, 3);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::open_sled(dir.path());
     let events = db.open_tree("events").unwrap();
     let lens: Vec<usize> = events
         .scan_prefix(r.0)
@@ -553,7 +556,7 @@ async fn unknown_event_kind_stops_the_fold() {
     assert_eq!(decoded.seq, 3);
     assert!(decoded.kind.is_none());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::open_sled(dir.path());
         db.open_tree("events")
             .unwrap()
             .insert(event_key(r, 3), newer)
@@ -696,7 +699,7 @@ async fn a_runs_latest_events_live_in_its_summary_until_they_move_to_their_own_k
         assert_eq!(log.append(short, vec![begun(3)]).await.unwrap(), vec![4]);
         assert_eq!(seqs(log.read(short).await.unwrap()), vec![1, 2, 3, 4]);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::open_sled(dir.path());
     let events = db.open_tree("events").unwrap();
     let key_lens = |r: RunId| -> Vec<usize> {
         events
@@ -821,7 +824,7 @@ async fn a_group_a_crash_left_half_applied_is_completed_on_open() {
     {
         // The state a crash leaves: the record is stored, only part of it applied
         // (here: nothing), and a stray key the record removes.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::open_sled(dir.path());
         let third = sluice_store::RunEvent::new(r, 3, 300, begun(2));
         let record = v1::StoredWriteGroup {
             writes: vec![
@@ -856,7 +859,7 @@ async fn a_group_a_crash_left_half_applied_is_completed_on_open() {
         );
         assert_eq!(events[2].at_unix_ms, 300);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::open_sled(dir.path());
     assert!(db.open_tree("write_ahead").unwrap().is_empty());
 }
 
@@ -934,7 +937,7 @@ async fn runs_committed_together_share_index_keys_and_list_in_order() {
         assert_eq!(listed(&log, window).await, by_time[250..260]);
         assert_eq!(log.in_flight().await.unwrap(), all);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::open_sled(dir.path());
     let keys = |tree: &str| db.open_tree(tree).unwrap().len();
     assert_eq!(keys("runs"), usize::from(RUNS));
     assert_eq!(keys("runs_active"), usize::from(RUNS));
@@ -961,7 +964,7 @@ async fn interleaved_index_entries_list_in_id_order() {
         }
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::open_sled(dir.path());
         let tenants = db.open_tree("runs_by_tenant").unwrap();
         tenants.clear().unwrap();
         let key = |r: RunId| [&b"acme\0"[..], &r.0].concat();
@@ -1006,7 +1009,7 @@ async fn runs_in_flight_of_the_older_status_layout_are_found_after_open() {
     }
     {
         // The older layout: no runs_active; a status key per run in flight.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::open_sled(dir.path());
         let active = db.open_tree("runs_active").unwrap();
         let by_status = db.open_tree("runs_by_status").unwrap();
         active.clear().unwrap();
@@ -1036,7 +1039,7 @@ async fn runs_in_flight_of_the_older_status_layout_are_found_after_open() {
             .unwrap();
         assert_eq!(log.in_flight().await.unwrap(), vec![waiting]);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::open_sled(dir.path());
     let by_status = db.open_tree("runs_by_status").unwrap();
     assert!(by_status.scan_prefix(b"scheduled\0").next().is_none());
     assert!(by_status.scan_prefix(b"running\0").next().is_none());
