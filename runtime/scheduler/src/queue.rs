@@ -76,19 +76,39 @@ struct Waiting {
     group: Option<usize>,
 }
 
+/// Where a waiting run is.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// Not due yet: in `later`, at this due time.
+    Later(i64),
+    /// Due: in this bucket, at this due time.
+    Due(BucketKey, i64),
+    /// Due, but a run of its (interned) group held a slot when it was looked at.
+    Parked(usize),
+}
+
+/// Due runs that rank alike but for their due time and id: one tenant, connector and
+/// priority. Ordered by (due, id), a bucket's first run is its best (it has aged the
+/// most), so a pop looks at one run per bucket instead of every due run.
+type BucketKey = (usize, usize, i32);
+
 /// Waiting runs and the runs holding slots.
 ///
-/// Runs not due yet wait in a map ordered by due time and are moved to the due list
-/// when their time comes; only due runs are ranked, so a pop costs a pass over the due
-/// runs with integer work, however many runs wait for later.
+/// Runs not due yet wait in a map ordered by due time and are moved to their bucket
+/// when their time comes. A pop ranks the first run of each bucket within the limits
+/// (runs whose group is busy are parked until it is free), so it costs a pass over the
+/// buckets, not over the due runs: a backlog of thousands (a catch-up after downtime,
+/// a burst of fires while every slot is taken) does not make each start slower.
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
-    /// Due runs (due at or before the last `now` seen), unordered.
-    due: Vec<Waiting>,
+    /// Due runs (due at or before the last `now` seen), by bucket, then (due, id).
+    due: HashMap<BucketKey, BTreeMap<(i64, u128), Waiting>>,
+    /// Due runs set aside while a run of their group holds a slot, per interned group.
+    parked: HashMap<usize, Vec<Waiting>>,
     /// Runs due later, by (due, id).
     later: BTreeMap<(i64, u128), Waiting>,
-    /// Where each waiting run is: its due time if in `later`, `None` if in `due`.
-    place: HashMap<u128, Option<i64>>,
+    /// Where each waiting run is.
+    place: HashMap<u128, Place>,
     names: HashMap<String, usize>,
     running: usize,
     /// Slots held, per interned tenant name.
@@ -101,6 +121,12 @@ pub struct ReadyQueue {
     group_busy: Vec<bool>,
     limits: Limits,
     aging: Aging,
+}
+
+impl Waiting {
+    fn bucket(&self) -> BucketKey {
+        (self.tenant, self.connector, self.c.priority)
+    }
 }
 
 impl ReadyQueue {
@@ -136,28 +162,57 @@ impl ReadyQueue {
             group: candidate.group.as_deref().map(|g| self.intern(g)),
             c: candidate,
         };
-        self.place.insert(w.c.id, Some(w.c.due_ms));
+        self.place.insert(w.c.id, Place::Later(w.c.due_ms));
         self.later.insert((w.c.due_ms, w.c.id), w);
+    }
+
+    /// Puts a due run in its bucket.
+    fn make_due(&mut self, w: Waiting) {
+        let key = w.bucket();
+        self.place.insert(w.c.id, Place::Due(key, w.c.due_ms));
+        self.due
+            .entry(key)
+            .or_default()
+            .insert((w.c.due_ms, w.c.id), w);
     }
 
     /// Removes a waiting run; returns whether it was there.
     pub fn remove(&mut self, id: u128) -> bool {
         match self.place.remove(&id) {
-            Some(Some(due)) => self.later.remove(&(due, id)).is_some(),
-            Some(None) => match self.due.iter().position(|w| w.c.id == id) {
-                Some(i) => {
-                    self.due.swap_remove(i);
-                    true
+            Some(Place::Later(due)) => self.later.remove(&(due, id)).is_some(),
+            Some(Place::Due(key, due)) => {
+                let Some(bucket) = self.due.get_mut(&key) else {
+                    return false;
+                };
+                let gone = bucket.remove(&(due, id)).is_some();
+                if bucket.is_empty() {
+                    self.due.remove(&key);
                 }
-                None => false,
-            },
+                gone
+            }
+            Some(Place::Parked(group)) => {
+                let Some(runs) = self.parked.get_mut(&group) else {
+                    return false;
+                };
+                let gone = match runs.iter().position(|w| w.c.id == id) {
+                    Some(i) => {
+                        runs.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                };
+                if runs.is_empty() {
+                    self.parked.remove(&group);
+                }
+                gone
+            }
             None => false,
         }
     }
 
     /// Runs waiting.
     pub fn waiting(&self) -> usize {
-        self.due.len() + self.later.len()
+        self.place.len()
     }
 
     /// Runs holding slots.
@@ -167,38 +222,17 @@ impl ReadyQueue {
 
     /// The run's priority after aging, at `now_ms`.
     pub fn effective_priority(&self, c: &Candidate, now_ms: i64) -> i64 {
-        let waited = now_ms.saturating_sub(c.due_ms);
-        let boost = if self.aging.step_ms > 0 && waited > 0 {
-            waited / self.aging.step_ms
-        } else {
-            0
-        };
-        i64::from(c.priority).saturating_add(boost)
+        aged(self.aging, c.priority, c.due_ms, now_ms)
     }
 
-    fn fits(&self, w: &Waiting) -> bool {
-        if w.group.is_some_and(|g| self.group_busy[g]) {
-            return false;
-        }
-        if self
-            .limits
-            .per_tenant
-            .is_some_and(|max| self.by_tenant[w.tenant] >= max)
-        {
-            return false;
-        }
-        self.connector_limit[w.connector].is_none_or(|max| self.by_connector[w.connector] < max)
-    }
-
-    /// Moves the runs due by `now_ms` to the due list.
+    /// Moves the runs due by `now_ms` to their buckets.
     fn promote(&mut self, now_ms: i64) {
         while let Some(entry) = self.later.first_entry() {
             if entry.key().0 > now_ms {
                 break;
             }
             let w = entry.remove();
-            self.place.insert(w.c.id, None);
-            self.due.push(w);
+            self.make_due(w);
         }
     }
 
@@ -209,23 +243,48 @@ impl ReadyQueue {
             return None;
         }
         self.promote(now_ms);
-        let mut best: Option<(usize, Rank)> = None;
-        for (i, w) in self.due.iter().enumerate() {
-            if !self.fits(w) {
+        let mut best: Option<(BucketKey, (i64, u128), Rank)> = None;
+        let mut emptied = false;
+        for (&key @ (tenant, connector, priority), bucket) in &mut self.due {
+            let tenant_full =
+                (self.limits.per_tenant).is_some_and(|max| self.by_tenant[tenant] >= max);
+            let connector_full = self.connector_limit[connector]
+                .is_some_and(|max| self.by_connector[connector] >= max);
+            if tenant_full || connector_full {
                 continue;
             }
-            let key = (
-                self.effective_priority(&w.c, now_ms),
-                Reverse(self.by_tenant[w.tenant]),
-                Reverse(w.c.due_ms),
-                Reverse(w.c.id),
-            );
-            if best.as_ref().is_none_or(|(_, k)| key > *k) {
-                best = Some((i, key));
+            // The bucket's first run whose group holds no slot; those before it wait
+            // parked until their group's run finishes.
+            while let Some((&at @ (due_ms, id), w)) = bucket.first_key_value() {
+                if let Some(group) = w.group.filter(|g| self.group_busy[*g]) {
+                    if let Some(w) = bucket.remove(&at) {
+                        self.place.insert(id, Place::Parked(group));
+                        self.parked.entry(group).or_default().push(w);
+                    }
+                    emptied |= bucket.is_empty();
+                    continue;
+                }
+                let rank = (
+                    aged(self.aging, priority, due_ms, now_ms),
+                    Reverse(self.by_tenant[tenant]),
+                    Reverse(due_ms),
+                    Reverse(id),
+                );
+                if best.as_ref().is_none_or(|(_, _, r)| rank > *r) {
+                    best = Some((key, at, rank));
+                }
+                break;
             }
         }
-        let (i, _) = best?;
-        let w = self.due.swap_remove(i);
+        if emptied {
+            self.due.retain(|_, b| !b.is_empty());
+        }
+        let (key, at, _) = best?;
+        let bucket = self.due.get_mut(&key)?;
+        let w = bucket.remove(&at)?;
+        if bucket.is_empty() {
+            self.due.remove(&key);
+        }
         self.place.remove(&w.c.id);
         self.running += 1;
         self.by_tenant[w.tenant] += 1;
@@ -239,8 +298,11 @@ impl ReadyQueue {
     /// Gives back the slot of a run that started from this queue.
     pub fn finished(&mut self, c: &Candidate) {
         self.running = self.running.saturating_sub(1);
-        if let Some(g) = c.group.as_deref().and_then(|g| self.names.get(g)) {
-            self.group_busy[*g] = false;
+        if let Some(&g) = c.group.as_deref().and_then(|g| self.names.get(g)) {
+            self.group_busy[g] = false;
+            for w in self.parked.remove(&g).unwrap_or_default() {
+                self.make_due(w);
+            }
         }
         if let Some(&t) = self.names.get(&c.tenant) {
             self.by_tenant[t] = self.by_tenant[t].saturating_sub(1);
@@ -252,7 +314,10 @@ impl ReadyQueue {
 
     /// The earliest due time of a waiting run, to know when to look again.
     pub fn next_due(&self) -> Option<i64> {
-        let due = self.due.iter().map(|w| w.c.due_ms).min();
+        let due = (self.due.values())
+            .filter_map(|b| b.keys().next().map(|(d, _)| *d))
+            .chain(self.parked.values().flatten().map(|w| w.c.due_ms))
+            .min();
         let later = self.later.keys().next().map(|(d, _)| *d);
         due.into_iter().chain(later).min()
     }
@@ -265,4 +330,15 @@ impl ReadyQueue {
             .next()
             .map(|((d, _), _)| *d)
     }
+}
+
+/// A priority after aging: one level more per `aging.step_ms` waited past due.
+fn aged(aging: Aging, priority: i32, due_ms: i64, now_ms: i64) -> i64 {
+    let waited = now_ms.saturating_sub(due_ms);
+    let boost = if aging.step_ms > 0 && waited > 0 {
+        waited / aging.step_ms
+    } else {
+        0
+    };
+    i64::from(priority).saturating_add(boost)
 }

@@ -160,3 +160,155 @@ fn one_run_of_a_group_at_a_time() {
     q.finished(&first);
     assert_eq!(q.pop_ready(0).map(|c| c.id), Some(2));
 }
+
+/// The queue's rules stated plainly: every due run that fits the limits is ranked,
+/// the best starts. The queue must choose exactly as this does, however it indexes.
+#[derive(Default)]
+struct Plain {
+    waiting: Vec<Candidate>,
+    running: Vec<Candidate>,
+}
+
+impl Plain {
+    fn pop(&mut self, now: i64, limits: &Limits, aging: Aging) -> Option<Candidate> {
+        if self.running.len() >= limits.slots {
+            return None;
+        }
+        let going = |f: &dyn Fn(&Candidate) -> bool| self.running.iter().filter(|r| f(r)).count();
+        let fits = |c: &Candidate| {
+            let group_free = c
+                .group
+                .as_ref()
+                .is_none_or(|g| going(&|r| r.group.as_ref() == Some(g)) == 0);
+            let tenant_free = limits
+                .per_tenant
+                .is_none_or(|max| going(&|r| r.tenant == c.tenant) < max);
+            let connector_free = limits
+                .per_connector
+                .get(&c.connector)
+                .is_none_or(|max| going(&|r| r.connector == c.connector) < *max);
+            c.due_ms <= now && group_free && tenant_free && connector_free
+        };
+        let rank = |c: &Candidate| {
+            let waited = now.saturating_sub(c.due_ms);
+            let boost = if waited > 0 {
+                waited / aging.step_ms
+            } else {
+                0
+            };
+            (
+                i64::from(c.priority) + boost,
+                std::cmp::Reverse(going(&|r| r.tenant == c.tenant)),
+                std::cmp::Reverse(c.due_ms),
+                std::cmp::Reverse(c.id),
+            )
+        };
+        let best = (0..self.waiting.len())
+            .filter(|&i| fits(&self.waiting[i]))
+            .max_by_key(|&i| rank(&self.waiting[i]))?;
+        let c = self.waiting.swap_remove(best);
+        self.running.push(c.clone());
+        Some(c)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push {
+        tenant: u8,
+        connector: u8,
+        priority: i32,
+        due: i64,
+        group: Option<u8>,
+    },
+    Pop {
+        advance: i64,
+    },
+    Finish(usize),
+    Remove(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0u8..3,
+            0u8..2,
+            -2i32..3,
+            0i64..3_000,
+            proptest::option::of(0u8..3)
+        )
+            .prop_map(|(tenant, connector, priority, due, group)| Op::Push {
+                tenant,
+                connector,
+                priority,
+                due,
+                group,
+            }),
+        (0i64..400).prop_map(|advance| Op::Pop { advance }),
+        (0usize..8).prop_map(Op::Finish),
+        (0usize..64).prop_map(Op::Remove),
+    ]
+}
+
+proptest! {
+    /// Under any sequence of arrivals, starts, finishes and removals, the queue starts
+    /// the same run as the plain statement of its rules, and waits for the same.
+    #[test]
+    fn starts_what_the_rules_say(ops in proptest::collection::vec(op(), 1..200), slots in 1usize..5) {
+        let limits = Limits {
+            slots,
+            per_tenant: Some(2),
+            per_connector: HashMap::from([("c1".to_string(), 1)]),
+        };
+        let aging = Aging { step_ms: 500 };
+        let mut q = ReadyQueue::new(limits.clone(), aging);
+        let mut plain = Plain::default();
+        let mut pushed: Vec<u128> = Vec::new();
+        let mut now = 0;
+        for op in ops {
+            match op {
+                Op::Push { tenant, connector, priority, due, group } => {
+                    let c = Candidate {
+                        id: pushed.len() as u128,
+                        tenant: format!("t{tenant}"),
+                        connector: format!("c{connector}"),
+                        priority,
+                        due_ms: due,
+                        group: group.map(|g| format!("g{g}")),
+                    };
+                    pushed.push(c.id);
+                    q.push(c.clone());
+                    plain.waiting.push(c);
+                }
+                Op::Pop { advance } => {
+                    now += advance;
+                    loop {
+                        let got = q.pop_ready(now);
+                        prop_assert_eq!(got.clone(), plain.pop(now, &limits, aging));
+                        if got.is_none() {
+                            break;
+                        }
+                    }
+                }
+                Op::Finish(i) => {
+                    if !plain.running.is_empty() {
+                        let c = plain.running.remove(i % plain.running.len());
+                        q.finished(&c);
+                    }
+                }
+                Op::Remove(i) => {
+                    if let Some(&id) = pushed.get(i) {
+                        let was = plain.waiting.iter().position(|c| c.id == id);
+                        if let Some(w) = was {
+                            plain.waiting.swap_remove(w);
+                        }
+                        prop_assert_eq!(q.remove(id), was.is_some());
+                    }
+                }
+            }
+            prop_assert_eq!(q.waiting(), plain.waiting.len());
+            prop_assert_eq!(q.running(), plain.running.len());
+            prop_assert_eq!(q.next_due(), plain.waiting.iter().map(|c| c.due_ms).min());
+        }
+    }
+}
