@@ -21,8 +21,11 @@ pub(crate) struct Held {
     pub cancel: CancellationToken,
     pub progress: watch::Sender<Progress>,
     pub candidate: Candidate,
-    /// Driven now (holds a slot), rather than waiting in the queue.
+    /// Driven now, rather than waiting in the queue.
     pub driving: bool,
+    /// Driven and holding its slot (a run whose work is over gives it back before
+    /// its end is durable, see [`Dispatch::free_slot`]).
+    pub slot: bool,
     /// The run's state when it was queued, if the queuer had it: the driver uses it
     /// instead of folding the log again, if the log has not moved since.
     pub known: Option<RunState>,
@@ -110,6 +113,7 @@ impl Dispatch {
                 progress: tx,
                 candidate,
                 driving: false,
+                slot: false,
                 known,
             },
         );
@@ -127,6 +131,7 @@ impl Dispatch {
             match held.get_mut(&run) {
                 Some(h) => {
                     h.driving = true;
+                    h.slot = true;
                     ready.push(Ready {
                         run,
                         cancel: h.cancel.clone(),
@@ -142,12 +147,38 @@ impl Dispatch {
         (ready, queue.next_due_after(now_ms))
     }
 
+    /// A driven run whose work is over gives back its slot, so that the next run can
+    /// start while its end is made durable; it stays held (and its overlap group busy)
+    /// until [`Dispatch::release`]. Returns whether a slot was given back.
+    pub(crate) fn free_slot(&self, candidate: &Candidate) -> bool {
+        let mut held = self.held();
+        let Some(h) = held.get_mut(&run_of(candidate)).filter(|h| h.slot) else {
+            return false;
+        };
+        h.slot = false;
+        self.queue().release_slot(candidate);
+        true
+    }
+
+    /// Gives back what a driven run still holds: its slot, if [`Dispatch::free_slot`]
+    /// did not, and its group.
+    fn finish(queue: &mut ReadyQueue, held: Option<&mut Held>, candidate: &Candidate) {
+        match held {
+            Some(h) if !h.slot => queue.release_group(candidate),
+            Some(h) => {
+                h.slot = false;
+                queue.finished(candidate);
+            }
+            None => queue.finished(candidate),
+        }
+    }
+
     /// A driven run gives back its slot and waits again until `due_ms`.
     pub(crate) fn requeue(&self, candidate: &Candidate, due_ms: i64) {
         let run = run_of(candidate);
         let mut held = self.held();
         let mut queue = self.queue();
-        queue.finished(candidate);
+        Self::finish(&mut queue, held.get_mut(&run), candidate);
         if let Some(h) = held.get_mut(&run) {
             h.driving = false;
             h.candidate.due_ms = due_ms;
@@ -159,8 +190,8 @@ impl Dispatch {
     pub(crate) fn release(&self, candidate: &Candidate) -> Option<Held> {
         let run = run_of(candidate);
         let mut held = self.held();
-        self.queue().finished(candidate);
-        let gone = held.remove(&run);
+        let mut gone = held.remove(&run);
+        Self::finish(&mut self.queue(), gone.as_mut(), candidate);
         if let Some(h) = &gone {
             self.unindex(&h.workflow, run);
         }
@@ -211,5 +242,59 @@ impl Dispatch {
     pub(crate) fn counts(&self) -> (usize, usize) {
         let q = self.queue();
         (q.waiting(), q.running())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn candidate(id: u128, group: &str) -> Candidate {
+        Candidate {
+            id,
+            tenant: "acme".into(),
+            connector: "sample".into(),
+            priority: 0,
+            due_ms: 0,
+            group: Some(group.into()),
+        }
+    }
+
+    fn started(d: &Dispatch) -> Vec<u128> {
+        d.take_ready(0).0.iter().map(|r| r.candidate.id).collect()
+    }
+
+    /// A run whose work is over frees its slot for another workflow's run at once, but
+    /// its own workflow's next run waits until it is released; nothing is given back
+    /// twice.
+    #[test]
+    fn a_freed_slot_goes_to_another_workflow_until_the_run_is_released() {
+        let d = Dispatch::new(
+            Limits {
+                slots: 1,
+                ..Limits::default()
+            },
+            Aging::default(),
+        );
+        let (first, next, other) = (candidate(1, "wf"), candidate(2, "wf"), candidate(3, "b"));
+        for c in [&first, &next, &other] {
+            assert!(d.hold(c.group.as_deref().unwrap(), c.clone(), None));
+        }
+        assert_eq!(started(&d), vec![1]);
+        assert!(d.free_slot(&first));
+        assert!(!d.free_slot(&first), "a slot is given back once");
+        assert_eq!(
+            started(&d),
+            vec![3],
+            "run 2 waits for run 1 of its workflow"
+        );
+        assert!(d.release(&first).is_some());
+        assert_eq!(started(&d), Vec::<u128>::new(), "run 3 holds the one slot");
+        d.release(&other);
+        assert_eq!(started(&d), vec![2]);
+        d.release(&next);
+        assert_eq!(d.counts(), (0, 0));
     }
 }

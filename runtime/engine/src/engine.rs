@@ -594,7 +594,14 @@ impl Engine {
             let m = &engine.inner.metrics;
             let waited_ms = now_unix_ms().saturating_sub(candidate.due_ms).max(0);
             m.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
-            let result = engine.drive(run, &cancel, &progress, known).await;
+            let free_slot = || {
+                if engine.inner.dispatch.free_slot(&candidate) {
+                    engine.inner.wake.notify_one();
+                }
+            };
+            let result = engine
+                .drive(run, &cancel, &progress, known, &free_slot)
+                .await;
             let dispatch = &engine.inner.dispatch;
             if let Ok(Driven::WaitUntil(due)) = result {
                 dispatch.requeue(&candidate, due);
@@ -639,12 +646,14 @@ impl Engine {
     }
 
     /// Drives `run` until it ends or the store fails, re-deriving each step from the log.
+    /// `free_slot` gives the run's slot back once its work is over and its end queued.
     async fn drive(
         &self,
         run: RunId,
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
         mut known: Option<RunState>,
+        free_slot: &(dyn Fn() + Sync),
     ) -> Result<Driven, EngineError> {
         loop {
             // A state the queuer had is used without reading the log: the appends
@@ -746,8 +755,17 @@ impl Engine {
             {
                 Ok(done) => {
                     if done == Done::StreamsDone {
-                        self.append(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+                        let completed = self
+                            .inner
+                            .store
+                            .log()
+                            .enqueue(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
                             .await?;
+                        // The work is over and its end stamped: the next run may take
+                        // the slot while the end is made durable (this run stays held,
+                        // so its workflow's next run still waits for it).
+                        free_slot();
+                        completed.await?;
                     }
                     tracing::info!(%run, "run completed");
                     return Ok(Driven::Completed { started_at_unix_ms });

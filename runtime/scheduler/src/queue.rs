@@ -295,20 +295,33 @@ impl ReadyQueue {
         Some(w.c)
     }
 
-    /// Gives back the slot of a run that started from this queue.
+    /// Gives back the slot of a run that started from this queue, and frees its group.
     pub fn finished(&mut self, c: &Candidate) {
+        self.release_slot(c);
+        self.release_group(c);
+    }
+
+    /// Gives back the slot of a run that started from this queue (the global, tenant
+    /// and connector counts) while its group stays busy: its work is over, but the
+    /// next run of its group must wait until [`ReadyQueue::release_group`].
+    pub fn release_slot(&mut self, c: &Candidate) {
         self.running = self.running.saturating_sub(1);
-        if let Some(&g) = c.group.as_deref().and_then(|g| self.names.get(g)) {
-            self.group_busy[g] = false;
-            for w in self.parked.remove(&g).unwrap_or_default() {
-                self.make_due(w);
-            }
-        }
         if let Some(&t) = self.names.get(&c.tenant) {
             self.by_tenant[t] = self.by_tenant[t].saturating_sub(1);
         }
         if let Some(&k) = self.names.get(&c.connector) {
             self.by_connector[k] = self.by_connector[k].saturating_sub(1);
+        }
+    }
+
+    /// Frees the group of a run that started from this queue (after
+    /// [`ReadyQueue::release_slot`]); its parked runs may start again.
+    pub fn release_group(&mut self, c: &Candidate) {
+        if let Some(&g) = c.group.as_deref().and_then(|g| self.names.get(g)) {
+            self.group_busy[g] = false;
+            for w in self.parked.remove(&g).unwrap_or_default() {
+                self.make_due(w);
+            }
         }
     }
 

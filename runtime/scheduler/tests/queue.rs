@@ -166,7 +166,10 @@ fn one_run_of_a_group_at_a_time() {
 #[derive(Default)]
 struct Plain {
     waiting: Vec<Candidate>,
+    /// Holding slots.
     running: Vec<Candidate>,
+    /// Slot given back, group still busy.
+    lingering: Vec<Candidate>,
 }
 
 impl Plain {
@@ -176,10 +179,10 @@ impl Plain {
         }
         let going = |f: &dyn Fn(&Candidate) -> bool| self.running.iter().filter(|r| f(r)).count();
         let fits = |c: &Candidate| {
-            let group_free = c
-                .group
-                .as_ref()
-                .is_none_or(|g| going(&|r| r.group.as_ref() == Some(g)) == 0);
+            let group_free = c.group.as_ref().is_none_or(|g| {
+                going(&|r| r.group.as_ref() == Some(g)) == 0
+                    && !self.lingering.iter().any(|r| r.group.as_ref() == Some(g))
+            });
             let tenant_free = limits
                 .per_tenant
                 .is_none_or(|max| going(&|r| r.tenant == c.tenant) < max);
@@ -225,6 +228,7 @@ enum Op {
         advance: i64,
     },
     Finish(usize),
+    ReleaseSlot(usize),
     Remove(usize),
 }
 
@@ -246,12 +250,14 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         (0i64..400).prop_map(|advance| Op::Pop { advance }),
         (0usize..8).prop_map(Op::Finish),
+        (0usize..8).prop_map(Op::ReleaseSlot),
         (0usize..64).prop_map(Op::Remove),
     ]
 }
 
 proptest! {
-    /// Under any sequence of arrivals, starts, finishes and removals, the queue starts
+    /// Under any sequence of arrivals, starts, finishes (in one step, or the slot
+    /// first and the group later) and removals, the queue starts
     /// the same run as the plain statement of its rules, and waits for the same.
     #[test]
     fn starts_what_the_rules_say(ops in proptest::collection::vec(op(), 1..200), slots in 1usize..5) {
@@ -291,9 +297,21 @@ proptest! {
                     }
                 }
                 Op::Finish(i) => {
+                    let (running, lingering) = (plain.running.len(), plain.lingering.len());
+                    if running + lingering > 0 {
+                        let i = i % (running + lingering);
+                        if i < running {
+                            q.finished(&plain.running.remove(i));
+                        } else {
+                            q.release_group(&plain.lingering.remove(i - running));
+                        }
+                    }
+                }
+                Op::ReleaseSlot(i) => {
                     if !plain.running.is_empty() {
                         let c = plain.running.remove(i % plain.running.len());
-                        q.finished(&c);
+                        q.release_slot(&c);
+                        plain.lingering.push(c);
                     }
                 }
                 Op::Remove(i) => {
