@@ -2,8 +2,9 @@
 //! catch-up after downtime, a burst of fires while every slot is taken).
 //!
 //! `cargo bench -p sluice-scheduler --bench queue`; `SLUICE_BENCH_BACKLOG` (due runs
-//! waiting, default 10,000, over 100 tenants, each run in a workflow group of its own
-//! that is busy for one run in ten), `SLUICE_BENCH_SLOTS` (default 512).
+//! waiting, default 10,000, over 100 tenants and 3 priorities, each run in a workflow
+//! group that no other run shares but in one group of nine, where a second run waits
+//! for the first), `SLUICE_BENCH_SLOTS` (default 512).
 
 #![allow(clippy::unwrap_used, reason = "a benchmark binary")]
 
