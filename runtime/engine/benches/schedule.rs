@@ -7,7 +7,9 @@
 //! `cargo bench -p sluice-engine --bench schedule`; `SLUICE_BENCH_WORKFLOWS` (default
 //! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 64),
 //! `SLUICE_BENCH_DATA` (the node's data directory, kept; default a temporary one),
-//! `SLUICE_BENCH_RECORDS` (records each run reads and commits to the hub, default 0).
+//! `SLUICE_BENCH_RECORDS` (records each run reads and commits to the hub, default 0),
+//! `SLUICE_BENCH_WARMUP_SECS` (the first seconds of fires, reported apart: they hold
+//! each connection's first run; default 2).
 
 #![allow(
     clippy::unwrap_used,
@@ -86,6 +88,7 @@ fn main() {
     let secs = env("SLUICE_BENCH_SECS", 10);
     let slots = env("SLUICE_BENCH_SLOTS", 64) as usize;
     let records = env("SLUICE_BENCH_RECORDS", 0);
+    let warm_up_secs = env("SLUICE_BENCH_WARMUP_SECS", 2) as i64;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,6 +162,9 @@ fn main() {
         // How long before its due time each fire was recorded (negative: late).
         let mut lead = Vec::with_capacity(runs.len());
         let mut completed = 0;
+        // Latencies by the second their runs were due, to tell a steady tail from a
+        // burst.
+        let mut by_second = std::collections::BTreeMap::<i64, Vec<i64>>::new();
         for r in &runs {
             let events = engine.store().log().read(r.run_id).await.unwrap();
             let mut due = None;
@@ -187,11 +193,27 @@ fn main() {
             }
             if let (Some(d), Some(s)) = (due, started) {
                 latency.push(s - d);
+                by_second.entry(d / 1000).or_insert_with(Vec::new).push(s - d);
             }
             if let (Some(d), Some(r)) = (due, recorded) {
                 lead.push(d - r);
             }
         }
+        // The first seconds include each connection's first run (its hub stream is
+        // loaded, its connector's answers cached): reported apart from the steady
+        // state that follows.
+        let first_due = by_second.keys().next().copied().unwrap_or(0);
+        let mut warm_up = Vec::new();
+        let mut steady = Vec::new();
+        for (second, l) in &by_second {
+            if *second < first_due + warm_up_secs {
+                warm_up.extend(l);
+            } else {
+                steady.extend(l);
+            }
+        }
+        warm_up.sort_unstable();
+        steady.sort_unstable();
         latency.sort_unstable();
         durations.sort_unstable();
         lead.sort_unstable();
@@ -215,6 +237,32 @@ fn main() {
             percentile(&latency, 0.9),
             percentile(&latency, 0.99),
             latency.last().copied().unwrap_or(0)
+        );
+        for (name, l) in [("first", &warm_up), ("after", &steady)] {
+            let span = if name == "first" {
+                format!("the first {warm_up_secs} s")
+            } else {
+                format!("the {} s after", by_second.len() as i64 - warm_up_secs)
+            };
+            println!(
+                "    runs due in {span}: {} runs, p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                l.len(),
+                percentile(l, 0.5),
+                percentile(l, 0.9),
+                percentile(l, 0.99),
+                l.last().copied().unwrap_or(0)
+            );
+        }
+        let seconds: Vec<String> = by_second
+            .into_values()
+            .map(|mut l| {
+                l.sort_unstable();
+                format!("{}/{}", percentile(&l, 0.5), percentile(&l, 0.99))
+            })
+            .collect();
+        println!(
+            "  latency p50/p99 ms by second due: {}",
+            seconds.join(" ")
         );
         println!(
             "  fire recorded ahead of due: p1 {} ms, p50 {} ms, p99 {} ms",
