@@ -349,10 +349,10 @@ impl Hub {
         }
     }
 
-    /// The stream's exclusive lease, taken at once, if its index is in memory, current
-    /// and of at most `max_records` records: a writer that needs no waiting and no
-    /// loading, so an async caller may take it in place. `None` otherwise: take
-    /// [`Hub::writer`] off the async runtime.
+    /// The stream's exclusive lease, taken at once, if its index is in memory (or the
+    /// stream has none yet), current and of at most `max_records` records: a writer
+    /// that needs no waiting and no loading, so an async caller may take it in place.
+    /// `None` otherwise: take [`Hub::writer`] off the async runtime.
     pub(crate) fn writer_at_hand(
         &self,
         connection: &str,
@@ -370,12 +370,16 @@ impl Hub {
                 slots.insert(id, other);
                 return Ok(None);
             }
-            None => return Ok(None),
+            // Not in memory: if the stream never committed a segment, its index is
+            // empty and there is nothing to load (a connection's first run).
+            None => Box::default(),
         };
         slots.insert(id.clone(), Slot::Leased);
         drop(slots);
-        let writer = self.leased(id, Some(index));
+        let mut writer = self.leased(id, Some(index));
         if writer.stored_next_seq()? != writer.next_seq() {
+            // Not current: the writer that loads it starts from nothing.
+            writer.index = None;
             return Ok(None);
         }
         Ok(Some(writer))
@@ -855,5 +859,45 @@ impl SegmentWrite {
         }
         hub.insert(self.meta_key.as_slice(), self.next_seq.to_be_bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_stream_never_written_is_at_hand_and_one_written_before_is_loaded() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let hub = Hub::open(&db).unwrap();
+        let writer = hub.writer_at_hand("c", "s", 0).unwrap();
+        assert!(writer.is_some(), "a new stream has nothing to load");
+        drop(writer);
+        let meta = BatchMeta {
+            generation: 1,
+            source_cursor: None,
+            time_ms: 1_700_000_000_000,
+        };
+        hub.upsert_batch("c", "s", &["id"], b"{\"id\":1}\n{\"id\":2}\n", meta)
+            .unwrap();
+        assert_eq!(
+            hub.writer_at_hand("c", "s", usize::MAX)
+                .unwrap()
+                .map(|w| w.entries().len()),
+            Some(2),
+            "the index in memory is current"
+        );
+        // The same database with nothing in memory, as after a restart: the stream's
+        // records must be loaded, not taken for an empty index.
+        let reopened = Hub::open(&db).unwrap();
+        assert!(
+            reopened
+                .writer_at_hand("c", "s", usize::MAX)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(reopened.writer("c", "s").unwrap().entries().len(), 2);
     }
 }
