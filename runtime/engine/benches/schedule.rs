@@ -193,7 +193,7 @@ fn main() {
             }
             if let (Some(d), Some(s)) = (due, started) {
                 latency.push(s - d);
-                by_second.entry(d / 1000).or_insert_with(Vec::new).push(s - d);
+                by_second.entry(d / 1000).or_default().push(s - d);
             }
             if let (Some(d), Some(r)) = (due, recorded) {
                 lead.push(d - r);
