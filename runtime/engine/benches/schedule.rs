@@ -5,11 +5,12 @@
 //! throughput, and how much CPU the node used.
 //!
 //! `cargo bench -p sluice-engine --bench schedule`; `SLUICE_BENCH_WORKFLOWS` (default
-//! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 64),
-//! `SLUICE_BENCH_DATA` (the node's data directory, kept; default a temporary one),
-//! `SLUICE_BENCH_RECORDS` (records each run reads and commits to the hub, default 0),
-//! `SLUICE_BENCH_WARMUP_SECS` (the first seconds of fires, reported apart: they hold
-//! each connection's first run; default 2).
+//! 10,000), `SLUICE_BENCH_SECS` (default 10), `SLUICE_BENCH_SLOTS` (default 512: a
+//! run holds its slot for about one durable round trip, so 10,000 runs a second need
+//! a few hundred), `SLUICE_BENCH_DATA` (the node's data directory, kept; default a
+//! temporary one), `SLUICE_BENCH_RECORDS` (records each run reads and commits to the
+//! hub, default 0), `SLUICE_BENCH_WARMUP_SECS` (the first seconds of fires, reported
+//! apart: they hold each connection's first run; default 2).
 
 #![allow(
     clippy::unwrap_used,
@@ -86,7 +87,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 fn main() {
     let workflows = env("SLUICE_BENCH_WORKFLOWS", 10_000);
     let secs = env("SLUICE_BENCH_SECS", 10);
-    let slots = env("SLUICE_BENCH_SLOTS", 64) as usize;
+    let slots = env("SLUICE_BENCH_SLOTS", 512) as usize;
     let records = env("SLUICE_BENCH_RECORDS", 0);
     let warm_up_secs = env("SLUICE_BENCH_WARMUP_SECS", 2) as i64;
     let rt = tokio::runtime::Builder::new_multi_thread()
