@@ -84,6 +84,17 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i]
 }
 
+/// p50, p90, p99 and max of sorted latencies.
+fn spread(sorted: &[i64]) -> String {
+    format!(
+        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.9),
+        percentile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(0)
+    )
+}
+
 fn main() {
     let workflows = env("SLUICE_BENCH_WORKFLOWS", 10_000);
     let secs = env("SLUICE_BENCH_SECS", 10);
@@ -232,27 +243,13 @@ fn main() {
             window_secs,
             drained.as_secs_f64()
         );
-        println!(
-            "  latency due -> started: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-            percentile(&latency, 0.5),
-            percentile(&latency, 0.9),
-            percentile(&latency, 0.99),
-            latency.last().copied().unwrap_or(0)
-        );
-        for (name, l) in [("first", &warm_up), ("after", &steady)] {
-            let span = if name == "first" {
-                format!("the first {warm_up_secs} s")
-            } else {
-                format!("the {} s after", by_second.len() as i64 - warm_up_secs)
-            };
-            println!(
-                "    runs due in {span}: {} runs, p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-                l.len(),
-                percentile(l, 0.5),
-                percentile(l, 0.9),
-                percentile(l, 0.99),
-                l.last().copied().unwrap_or(0)
-            );
+        println!("  latency due -> started: {}", spread(&latency));
+        let after_secs = by_second.len() as i64 - warm_up_secs;
+        for (span, l) in [
+            (format!("the first {warm_up_secs} s"), &warm_up),
+            (format!("the {after_secs} s after"), &steady),
+        ] {
+            println!("    runs due in {span}: {} runs, {}", l.len(), spread(l));
         }
         let seconds: Vec<String> = by_second
             .into_values()
