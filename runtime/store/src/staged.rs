@@ -132,36 +132,36 @@ impl<'t> Staged<'t> {
                 tree.insert(key.as_slice(), value.as_slice())?;
             }
         }
-        let record = v1::StoredWriteGroup {
-            writes: self
-                .trees
-                .iter()
-                .zip(&self.writes)
-                .flat_map(|(tree, writes)| {
-                    let name = String::from_utf8_lossy(&tree.name()).into_owned();
-                    writes
-                        .group
-                        .iter()
-                        .map(move |(key, value)| v1::StoredWrite {
-                            tree: name.clone(),
-                            key: key.clone(),
-                            value: value.clone(),
-                        })
-                })
-                .collect(),
-        };
+        // The record takes the writes (no copy of a value): they are applied from it.
+        let mut targets = Vec::new();
+        let mut record = v1::StoredWriteGroup::default();
+        for (i, (tree, writes)) in self.trees.iter().zip(self.writes).enumerate() {
+            if writes.group.is_empty() {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&tree.name()).into_owned();
+            for (key, value) in writes.group {
+                targets.push(i);
+                record.writes.push(v1::StoredWrite {
+                    tree: name.clone(),
+                    key,
+                    value,
+                });
+            }
+        }
         if record.writes.is_empty() {
             return Ok(());
         }
         const KEY: [u8; 1] = [0];
         ahead.insert(KEY, record.encode_to_vec())?;
-        for (tree, writes) in self.trees.iter().zip(self.writes) {
-            for (key, value) in writes.group {
-                match value {
-                    Some(v) => tree.insert(key, v)?,
-                    None => tree.remove(key)?,
-                };
-            }
+        for (i, write) in targets.into_iter().zip(record.writes) {
+            let Some(tree) = self.trees.get(i) else {
+                continue;
+            };
+            match write.value {
+                Some(v) => tree.insert(write.key, v)?,
+                None => tree.remove(write.key)?,
+            };
         }
         ahead.remove(KEY)?;
         Ok(())

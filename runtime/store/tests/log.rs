@@ -1013,6 +1013,7 @@ async fn runs_in_flight_of_the_older_status_layout_are_found_after_open() {
         let active = db.open_tree("runs_active").unwrap();
         let by_status = db.open_tree("runs_by_status").unwrap();
         active.clear().unwrap();
+        db.drop_tree("log_meta").unwrap();
         for (status, r) in [("scheduled", waiting), ("running", running)] {
             by_status
                 .insert([status.as_bytes(), b"\0", &r.0].concat(), &[])
@@ -1075,4 +1076,100 @@ async fn a_run_dead_lettered_twice_is_listed_once() {
     log.append(r, vec![dead()]).await.unwrap();
     assert_eq!(listed(&log, dead_lettered).await, vec![r]);
     assert_eq!(log.in_flight().await.unwrap(), vec![]);
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
+/// A log whose runs get a `runs_active` key once in flight for `lag`.
+fn open_lagging(dir: &std::path::Path, lag: std::time::Duration) -> EventLog {
+    let config = LogConfig {
+        active_lag: lag,
+        ..LogConfig::default()
+    };
+    EventLog::open_with(dir, config).unwrap()
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn completed() -> Vec<EventKind> {
+    vec![begun(1), EventKind::RunCompleted(v1::RunCompleted {})]
+}
+
+/// A run that ends soon after it was created costs `runs_active` nothing, and is
+/// still found in flight while it lasts, by every reader and after a restart.
+#[tokio::test]
+async fn runs_in_flight_for_less_than_the_lag_need_no_active_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (waiting, short) = (RunId::v7(now_ms(), [1; 10]), RunId::v7(now_ms(), [2; 10]));
+    {
+        let log = open_lagging(dir.path(), HOUR);
+        for r in [waiting, short] {
+            log.append(r, vec![scheduled("wf", "crm", "acme")])
+                .await
+                .unwrap();
+        }
+        log.append(short, completed()).await.unwrap();
+        assert_eq!(log.in_flight().await.unwrap(), vec![waiting]);
+        let scheduled_now = RunFilter {
+            status: Some(StatusKind::Scheduled),
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, scheduled_now).await, vec![waiting]);
+    }
+    {
+        let db = common::open_sled(dir.path());
+        assert_eq!(db.open_tree("runs_active").unwrap().len(), 0);
+    }
+    let log = open_lagging(dir.path(), HOUR);
+    assert_eq!(log.in_flight().await.unwrap(), vec![waiting]);
+    log.append(waiting, completed()).await.unwrap();
+    assert!(log.in_flight().await.unwrap().is_empty());
+}
+
+/// Once a run has been in flight for the lag, a group moves the watermark past it
+/// and keys it, whether or not the group touches the run; its end removes the key.
+#[tokio::test]
+async fn the_watermark_keys_the_runs_in_flight_it_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = [[1; 10], [2; 10], [3; 10]].map(|r| RunId::v7(now_ms(), r));
+    let [untouched, touched, ended] = runs;
+    let keys = |dir: &std::path::Path| -> Vec<RunId> {
+        let db = common::open_sled(dir);
+        let tree = db.open_tree("runs_active").unwrap();
+        tree.iter()
+            .keys()
+            .map(|k| RunId::from_slice(&k.unwrap()).unwrap())
+            .collect()
+    };
+    {
+        let log = open_lagging(dir.path(), HOUR);
+        for r in runs {
+            log.append(r, vec![scheduled("wf", "crm", "acme")])
+                .await
+                .unwrap();
+        }
+        log.append(ended, completed()).await.unwrap();
+    }
+    assert_eq!(keys(dir.path()), Vec::<RunId>::new());
+    // No lag: the next group moves the watermark to now, past every run.
+    {
+        let log = open_lagging(dir.path(), std::time::Duration::ZERO);
+        log.append(touched, vec![begun(1)]).await.unwrap();
+        assert_eq!(log.in_flight().await.unwrap(), vec![untouched, touched]);
+    }
+    assert_eq!(keys(dir.path()), vec![untouched, touched]);
+    {
+        let log = open_lagging(dir.path(), HOUR);
+        assert_eq!(log.in_flight().await.unwrap(), vec![untouched, touched]);
+        log.append(touched, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+            .await
+            .unwrap();
+        assert_eq!(log.in_flight().await.unwrap(), vec![untouched]);
+    }
+    assert_eq!(keys(dir.path()), vec![untouched]);
 }

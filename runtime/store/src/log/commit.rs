@@ -44,6 +44,7 @@ use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
 use super::LogError;
+use super::active::{ACTIVE_FROM, Watermark, first_id_at};
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{StatusKind, transition};
 use super::index::Postings;
@@ -51,7 +52,7 @@ use super::keys::{RunSummary, event_batch_key, event_key};
 use crate::staged::{Staged, StagedTree};
 
 /// Names of the log's trees, in the order of a group's writes.
-pub(crate) const LOG_TREES: [&str; 8] = [
+pub(crate) const LOG_TREES: [&str; 9] = [
     "events",
     "runs",
     "runs_by_workflow",
@@ -60,6 +61,7 @@ pub(crate) const LOG_TREES: [&str; 8] = [
     "runs_by_status",
     "runs_by_time",
     "runs_active",
+    "log_meta",
 ];
 pub(crate) const EVENTS: usize = 0;
 pub(crate) const RUNS: usize = 1;
@@ -69,6 +71,9 @@ pub(crate) const BY_TENANT: usize = 4;
 pub(crate) const BY_STATUS: usize = 5;
 pub(crate) const BY_TIME: usize = 6;
 pub(crate) const ACTIVE: usize = 7;
+/// Written after `runs_active` in a group: a reader that sees the watermark moved sees
+/// the keys it was moved past.
+pub(crate) const META: usize = 8;
 
 /// Writes that another module of this crate adds to the group of an append.
 ///
@@ -104,6 +109,10 @@ pub(crate) struct Committer {
     pub ahead: Tree,
     pub heads: Heads,
     pub max_group: usize,
+    /// How long a run may be in flight before it gets a `runs_active` key.
+    pub active_lag: std::time::Duration,
+    /// When the watermark was last moved.
+    pub last_sweep: Option<std::time::Instant>,
     /// Set when applying a group failed: every later append fails with it.
     pub broken: Option<LogError>,
 }
@@ -142,6 +151,8 @@ pub(crate) struct Heads {
     /// The greatest run id in the `runs` tree. Run ids are UUID v7 (time-ordered), so
     /// a new run's id is greater and its append needs no lookup to know it is new.
     pub newest: Option<RunId>,
+    /// Runs in flight below this id have a `runs_active` key (see `super::active`).
+    pub active_from: RunId,
 }
 
 /// A run's head while a group is being written.
@@ -228,8 +239,9 @@ impl Committer {
             if group.is_empty() {
                 return Vec::new();
             }
+            let watermark = self.watermark();
             let mut staged = Staged::new(&self.trees);
-            let result = write_group(&mut staged, &self.heads, self.recent_max, group);
+            let result = write_group(&mut staged, &self.heads, self.recent_max, watermark, group);
             let result = match result {
                 Ok(written) => staged.apply(&self.ahead).map(|()| written).map_err(|e| {
                     let err = LogError::Storage(format!(
@@ -242,6 +254,10 @@ impl Committer {
             };
             match result {
                 Ok((seqs, heads)) => {
+                    self.heads.active_from = watermark.to;
+                    if watermark.moves() {
+                        self.last_sweep = Some(std::time::Instant::now());
+                    }
                     for (run, head) in heads {
                         if self.heads.newest.is_none_or(|n| run > n) {
                             self.heads.newest = Some(run);
@@ -266,6 +282,23 @@ impl Committer {
                 }
             }
         }
+    }
+}
+
+impl Committer {
+    /// Where the next group leaves the watermark: once every `active_lag`, moved up
+    /// to the runs created `active_lag` ago.
+    fn watermark(&self) -> Watermark {
+        let from = self.heads.active_from;
+        let due = self
+            .last_sweep
+            .is_none_or(|t| t.elapsed() >= self.active_lag);
+        if !due {
+            return Watermark { from, to: from };
+        }
+        let lag = i64::try_from(self.active_lag.as_millis()).unwrap_or(i64::MAX);
+        let to = first_id_at(super::now_unix_ms().saturating_sub(lag)).max(from);
+        Watermark { from, to }
     }
 }
 
@@ -299,6 +332,7 @@ fn write_group(
     staged: &mut Staged<'_>,
     cache: &Heads,
     recent_max: usize,
+    watermark: Watermark,
     group: &[Request],
 ) -> Result<(Vec<Vec<u64>>, HashMap<RunId, Head>), Fail> {
     let mut pending: HashMap<RunId, Pending> = HashMap::with_capacity(group.len());
@@ -398,10 +432,20 @@ fn write_group(
             recent,
         };
         write_summary(staged, &head);
-        postings.note(staged, p.before.as_ref(), &head.summary);
+        postings.note(staged, p.before.as_ref(), &head.summary, watermark);
         heads.insert(run, head);
     }
     postings.write(staged);
+    if watermark.moves() {
+        // Runs in flight that this group leaves alone get their keys as the
+        // watermark passes them.
+        for run in cache.live.keys() {
+            if !heads.contains_key(run) && watermark.passes(*run) {
+                staged.insert(ACTIVE, &run.0[..], []);
+            }
+        }
+        staged.insert(META, ACTIVE_FROM, &watermark.to.0[..]);
+    }
     Ok((all_seqs, heads))
 }
 

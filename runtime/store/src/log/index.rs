@@ -11,8 +11,9 @@
 //!
 //! Postings are written once and never changed, so only what a run keeps for good is
 //! indexed that way. Whether a run is in flight changes as it goes: `runs_active`
-//! holds one key per run not in a terminal status, removed when it ends; listing by
-//! a status that is not terminal scans it. A run retried by hand after it was
+//! holds one key per run not in a terminal status (below a watermark, see
+//! `super::active`), removed when it ends; listing by a status that is not terminal
+//! scans it, then the runs past the watermark. A run retried by hand after it was
 //! dead-lettered stays in its old status posting: the summary record is the truth,
 //! and readers check it (and drop duplicates).
 //!
@@ -23,6 +24,7 @@ use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use super::LogError;
+use super::active::Watermark;
 use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW};
 use super::events::RunId;
 use super::fold::StatusKind;
@@ -42,12 +44,14 @@ impl Postings {
     }
 
     /// Notes the index changes of a run going from `before` to `now` in this group;
-    /// writes those to `runs_active` at once.
+    /// writes those to `runs_active` at once (keys only below the watermark, see
+    /// `super::active`).
     pub(crate) fn note(
         &mut self,
         staged: &mut Staged<'_>,
         before: Option<&RunSummary>,
         now: &RunSummary,
+        watermark: Watermark,
     ) {
         let run = now.run_id;
         if before.is_none() {
@@ -59,14 +63,17 @@ impl Postings {
         let was_terminal = before.map(|b| b.status.is_terminal());
         let terminal = now.status.is_terminal();
         if was_terminal == Some(terminal) {
+            if !terminal && watermark.passes(run) {
+                staged.insert(ACTIVE, &run.0[..], []);
+            }
             return;
         }
         if terminal {
             self.add(BY_STATUS, index_prefix(now.status.as_str()), run);
-            if was_terminal.is_some() {
+            if was_terminal.is_some() && watermark.keyed_before(run) {
                 staged.remove(ACTIVE, &run.0[..]);
             }
-        } else {
+        } else if watermark.keyed_after(run) {
             staged.insert(ACTIVE, &run.0[..], []);
         }
     }

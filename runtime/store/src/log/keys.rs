@@ -14,7 +14,8 @@
 //! | `runs_by_tenant`     | tenant ++ 0x00 ++ run id                   | further run ids    |
 //! | `runs_by_status`     | terminal status name ++ 0x00 ++ run id     | further run ids    |
 //! | `runs_by_time`       | created at ms (i64, sign-flipped BE) ++ id | further run ids    |
-//! | `runs_active`        | run id, for each run not in a terminal status | empty           |
+//! | `runs_active`        | run id, for each run not in a terminal status below the watermark | empty |
+//! | `log_meta`           | `active_from`                              | the watermark: a run id |
 //!
 //! Index values may not contain 0x00, so a prefix scan of `value ++ 0x00` finds
 //! exactly that value's runs. An index key's value lists more runs with the same

@@ -6,9 +6,11 @@
 //! append only once it is durable (group commit: see `commit`).
 //!
 //! Submodules: `events` (wire format), `fold` (pure state machine), `keys` (tree
-//! layouts), `commit` (the single writer), `store` (the public handle and reads).
+//! layouts), `commit` (the single writer), `index` (postings), `active` (which runs
+//! are in flight), `store` (the public handle and reads).
 //! No sled type appears in this module's public API.
 
+mod active;
 mod commit;
 mod events;
 mod fold;

@@ -18,9 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use super::active::{for_each_unkeyed, load_watermark, read_watermark};
 use super::commit::{
     ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head,
-    Heads, LOG_TREES, RUNS, Request, TxHook, flush_loop,
+    Heads, LOG_TREES, META, RUNS, Request, TxHook, flush_loop,
 };
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{FoldError, RunState, StatusKind, fold};
@@ -110,6 +111,11 @@ pub struct LogConfig {
     /// (0: every group's events get a key at once). Holding a short run's few events
     /// there makes each of its commits one write instead of two.
     pub recent_events: usize,
+    /// How long a run may be in flight before it gets a key in the `runs_active`
+    /// index: a run that ends sooner costs that index nothing, and readers look for
+    /// such runs among the runs created this long ago or later (twice as long at
+    /// most).
+    pub active_lag: std::time::Duration,
 }
 
 impl Default for LogConfig {
@@ -119,6 +125,7 @@ impl Default for LogConfig {
             queue: 16 * 1024,
             cache_bytes: 256 * 1024 * 1024,
             recent_events: 8,
+            active_lag: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -220,9 +227,11 @@ impl EventLog {
                 "moved runs in flight to the runs_active index"
             );
         }
+        let active_from = load_watermark(&trees[META], &trees[RUNS])?;
         let heads = Heads {
             live: recover_heads(&trees)?,
             newest: newest_run(&trees[RUNS])?,
+            active_from,
         };
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let committer = Committer {
@@ -231,6 +240,8 @@ impl EventLog {
             ahead,
             heads,
             max_group: config.max_group.max(1),
+            active_lag: config.active_lag,
+            last_sweep: None,
             broken: None,
         };
         let (flush_tx, flush_rx) = std::sync::mpsc::channel();
@@ -419,7 +430,25 @@ impl EventLog {
     /// statuses), by run id.
     pub async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
         let trees = &self.inner.trees;
-        list_indexed(trees, trees[ACTIVE].iter(), filter)
+        // Read before the keys: see `in_flight_ids`.
+        let from = read_watermark(&trees[META])?;
+        let mut out = list_indexed(trees, trees[ACTIVE].iter(), filter)?;
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let mut seen: std::collections::HashSet<RunId> = out.iter().map(|s| s.run_id).collect();
+        for_each_unkeyed(&trees[RUNS], from, |head| {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            if filter.matches(&head.summary) && seen.insert(head.summary.run_id) {
+                out.push(head.summary);
+            }
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// Ids of every run not in a terminal status (to resume after a restart).
@@ -464,12 +493,7 @@ fn list_indexed(
 }
 
 fn in_flight_ids(trees: &[sled::Tree]) -> Result<Vec<RunId>, LogError> {
-    let mut out = Vec::new();
-    for_each_run(trees[ACTIVE].iter(), |run| {
-        out.push(run);
-        Ok(true)
-    })?;
-    Ok(out)
+    super::active::in_flight_ids(&trees[ACTIVE], &trees[RUNS], &trees[META])
 }
 
 /// The greatest run id with a summary.
