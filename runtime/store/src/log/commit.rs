@@ -283,9 +283,7 @@ impl Committer {
             }
         }
     }
-}
 
-impl Committer {
     /// Where the next group leaves the watermark: once every `active_lag`, moved up
     /// to the runs created `active_lag` ago.
     fn watermark(&self) -> Watermark {

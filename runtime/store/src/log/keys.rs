@@ -178,6 +178,15 @@ pub struct RunFilter {
 }
 
 impl RunFilter {
+    /// Most runs to list (`limit`, where 0 means no limit).
+    pub(crate) fn max_runs(&self) -> usize {
+        if self.limit == 0 {
+            usize::MAX
+        } else {
+            self.limit
+        }
+    }
+
     /// Whether `s` satisfies every condition.
     pub fn matches(&self, s: &RunSummary) -> bool {
         self.workflow.as_ref().is_none_or(|w| *w == s.workflow)

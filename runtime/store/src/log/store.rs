@@ -433,11 +433,7 @@ impl EventLog {
         // Read before the keys: see `in_flight_ids`.
         let from = read_watermark(&trees[META])?;
         let mut out = list_indexed(trees, trees[ACTIVE].iter(), filter)?;
-        let limit = if filter.limit == 0 {
-            usize::MAX
-        } else {
-            filter.limit
-        };
+        let limit = filter.max_runs();
         let mut seen: std::collections::HashSet<RunId> = out.iter().map(|s| s.run_id).collect();
         for_each_unkeyed(&trees[RUNS], from, |head| {
             if out.len() >= limit {
@@ -469,11 +465,7 @@ fn list_indexed(
     entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
     filter: &RunFilter,
 ) -> Result<Vec<RunSummary>, LogError> {
-    let limit = if filter.limit == 0 {
-        usize::MAX
-    } else {
-        filter.limit
-    };
+    let limit = filter.max_runs();
     let mut out = Vec::new();
     // A run listed twice: under a terminal status it left and came back to.
     let mut seen = std::collections::HashSet::new();
