@@ -269,25 +269,41 @@ impl Attempt<'_> {
             p.stream = Some(name.to_owned());
         });
 
-        let (tx, mut rx) = mpsc::channel::<Result<Batch, HostError>>(READ_AHEAD);
         let batch_size = self.workflow.batch_size;
-        let producer = tokio::spawn(async move {
-            loop {
-                let item = reader.next(batch_size).await.transpose();
-                let last = !matches!(item, Some(Ok(_)));
-                let Some(item) = item else { break };
-                if tx.send(item).await.is_err() || last {
-                    break;
+        // The first batch is read here: a stream that ends with it (an incremental
+        // sync with nothing new) needs no reader task.
+        let mut first = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Err(AttemptEnd::Cancelled),
+            item = reader.next(batch_size) => item.transpose(),
+        };
+        let mut rest = None;
+        let mut _stop_reading = None;
+        if matches!(first, Some(Ok(_))) {
+            let (tx, rx) = mpsc::channel::<Result<Batch, HostError>>(READ_AHEAD);
+            let producer = tokio::spawn(async move {
+                loop {
+                    let item = reader.next(batch_size).await.transpose();
+                    let last = !matches!(item, Some(Ok(_)));
+                    let Some(item) = item else { break };
+                    if tx.send(item).await.is_err() || last {
+                        break;
+                    }
                 }
-            }
-        });
-        let _stop_reading = AbortOnDrop(producer.abort_handle());
+            });
+            _stop_reading = Some(AbortOnDrop(producer.abort_handle()));
+            rest = Some(rx);
+        }
 
         loop {
-            let item = tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return Err(AttemptEnd::Cancelled),
-                item = rx.recv() => item,
+            let item = match (first.take(), rest.as_mut()) {
+                (Some(item), _) => Some(item),
+                (None, None) => None,
+                (None, Some(rx)) => tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return Err(AttemptEnd::Cancelled),
+                    item = rx.recv() => item,
+                },
             };
             let batch = match item {
                 None => break,

@@ -125,7 +125,8 @@ impl Dispatch {
     pub(crate) fn take_ready(&self, now_ms: i64) -> (Vec<Ready>, Option<i64>) {
         let mut held = self.held();
         let mut queue = self.queue();
-        let mut ready = Vec::new();
+        // Most passes start a few runs; a burst grows it.
+        let mut ready = Vec::with_capacity(16);
         while let Some(candidate) = queue.pop_ready(now_ms) {
             let run = run_of(&candidate);
             match held.get_mut(&run) {

@@ -37,6 +37,11 @@ use crate::schedules::ScheduleTable;
 
 pub(crate) const CONNECTION: &str = "connection";
 pub(crate) const WORKFLOW: &str = "workflow";
+/// How long an attempt's beginning is held back from the log before it is queued on
+/// its own: an attempt that ends sooner (a sync with nothing new) commits its
+/// beginning and its end as one group. Meanwhile the log shows the run as scheduled,
+/// and a crash forgets that the attempt began (it had committed nothing).
+const BEGIN_HELD: Duration = Duration::from_millis(50);
 
 /// Why a run starts.
 pub use sluice_store::log::v1::Trigger;
@@ -734,15 +739,16 @@ impl Engine {
                 worker: self.inner.worker.clone(),
                 lease_until_unix_ms: lease.until(now_unix_ms()),
             }));
-            // The attempt starts while its beginning is being made durable (the
-            // flush is not part of the latency from due to started); `supervised`
-            // checks the outcome before the attempt counts. Anything the attempt
-            // appends is queued after it, so it is refused if the beginning was.
+            // The attempt starts while its beginning is held back (see `BEGIN_HELD`)
+            // and then made durable (neither is part of the latency from due to
+            // started); `supervised` checks the outcome before the attempt counts.
+            // Anything the attempt appends is queued after it, so it is refused if
+            // the beginning was.
             let begun = self
                 .inner
                 .store
                 .log()
-                .enqueue_expecting(run, last_seq, begin)
+                .hold_expecting(run, last_seq, begin)
                 .await?;
             progress.send_modify(|p| {
                 p.attempt = attempt;
@@ -875,10 +881,22 @@ impl Engine {
         let work = self.attempt(run, attempt, state, workflow, cancel, progress);
         tokio::pin!(work);
         let mut begun = Some(begun);
+        let held = tokio::time::sleep(BEGIN_HELD);
+        tokio::pin!(held);
+        let mut holding = true;
         loop {
             tokio::select! {
+                () = &mut held, if holding => {
+                    holding = false;
+                    if let Err(e) = self.inner.store.log().release(run).await {
+                        return Err(AttemptEnd::Store(e.into()));
+                    }
+                }
                 result = &mut work => {
                     if let Some(begun) = begun.take() {
+                        // Still held if the attempt appended nothing.
+                        let log = self.inner.store.log();
+                        log.release(run).await.map_err(|e| AttemptEnd::Store(e.into()))?;
                         begun.await.map_err(|e| AttemptEnd::Store(e.into()))?;
                     }
                     return result;

@@ -814,6 +814,69 @@ async fn a_queued_append_expecting_a_seq_the_log_moved_past_conflicts() {
     assert_eq!(log.read(other).await.unwrap().len(), 2);
 }
 
+/// Events held back are written only when the run's next append is queued (first, in
+/// the same group) or when released; held with a seq the log moved past, they conflict;
+/// held when the log closes, they are lost and nothing else is.
+#[tokio::test]
+async fn held_events_wait_for_the_runs_next_append_or_their_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_id(12);
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        log.append(r, vec![scheduled("wf", "c", "t")])
+            .await
+            .unwrap();
+        let held = log.hold_expecting(r, 1, vec![begun(1)]).await.unwrap();
+        assert_eq!(log.read(r).await.unwrap().len(), 1);
+        assert_eq!(log.state(r).await.unwrap().status, RunStatus::Scheduled);
+
+        let next = log
+            .append(r, vec![checkpoint("users", "c1", 3)])
+            .await
+            .unwrap();
+        assert_eq!((held.await.unwrap(), next), (vec![2], vec![3]));
+        let kinds: Vec<_> = log
+            .read(r)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(
+            matches!(kinds[1], Some(EventKind::AttemptBegun(_))),
+            "{kinds:?}"
+        );
+
+        let held = log
+            .hold_expecting(r, 3, vec![checkpoint("users", "c2", 1)])
+            .await
+            .unwrap();
+        log.release(r).await.unwrap();
+        assert_eq!(held.await.unwrap(), vec![4]);
+
+        let stale = log
+            .hold_expecting(r, 2, vec![checkpoint("users", "c3", 1)])
+            .await
+            .unwrap();
+        log.release(r).await.unwrap();
+        match stale.await {
+            Err(LogError::Conflict {
+                expected, actual, ..
+            }) => assert_eq!((expected, actual), (2, 4)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+
+        let lost = log
+            .hold_expecting(r, 4, vec![checkpoint("users", "c4", 1)])
+            .await
+            .unwrap();
+        drop(log);
+        assert!(matches!(lost.await, Err(LogError::Closed)));
+    }
+    let log = EventLog::open(dir.path()).unwrap();
+    assert_eq!(log.read(r).await.unwrap().len(), 4);
+}
+
 /// A crash between storing a group's write-ahead record and applying all of its writes
 /// leaves the record: opening the log applies it (puts and removes) and drops it.
 #[tokio::test]

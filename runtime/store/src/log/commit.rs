@@ -36,6 +36,7 @@
 //!
 //! It must never acknowledge a request before the flush that made it durable.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -156,11 +157,14 @@ pub(crate) struct Heads {
 }
 
 /// A run's head while a group is being written.
-struct Pending {
-    before: Option<RunSummary>,
+struct Pending<'c> {
+    /// The run's status before the group; `None`: the group creates the run.
+    before: Option<StatusKind>,
     now: Option<RunSummary>,
-    /// The events the run's summary record held before the group.
-    recent: Vec<RunEvent>,
+    /// The events the run's summary record held before the group (borrowed from the
+    /// cached head when there is one: a group may be staged again, so the cache is
+    /// changed only once it is applied).
+    recent: Cow<'c, [RunEvent]>,
     /// The run's events this group appends, in seq order.
     events: Vec<RunEvent>,
 }
@@ -308,32 +312,39 @@ fn storage(e: sled::Error) -> Fail {
     Fail::Storage(LogError::storage(e))
 }
 
-fn load_head(runs: &Tree, cache: &Heads, run: RunId, i: usize) -> Result<Option<Head>, Fail> {
+/// The run's head before the group (`None` for a new run), as a pending entry.
+fn load_head<'c>(runs: &Tree, cache: &'c Heads, run: RunId, i: usize) -> Result<Pending<'c>, Fail> {
+    let pending = |summary: Option<RunSummary>, recent| Pending {
+        before: summary.as_ref().map(|s| s.status),
+        now: summary,
+        recent,
+        events: Vec::new(),
+    };
     if let Some(h) = cache.live.get(&run) {
-        return Ok(Some(h.clone()));
+        return Ok(pending(Some(h.summary.clone()), Cow::Borrowed(&h.recent)));
     }
     if cache.newest.is_none_or(|n| run > n) {
-        return Ok(None);
+        return Ok(pending(None, Cow::Owned(Vec::new())));
     }
     let Some(raw) = runs.get(run.0).map_err(storage)? else {
-        return Ok(None);
+        return Ok(pending(None, Cow::Owned(Vec::new())));
     };
     match Head::decode(run, &raw) {
-        Ok(h) => Ok(Some(h)),
+        Ok(h) => Ok(pending(Some(h.summary), Cow::Owned(h.recent))),
         Err(e) => abort(i, e),
     }
 }
 
 /// Writes one group's events; returns each request's seqs and the runs' new heads.
 #[allow(clippy::type_complexity)]
-fn write_group(
+fn write_group<'c>(
     staged: &mut Staged<'_>,
-    cache: &Heads,
+    cache: &'c Heads,
     recent_max: usize,
     watermark: Watermark,
     group: &[Request],
 ) -> Result<(Vec<Vec<u64>>, HashMap<RunId, Head>), Fail> {
-    let mut pending: HashMap<RunId, Pending> = HashMap::with_capacity(group.len());
+    let mut pending: HashMap<RunId, Pending<'c>> = HashMap::with_capacity(group.len());
     let mut all_seqs = Vec::with_capacity(group.len());
     for (i, req) in group.iter().enumerate() {
         let extra = match &req.hook {
@@ -351,16 +362,8 @@ fn write_group(
         let p = match pending.get_mut(&run) {
             Some(p) => p,
             None => {
-                let (before, recent) = match load_head(&staged.trees()[RUNS], cache, run, i)? {
-                    Some(h) => (Some(h.summary), h.recent),
-                    None => (None, Vec::new()),
-                };
-                pending.entry(run).or_insert(Pending {
-                    now: before.clone(),
-                    before,
-                    recent,
-                    events: Vec::new(),
-                })
+                let loaded = load_head(&staged.trees()[RUNS], cache, run, i)?;
+                pending.entry(run).or_insert(loaded)
             }
         };
         let actual = p.now.as_ref().map_or(0, |h| h.last_seq);
@@ -420,7 +423,7 @@ fn write_group(
     let mut postings = Postings::default();
     for (run, p) in pending {
         let Some(now) = p.now else { continue };
-        let mut recent = p.recent;
+        let mut recent = p.recent.into_owned();
         recent.extend(p.events);
         if recent.len() > recent_max {
             write_events(staged, run, std::mem::take(&mut recent));
@@ -430,7 +433,7 @@ fn write_group(
             recent,
         };
         write_summary(staged, &head);
-        postings.note(staged, p.before.as_ref(), &head.summary, watermark);
+        postings.note(staged, p.before, &head.summary, watermark);
         heads.insert(run, head);
     }
     postings.write(staged);
@@ -471,10 +474,23 @@ fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<RunEvent>) 
     }
 }
 
-/// Writes a run's summary record, with the events it holds.
+/// Field number of `StoredRunSummary.recent`.
+const RECENT_FIELD: u32 = 9;
+
+/// Writes a run's summary record, with the events it holds: encoded field by field
+/// (a message is the concatenation of its fields), so the events are not copied.
 fn write_summary(staged: &mut Staged<'_>, head: &Head) {
     let now = &head.summary;
-    let mut stored = now.to_stored();
-    stored.recent = head.recent.clone();
-    staged.insert(RUNS, &now.run_id.0[..], stored.encode_to_vec());
+    let stored = now.to_stored();
+    let events_len: usize = head
+        .recent
+        .iter()
+        .map(|e| prost::encoding::message::encoded_len(RECENT_FIELD, e))
+        .sum();
+    let mut buf = Vec::with_capacity(stored.encoded_len() + events_len);
+    stored.encode_raw(&mut buf);
+    for event in &head.recent {
+        prost::encoding::message::encode(RECENT_FIELD, event, &mut buf);
+    }
+    staged.insert(RUNS, &now.run_id.0[..], buf);
 }

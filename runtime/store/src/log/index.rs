@@ -49,7 +49,7 @@ impl Postings {
     pub(crate) fn note(
         &mut self,
         staged: &mut Staged<'_>,
-        before: Option<&RunSummary>,
+        before: Option<StatusKind>,
         now: &RunSummary,
         watermark: Watermark,
     ) {
@@ -60,7 +60,7 @@ impl Postings {
             self.add(BY_TENANT, index_prefix(&now.tenant), run);
             self.add(BY_TIME, time_bytes(now.created_at_unix_ms).to_vec(), run);
         }
-        let was_terminal = before.map(|b| b.status.is_terminal());
+        let was_terminal = before.map(StatusKind::is_terminal);
         let terminal = now.status.is_terminal();
         if was_terminal == Some(terminal) {
             if !terminal && watermark.passes(run) {

@@ -134,6 +134,8 @@ struct Inner {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     tx: Option<mpsc::Sender<Request>>,
+    /// Appends held back (see [`EventLog::hold_expecting`]), at most one per run.
+    held: Mutex<HashMap<RunId, Request>>,
     /// The committer, then the flusher: joined in that order on drop.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -259,6 +261,7 @@ impl EventLog {
                 db,
                 trees,
                 tx: Some(tx),
+                held: Mutex::default(),
                 threads: Mutex::new(vec![committer, flusher]),
             }),
         })
@@ -355,6 +358,46 @@ impl EventLog {
         self.queue(run, at_unix_ms, kinds, None, None).await
     }
 
+    /// Holds events (stamped now, written only if `run`'s last seq is still
+    /// `expected_seq`, as [`EventLog::enqueue_expecting`]) back from the committer
+    /// until [`EventLog::release`] or the next append for `run`, which queues them
+    /// first. So a short piece of work that an event announces and another event ends
+    /// (an attempt beginning and its run completing) commits as one group: one write
+    /// of the run's record, not two. A crash before the release loses them, and with
+    /// them nothing else: whatever the work appends is queued after them.
+    pub async fn hold_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        self.release(run).await?;
+        let (reply, rx) = oneshot::channel();
+        let request = Request {
+            run,
+            at_unix_ms: now_unix_ms(),
+            kinds,
+            hook: None,
+            expect_seq: Some(expected_seq),
+            reply,
+        };
+        self.held().insert(run, request);
+        Ok(Appending(rx))
+    }
+
+    /// Queues the events held back for `run`, if any.
+    pub async fn release(&self, run: RunId) -> Result<(), LogError> {
+        let held = self.held().remove(&run);
+        if let Some(request) = held {
+            self.send(request).await?;
+        }
+        Ok(())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Request>> {
+        self.inner.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn queue(
         &self,
         run: RunId,
@@ -363,20 +406,23 @@ impl EventLog {
         hook: Option<Arc<dyn TxHook>>,
         expect_seq: Option<u64>,
     ) -> Result<Appending, LogError> {
-        let sender = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
+        self.release(run).await?;
         let (reply, rx) = oneshot::channel();
-        sender
-            .send(Request {
-                run,
-                at_unix_ms,
-                kinds,
-                hook,
-                expect_seq,
-                reply,
-            })
-            .await
-            .map_err(|_| LogError::Closed)?;
+        self.send(Request {
+            run,
+            at_unix_ms,
+            kinds,
+            hook,
+            expect_seq,
+            reply,
+        })
+        .await?;
         Ok(Appending(rx))
+    }
+
+    async fn send(&self, request: Request) -> Result<(), LogError> {
+        let sender = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
+        sender.send(request).await.map_err(|_| LogError::Closed)
     }
 
     /// Every event of `run`, in order (empty for an unknown run).
