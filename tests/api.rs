@@ -349,6 +349,13 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
     assert_eq!(metric(&text, "sluice_run_duration_seconds_count"), 1.0);
     assert_eq!(metric(&text, "sluice_runs_driven"), 0.0);
     assert!(metric(&text, "sluice_store_bytes") > 0.0);
+    // The scheduler's own CPU time, apart from the runs' work.
+    assert!(
+        metric(
+            &text,
+            r#"sluice_scheduler_cpu_seconds_total{kind="dispatch"}"#
+        ) > 0.0
+    );
 
     // Pause, resume, upcoming fires.
     let paused = workflows

@@ -296,4 +296,16 @@ async fn the_running_scheduler_records_a_fire_ahead_and_starts_it_when_due() {
             s.fire_at_unix_ms
         );
     }
+    // Its own work is counted apart from the runs', in both of its loops.
+    let text = e.metrics_text();
+    for part in ["fire_pass", "dispatch"] {
+        let line = format!("sluice_scheduler_cpu_seconds_total{{kind=\"{part}\"}}");
+        let secs: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"));
+        assert!(secs > 0.0, "{line} {secs}");
+    }
+    assert!(e.scheduler_cpu_seconds() > 0.0);
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{Attempt, AttemptEnd, Done, Failure};
 use crate::connectors::Connectors;
+use crate::cpu::CpuTimed;
 use crate::definition::{ConnectionDef, WorkflowDef};
 use crate::definitions::DefinitionCache;
 use crate::dispatch::{Dispatch, Ready, id_of};
@@ -561,7 +562,8 @@ impl Engine {
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let wake = Arc::clone(&self.inner.wake);
-        tokio::spawn(async move {
+        let spent = self.scheduler_cpu("dispatch");
+        let dispatcher = async move {
             loop {
                 let next = {
                     let Some(inner) = weak.upgrade() else { return };
@@ -583,7 +585,26 @@ impl Engine {
                     None => wake.notified().await,
                 }
             }
-        });
+        };
+        tokio::spawn(CpuTimed::new(dispatcher, spent));
+    }
+
+    /// The counter of the scheduler's own CPU time spent in loop `part`.
+    pub(crate) fn scheduler_cpu(&self, part: &str) -> crate::cpu::Seconds {
+        self.inner
+            .metrics
+            .scheduler_cpu_seconds
+            .get_or_create(&crate::metrics::kind(part))
+            .clone()
+    }
+
+    /// CPU seconds the scheduler spent on its own work so far: handling fires and
+    /// starting runs (not the runs' work, nor writing the log).
+    pub fn scheduler_cpu_seconds(&self) -> f64 {
+        ["fire_pass", "dispatch"]
+            .iter()
+            .map(|part| self.scheduler_cpu(part).get())
+            .sum()
     }
 
     fn drive_in_background(&self, ready: Ready) {

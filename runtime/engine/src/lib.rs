@@ -9,11 +9,12 @@
 //!
 //! Modules: `definition` (what users write), `connectors` (resolving components),
 //! `retry` (decisions), `attempt` (reading and committing), `engine` (lifecycle),
-//! `progress` (live view). The engine sees storage only through `sluice-store`'s
+//! `progress` (live view), `cpu` (the scheduler's own CPU time). The engine sees storage only through `sluice-store`'s
 //! interface.
 
 mod attempt;
 mod connectors;
+mod cpu;
 mod definition;
 mod definitions;
 mod dispatch;

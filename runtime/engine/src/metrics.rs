@@ -2,7 +2,7 @@
 //!
 //! Owns the counters and histograms the engine updates as runs move (queue wait,
 //! run duration, records and batches committed, attempt failures by kind, rate-limit
-//! waits, runs ended by status) and the gauges read at scrape time (runs waiting and
+//! waits, runs ended by status, the scheduler's own CPU time) and the gauges read at scrape time (runs waiting and
 //! driven, store size). It never decides anything: dropping every metric would change
 //! no run.
 
@@ -35,6 +35,8 @@ pub(crate) struct EngineMetrics {
     pub runs_waiting: Gauge,
     pub runs_driven: Gauge,
     pub store_bytes: Gauge,
+    /// CPU time of the scheduler's own work, by loop (see `crate::cpu`).
+    pub scheduler_cpu_seconds: Family<Kind, crate::cpu::Seconds>,
     registry: Arc<Registry>,
 }
 
@@ -55,6 +57,7 @@ impl EngineMetrics {
             runs_waiting: Gauge::default(),
             runs_driven: Gauge::default(),
             store_bytes: Gauge::default(),
+            scheduler_cpu_seconds: Family::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -103,6 +106,12 @@ impl EngineMetrics {
             "store_bytes",
             "Bytes the embedded store takes on disk",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "scheduler_cpu_seconds",
+            "CPU time of the scheduler's own work: handling fires (fire_pass) and \
+             starting runs (dispatch); runs' work and log writes are not part of it",
+            m.scheduler_cpu_seconds.clone(),
         );
         registry.register_collector(Box::new(crate::limiter_metrics::LimiterCollector(limiter)));
         EngineMetrics {

@@ -384,7 +384,8 @@ impl Engine {
     pub fn start_scheduler(&self, max_sleep: std::time::Duration) {
         let weak = std::sync::Arc::downgrade(&self.inner);
         let ahead = chrono::Duration::from_std(FIRE_AHEAD).unwrap_or_default();
-        tokio::spawn(async move {
+        let spent = self.scheduler_cpu("fire_pass");
+        let passes = async move {
             loop {
                 let next = {
                     let Some(inner) = weak.upgrade() else { return };
@@ -403,6 +404,7 @@ impl Engine {
                     .min(max_sleep);
                 tokio::time::sleep(wait).await;
             }
-        });
+        };
+        tokio::spawn(crate::cpu::CpuTimed::new(passes, spent));
     }
 }
