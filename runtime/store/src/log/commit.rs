@@ -312,7 +312,7 @@ fn storage(e: sled::Error) -> Fail {
     Fail::Storage(LogError::storage(e))
 }
 
-/// The run's head before the group (`None` for a new run), as a pending entry.
+/// The run's head before the group, as a pending entry (with no summary for a new run).
 fn load_head<'c>(runs: &Tree, cache: &'c Heads, run: RunId, i: usize) -> Result<Pending<'c>, Fail> {
     let pending = |summary: Option<RunSummary>, recent| Pending {
         before: summary.as_ref().map(|s| s.status),
