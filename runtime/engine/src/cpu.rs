@@ -13,6 +13,13 @@ use std::task::{Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
 
+/// The scheduler's loops, as `scheduler_cpu_seconds` labels them.
+pub(crate) const LOOPS: [&str; 2] = [FIRE_PASS, DISPATCH];
+/// The pass that handles due fires.
+pub(crate) const FIRE_PASS: &str = "fire_pass";
+/// The dispatcher that starts ready runs.
+pub(crate) const DISPATCH: &str = "dispatch";
+
 /// Seconds as a Prometheus counter.
 pub(crate) type Seconds = Counter<f64, std::sync::atomic::AtomicU64>;
 

@@ -562,7 +562,7 @@ impl Engine {
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let wake = Arc::clone(&self.inner.wake);
-        let spent = self.scheduler_cpu("dispatch");
+        let spent = self.scheduler_cpu(crate::cpu::DISPATCH);
         let dispatcher = async move {
             loop {
                 let next = {
@@ -601,7 +601,7 @@ impl Engine {
     /// CPU seconds the scheduler spent on its own work so far: handling fires and
     /// starting runs (not the runs' work, nor writing the log).
     pub fn scheduler_cpu_seconds(&self) -> f64 {
-        ["fire_pass", "dispatch"]
+        crate::cpu::LOOPS
             .iter()
             .map(|part| self.scheduler_cpu(part).get())
             .sum()

@@ -2,9 +2,9 @@
 //!
 //! Owns the counters and histograms the engine updates as runs move (queue wait,
 //! run duration, records and batches committed, attempt failures by kind, rate-limit
-//! waits, runs ended by status, the scheduler's own CPU time) and the gauges read at scrape time (runs waiting and
-//! driven, store size). It never decides anything: dropping every metric would change
-//! no run.
+//! waits, runs ended by status, the scheduler's own CPU time) and the gauges read at
+//! scrape time (runs waiting and driven, store size). It never decides anything:
+//! dropping every metric would change no run.
 
 use std::sync::Arc;
 

@@ -384,7 +384,7 @@ impl Engine {
     pub fn start_scheduler(&self, max_sleep: std::time::Duration) {
         let weak = std::sync::Arc::downgrade(&self.inner);
         let ahead = chrono::Duration::from_std(FIRE_AHEAD).unwrap_or_default();
-        let spent = self.scheduler_cpu("fire_pass");
+        let spent = self.scheduler_cpu(crate::cpu::FIRE_PASS);
         let passes = async move {
             loop {
                 let next = {
