@@ -390,6 +390,75 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
     );
 }
 
+/// Runs list newest first: a limit keeps the newest, `created_before_unix_ms` pages
+/// back from there, and `oldest_first` turns the order round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_list_newest_first_and_page_back() {
+    let node = node(Tokens::default()).await;
+    let ch = channel(node.addr).await;
+    define(&ch, 10, "crm-users").await;
+    let mut workflows = WorkflowsClient::new(ch.clone());
+    let mut runs = RunsClient::new(ch.clone());
+    let mut triggered = Vec::new();
+    for _ in 0..5 {
+        let run = workflows
+            .trigger_workflow(pb::GetWorkflowRequest {
+                name: "crm-users".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        watch_to_end(&ch, &run.run_id).await;
+        triggered.push(run.run_id);
+    }
+    let mut list = async |request: pb::ListRunsRequest| -> Vec<pb::RunSummary> {
+        let request = pb::ListRunsRequest {
+            workflow: "crm-users".into(),
+            ..request
+        };
+        runs.list_runs(request).await.unwrap().into_inner().runs
+    };
+    let ids = |listed: &[pb::RunSummary]| -> Vec<String> {
+        listed.iter().map(|r| r.run_id.clone()).collect()
+    };
+    let newest: Vec<String> = triggered.iter().rev().cloned().collect();
+    let all = list(pb::ListRunsRequest::default()).await;
+    assert_eq!(ids(&all), newest);
+    let first_page = list(pb::ListRunsRequest {
+        limit: 2,
+        ..pb::ListRunsRequest::default()
+    })
+    .await;
+    assert_eq!(ids(&first_page), newest[..2]);
+    // The next page: runs created before the oldest one shown.
+    let before = first_page[1].created_at_unix_ms;
+    let next_page = list(pb::ListRunsRequest {
+        created_before_unix_ms: before,
+        limit: 2,
+        ..pb::ListRunsRequest::default()
+    })
+    .await;
+    let expected: Vec<&pb::RunSummary> = all
+        .iter()
+        .filter(|r| r.created_at_unix_ms < before)
+        .take(2)
+        .collect();
+    assert_eq!(
+        ids(&next_page),
+        expected
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect::<Vec<_>>()
+    );
+    let oldest = list(pb::ListRunsRequest {
+        limit: 2,
+        oldest_first: true,
+        ..pb::ListRunsRequest::default()
+    })
+    .await;
+    assert_eq!(ids(&oldest), triggered[..2]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_run_cannot_be_triggered_twice_and_can_be_cancelled() {
     let node = node(Tokens::default()).await;

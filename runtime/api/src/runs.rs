@@ -119,6 +119,7 @@ impl Runs for RunsApi {
                 0 => DEFAULT_LIST_LIMIT,
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
+            newest_first: !r.oldest_first,
         };
         let runs = self
             .engine
@@ -184,7 +185,7 @@ impl Runs for RunsApi {
                     "is required unless workflow, connection or tenant is set",
                 ));
             }
-            let mut listed = self
+            let listed = self
                 .engine
                 .store()
                 .log()
@@ -192,12 +193,12 @@ impl Runs for RunsApi {
                     workflow,
                     connection,
                     tenant,
+                    limit: LOGS_RUNS,
+                    newest_first: true,
                     ..RunFilter::default()
                 })
                 .await
                 .map_err(|e| status::of(e.into()))?;
-            listed.sort_by_key(|s| std::cmp::Reverse(s.created_at_unix_ms));
-            listed.truncate(LOGS_RUNS);
             listed.into_iter().map(|s| s.run_id).collect()
         } else {
             let id = convert::run_id("run_id", &r.run_id)?;

@@ -63,6 +63,9 @@ pub enum RunsCommand {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Oldest first (a limit then keeps the oldest).
+        #[arg(long)]
+        oldest_first: bool,
     },
     /// Show a run with its streams and events.
     Get { run: String },
@@ -366,6 +369,7 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
             tenant,
             status,
             limit,
+            oldest_first,
         } => {
             let list = runs
                 .list_runs(client.request(pb::ListRunsRequest {
@@ -374,13 +378,12 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                     tenant: tenant.unwrap_or_default(),
                     status: status.unwrap_or_default(),
                     limit,
+                    oldest_first,
                     ..pb::ListRunsRequest::default()
                 }))
                 .await?
                 .into_inner();
-            let mut summaries = list.runs;
-            summaries.sort_by_key(|r| std::cmp::Reverse(r.created_at_unix_ms));
-            print_summaries(&summaries, args.json);
+            print_summaries(&list.runs, args.json);
         }
         RunsCommand::Get { run } => {
             let r = runs

@@ -278,6 +278,23 @@ fn client_commands_drive_a_running_node() {
     assert_eq!(listed["workflow"], "sample-users", "{listed}");
     assert_eq!(listed["tenant"], "demo", "{listed}");
 
+    // A second run: the list shows the newest first, a limit keeping the newest.
+    let again = json_of(&node.sluice(&["workflows", "trigger", "sample-users", "--json"]));
+    let second = again[0]["run_id"].as_str().unwrap().to_owned();
+    let o = node.sluice(&["runs", "watch", &second]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let ids = |args: &[&str]| -> Vec<String> {
+        let runs = json_of(&node.sluice(&[&["runs", "list", "--json"], args].concat()));
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&[]), vec![second.clone(), run.clone()]);
+    assert_eq!(ids(&["--limit", "1"]), vec![second.clone()]);
+    assert_eq!(ids(&["--oldest-first", "--limit", "1"]), vec![run.clone()]);
+
     // …and shows its stream with every record.
     let got = json_of(&node.sluice(&["runs", "get", &run, "--json"]));
     assert_eq!(got["summary"]["run_id"], run.as_str(), "{got}");
@@ -364,7 +381,7 @@ fn client_commands_drive_a_running_node() {
 
     // The node still answers.
     let runs = json_of(&node.sluice(&["runs", "list", "--json"]));
-    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
 
     let status = node.stop();
     assert_eq!(status.code(), Some(0), "a stopped node exits cleanly");

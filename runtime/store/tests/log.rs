@@ -998,6 +998,38 @@ async fn runs_committed_together_share_index_keys_and_list_in_order() {
             ..RunFilter::default()
         };
         assert_eq!(listed(&log, window).await, by_time[250..260]);
+        // Newest first: the same runs reversed, a limit keeping the newest.
+        let newest = |f: RunFilter| RunFilter {
+            newest_first: true,
+            ..f
+        };
+        let reversed = |runs: &[RunId]| runs.iter().rev().copied().collect::<Vec<_>>();
+        assert_eq!(
+            listed(&log, newest(tenant("acme", 0))).await,
+            reversed(&acme)
+        );
+        assert_eq!(
+            listed(&log, newest(tenant("acme", 17))).await,
+            reversed(&acme)[..17]
+        );
+        assert_eq!(
+            listed(&log, newest(RunFilter::default())).await,
+            reversed(&by_time)
+        );
+        let before = RunFilter {
+            created_before_unix_ms: Some(1_001),
+            limit: 10,
+            newest_first: true,
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, before).await, reversed(&by_time[240..250]));
+        let in_flight = RunFilter {
+            status: Some(StatusKind::Scheduled),
+            limit: 5,
+            newest_first: true,
+            ..RunFilter::default()
+        };
+        assert_eq!(listed(&log, in_flight).await, reversed(&all)[..5]);
         assert_eq!(log.in_flight().await.unwrap(), all);
     }
     let db = common::open_sled(dir.path());
@@ -1037,6 +1069,9 @@ async fn interleaved_index_entries_list_in_id_order() {
             .unwrap();
         tenants.insert(key(runs[1]), more(&[runs[2]])).unwrap();
         tenants.insert(key(runs[4]), more(&[])).unwrap();
+        // Entries the committer did not write: the spread is measured again at open.
+        let meta = db.open_tree("log_meta").unwrap();
+        meta.remove("posting_spread").unwrap();
         db.flush().unwrap();
     }
     let log = EventLog::open(dir.path()).unwrap();
@@ -1047,6 +1082,14 @@ async fn interleaved_index_entries_list_in_id_order() {
     };
     assert_eq!(listed(&log, tenant(0)).await, runs);
     assert_eq!(listed(&log, tenant(3)).await, runs[..3]);
+    // Newest first, runs[5] (held in the first key) comes before runs[4].
+    let newest = |limit| RunFilter {
+        newest_first: true,
+        ..tenant(limit)
+    };
+    let reversed: Vec<RunId> = runs.iter().rev().copied().collect();
+    assert_eq!(listed(&log, newest(0)).await, reversed);
+    assert_eq!(listed(&log, newest(3)).await, reversed[..3]);
 }
 
 /// A log written before `runs_active` (every status indexed per run) opens with its

@@ -154,6 +154,8 @@ pub(crate) struct Heads {
     pub newest: Option<RunId>,
     /// Runs in flight below this id have a `runs_active` key (see `super::active`).
     pub active_from: RunId,
+    /// The postings' spread as stored (see `super::index`).
+    pub spread: u128,
 }
 
 /// A run's head while a group is being written.
@@ -257,8 +259,9 @@ impl Committer {
                 Err(fail) => Err(fail),
             };
             match result {
-                Ok((seqs, heads)) => {
+                Ok((seqs, heads, spread)) => {
                     self.heads.active_from = watermark.to;
+                    self.heads.spread = spread;
                     if watermark.moves() {
                         self.last_sweep = Some(std::time::Instant::now());
                     }
@@ -343,7 +346,7 @@ fn write_group<'c>(
     recent_max: usize,
     watermark: Watermark,
     group: &[Request],
-) -> Result<(Vec<Vec<u64>>, HashMap<RunId, Head>), Fail> {
+) -> Result<(Vec<Vec<u64>>, HashMap<RunId, Head>, u128), Fail> {
     let mut pending: HashMap<RunId, Pending<'c>> = HashMap::with_capacity(group.len());
     let mut all_seqs = Vec::with_capacity(group.len());
     for (i, req) in group.iter().enumerate() {
@@ -436,7 +439,7 @@ fn write_group<'c>(
         postings.note(staged, p.before, &head.summary, watermark);
         heads.insert(run, head);
     }
-    postings.write(staged);
+    let spread = postings.write(staged, cache.spread);
     if watermark.moves() {
         // Runs in flight that this group leaves alone get their keys as the
         // watermark passes them.
@@ -447,7 +450,7 @@ fn write_group<'c>(
         }
         staged.insert(META, ACTIVE_FROM, &watermark.to.0[..]);
     }
-    Ok((all_seqs, heads))
+    Ok((all_seqs, heads, spread))
 }
 
 /// Moves a run's events to `events`: one alone under its own key, several as one

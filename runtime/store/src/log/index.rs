@@ -17,6 +17,13 @@
 //! dead-lettered stays in its old status posting: the summary record is the truth,
 //! and readers check it (and drop duplicates).
 //!
+//! Listing newest first walks an index backwards, where a posting's further runs sort
+//! *after* its key: an earlier key may hold runs greater than a later one. How much
+//! greater is bounded by the *spread*, the greatest difference (as 128-bit numbers)
+//! between a posting's last run and its first ever written, kept in `log_meta` and
+//! raised in the group that writes a wider posting; a backward walk holds runs back
+//! only within that distance of the key it is at.
+//!
 //! It must never write outside the group it is given, nor read a run's events.
 
 use std::cmp::Reverse;
@@ -25,7 +32,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use super::LogError;
 use super::active::Watermark;
-use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW};
+use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, META};
 use super::events::RunId;
 use super::fold::StatusKind;
 use super::keys::{RunSummary, index_prefix, run_of_index_key, time_bytes};
@@ -79,18 +86,80 @@ impl Postings {
     }
 
     /// Stages one key per (index, value): the value's first run in the key, the rest
-    /// in the value.
-    pub(crate) fn write(self, staged: &mut Staged<'_>) {
+    /// in the value. Returns the spread after them, staging it if they widen `spread`.
+    pub(crate) fn write(self, staged: &mut Staged<'_>, spread: u128) -> u128 {
+        let mut widest = spread;
         for ((tree, mut key), mut runs) in self.entries {
             runs.sort_unstable();
-            let Some((first, rest)) = runs.split_first() else {
+            let (Some((first, rest)), Some(last)) = (runs.split_first(), runs.last()) else {
                 continue;
             };
+            widest = widest.max(distance(*first, *last));
             key.extend_from_slice(&first.0);
             let value: Vec<u8> = rest.iter().flat_map(|r| r.0).collect();
             staged.insert(tree, key, value);
         }
+        if widest > spread {
+            staged.insert(META, POSTING_SPREAD, widest.to_be_bytes());
+        }
+        widest
     }
+}
+
+/// The `log_meta` key holding the spread (16 bytes, big-endian).
+pub(crate) const POSTING_SPREAD: &[u8] = b"posting_spread";
+
+/// The indexes holding postings.
+const POSTING_TREES: [usize; 5] = [BY_WORKFLOW, BY_CONNECTION, BY_TENANT, BY_STATUS, BY_TIME];
+
+fn distance(from: RunId, to: RunId) -> u128 {
+    u128::from_be_bytes(to.0).saturating_sub(u128::from_be_bytes(from.0))
+}
+
+/// The spread stored in `meta`; for a log written before it was kept, measured over
+/// every posting once and stored.
+pub(crate) fn load_spread(trees: &[sled::Tree]) -> Result<u128, LogError> {
+    if let Some(spread) = stored_spread(&trees[META])? {
+        return Ok(spread);
+    }
+    let mut widest = 0;
+    for tree in POSTING_TREES {
+        for entry in trees[tree].iter() {
+            let (key, value) = entry.map_err(LogError::storage)?;
+            let (Some(first), Some(last)) = (
+                run_of_index_key(&key),
+                value
+                    .len()
+                    .checked_sub(16)
+                    .and_then(|n| RunId::from_slice(&value[n..])),
+            ) else {
+                continue;
+            };
+            widest = widest.max(distance(first, last));
+        }
+    }
+    trees[META]
+        .insert(POSTING_SPREAD, &widest.to_be_bytes()[..])
+        .map_err(LogError::storage)?;
+    Ok(widest)
+}
+
+/// The spread as readers see it now; with none stored, the widest there can be.
+pub(crate) fn read_spread(meta: &sled::Tree) -> Result<u128, LogError> {
+    Ok(stored_spread(meta)?.unwrap_or(u128::MAX))
+}
+
+fn stored_spread(meta: &sled::Tree) -> Result<Option<u128>, LogError> {
+    let Some(raw) = meta.get(POSTING_SPREAD).map_err(LogError::storage)? else {
+        return Ok(None);
+    };
+    let bytes = <[u8; 16]>::try_from(raw.as_ref()).map_err(|_| {
+        LogError::Storage(format!(
+            "log_meta `posting_spread` holds {} bytes, not 16",
+            raw.len()
+        ))
+    })?;
+    Ok(Some(u128::from_be_bytes(bytes)))
 }
 
 /// Visits the runs of index entries in key order (each run as if it had a key
@@ -121,17 +190,7 @@ pub(crate) fn for_each_run(
         let Some(prefix) = key.len().checked_sub(16).map(|n| &key[..n]) else {
             continue;
         };
-        if value.len() % 16 != 0 {
-            tracing::warn!(
-                key = ?key.as_ref(),
-                "index entry holds {} bytes, not a whole number of run ids; its further runs are skipped",
-                value.len()
-            );
-        } else {
-            for id in value.chunks_exact(16) {
-                pending.push(Reverse([prefix, id].concat()));
-            }
-        }
+        pending.extend(further_keys(&key, prefix, &value).map(Reverse));
         if pending.is_empty() {
             if !emit(&key)? {
                 return Ok(());
@@ -141,6 +200,72 @@ pub(crate) fn for_each_run(
         }
     }
     while let Some(Reverse(held)) = pending.pop() {
+        if !emit(&held)? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The keys a posting's further runs would have (`prefix ++ run`); none, with a
+/// warning, if its value is not a whole number of run ids.
+fn further_keys<'v>(
+    key: &[u8],
+    prefix: &'v [u8],
+    value: &'v [u8],
+) -> impl Iterator<Item = Vec<u8>> + 'v {
+    let whole = value.len().is_multiple_of(16);
+    if !whole {
+        tracing::warn!(
+            ?key,
+            "index entry holds {} bytes, not a whole number of run ids; its further runs are skipped",
+            value.len()
+        );
+    }
+    value
+        .chunks_exact(16)
+        .filter(move |_| whole)
+        .map(move |id| [prefix, id].concat())
+}
+
+/// Visits the runs of index entries given in *descending* key order, greatest run
+/// first, until `visit` returns false. `spread` bounds how far a posting's further
+/// runs lie past its key (see the module doc): a run is held back until no entry to
+/// come can hold a greater one.
+pub(crate) fn for_each_run_rev(
+    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    spread: u128,
+    mut visit: impl FnMut(RunId) -> Result<bool, LogError>,
+) -> Result<(), LogError> {
+    let mut pending: BinaryHeap<Vec<u8>> = BinaryHeap::new();
+    let mut emit = |key: &[u8]| match run_of_index_key(key) {
+        Some(run) => visit(run),
+        None => Ok(true),
+    };
+    for entry in entries {
+        let (key, value) = entry.map_err(LogError::storage)?;
+        let (Some(prefix), Some(first)) = (
+            key.len().checked_sub(16).map(|n| &key[..n]),
+            run_of_index_key(&key),
+        ) else {
+            continue;
+        };
+        // Every entry to come sorts below this key, and its runs lie within `spread`
+        // of it: whatever sorts above `bound` is final.
+        let reach = u128::from_be_bytes(first.0).saturating_add(spread);
+        let bound = [prefix, &reach.to_be_bytes()].concat();
+        while let Some(top) = pending.peek_mut() {
+            if top.as_slice() <= bound.as_slice() {
+                break;
+            }
+            if !emit(&PeekMut::pop(top))? {
+                return Ok(());
+            }
+        }
+        pending.extend(further_keys(&key, prefix, &value));
+        pending.push(key.to_vec());
+    }
+    while let Some(held) = pending.pop() {
         if !emit(&held)? {
             return Ok(());
         }
@@ -167,4 +292,92 @@ pub(crate) fn move_in_flight_to_active(
         }
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn run(n: u128) -> RunId {
+        RunId(n.to_be_bytes())
+    }
+
+    /// Postings as a group writes them: `prefix ++ first`, the rest in the value.
+    fn postings(groups: &[(u8, Vec<u128>)]) -> (Vec<(sled::IVec, sled::IVec)>, u128) {
+        let mut entries = Vec::new();
+        let mut spread = 0;
+        for (value, runs) in groups {
+            let mut runs: Vec<u128> = runs.clone();
+            runs.sort_unstable();
+            runs.dedup();
+            let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+                continue;
+            };
+            spread = spread.max(last - first);
+            let prefix = [b'a' + value % 3, 0];
+            let key = [&prefix[..], &run(*first).0].concat();
+            let rest: Vec<u8> = runs[1..].iter().flat_map(|r| run(*r).0).collect();
+            entries.push((sled::IVec::from(key), sled::IVec::from(rest)));
+        }
+        entries.sort();
+        entries.dedup_by(|a, b| a.0 == b.0);
+        (entries, spread)
+    }
+
+    fn walk_rev(entries: &[(sled::IVec, sled::IVec)], spread: u128, limit: usize) -> Vec<RunId> {
+        let mut out = Vec::new();
+        let entries = entries.iter().rev().cloned().map(Ok);
+        for_each_run_rev(entries, spread, |r| {
+            out.push(r);
+            Ok(out.len() < limit)
+        })
+        .unwrap();
+        out
+    }
+
+    fn walk(entries: &[(sled::IVec, sled::IVec)]) -> Vec<RunId> {
+        let mut out = Vec::new();
+        for_each_run(entries.iter().cloned().map(Ok), |r| {
+            out.push(r);
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    proptest! {
+        /// Walked backwards with the postings' spread, an index yields exactly the
+        /// reverse of walking it forwards; a limit keeps the greatest runs.
+        #[test]
+        fn a_backward_walk_is_the_forward_walk_reversed(
+            groups in prop::collection::vec(
+                (0u8..3, prop::collection::vec(0u128..200, 1..6)), 0..40),
+            limit in 1usize..20,
+        ) {
+            let (entries, spread) = postings(&groups);
+            let mut forward = walk(&entries);
+            forward.reverse();
+            prop_assert_eq!(walk_rev(&entries, spread, usize::MAX), forward.clone());
+            prop_assert_eq!(walk_rev(&entries, u128::MAX, usize::MAX), forward.clone());
+            forward.truncate(limit);
+            prop_assert_eq!(walk_rev(&entries, spread, limit), forward);
+        }
+    }
+
+    #[test]
+    fn a_posting_reaching_past_later_keys_is_held_back() {
+        // Keys 0 and 5; the first posting's further run 9 sorts after key 5.
+        let (entries, spread) = postings(&[(0, vec![0, 9]), (0, vec![5])]);
+        assert_eq!(spread, 9);
+        assert_eq!(
+            walk_rev(&entries, spread, usize::MAX),
+            [run(9), run(5), run(0)]
+        );
+        // Without the spread the walk could not know: it would put 5 first.
+        assert_eq!(walk_rev(&entries, 0, usize::MAX), [run(5), run(9), run(0)]);
+    }
 }

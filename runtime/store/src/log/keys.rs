@@ -158,7 +158,8 @@ impl RunSummary {
 
 /// Which runs [`EventLog::list`](super::EventLog::list) returns: all given
 /// conditions must hold. Results are ordered by run id (creation order for UUID v7
-/// ids) when an equality condition is given, else by creation time.
+/// ids) when an equality condition is given, else by creation time; oldest first,
+/// or newest first with `newest_first` (a limit then keeps the newest).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunFilter {
     /// Only this workflow.
@@ -175,6 +176,8 @@ pub struct RunFilter {
     pub created_before_unix_ms: Option<i64>,
     /// At most this many runs (0 means no limit).
     pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
 }
 
 impl RunFilter {

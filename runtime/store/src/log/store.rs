@@ -25,7 +25,9 @@ use super::commit::{
 };
 use super::events::{EventKind, RunEvent, RunId, v1};
 use super::fold::{FoldError, RunState, StatusKind, fold};
-use super::index::{for_each_run, move_in_flight_to_active};
+use super::index::{
+    for_each_run, for_each_run_rev, load_spread, move_in_flight_to_active, read_spread,
+};
 use super::keys::{RunFilter, RunSummary, index_prefix, seqs_of_event_key, time_bytes};
 
 /// Errors of the log.
@@ -234,6 +236,7 @@ impl EventLog {
             live: recover_heads(&trees)?,
             newest: newest_run(&trees[RUNS])?,
             active_from,
+            spread: load_spread(&trees)?,
         };
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let committer = Committer {
@@ -458,28 +461,51 @@ impl EventLog {
         ]
         .into_iter()
         .find_map(|(t, v)| v.map(|v| (t, v)));
-        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match by_value
-        {
-            Some((t, v)) => Box::new(trees[t].scan_prefix(index_prefix(v))),
-            None => {
-                let from = time_bytes(filter.created_from_unix_ms.unwrap_or(i64::MIN)).to_vec();
-                match filter.created_before_unix_ms {
-                    Some(b) => Box::new(trees[BY_TIME].range(from..time_bytes(b).to_vec())),
-                    None => Box::new(trees[BY_TIME].range(from..)),
+        let keys: Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match by_value {
+                Some((t, v)) => Box::new(trees[t].scan_prefix(index_prefix(v))),
+                None => {
+                    let from = time_bytes(filter.created_from_unix_ms.unwrap_or(i64::MIN)).to_vec();
+                    match filter.created_before_unix_ms {
+                        Some(b) => Box::new(trees[BY_TIME].range(from..time_bytes(b).to_vec())),
+                        None => Box::new(trees[BY_TIME].range(from..)),
+                    }
                 }
-            }
-        };
-        list_indexed(trees, keys, filter)
+            };
+        if filter.newest_first {
+            let spread = read_spread(&trees[META])?;
+            list_indexed(trees, filter, |visit| {
+                for_each_run_rev(keys.rev(), spread, visit)
+            })
+        } else {
+            list_indexed(trees, filter, |visit| for_each_run(keys, visit))
+        }
     }
 
     /// Runs not in a terminal status matching `filter` (which may name one of those
     /// statuses), by run id.
     pub async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
         let trees = &self.inner.trees;
+        let limit = filter.max_runs();
+        if filter.newest_first {
+            let mut out = Vec::new();
+            for run in in_flight_ids(trees)?.into_iter().rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some(s) = summary_of(&trees[RUNS], run)?
+                    && filter.matches(&s)
+                {
+                    out.push(s);
+                }
+            }
+            return Ok(out);
+        }
         // Read before the keys: see `in_flight_ids`.
         let from = read_watermark(&trees[META])?;
-        let mut out = list_indexed(trees, trees[ACTIVE].iter(), filter)?;
-        let limit = filter.max_runs();
+        let mut out = list_indexed(trees, filter, |visit| {
+            for_each_run(trees[ACTIVE].iter(), visit)
+        })?;
         let mut seen: std::collections::HashSet<RunId> = out.iter().map(|s| s.run_id).collect();
         for_each_unkeyed(&trees[RUNS], from, |head| {
             if out.len() >= limit {
@@ -506,16 +532,18 @@ impl EventLog {
 
 /// The runs of index `entries` whose summary matches `filter`, in index order, once
 /// each.
+/// The summaries of the runs `walk` visits (in its order) that match `filter`, up to
+/// its limit.
 fn list_indexed(
     trees: &[sled::Tree],
-    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
     filter: &RunFilter,
+    walk: impl FnOnce(&mut dyn FnMut(RunId) -> Result<bool, LogError>) -> Result<(), LogError>,
 ) -> Result<Vec<RunSummary>, LogError> {
     let limit = filter.max_runs();
     let mut out = Vec::new();
     // A run listed twice: under a terminal status it left and came back to.
     let mut seen = std::collections::HashSet::new();
-    for_each_run(entries, |run| {
+    walk(&mut |run| {
         if out.len() >= limit {
             return Ok(false);
         }
