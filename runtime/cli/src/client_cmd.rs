@@ -66,6 +66,13 @@ pub enum RunsCommand {
         /// Oldest first (a limit then keeps the oldest).
         #[arg(long)]
         oldest_first: bool,
+        /// Only runs created before this time (RFC 3339, or Unix ms as listed in
+        /// `created_at_unix_ms`): the next page back.
+        #[arg(long, value_parser = parse_time)]
+        before: Option<i64>,
+        /// Only runs created at or after this time (RFC 3339, or Unix ms).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
     },
     /// Show a run with its streams and events.
     Get { run: String },
@@ -235,6 +242,18 @@ impl Client {
     }
 }
 
+/// A point in time given on the command line: RFC 3339 or Unix milliseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!("`{s}` is neither RFC 3339 (2026-12-02T08:00:00Z) nor Unix milliseconds: {e}")
+        })
+}
+
 fn time(ms: i64) -> String {
     if ms == 0 {
         return "-".into();
@@ -370,6 +389,8 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
             status,
             limit,
             oldest_first,
+            before,
+            since,
         } => {
             let list = runs
                 .list_runs(client.request(pb::ListRunsRequest {
@@ -379,7 +400,8 @@ pub async fn runs(args: ClientArgs, command: RunsCommand) -> anyhow::Result<()> 
                     status: status.unwrap_or_default(),
                     limit,
                     oldest_first,
-                    ..pb::ListRunsRequest::default()
+                    created_before_unix_ms: before.unwrap_or(0),
+                    created_from_unix_ms: since.unwrap_or(0),
                 }))
                 .await?
                 .into_inner();

@@ -294,6 +294,18 @@ fn client_commands_drive_a_running_node() {
     assert_eq!(ids(&[]), vec![second.clone(), run.clone()]);
     assert_eq!(ids(&["--limit", "1"]), vec![second.clone()]);
     assert_eq!(ids(&["--oldest-first", "--limit", "1"]), vec![run.clone()]);
+    // The next page back: runs created before the newest one.
+    let runs = json_of(&node.sluice(&["runs", "list", "--json", "--limit", "1"]));
+    let newest_at = runs[0]["created_at_unix_ms"].as_i64().unwrap().to_string();
+    assert_eq!(ids(&["--before", &newest_at]), vec![run.clone()]);
+    assert_eq!(ids(&["--since", &newest_at]), vec![second.clone()]);
+    let o = node.sluice(&["runs", "list", "--before", "yesterday"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`yesterday` is neither RFC 3339"),
+        "{}",
+        stderr(&o)
+    );
 
     // …and shows its stream with every record.
     let got = json_of(&node.sluice(&["runs", "get", &run, "--json"]));
