@@ -116,8 +116,8 @@ fn distance(from: RunId, to: RunId) -> u128 {
     u128::from_be_bytes(to.0).saturating_sub(u128::from_be_bytes(from.0))
 }
 
-/// The spread stored in `meta`; for a log written before it was kept, measured over
-/// every posting once and stored.
+/// The spread stored in `meta`; for a log written before it was kept (or holding an
+/// unreadable one), measured over every posting once and stored.
 pub(crate) fn load_spread(trees: &[sled::Tree]) -> Result<u128, LogError> {
     if let Some(spread) = stored_spread(&trees[META])? {
         return Ok(spread);
@@ -144,7 +144,8 @@ pub(crate) fn load_spread(trees: &[sled::Tree]) -> Result<u128, LogError> {
     Ok(widest)
 }
 
-/// The spread as readers see it now; with none stored, the widest there can be.
+/// The spread as readers see it now; with none stored, the widest there can be (a
+/// slower walk, never a wrong one).
 pub(crate) fn read_spread(meta: &sled::Tree) -> Result<u128, LogError> {
     Ok(stored_spread(meta)?.unwrap_or(u128::MAX))
 }
@@ -153,12 +154,13 @@ fn stored_spread(meta: &sled::Tree) -> Result<Option<u128>, LogError> {
     let Some(raw) = meta.get(POSTING_SPREAD).map_err(LogError::storage)? else {
         return Ok(None);
     };
-    let bytes = <[u8; 16]>::try_from(raw.as_ref()).map_err(|_| {
-        LogError::Storage(format!(
-            "log_meta `posting_spread` holds {} bytes, not 16",
+    let Ok(bytes) = <[u8; 16]>::try_from(raw.as_ref()) else {
+        tracing::warn!(
+            "log_meta `posting_spread` holds {} bytes, not 16: taken as unknown",
             raw.len()
-        ))
-    })?;
+        );
+        return Ok(None);
+    };
     Ok(Some(u128::from_be_bytes(bytes)))
 }
 

@@ -483,7 +483,7 @@ impl EventLog {
     }
 
     /// Runs not in a terminal status matching `filter` (which may name one of those
-    /// statuses), by run id.
+    /// statuses), by run id: oldest or newest first, as the filter says.
     pub async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
         let trees = &self.inner.trees;
         let limit = filter.max_runs();
@@ -530,10 +530,8 @@ impl EventLog {
     }
 }
 
-/// The runs of index `entries` whose summary matches `filter`, in index order, once
-/// each.
-/// The summaries of the runs `walk` visits (in its order) that match `filter`, up to
-/// its limit.
+/// The summaries of the runs `walk` visits that match `filter`, in its order, once
+/// each, up to the filter's limit.
 fn list_indexed(
     trees: &[sled::Tree],
     filter: &RunFilter,
