@@ -154,6 +154,17 @@ async fn define(ch: &Channel, records: u64, workflow: &str) {
         .unwrap();
 }
 
+/// Starts a run of `workflow` now.
+async fn trigger(ch: &Channel, workflow: &str) -> pb::RunSummary {
+    WorkflowsClient::new(ch.clone())
+        .trigger_workflow(pb::GetWorkflowRequest {
+            name: workflow.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Follows a run's watch stream to its end; returns the updates.
 async fn watch_to_end(ch: &Channel, run_id: &str) -> Vec<pb::RunUpdate> {
     let mut stream = RunsClient::new(ch.clone())
@@ -241,14 +252,7 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
     assert!(streams.iter().any(|s| s.name == "users"), "{streams:?}");
 
     // Trigger, then watch it live to the end.
-    let mut workflows = WorkflowsClient::new(ch.clone());
-    let run = workflows
-        .trigger_workflow(pb::GetWorkflowRequest {
-            name: "crm-users".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = trigger(&ch, "crm-users").await;
     assert_eq!(run.workflow, "crm-users");
     assert_eq!(run.tenant, "acme");
     let updates = watch_to_end(&ch, &run.run_id).await;
@@ -358,6 +362,7 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
     );
 
     // Pause, resume, upcoming fires.
+    let mut workflows = WorkflowsClient::new(ch.clone());
     let paused = workflows
         .pause_workflow(pb::GetWorkflowRequest {
             name: "crm-users".into(),
@@ -397,17 +402,10 @@ async fn runs_list_newest_first_and_page_back() {
     let node = node(Tokens::default()).await;
     let ch = channel(node.addr).await;
     define(&ch, 10, "crm-users").await;
-    let mut workflows = WorkflowsClient::new(ch.clone());
     let mut runs = RunsClient::new(ch.clone());
     let mut triggered = Vec::new();
     for _ in 0..5 {
-        let run = workflows
-            .trigger_workflow(pb::GetWorkflowRequest {
-                name: "crm-users".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let run = trigger(&ch, "crm-users").await;
         watch_to_end(&ch, &run.run_id).await;
         triggered.push(run.run_id);
     }
@@ -917,13 +915,7 @@ async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
         })
         .await
         .unwrap();
-    let run = WorkflowsClient::new(ch.clone())
-        .trigger_workflow(pb::GetWorkflowRequest {
-            name: "contacts-sync".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = trigger(&ch, "contacts-sync").await;
     let updates = watch_to_end(&ch, &run.run_id).await;
     assert_eq!(status_of(updates.last().unwrap()), "completed");
 
