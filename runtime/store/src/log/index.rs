@@ -35,7 +35,7 @@ use super::active::Watermark;
 use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, META};
 use super::events::RunId;
 use super::fold::StatusKind;
-use super::keys::{RunSummary, index_prefix, run_of_index_key, time_bytes};
+use super::keys::{RunSummary, index_prefix, run_of_index_key, split_index_key, time_bytes};
 use crate::staged::Staged;
 
 /// The index entries of one group, gathered before they are written.
@@ -189,7 +189,7 @@ pub(crate) fn for_each_run(
                 return Ok(());
             }
         }
-        let Some(prefix) = key.len().checked_sub(16).map(|n| &key[..n]) else {
+        let Some((prefix, _)) = split_index_key(&key) else {
             continue;
         };
         pending.extend(further_keys(&key, prefix, &value).map(Reverse));
@@ -246,10 +246,7 @@ pub(crate) fn for_each_run_rev(
     };
     for entry in entries {
         let (key, value) = entry.map_err(LogError::storage)?;
-        let (Some(prefix), Some(first)) = (
-            key.len().checked_sub(16).map(|n| &key[..n]),
-            run_of_index_key(&key),
-        ) else {
+        let Some((prefix, first)) = split_index_key(&key) else {
             continue;
         };
         // Every entry to come sorts below this key, and its runs lie within `spread`

@@ -72,7 +72,13 @@ pub(crate) fn index_prefix(value: &str) -> Vec<u8> {
 
 /// The run id at the end of an index key.
 pub(crate) fn run_of_index_key(key: &[u8]) -> Option<RunId> {
-    RunId::from_slice(key.get(key.len().checked_sub(16)?..)?)
+    split_index_key(key).map(|(_, run)| run)
+}
+
+/// An index key's value prefix and the run id at its end.
+pub(crate) fn split_index_key(key: &[u8]) -> Option<(&[u8], RunId)> {
+    let (prefix, run) = key.split_at_checked(key.len().checked_sub(16)?)?;
+    Some((prefix, RunId::from_slice(run)?))
 }
 
 /// Order-preserving bytes of a signed time.
