@@ -4,7 +4,8 @@
 //! [`export_source!`]; a destination is a [`Destination`] plus [`export_destination!`].
 //! The SDK hides the generated WIT bindings: connectors see plain Rust types,
 //! serde for configuration, an HTTP client over `wasi:http` ([`http`]) with the common
-//! pagination styles ([`paginate`]), and structured logging ([`log`]).
+//! pagination styles ([`paginate`]), the `auth` object connectors accept for an API's
+//! credential ([`auth`]), and structured logging ([`log`]).
 //!
 //! ```ignore
 //! use sluice_sdk::prelude::*;
@@ -49,6 +50,7 @@
 // The generated bindings name this crate by its public name.
 extern crate self as sluice_sdk;
 
+pub mod auth;
 mod batch;
 mod destination;
 mod error;
@@ -57,6 +59,7 @@ pub mod log;
 pub mod paginate;
 mod source;
 
+pub use auth::Auth;
 pub use batch::Batch;
 pub use destination::{Destination, Writer};
 pub use error::{Error, ErrorKind, Result};

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
+use sluice_sdk::Auth;
 use sluice_sdk::http::{Request, Url};
 use sluice_sdk::prelude::*;
 
@@ -35,24 +36,6 @@ pub struct Config {
     pub batch_records: Option<u32>,
 }
 
-/// How requests authenticate.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Auth {
-    /// `Authorization: Bearer <token>`.
-    Bearer {
-        /// The token.
-        token: String,
-    },
-    /// Any header carrying a key, e.g. `X-Api-Key`.
-    Header {
-        /// The header's name.
-        name: String,
-        /// The header's value.
-        value: String,
-    },
-}
-
 impl Config {
     /// Check what serde cannot, and return the parsed URL.
     pub fn validate(&self) -> Result<Url> {
@@ -77,13 +60,7 @@ impl Config {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        match &self.auth {
-            Some(Auth::Bearer { token }) => {
-                headers.push(("authorization".into(), format!("Bearer {token}")))
-            }
-            Some(Auth::Header { name, value }) => headers.push((name.clone(), value.clone())),
-            None => {}
-        }
+        headers.extend(self.auth.as_ref().map(Auth::header));
         headers
     }
 }
@@ -233,17 +210,7 @@ pub fn spec() -> serde_json::Value {
             "url": {"type": "string", "format": "uri",
                     "description": "Endpoint receiving NDJSON POSTs."},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "auth": {"oneOf": [
-                {"type": "object", "additionalProperties": false, "required": ["type", "token"],
-                 "properties": {"type": {"const": "bearer"},
-                                "token": {"type": "string", "writeOnly": true}}},
-                {"type": "object", "additionalProperties": false,
-                 "required": ["type", "name", "value"],
-                 "properties": {"type": {"const": "header"},
-                                "name": {"type": "string", "minLength": 1},
-                                "value": {"type": "string", "writeOnly": true}}},
-                {"type": "null"}
-            ]},
+            "auth": Auth::json_schema(),
             "batch_records": {"type": ["integer", "null"], "minimum": 1,
                               "description": "Records per request; each write is one request when absent."}
         }

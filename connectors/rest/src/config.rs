@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
+use sluice_sdk::Auth;
 use sluice_sdk::http::{Request, Url};
 use sluice_sdk::paginate::Pagination;
 use sluice_sdk::{Error, Result};
@@ -67,24 +68,6 @@ impl Config {
             concurrent: limit.concurrent,
         }])
     }
-}
-
-/// How requests authenticate.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Auth {
-    /// `Authorization: Bearer <token>`.
-    Bearer {
-        /// The token.
-        token: String,
-    },
-    /// Any header carrying a key, e.g. `X-Api-Key`.
-    Header {
-        /// The header's name.
-        name: String,
-        /// The header's value.
-        value: String,
-    },
 }
 
 /// One stream: an endpoint returning pages of JSON records.
@@ -193,13 +176,7 @@ impl Config {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        match &self.auth {
-            Some(Auth::Bearer { token }) => {
-                headers.push(("authorization".into(), format!("Bearer {token}")))
-            }
-            Some(Auth::Header { name, value }) => headers.push((name.clone(), value.clone())),
-            None => {}
-        }
+        headers.extend(self.auth.as_ref().map(Auth::header));
         headers
     }
 }
@@ -225,16 +202,7 @@ pub fn spec() -> serde_json::Value {
         "properties": {
             "base_url": {"type": "string", "format": "uri",
                          "description": "Where relative stream paths start."},
-            "auth": {"oneOf": [
-                {"type": "object", "additionalProperties": false, "required": ["type", "token"],
-                 "properties": {"type": {"const": "bearer"},
-                                "token": {"type": "string", "writeOnly": true}}},
-                {"type": "object", "additionalProperties": false,
-                 "required": ["type", "name", "value"],
-                 "properties": {"type": {"const": "header"}, "name": name,
-                                "value": {"type": "string", "writeOnly": true}}},
-                {"type": "null"}
-            ]},
+            "auth": Auth::json_schema(),
             "headers": {"type": "object", "additionalProperties": {"type": "string"},
                         "description": "Headers sent with every request."},
             "rate_limit": {"type": "object", "additionalProperties": false,
