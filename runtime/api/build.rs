@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("sluice_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
-        .extern_path(".sluice.log.v1", "::sluice_store::log::v1")
+        .extern_path(".sluice.log.v1", "::sluice_store::codec::v1")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -26,7 +26,10 @@ impl Connections for ConnectionsApi {
         let text = &request.get_ref().definition_json;
         let def: ConnectionDef =
             serde_json::from_str(text).map_err(|e| invalid("definition_json", e))?;
-        self.engine.define_connection(&def).map_err(status::of)?;
+        self.engine
+            .define_connection(&def)
+            .await
+            .map_err(status::of)?;
         Ok(Response::new(convert::connection(&def)))
     }
 
@@ -36,7 +39,7 @@ impl Connections for ConnectionsApi {
     ) -> Result<Response<Connection>, Status> {
         let name = &request.get_ref().name;
         required("name", name)?;
-        let def = self.engine.connection(name).map_err(status::of)?;
+        let def = self.engine.connection(name).await.map_err(status::of)?;
         Ok(Response::new(convert::connection(&def)))
     }
 
@@ -48,6 +51,7 @@ impl Connections for ConnectionsApi {
         let connections = self
             .engine
             .connections()
+            .await
             .map_err(status::of)?
             .iter()
             .filter(|c| tenant.is_empty() || &c.tenant == tenant)

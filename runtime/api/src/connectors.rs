@@ -38,14 +38,11 @@ impl Connectors for ConnectorsApi {
         if r.wasm.is_empty() {
             return Err(status::invalid("wasm", "is empty"));
         }
-        let engine = self.engine.clone();
-        // Compiling a component takes from milliseconds to seconds: off the runtime.
-        let registered = tokio::task::spawn_blocking(move || {
-            engine.register_connector(&r.name, &r.version, &r.wasm)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("registering stopped: {e}")))?
-        .map_err(status::of)?;
+        let registered = self
+            .engine
+            .register_connector(&r.name, &r.version, &r.wasm)
+            .await
+            .map_err(status::of)?;
         Ok(Response::new(info(registered)))
     }
 
@@ -56,6 +53,7 @@ impl Connectors for ConnectorsApi {
         let connectors = self
             .engine
             .connector_infos()
+            .await
             .map_err(status::of)?
             .into_iter()
             .map(info)
@@ -83,7 +81,10 @@ impl Connectors for ConnectorsApi {
         require_write(&request)?;
         let name = &request.get_ref().name;
         required("name", name)?;
-        self.engine.remove_connector(name).map_err(status::of)?;
+        self.engine
+            .remove_connector(name)
+            .await
+            .map_err(status::of)?;
         Ok(Response::new(RemoveConnectorResponse {}))
     }
 }

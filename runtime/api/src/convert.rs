@@ -76,14 +76,12 @@ pub(crate) fn summary(s: &RunSummary) -> pb::RunSummary {
     }
 }
 
-pub(crate) fn kind_name(kind: sluice_store::log::v1::ErrorKind) -> String {
-    kind.as_str_name()
-        .trim_start_matches("ERROR_KIND_")
-        .to_ascii_lowercase()
+pub(crate) fn kind_name(kind: sluice_store::FailureKind) -> String {
+    kind.as_str().to_owned()
 }
 
 /// The run's state (and its events, when given) as the API shows it.
-pub(crate) fn run(state: &RunState, updated_at: i64, events: Vec<RunEvent>) -> pb::Run {
+pub(crate) fn run(state: &RunState, updated_at: i64, events: &[RunEvent]) -> pb::Run {
     let mut run = pb::Run {
         summary: Some(pb::RunSummary {
             run_id: state.run_id.to_string(),
@@ -103,7 +101,7 @@ pub(crate) fn run(state: &RunState, updated_at: i64, events: Vec<RunEvent>) -> p
             .as_ref()
             .map(|l| l.worker.clone())
             .unwrap_or_default(),
-        events,
+        events: events.iter().map(sluice_store::codec::event_to_wire).collect(),
         ..pb::Run::default()
     };
     if let Some(f) = &state.last_error {

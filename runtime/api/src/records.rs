@@ -35,6 +35,7 @@ impl Records for RecordsApi {
             .store()
             .hub()
             .get(&r.connection, &r.stream, &key)
+            .await
             .map_err(hub_error)?
             .ok_or_else(|| {
                 Status::not_found(format!(
@@ -67,6 +68,7 @@ impl Records for RecordsApi {
             .store()
             .hub()
             .feed(&r.connection, &r.stream, r.after, limit)
+            .await
             .map_err(hub_error)?;
         Ok(Response::new(ReadChangesResponse {
             changes: changes

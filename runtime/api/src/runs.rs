@@ -46,7 +46,7 @@ impl RunsApi {
         } else {
             Vec::new()
         };
-        Ok(convert::run(&state, updated, events))
+        Ok(convert::run(&state, updated, &events))
     }
 
     async fn summary(&self, id: RunId) -> Result<RunSummary, Status> {
@@ -237,6 +237,7 @@ impl Runs for RunsApi {
                 .store()
                 .run_logs()
                 .read(id, &filter)
+                .await
                 .map_err(|e| status::of(e.into()))?;
             entries.extend(of_run.into_iter().map(|e| {
                 let mut entry = convert::log_entry(e);

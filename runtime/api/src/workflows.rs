@@ -23,13 +23,13 @@ pub(crate) struct WorkflowsApi {
 }
 
 impl WorkflowsApi {
-    #[allow(clippy::result_large_err, reason = "handlers return tonic's Status")]
-    fn set_paused(&self, name: &str, paused: bool) -> Result<Response<Workflow>, Status> {
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Response<Workflow>, Status> {
         required("name", name)?;
         self.engine
             .pause_workflow(name, paused)
+            .await
             .map_err(status::of)?;
-        let def = self.engine.workflow(name).map_err(status::of)?;
+        let def = self.engine.workflow(name).await.map_err(status::of)?;
         Ok(Response::new(convert::workflow(&def)))
     }
 }
@@ -44,7 +44,10 @@ impl Workflows for WorkflowsApi {
         let text = &request.get_ref().definition_json;
         let def: WorkflowDef =
             serde_json::from_str(text).map_err(|e| invalid("definition_json", e))?;
-        self.engine.define_workflow(&def).map_err(status::of)?;
+        self.engine
+            .define_workflow(&def)
+            .await
+            .map_err(status::of)?;
         Ok(Response::new(convert::workflow(&def)))
     }
 
@@ -54,7 +57,7 @@ impl Workflows for WorkflowsApi {
     ) -> Result<Response<Workflow>, Status> {
         let name = &request.get_ref().name;
         required("name", name)?;
-        let def = self.engine.workflow(name).map_err(status::of)?;
+        let def = self.engine.workflow(name).await.map_err(status::of)?;
         Ok(Response::new(convert::workflow(&def)))
     }
 
@@ -66,6 +69,7 @@ impl Workflows for WorkflowsApi {
         let workflows = self
             .engine
             .workflows()
+            .await
             .map_err(status::of)?
             .iter()
             .filter(|w| connection.is_empty() || &w.connection == connection)
@@ -79,7 +83,7 @@ impl Workflows for WorkflowsApi {
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<Workflow>, Status> {
         require_write(&request)?;
-        self.set_paused(&request.get_ref().name, true)
+        self.set_paused(&request.get_ref().name, true).await
     }
 
     async fn resume_workflow(
@@ -87,7 +91,7 @@ impl Workflows for WorkflowsApi {
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<Workflow>, Status> {
         require_write(&request)?;
-        self.set_paused(&request.get_ref().name, false)
+        self.set_paused(&request.get_ref().name, false).await
     }
 
     async fn delete_workflow(
@@ -140,6 +144,7 @@ impl Workflows for WorkflowsApi {
         let fires = self
             .engine
             .upcoming(&r.name, Utc::now(), count)
+            .await
             .map_err(status::of)?;
         Ok(Response::new(ListUpcomingFiresResponse {
             fire_at_unix_ms: fires

@@ -59,9 +59,9 @@ pub fn engine(data_dir: &std::path::Path, limits: Limits) -> anyhow::Result<Engi
         )
     })?;
     let host = Host::new(HostSettings::default()).context("starting the connector host")?;
-    let named = ["sample", "rest", "http-post"]
-        .into_iter()
-        .filter_map(|n| sluice_artifacts::first_party(n).map(|p| (n.to_owned(), p.to_path_buf())));
+    let named = sluice_artifacts::FIRST_PARTY
+        .iter()
+        .map(|c| (c.name.to_owned(), c.wasm));
     let worker = format!("pid-{}", std::process::id());
     Ok(Engine::with_limits(
         store,
@@ -95,15 +95,17 @@ pub fn read_definitions(file: &std::path::Path) -> anyhow::Result<Definitions> {
 }
 
 /// Stores every connection and workflow of `defs` in the engine's catalog.
-pub fn define(engine: &Engine, defs: &Definitions) -> anyhow::Result<()> {
+pub async fn define(engine: &Engine, defs: &Definitions) -> anyhow::Result<()> {
     for c in &defs.connections {
         engine
             .define_connection(c)
+            .await
             .with_context(|| format!("connection `{}`", c.name))?;
     }
     for w in &defs.workflows {
         engine
             .define_workflow(w)
+            .await
             .with_context(|| format!("workflow `{}`", w.name))?;
     }
     Ok(())
@@ -128,7 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
 
     let engine = engine(&args.data_dir, limits(args.slots, args.per_tenant)?)?;
-    define(&engine, &defs)?;
+    define(&engine, &defs).await?;
 
     if args.enqueue_only {
         for name in &selected {
@@ -315,18 +317,18 @@ mod tests {
     #[test]
     fn a_runs_duration_is_its_own_start_to_end() {
         let event = |seq, at, kind| sluice_store::RunEvent::new(RunId::default(), seq, at, kind);
-        use sluice_store::log::{EventKind, fold, v1};
+        use sluice_store::log::{EventKind, RunCompleted, RunScheduled, RunStarted, fold};
         let events = [
             event(
                 1,
                 1_000,
-                EventKind::RunScheduled(v1::RunScheduled {
+                EventKind::RunScheduled(RunScheduled {
                     workflow: "w".into(),
                     ..Default::default()
                 }),
             ),
-            event(2, 61_000, EventKind::RunStarted(v1::RunStarted::default())),
-            event(3, 63_500, EventKind::RunCompleted(v1::RunCompleted {})),
+            event(2, 61_000, EventKind::RunStarted(RunStarted::default())),
+            event(3, 63_500, EventKind::RunCompleted(RunCompleted {})),
         ];
         let state = fold(&events).expect("folds");
         assert_eq!(run_duration(&state), Duration::from_millis(2_500));

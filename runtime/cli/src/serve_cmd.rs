@@ -86,7 +86,7 @@ async fn bind(
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let defs = read_definitions(&args.file)?;
     let engine = engine(&args.data_dir, limits(args.slots, args.per_tenant)?)?;
-    define(&engine, &defs)?;
+    define(&engine, &defs).await?;
     let mut ended = engine.subscribe_ended();
     let recovery = engine.recover().await.context("resuming runs in flight")?;
     for run in &recovery.resumed {

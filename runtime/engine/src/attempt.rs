@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_host::{Batch, Connector, Grant, HostError, StreamDescriptor, SyncMode};
+use sluice_model::FailureKind;
 use sluice_store::hub::HubError;
-use sluice_store::log::v1::ErrorKind;
 use sluice_store::{BatchCommit, RunId, RunState, Store, StoreError, StreamEnd};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ const READ_AHEAD: usize = 2;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     /// Decides retry, wait or dead-letter.
-    pub kind: ErrorKind,
+    pub kind: FailureKind,
     /// What went wrong and where.
     pub message: String,
     /// How long the source asked to wait.
@@ -36,7 +36,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Failure {
             kind,
             message: message.into(),
@@ -84,13 +84,13 @@ pub(crate) fn failure_of(context: &str, e: HostError) -> Failure {
             | HostError::Poisoned { .. }
     );
     let kind = match e.kind() {
-        _ if sandbox => ErrorKind::Sandbox,
-        sluice_host::ErrorKind::Config => ErrorKind::Config,
-        sluice_host::ErrorKind::Auth => ErrorKind::Auth,
-        sluice_host::ErrorKind::RateLimited(_) => ErrorKind::RateLimited,
-        sluice_host::ErrorKind::Transient => ErrorKind::Transient,
-        sluice_host::ErrorKind::Permanent => ErrorKind::Permanent,
-        sluice_host::ErrorKind::Schema => ErrorKind::Schema,
+        _ if sandbox => FailureKind::Sandbox,
+        sluice_host::ErrorKind::Config => FailureKind::Config,
+        sluice_host::ErrorKind::Auth => FailureKind::Auth,
+        sluice_host::ErrorKind::RateLimited(_) => FailureKind::RateLimited,
+        sluice_host::ErrorKind::Transient => FailureKind::Transient,
+        sluice_host::ErrorKind::Permanent => FailureKind::Permanent,
+        sluice_host::ErrorKind::Schema => FailureKind::Schema,
     };
     let retry_after = e.retry_after();
     Failure {
@@ -107,7 +107,7 @@ fn store_failure(context: &str, e: StoreError) -> AttemptEnd {
             | HubError::MissingPrimaryKey { .. }
             | HubError::MalformedRecord { .. }
             | HubError::BatchTooLarge { .. }),
-        ) => AttemptEnd::Failed(Failure::new(ErrorKind::Schema, format!("{context}: {h}"))),
+        ) => AttemptEnd::Failed(Failure::new(FailureKind::Schema, format!("{context}: {h}"))),
         other => AttemptEnd::Store(other),
     }
 }
@@ -190,7 +190,7 @@ impl Attempt<'_> {
     }
 
     fn plan(&self, name: &str, offered: &[StreamDescriptor]) -> Result<StreamPlan, AttemptEnd> {
-        let config_error = |m: String| AttemptEnd::Failed(Failure::new(ErrorKind::Config, m));
+        let config_error = |m: String| AttemptEnd::Failed(Failure::new(FailureKind::Config, m));
         let def = self.workflow.stream(name);
         let Some(descriptor) = offered.iter().find(|d| d.name == name) else {
             let names: Vec<&str> = offered.iter().map(|d| d.name.as_str()).collect();
@@ -247,6 +247,7 @@ impl Attempt<'_> {
                 .store
                 .hub()
                 .stream_cursor(&self.connection.name, name)
+                .await
                 .map_err(|e| AttemptEnd::Store(e.into()))?
                 .unwrap_or_default(),
             None => String::new(),

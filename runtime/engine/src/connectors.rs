@@ -1,6 +1,7 @@
 //! Resolving a connection's connector reference to a loaded component.
 //!
-//! Owns the map from first-party names to their `.wasm` files, a cache of loaded
+//! Owns the map from first-party names to their components (embedded in the
+//! binary, or `.wasm` files for tests and benchmarks), a cache of loaded
 //! connectors by reference, and what connectors answered that depends only on their
 //! component and config (declared rate limits; recent discoveries). It runs a
 //! connector only to ask those; it compiles (through the host's on-disk cache) and
@@ -35,10 +36,43 @@ fn reusable(age: Duration, offered: &[StreamDescriptor], needed: &[&str]) -> boo
     age < DISCOVERY_TTL && needed.iter().all(|n| offered.iter().any(|d| d.name == *n))
 }
 
+/// Where a first-party connector's component comes from.
+#[derive(Clone)]
+pub enum Component {
+    /// The component's bytes, compiled into the binary: a binary copied anywhere
+    /// still has its first-party connectors.
+    Embedded(&'static [u8]),
+    /// A `.wasm` file, read when the connector is first loaded (tests and
+    /// benchmarks, which run where the components were built).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Component {
+    // Not the bytes: a component is megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Component::Embedded(wasm) => write!(f, "Embedded({} bytes)", wasm.len()),
+            Component::File(file) => f.debug_tuple("File").field(file).finish(),
+        }
+    }
+}
+
+impl From<&'static [u8]> for Component {
+    fn from(wasm: &'static [u8]) -> Self {
+        Component::Embedded(wasm)
+    }
+}
+
+impl From<PathBuf> for Component {
+    fn from(file: PathBuf) -> Self {
+        Component::File(file)
+    }
+}
+
 /// Named connectors and loaded components.
 pub struct Connectors {
     host: Host,
-    named: HashMap<String, PathBuf>,
+    named: HashMap<String, Component>,
     /// Connectors registered through the API, by name: their component files.
     registered: RwLock<HashMap<String, PathBuf>>,
     loaded: Mutex<HashMap<String, Connector>>,
@@ -48,11 +82,15 @@ pub struct Connectors {
 }
 
 impl Connectors {
-    /// Resolves references through `host`; `named` maps first-party names to files.
-    pub fn new(host: Host, named: impl IntoIterator<Item = (String, PathBuf)>) -> Self {
+    /// Resolves references through `host`; `named` maps first-party names to their
+    /// components: embedded bytes (`&'static [u8]`) or files (`PathBuf`).
+    pub fn new<C: Into<Component>>(
+        host: Host,
+        named: impl IntoIterator<Item = (String, C)>,
+    ) -> Self {
         Connectors {
             host,
-            named: named.into_iter().collect(),
+            named: named.into_iter().map(|(n, c)| (n, c.into())).collect(),
             registered: RwLock::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             declared: Mutex::new(HashMap::new()),
@@ -120,14 +158,14 @@ impl Connectors {
         &self.host
     }
 
-    /// The first-party connectors: name and file.
-    pub fn first_party(&self) -> Vec<(String, PathBuf)> {
+    /// The first-party connectors: name and component, by name.
+    pub fn first_party(&self) -> Vec<(String, Component)> {
         let mut out: Vec<_> = self
             .named
             .iter()
-            .map(|(n, p)| (n.clone(), p.clone()))
+            .map(|(n, c)| (n.clone(), c.clone()))
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -159,11 +197,20 @@ impl Connectors {
             .read()
             .ok()
             .and_then(|r| r.get(reference).cloned());
-        let path = match registered.or_else(|| self.named.get(reference).cloned()) {
-            Some(p) => p,
-            None => Path::new(reference).to_path_buf(),
+        let loaded = match (registered, self.named.get(reference)) {
+            (Some(file), _) => self.load_file(reference, &file),
+            (None, Some(Component::Embedded(wasm))) => self.host.load(wasm),
+            (None, Some(Component::File(file))) => self.load_file(reference, file),
+            (None, None) => self.load_file(reference, Path::new(reference)),
         };
-        if !path.is_file() {
+        let connector = loaded?.named(reference);
+        self.cache().insert(reference.to_owned(), connector.clone());
+        Ok(connector)
+    }
+
+    /// The component in `file`, which `reference` named.
+    fn load_file(&self, reference: &str, file: &Path) -> Result<Connector, HostError> {
+        if !file.is_file() {
             let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
             names.sort_unstable();
             return Err(HostError::Compile {
@@ -174,9 +221,7 @@ impl Connectors {
                 ),
             });
         }
-        let connector = self.host.load_file(&path)?.named(reference);
-        self.cache().insert(reference.to_owned(), connector.clone());
-        Ok(connector)
+        self.host.load_file(file)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connector>> {
@@ -196,6 +241,31 @@ mod tests {
             cursor_field: None,
             sync_modes: vec![sluice_host::SyncMode::FullRefresh],
         }
+    }
+
+    #[test]
+    fn embedded_and_file_components_load_alike() {
+        let host = Host::new(sluice_host::HostSettings {
+            cache_dir: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let sample = sluice_artifacts::first_party("sample").unwrap();
+        let connectors = Connectors::new(host, [("sample".to_string(), sample.wasm)]);
+        let embedded = connectors.load("sample").unwrap();
+        assert_eq!(embedded.name(), "sample");
+        let file = connectors.load(sluice_artifacts::SAMPLE).unwrap();
+        assert_eq!(embedded.digest(), file.digest());
+        assert!(connectors.is_first_party("sample"));
+        assert!(matches!(
+            connectors.first_party().as_slice(),
+            [(name, Component::Embedded(_))] if name == "sample"
+        ));
+        let missing = connectors.load("no-such-connector").unwrap_err();
+        assert!(
+            missing.to_string().contains("those are: sample"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -17,9 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
 
+use sluice_model::{
+    AttemptBegun, AttemptFailed, EventKind, FailureKind, Heartbeat, ManualRetryRequested,
+    RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered, RunScheduled, RunStarted,
+    StatusKind,
+};
 use sluice_store::log::Appending;
-use sluice_store::log::v1::{self, ErrorKind};
-use sluice_store::log::{EventKind, RunFilter, StatusKind};
+use sluice_store::log::RunFilter;
 use sluice_store::{LogError, RunId, RunState, RunStatus, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +49,7 @@ pub(crate) const WORKFLOW: &str = "workflow";
 const BEGIN_HELD: Duration = Duration::from_millis(50);
 
 /// Why a run starts.
-pub use sluice_store::log::v1::Trigger;
+pub use sluice_model::Trigger;
 
 /// The engine of one node. Cheap to clone.
 #[derive(Clone)]
@@ -70,6 +74,8 @@ pub(crate) struct Inner {
     /// Held from the overlap check to the durable `RunScheduled`, so that two starts
     /// of one workflow cannot both pass the check.
     pub(crate) starting: tokio::sync::Mutex<()>,
+    /// Set once the connectors registered in the catalog are resolvable.
+    registered_loaded: tokio::sync::OnceCell<()>,
 }
 
 /// How a driver stopped.
@@ -132,13 +138,13 @@ pub(crate) fn scheduled(
     trigger: Trigger,
     fire_at_unix_ms: i64,
 ) -> EventKind {
-    EventKind::RunScheduled(v1::RunScheduled {
+    EventKind::RunScheduled(RunScheduled {
         workflow: wf.name.clone(),
         connection: conn.name.clone(),
         tenant: conn.tenant.clone(),
         priority: wf.priority,
         streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
-        trigger: trigger as i32,
+        trigger,
         fire_at_unix_ms,
     })
 }
@@ -190,11 +196,9 @@ impl Engine {
                 dispatcher_started: AtomicBool::new(false),
                 ended: tokio::sync::broadcast::channel(1024).0,
                 starting: tokio::sync::Mutex::new(()),
+                registered_loaded: tokio::sync::OnceCell::new(),
             }),
         };
-        if let Err(e) = engine.load_registered() {
-            tracing::error!(error = %e, "cannot read the registered connectors");
-        }
         engine
     }
 
@@ -208,35 +212,54 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The connectors, once those registered in the catalog are resolvable: read on
+    /// first use, so that building an engine does no I/O.
+    pub(crate) async fn connectors(&self) -> &Connectors {
+        self.inner
+            .registered_loaded
+            .get_or_init(|| async {
+                if let Err(e) = self.load_registered().await {
+                    tracing::error!(error = %e, "cannot read the registered connectors");
+                }
+            })
+            .await;
+        &self.inner.connectors
+    }
+
     /// Defines (or replaces) a connection, after checking it and that its connector
     /// loads.
-    pub fn define_connection(&self, def: &ConnectionDef) -> Result<(), EngineError> {
+    pub async fn define_connection(&self, def: &ConnectionDef) -> Result<(), EngineError> {
         def.validate("")?;
-        self.inner
-            .connectors
+        self.connectors()
+            .await
             .load(&def.connector)
             .map_err(|e| EngineError::Connector {
                 reference: def.connector.clone(),
                 message: e.to_string(),
             })?;
-        self.put(CONNECTION, &def.name, def)?;
+        self.put(CONNECTION, &def.name, def).await?;
         self.inner.definitions.put_connection(Arc::new(def.clone()));
         Ok(())
     }
 
     /// Defines (or replaces) a workflow, after checking it and that its connection
     /// exists.
-    pub fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {
+    pub async fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {
         def.validate("")?;
-        self.connection(&def.connection)?;
-        self.put(WORKFLOW, &def.name, def)?;
+        self.connection(&def.connection).await?;
+        self.put(WORKFLOW, &def.name, def).await?;
         self.inner
             .definitions
             .workflow_changed(Arc::new(def.clone()));
         Ok(())
     }
 
-    fn put<T: serde::Serialize>(&self, kind: &str, name: &str, def: &T) -> Result<(), EngineError> {
+    async fn put<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        def: &T,
+    ) -> Result<(), EngineError> {
         let json = serde_json::to_vec(def).map_err(|e| EngineError::CorruptDefinition {
             kind: if kind == CONNECTION {
                 CONNECTION
@@ -246,16 +269,16 @@ impl Engine {
             name: name.to_owned(),
             message: e.to_string(),
         })?;
-        self.inner.store.catalog().put(kind, name, &json)?;
+        self.inner.store.catalog().put(kind, name, &json).await?;
         Ok(())
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    async fn get<T: serde::de::DeserializeOwned>(
         &self,
         kind: &'static str,
         name: &str,
     ) -> Result<Option<T>, EngineError> {
-        let Some(raw) = self.inner.store.catalog().get(kind, name)? else {
+        let Some(raw) = self.inner.store.catalog().get(kind, name).await? else {
             return Ok(None);
         };
         serde_json::from_slice(&raw)
@@ -268,13 +291,14 @@ impl Engine {
     }
 
     /// The connection named `name`.
-    pub fn connection(&self, name: &str) -> Result<Arc<ConnectionDef>, EngineError> {
+    pub async fn connection(&self, name: &str) -> Result<Arc<ConnectionDef>, EngineError> {
         let cache = &self.inner.definitions;
         if let Some(def) = cache.connection(name) {
             return Ok(def);
         }
         let def: Arc<ConnectionDef> = self
-            .get::<ConnectionDef>(CONNECTION, name)?
+            .get::<ConnectionDef>(CONNECTION, name)
+            .await?
             .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))?
             .into();
         cache.put_connection(Arc::clone(&def));
@@ -282,13 +306,14 @@ impl Engine {
     }
 
     /// The workflow named `name`.
-    pub fn workflow(&self, name: &str) -> Result<Arc<WorkflowDef>, EngineError> {
+    pub async fn workflow(&self, name: &str) -> Result<Arc<WorkflowDef>, EngineError> {
         let cache = &self.inner.definitions;
         if let Some(def) = cache.workflow(name) {
             return Ok(def);
         }
         let def: Arc<WorkflowDef> = self
-            .get::<WorkflowDef>(WORKFLOW, name)?
+            .get::<WorkflowDef>(WORKFLOW, name)
+            .await?
             .ok_or_else(|| EngineError::UnknownWorkflow(name.to_owned()))?
             .into();
         cache.put_workflow(Arc::clone(&def));
@@ -314,8 +339,8 @@ impl Engine {
     /// overlap). Returns once `RunScheduled` is durable; the run goes on in the
     /// background.
     pub async fn start(&self, workflow: &str, trigger: Trigger) -> Result<RunId, EngineError> {
-        let wf = self.workflow(workflow)?;
-        let conn = self.connection(&wf.connection)?;
+        let wf = self.workflow(workflow).await?;
+        let conn = self.connection(&wf.connection).await?;
         let _starting = self.inner.starting.lock().await;
         if let Some(run) = self.in_flight_run(workflow).await? {
             return Err(EngineError::AlreadyRunning {
@@ -484,7 +509,7 @@ impl Engine {
             .log()
             .append(
                 run,
-                vec![EventKind::RunCancelled(v1::RunCancelled {
+                vec![EventKind::RunCancelled(RunCancelled {
                     reason: reason.to_owned(),
                 })],
             )
@@ -511,7 +536,7 @@ impl Engine {
             .log()
             .append(
                 run,
-                vec![EventKind::ManualRetryRequested(v1::ManualRetryRequested {
+                vec![EventKind::ManualRetryRequested(ManualRetryRequested {
                     requested_by: requested_by.to_owned(),
                     not_before_unix_ms: 0,
                 })],
@@ -527,9 +552,11 @@ impl Engine {
         let state = self.state(run).await?;
         let connector = self
             .connection(&state.connection)
+            .await
             .map_or_else(|_| state.connection.clone(), |c| c.connector.clone());
         let overlap = self
             .workflow(&state.workflow)
+            .await
             .map(|w| w.overlap)
             .unwrap_or_default();
         let workflow = state.workflow.clone();
@@ -718,9 +745,9 @@ impl Engine {
                         .lease
                         .as_ref()
                         .map_or_else(|| state.worker.clone(), |l| l.worker.clone());
-                    let failed = EventKind::AttemptFailed(v1::AttemptFailed {
+                    let failed = EventKind::AttemptFailed(AttemptFailed {
                         attempt: *attempt,
-                        kind: ErrorKind::Orchestration as i32,
+                        kind: FailureKind::Orchestration,
                         message: format!(
                             "attempt {attempt} on worker `{holder}` was interrupted (its \
                              node stopped or its lease expired); resuming from the last \
@@ -749,13 +776,13 @@ impl Engine {
             let started_at_unix_ms = state.started_at_unix_ms.or(Some(now_unix_ms()));
             let mut begin = Vec::with_capacity(2);
             if state.started_at_unix_ms.is_none() {
-                begin.push(EventKind::RunStarted(v1::RunStarted {
+                begin.push(EventKind::RunStarted(RunStarted {
                     worker: self.inner.worker.clone(),
                 }));
             }
-            let wf = self.workflow(&state.workflow);
+            let wf = self.workflow(&state.workflow).await;
             let lease = Lease::of(&wf);
-            begin.push(EventKind::AttemptBegun(v1::AttemptBegun {
+            begin.push(EventKind::AttemptBegun(AttemptBegun {
                 attempt,
                 worker: self.inner.worker.clone(),
                 lease_until_unix_ms: lease.until(now_unix_ms()),
@@ -786,7 +813,7 @@ impl Engine {
                             .inner
                             .store
                             .log()
-                            .enqueue(run, vec![EventKind::RunCompleted(v1::RunCompleted {})])
+                            .enqueue(run, vec![EventKind::RunCompleted(RunCompleted {})])
                             .await?;
                         // The work is over and its end stamped: the next run may take
                         // the slot while the end is made durable (this run stays held,
@@ -815,9 +842,9 @@ impl Engine {
                 AttemptEnd::Store(e) => return Err(e.into()),
                 AttemptEnd::Failed(f) => f,
             };
-            let failed = EventKind::AttemptFailed(v1::AttemptFailed {
+            let failed = EventKind::AttemptFailed(AttemptFailed {
                 attempt,
-                kind: failure.kind as i32,
+                kind: failure.kind,
                 message: failure.message.clone(),
                 retry_after_ms: failure
                     .retry_after
@@ -836,11 +863,10 @@ impl Engine {
             }
             tracing::warn!(%run, attempt, kind = ?failure.kind, error = %failure.message, "attempt failed");
             let m = &self.inner.metrics;
-            let kind_name = failure.kind.as_str_name().trim_start_matches("ERROR_KIND_");
             m.attempt_failures
-                .get_or_create(&metrics::kind(&kind_name.to_ascii_lowercase()))
+                .get_or_create(&metrics::kind(failure.kind.as_str()))
                 .inc();
-            if failure.kind == ErrorKind::RateLimited {
+            if failure.kind == FailureKind::RateLimited {
                 m.rate_limit_waits.inc();
                 if let Some(wait) = failure.retry_after {
                     m.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
@@ -849,13 +875,13 @@ impl Engine {
             let policy = wf.map(|w| w.retry.clone()).unwrap_or_default();
             let failures = self.failures(run).await?;
             let next = match policy.decide(failure.kind, failure.retry_after, failures) {
-                Decision::Retry(delay) => EventKind::RetryScheduled(v1::RetryScheduled {
+                Decision::Retry(delay) => EventKind::RetryScheduled(RetryScheduled {
                     attempt: attempt + 1,
                     not_before_unix_ms: now_unix_ms()
                         .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
                 }),
-                Decision::DeadLetter => EventKind::RunDeadLettered(v1::RunDeadLettered {
-                    kind: failure.kind as i32,
+                Decision::DeadLetter => EventKind::RunDeadLettered(RunDeadLettered {
+                    kind: failure.kind,
                     message: failure.message,
                 }),
             };
@@ -936,7 +962,7 @@ impl Engine {
                 _ = ticker.tick() => {
                     if deadline_ms.is_some_and(|d| now_unix_ms() >= d) {
                         return Err(AttemptEnd::Failed(Failure::new(
-                            ErrorKind::Permanent,
+                            FailureKind::Permanent,
                             format!(
                                 "the run timed out after {} s (timeouts.run_secs); \
                                  a manual retry resumes it from its last checkpoint",
@@ -946,7 +972,7 @@ impl Engine {
                     }
                     if last_progress.elapsed() >= stuck_after {
                         return Err(AttemptEnd::Failed(Failure::new(
-                            ErrorKind::Transient,
+                            FailureKind::Transient,
                             format!(
                                 "attempt {attempt} committed nothing for {} s \
                                  (timeouts.heartbeat_secs): stopped as stuck",
@@ -956,7 +982,7 @@ impl Engine {
                     }
                     if last_beat.elapsed() >= beat {
                         last_beat = tokio::time::Instant::now();
-                        let heartbeat = EventKind::Heartbeat(v1::Heartbeat {
+                        let heartbeat = EventKind::Heartbeat(Heartbeat {
                             attempt,
                             lease_until_unix_ms: lease.until(now_unix_ms()),
                         });
@@ -978,14 +1004,15 @@ impl Engine {
         cancel: &CancellationToken,
         progress: &watch::Sender<Progress>,
     ) -> Result<Done, AttemptEnd> {
-        let config = |m: String| AttemptEnd::Failed(Failure::new(ErrorKind::Config, m));
+        let config = |m: String| AttemptEnd::Failed(Failure::new(FailureKind::Config, m));
         let workflow = workflow.as_ref().map_err(|e| config(e.to_string()))?;
         let connection = self
             .connection(&state.connection)
+            .await
             .map_err(|e| config(e.to_string()))?;
         let connector = self
-            .inner
-            .connectors
+            .connectors()
+            .await
             .load(&connection.connector)
             .map_err(|e| config(format!("connector `{}`: {e}", connection.connector)))?;
         let activities = crate::run_log::Activities::default();
@@ -1006,7 +1033,7 @@ impl Engine {
         .run()
         .await;
         let entries = activities.entries(attempt);
-        if let Err(e) = self.inner.store.run_logs().append(run, &entries) {
+        if let Err(e) = self.inner.store.run_logs().append(run, &entries).await {
             tracing::warn!(%run, error = %e, "cannot keep the attempt's logs");
         }
         result
@@ -1015,7 +1042,7 @@ impl Engine {
     async fn cancelled(&self, run: RunId) -> Result<Driven, EngineError> {
         self.append(
             run,
-            vec![EventKind::RunCancelled(v1::RunCancelled {
+            vec![EventKind::RunCancelled(RunCancelled {
                 reason: "cancelled on request".into(),
             })],
         )
@@ -1030,10 +1057,10 @@ impl Engine {
         let mut f = Failures::default();
         for e in &events {
             match &e.kind {
-                Some(EventKind::ManualRetryRequested(_)) => f = Failures::default(),
-                Some(EventKind::AttemptFailed(a)) => match ErrorKind::try_from(a.kind) {
-                    Ok(ErrorKind::RateLimited) => f.rate_limited += 1,
-                    Ok(ErrorKind::Orchestration) => {}
+                EventKind::ManualRetryRequested(_) => f = Failures::default(),
+                EventKind::AttemptFailed(a) => match a.kind {
+                    FailureKind::RateLimited => f.rate_limited += 1,
+                    FailureKind::Orchestration => {}
                     _ => f.attempts += 1,
                 },
                 _ => {}

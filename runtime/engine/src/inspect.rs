@@ -17,12 +17,12 @@ use crate::error::EngineError;
 const ACTIVITY_CAPACITY: usize = 64;
 
 impl Engine {
-    fn all<T: serde::de::DeserializeOwned>(
+    async fn all<T: serde::de::DeserializeOwned>(
         &self,
         kind: &'static str,
     ) -> Result<Vec<Arc<T>>, EngineError> {
         let mut out = Vec::new();
-        for (name, raw) in self.inner.store.catalog().list(kind)? {
+        for (name, raw) in self.inner.store.catalog().list(kind).await? {
             let def =
                 serde_json::from_slice::<T>(&raw).map_err(|e| EngineError::CorruptDefinition {
                     kind,
@@ -35,13 +35,13 @@ impl Engine {
     }
 
     /// Every defined connection, by name.
-    pub fn connections(&self) -> Result<Vec<Arc<ConnectionDef>>, EngineError> {
-        self.all(CONNECTION)
+    pub async fn connections(&self) -> Result<Vec<Arc<ConnectionDef>>, EngineError> {
+        self.all(CONNECTION).await
     }
 
     /// Every defined workflow, by name.
-    pub fn workflows(&self) -> Result<Vec<Arc<WorkflowDef>>, EngineError> {
-        self.all(WORKFLOW)
+    pub async fn workflows(&self) -> Result<Vec<Arc<WorkflowDef>>, EngineError> {
+        self.all(WORKFLOW).await
     }
 
     /// The grant of an operator's check or discover: the connection's rate limits
@@ -74,8 +74,8 @@ impl Engine {
         &self,
         connection: &ConnectionDef,
     ) -> Result<sluice_host::Connector, EngineError> {
-        self.inner
-            .connectors
+        self.connectors()
+            .await
             .load(&connection.connector)
             .map_err(|e| EngineError::Connector {
                 reference: connection.connector.clone(),
@@ -86,7 +86,7 @@ impl Engine {
     /// Runs the connector's `check` on the connection: `None` when it passes, else
     /// the failure with its kind (config, auth, transient, ...).
     pub async fn check_connection(&self, name: &str) -> Result<Option<Failure>, EngineError> {
-        let connection = self.connection(name)?;
+        let connection = self.connection(name).await?;
         let connector = self.connector_of(&connection).await?;
         let config = connection.effective_config().to_string();
         let grant = match self.grant(&connection, &connector, &config).await {
@@ -105,7 +105,7 @@ impl Engine {
         &self,
         name: &str,
     ) -> Result<Result<Vec<StreamDescriptor>, Failure>, EngineError> {
-        let connection = self.connection(name)?;
+        let connection = self.connection(name).await?;
         let connector = self.connector_of(&connection).await?;
         let config = connection.effective_config().to_string();
         let grant = match self.grant(&connection, &connector, &config).await {

@@ -73,8 +73,8 @@ fn valid_name(name: &str) -> Result<(), EngineError> {
 
 impl Engine {
     /// Makes the connectors registered in the catalog resolvable (on start).
-    pub(crate) fn load_registered(&self) -> Result<(), EngineError> {
-        for (name, raw) in self.inner.store.catalog().list(CONNECTOR)? {
+    pub(crate) async fn load_registered(&self) -> Result<(), EngineError> {
+        for (name, raw) in self.inner.store.catalog().list(CONNECTOR).await? {
             match serde_json::from_slice::<Registered>(&raw) {
                 Ok(r) => self.inner.connectors.set_registered(&name, Some(r.file)),
                 Err(e) => {
@@ -85,20 +85,20 @@ impl Engine {
         Ok(())
     }
 
-    fn used_by(&self, name: &str) -> Result<Vec<String>, EngineError> {
-        Ok(users(&self.connections()?, name))
+    async fn used_by(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        Ok(users(&self.connections().await?, name))
     }
 
     /// Registers (or replaces) the connector `name` with the component `wasm`, after
     /// compiling it and checking it exports a source or a destination.
-    pub fn register_connector(
+    pub async fn register_connector(
         &self,
         name: &str,
         version: &str,
         wasm: &[u8],
     ) -> Result<ConnectorInfo, EngineError> {
         valid_name(name)?;
-        let connectors = &self.inner.connectors;
+        let connectors = self.connectors().await;
         if connectors.is_first_party(name) {
             return Err(EngineError::FirstPartyConnector(name.to_owned()));
         }
@@ -106,9 +106,12 @@ impl Engine {
             name: name.to_owned(),
             message,
         };
-        let loaded = connectors
-            .host()
-            .load(wasm)
+        // Compiling a component takes from milliseconds to seconds: off the runtime.
+        let host = connectors.host().clone();
+        let bytes = wasm.to_vec();
+        let loaded = tokio::task::spawn_blocking(move || host.load(&bytes))
+            .await
+            .map_err(|e| invalid(format!("compiling stopped: {e}")))?
             .map_err(|e| invalid(e.to_string()))?;
         let digest = loaded.digest().to_owned();
         let dir = self.inner.store.dir().join(COMPONENTS_DIR);
@@ -129,25 +132,24 @@ impl Engine {
             registered_at_unix_ms: now_unix_ms(),
         };
         let json = serde_json::to_vec(&record).map_err(|e| invalid(e.to_string()))?;
-        self.inner.store.catalog().put(CONNECTOR, name, &json)?;
+        self.inner.store.catalog().put(CONNECTOR, name, &json).await?;
         connectors.set_registered(name, Some(file));
         Ok(ConnectorInfo {
             name: name.to_owned(),
             version: version.to_owned(),
             digest,
             first_party: false,
-            used_by: self.used_by(name)?,
+            used_by: self.used_by(name).await?,
         })
     }
 
     /// Every connector of the node: first-party ones, then registered ones, by name.
-    pub fn connector_infos(&self) -> Result<Vec<ConnectorInfo>, EngineError> {
-        let connections = self.connections()?;
+    pub async fn connector_infos(&self) -> Result<Vec<ConnectorInfo>, EngineError> {
+        let connections = self.connections().await?;
+        let connectors = self.connectors().await;
         let mut out = Vec::new();
-        for (name, _) in self.inner.connectors.first_party() {
-            let digest = self
-                .inner
-                .connectors
+        for (name, _) in connectors.first_party() {
+            let digest = connectors
                 .load(&name)
                 .map(|c| c.digest().to_owned())
                 .unwrap_or_default();
@@ -159,7 +161,7 @@ impl Engine {
                 first_party: true,
             });
         }
-        for (name, raw) in self.inner.store.catalog().list(CONNECTOR)? {
+        for (name, raw) in self.inner.store.catalog().list(CONNECTOR).await? {
             let Ok(r) = serde_json::from_slice::<Registered>(&raw) else {
                 continue;
             };
@@ -180,13 +182,14 @@ impl Engine {
         name: &str,
     ) -> Result<(ConnectorInfo, serde_json::Value), EngineError> {
         let info = self
-            .connector_infos()?
+            .connector_infos()
+            .await?
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| EngineError::UnknownConnector(name.to_owned()))?;
         let connector = self
-            .inner
-            .connectors
+            .connectors()
+            .await
             .load(name)
             .map_err(|e| EngineError::Connector {
                 reference: name.to_owned(),
@@ -200,21 +203,21 @@ impl Engine {
     }
 
     /// Removes a registered connector no connection uses.
-    pub fn remove_connector(&self, name: &str) -> Result<(), EngineError> {
-        if self.inner.connectors.is_first_party(name) {
+    pub async fn remove_connector(&self, name: &str) -> Result<(), EngineError> {
+        if self.connectors().await.is_first_party(name) {
             return Err(EngineError::FirstPartyConnector(name.to_owned()));
         }
-        let Some(raw) = self.inner.store.catalog().get(CONNECTOR, name)? else {
+        let Some(raw) = self.inner.store.catalog().get(CONNECTOR, name).await? else {
             return Err(EngineError::UnknownConnector(name.to_owned()));
         };
-        let used_by = self.used_by(name)?;
+        let used_by = self.used_by(name).await?;
         if !used_by.is_empty() {
             return Err(EngineError::ConnectorInUse {
                 name: name.to_owned(),
                 connections: used_by,
             });
         }
-        self.inner.store.catalog().remove(CONNECTOR, name)?;
+        self.inner.store.catalog().remove(CONNECTOR, name).await?;
         self.inner.connectors.set_registered(name, None);
         // The file goes once no other registration shares its digest.
         if let Ok(r) = serde_json::from_slice::<Registered>(&raw) {
@@ -222,7 +225,8 @@ impl Engine {
                 .inner
                 .store
                 .catalog()
-                .list(CONNECTOR)?
+                .list(CONNECTOR)
+                .await?
                 .iter()
                 .filter_map(|(_, raw)| serde_json::from_slice::<Registered>(raw).ok())
                 .any(|o| o.digest == r.digest);

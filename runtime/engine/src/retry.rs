@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
-use sluice_store::log::v1::ErrorKind;
+use sluice_model::FailureKind;
 
 use crate::definition::DefinitionError;
 
@@ -113,15 +113,16 @@ impl RetryPolicy {
     /// retry sooner than `retry_after` (a host's breaker cool-down).
     pub fn decide(
         &self,
-        kind: ErrorKind,
+        kind: FailureKind,
         retry_after: Option<Duration>,
         failures: Failures,
     ) -> Decision {
         match kind {
-            ErrorKind::Config | ErrorKind::Auth | ErrorKind::Schema | ErrorKind::Permanent => {
-                Decision::DeadLetter
-            }
-            ErrorKind::RateLimited => {
+            FailureKind::Config
+            | FailureKind::Auth
+            | FailureKind::Schema
+            | FailureKind::Permanent => Decision::DeadLetter,
+            FailureKind::RateLimited => {
                 if failures.rate_limited > self.max_rate_limit_waits {
                     Decision::DeadLetter
                 } else {
@@ -130,10 +131,7 @@ impl RetryPolicy {
                     )
                 }
             }
-            ErrorKind::Transient
-            | ErrorKind::Sandbox
-            | ErrorKind::Orchestration
-            | ErrorKind::Unspecified => {
+            FailureKind::Transient | FailureKind::Sandbox | FailureKind::Orchestration => {
                 if failures.attempts >= self.max_attempts {
                     Decision::DeadLetter
                 } else {
@@ -196,24 +194,24 @@ mod tests {
             rate_limited: 0,
         };
         for kind in [
-            ErrorKind::Config,
-            ErrorKind::Auth,
-            ErrorKind::Schema,
-            ErrorKind::Permanent,
+            FailureKind::Config,
+            FailureKind::Auth,
+            FailureKind::Schema,
+            FailureKind::Permanent,
         ] {
             assert_eq!(p.decide(kind, None, once), Decision::DeadLetter, "{kind:?}");
         }
         assert_eq!(
-            p.decide(ErrorKind::Transient, None, once),
+            p.decide(FailureKind::Transient, None, once),
             Decision::Retry(Duration::from_millis(100))
         );
         // An open breaker's cool-down is waited out; a shorter hint changes nothing.
         assert_eq!(
-            p.decide(ErrorKind::Transient, Some(Duration::from_secs(30)), once),
+            p.decide(FailureKind::Transient, Some(Duration::from_secs(30)), once),
             Decision::Retry(Duration::from_secs(30))
         );
         assert_eq!(
-            p.decide(ErrorKind::Transient, Some(Duration::from_millis(1)), once),
+            p.decide(FailureKind::Transient, Some(Duration::from_millis(1)), once),
             Decision::Retry(Duration::from_millis(100))
         );
         let waits = Failures {
@@ -221,7 +219,11 @@ mod tests {
             rate_limited: 3,
         };
         assert_eq!(
-            p.decide(ErrorKind::RateLimited, Some(Duration::from_secs(7)), waits),
+            p.decide(
+                FailureKind::RateLimited,
+                Some(Duration::from_secs(7)),
+                waits
+            ),
             Decision::Retry(Duration::from_secs(7))
         );
         let spent = Failures {
@@ -229,7 +231,7 @@ mod tests {
             rate_limited: 0,
         };
         assert_eq!(
-            p.decide(ErrorKind::Transient, None, spent),
+            p.decide(FailureKind::Transient, None, spent),
             Decision::DeadLetter
         );
     }

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_scheduler::{Candidate, OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
 use sluice_store::RunId;
-use sluice_store::log::v1;
 
 use crate::definition::WorkflowDef;
 use crate::dispatch::id_of;
@@ -84,35 +83,36 @@ impl Engine {
         serde_json::to_vec(value).unwrap_or_default()
     }
 
-    fn progress(&self, workflow: &str) -> Result<Option<Progress>, EngineError> {
-        let raw = self.inner.store.catalog().get(SCHEDULE, workflow)?;
+    async fn progress(&self, workflow: &str) -> Result<Option<Progress>, EngineError> {
+        let raw = self.inner.store.catalog().get(SCHEDULE, workflow).await?;
         Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
     }
 
     /// Records progress past fires that started nothing (dropped or skipped). Not
     /// flushed on its own: the next durable append flushes it. A crash before that
     /// only makes the node look at those fires again, and none of them has a run.
-    fn put_progress(&self, workflow: &str, p: Progress) -> Result<(), EngineError> {
+    async fn put_progress(&self, workflow: &str, p: Progress) -> Result<(), EngineError> {
         self.inner
             .store
             .catalog()
-            .put_unflushed(SCHEDULE, workflow, &Self::json(&p))?;
+            .put_unflushed(SCHEDULE, workflow, &Self::json(&p))
+            .await?;
         Ok(())
     }
 
     /// Pauses or resumes the whole scheduler (durable).
-    pub fn pause_scheduler(&self, paused: bool) -> Result<(), EngineError> {
-        self.inner.store.catalog().put(
-            SCHEDULER,
-            "state",
-            &Self::json(&SchedulerState { paused }),
-        )?;
+    pub async fn pause_scheduler(&self, paused: bool) -> Result<(), EngineError> {
+        self.inner
+            .store
+            .catalog()
+            .put(SCHEDULER, "state", &Self::json(&SchedulerState { paused }))
+            .await?;
         Ok(())
     }
 
     /// Whether the scheduler is paused.
-    pub fn scheduler_paused(&self) -> Result<bool, EngineError> {
-        let raw = self.inner.store.catalog().get(SCHEDULER, "state")?;
+    pub async fn scheduler_paused(&self) -> Result<bool, EngineError> {
+        let raw = self.inner.store.catalog().get(SCHEDULER, "state").await?;
         Ok(raw
             .and_then(|r| serde_json::from_slice::<SchedulerState>(&r).ok())
             .is_some_and(|s| s.paused))
@@ -121,7 +121,7 @@ impl Engine {
     /// Deletes a workflow and its schedule's progress; refused while it has a run in
     /// flight (cancel it first). Its runs stay in the log, with their history.
     pub async fn delete_workflow(&self, workflow: &str) -> Result<(), EngineError> {
-        self.workflow(workflow)?;
+        self.workflow(workflow).await?;
         let _starting = self.inner.starting.lock().await;
         if let Some(run) = self.in_flight_run(workflow).await? {
             return Err(EngineError::AlreadyRunning {
@@ -130,27 +130,27 @@ impl Engine {
             });
         }
         let catalog = self.inner.store.catalog();
-        catalog.remove(WORKFLOW, workflow)?;
-        catalog.remove(SCHEDULE, workflow)?;
+        catalog.remove(WORKFLOW, workflow).await?;
+        catalog.remove(SCHEDULE, workflow).await?;
         self.inner.definitions.workflow_removed(workflow);
         Ok(())
     }
 
     /// Pauses or resumes one workflow's schedule (durable).
-    pub fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
-        let mut wf = WorkflowDef::clone(&*self.workflow(workflow)?);
+    pub async fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
+        let mut wf = WorkflowDef::clone(&*self.workflow(workflow).await?);
         wf.paused = paused;
-        self.define_workflow(&wf)
+        self.define_workflow(&wf).await
     }
 
     /// The next `count` fires of a workflow's schedule after `now`.
-    pub fn upcoming(
+    pub async fn upcoming(
         &self,
         workflow: &str,
         now: DateTime<Utc>,
         count: usize,
     ) -> Result<Vec<DateTime<Utc>>, EngineError> {
-        let wf = self.workflow(workflow)?;
+        let wf = self.workflow(workflow).await?;
         let Some(def) = &wf.schedule else {
             return Ok(Vec::new());
         };
@@ -160,7 +160,8 @@ impl Engine {
             message: e.to_string(),
         })?;
         let anchor = self
-            .progress(workflow)?
+            .progress(workflow)
+            .await?
             .map_or(now, |p| at(p.anchor_unix_ms));
         Ok(schedule.upcoming(anchor, now, count))
     }
@@ -171,10 +172,10 @@ impl Engine {
     pub async fn tick_schedules(&self, now: DateTime<Utc>) -> Result<Tick, EngineError> {
         let mut tick = Tick::default();
         let mut table = self.inner.schedules.lock().await;
-        if self.scheduler_paused()? {
+        if self.scheduler_paused().await? {
             return Ok(tick);
         }
-        self.refresh(&mut table)?;
+        self.refresh(&mut table).await?;
         let now_ms = now.timestamp_millis();
         // Workflows fire concurrently, so their appends share group commits; the fires
         // of one workflow go in order, each seeing the runs the previous one queued.
@@ -225,13 +226,13 @@ impl Engine {
     }
 
     /// Rebuilds the table from the catalog when a workflow changed since it was built.
-    fn refresh(&self, table: &mut ScheduleTable) -> Result<(), EngineError> {
+    async fn refresh(&self, table: &mut ScheduleTable) -> Result<(), EngineError> {
         let generation = self.inner.definitions.generation();
         if table.generation == Some(generation) {
             return Ok(());
         }
         let mut entries = Vec::new();
-        for (name, raw) in self.inner.store.catalog().list(WORKFLOW)? {
+        for (name, raw) in self.inner.store.catalog().list(WORKFLOW).await? {
             let Ok(wf) = serde_json::from_slice::<WorkflowDef>(&raw) else {
                 tracing::error!(workflow = %name, "stored workflow is unreadable; its schedule is skipped");
                 continue;
@@ -268,14 +269,18 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(Tick, Progress), EngineError> {
         let mut tick = Tick::default();
-        let progress = match known.map_or_else(|| self.progress(&wf.name), |p| Ok(Some(p)))? {
+        let stored = match known {
+            Some(p) => Some(p),
+            None => self.progress(&wf.name).await?,
+        };
+        let progress = match stored {
             Some(p) => p,
             None => {
                 let p = Progress {
                     anchor_unix_ms: now.timestamp_millis(),
                     last_fire_unix_ms: now.timestamp_millis(),
                 };
-                self.put_progress(&wf.name, p)?;
+                self.put_progress(&wf.name, p).await?;
                 p
             }
         };
@@ -302,7 +307,7 @@ impl Engine {
                 last_fire_unix_ms: handled.timestamp_millis(),
                 ..progress
             };
-            self.put_progress(&wf.name, current)?;
+            self.put_progress(&wf.name, current).await?;
         }
         tick.next = fires.next;
         Ok((tick, current))
@@ -330,7 +335,7 @@ impl Engine {
         }
         match wf.overlap.on_fire(&mut state) {
             OnFire::Dropped => {
-                self.put_progress(&wf.name, progress)?;
+                self.put_progress(&wf.name, progress).await?;
                 return Ok(None);
             }
             OnFire::CancelRunning | OnFire::Start | OnFire::Buffered => {}
@@ -343,11 +348,11 @@ impl Engine {
                 }
             }
         }
-        let conn = self.connection(&wf.connection)?;
+        let conn = self.connection(&wf.connection).await?;
         let trigger = match wf.schedule.as_ref().map(|s| &s.trigger) {
-            Some(TriggerDef::Cron { .. }) => v1::Trigger::Cron,
-            Some(TriggerDef::Interval { .. }) => v1::Trigger::Interval,
-            _ => v1::Trigger::Manual,
+            Some(TriggerDef::Cron { .. }) => sluice_model::Trigger::Cron,
+            Some(TriggerDef::Interval { .. }) => sluice_model::Trigger::Interval,
+            _ => sluice_model::Trigger::Manual,
         };
         let run = new_run_id();
         let at = crate::engine::now_unix_ms();

@@ -1,90 +1,33 @@
-//! The catalog: named definitions (connections, workflows, ...) stored as JSON documents.
+//! The catalog's contract: named definitions (connections, workflows, connectors,
+//! schedule progress, ...) stored as documents.
 //!
-//! Owns the `catalog` tree: one value per (kind, name). It stores bytes and knows
-//! nothing of what a definition means: the engine parses and validates them. Every
-//! write is flushed before it returns, so a definition acknowledged is durable.
+//! Owns the [`Catalog`] trait. A backend stores bytes and knows nothing of what a
+//! definition means: the engine parses and validates them. Every backend makes a
+//! write durable before [`Catalog::put`] or [`Catalog::remove`] returns.
+
+use async_trait::async_trait;
 
 use crate::StoreError;
 
-/// Name of the catalog's tree.
-pub(crate) const TREE: &str = "catalog";
-
-/// The catalog of one store. Cheap to clone.
-#[derive(Clone)]
-pub struct Catalog {
-    tree: sled::Tree,
-}
-
-pub(crate) fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
-    if kind.is_empty() || kind.contains('\0') || name.contains('\0') {
-        return Err(StoreError::Invalid(format!(
-            "catalog kind `{kind}` and name `{name}` must be non-empty and contain no NUL"
-        )));
-    }
-    let mut k = Vec::with_capacity(kind.len() + name.len() + 1);
-    k.extend_from_slice(kind.as_bytes());
-    k.push(0);
-    k.extend_from_slice(name.as_bytes());
-    Ok(k)
-}
-
-impl Catalog {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Catalog {
-            tree: db.open_tree(TREE).map_err(StoreError::storage)?,
-        })
-    }
-
+/// The catalog of definitions. Implemented by every storage backend.
+#[async_trait]
+pub trait Catalog: Send + Sync {
     /// Stores `document` as the definition `name` of `kind`, replacing any previous
-    /// one; returns whether it replaced one.
-    pub fn put(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
-        let old = self
-            .tree
-            .insert(key(kind, name)?, document)
-            .map_err(StoreError::storage)?;
-        self.tree.flush().map_err(StoreError::storage)?;
-        Ok(old.is_some())
-    }
+    /// one; returns whether it replaced one. `kind` must be non-empty; neither may
+    /// contain NUL.
+    async fn put(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError>;
 
     /// Like [`Catalog::put`], without waiting for the disk: durable with the store's
-    /// next flush (every log append flushes), for documents whose loss in a crash is
-    /// harmless.
-    pub fn put_unflushed(&self, kind: &str, name: &str, document: &[u8]) -> Result<(), StoreError> {
-        self.tree
-            .insert(key(kind, name)?, document)
-            .map_err(StoreError::storage)?;
-        Ok(())
-    }
+    /// next durable write, for documents whose loss in a crash is harmless.
+    async fn put_unflushed(&self, kind: &str, name: &str, document: &[u8])
+    -> Result<(), StoreError>;
 
     /// The definition `name` of `kind`.
-    pub fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree
-            .get(key(kind, name)?)
-            .map_err(StoreError::storage)?
-            .map(|v| v.to_vec()))
-    }
+    async fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Every definition of `kind`, by name.
-    pub fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut prefix = key(kind, "")?;
-        prefix.truncate(kind.len() + 1);
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (k, v) = item.map_err(StoreError::storage)?;
-            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.push((name, v.to_vec()));
-        }
-        Ok(out)
-    }
+    async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// Removes the definition; returns whether it existed.
-    pub fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
-        let old = self
-            .tree
-            .remove(key(kind, name)?)
-            .map_err(StoreError::storage)?;
-        self.tree.flush().map_err(StoreError::storage)?;
-        Ok(old.is_some())
-    }
+    async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError>;
 }

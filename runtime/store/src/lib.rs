@@ -1,18 +1,28 @@
-//! Sluice's durable storage: the event-sourced log of runs, the hub of records and the
-//! catalog of definitions, in one embedded sled database ([`Store`]).
+//! Sluice's durable storage: the event-sourced log of runs, the hub of records, the
+//! catalog of definitions and the per-run logs, behind one contract.
 //!
-//! The engine sees storage only through the types this crate exports; no sled type
-//! crosses its boundary, so a PostgreSQL backend can implement the same interface
-//! for clusters.
+//! The contract is the traits [`log::RunLog`], [`hub::Hub`], [`catalog::Catalog`],
+//! [`run_logs::RunLogs`] and [`Backend`] (the writes that span them), with the types
+//! they share; [`Store`] is its front door. Backends: [`sled`] (embedded, the
+//! default); [`faults::FaultyBackend`] wraps any backend to fail chosen
+//! operations in tests. Stored formats are versioned protobuf messages, converted to the domain
+//! types of `sluice_model` in [`codec`] only. Nothing outside this crate names a
+//! backend's trees, tables or keys, and no backend type crosses the contract.
 
-mod catalog;
+pub mod catalog;
+pub mod codec;
+pub mod faults;
 pub mod hub;
 pub mod log;
-mod open;
 pub mod run_logs;
-pub(crate) mod staged;
+pub mod sled;
 mod store;
 
 pub use catalog::Catalog;
-pub use log::{EventLog, Lease, LogConfig, LogError, RunEvent, RunId, RunState, RunStatus};
-pub use store::{BatchCommit, Committed, Store, StoreError, StreamEnd};
+pub use hub::Hub;
+pub use log::{LogError, RunLog};
+pub use run_logs::RunLogs;
+pub use sluice_model::{
+    EventKind, FailureKind, Lease, RunEvent, RunId, RunState, RunStatus, StatusKind, Trigger,
+};
+pub use store::{Backend, BatchCommit, Committed, Store, StoreError, StreamEnd};

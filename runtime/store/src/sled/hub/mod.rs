@@ -1,11 +1,11 @@
-//! The hub: the record store at the centre of Sluice.
+//! The hub on sled ([`SledHub`]): the record store at the centre of Sluice.
 //!
 //! Every synced record lands here once, keyed by (connection, stream, primary key), with a
 //! version, a content hash, the source cursor of the batch that last changed it, and when
 //! it was first and last seen. An upsert of a batch tells created / updated / unchanged
 //! apart (same content hash → unchanged, no new version); a change feed ordered per
 //! (connection, stream) is read with a cursor; and full-refresh streams get deletion
-//! detection: [`Hub::complete_refresh`] marks deleted every record not seen in that
+//! detection: [`SledHub::complete_refresh`] marks deleted every record not seen in that
 //! refresh generation. An abandoned (partial or failed) refresh never calls it, so it
 //! never deletes anything.
 //!
@@ -65,95 +65,25 @@ mod segment;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::staged::{Staged, StagedTree};
+use crate::hub::{BatchOutcome, Change, ChangeKind, Hub, HubError, MAX_BATCH_RECORDS, Record};
+use crate::sled::staged::{Staged, StagedTree};
 use serde_json::Value;
 
 use index::{At, Entries, Entry, StreamIndex, after_change, after_seen, live_delta};
 use segment::{Header, StoredChange};
 
 /// Name of the sled tree holding the hub.
-const TREE: &str = "hub";
 /// Bits of a feed cursor that number a change inside its segment.
 const INDEX_BITS: u32 = 24;
 /// Most changes one segment may hold (so that `index + 1` fits in [`INDEX_BITS`]).
-const MAX_CHANGES: usize = (1 << INDEX_BITS) - 2;
-const TAG_SEGMENT: u8 = b's';
-const TAG_META: u8 = b'm';
-const TAG_CURSOR: u8 = b'c';
-
-/// What can go wrong in the hub.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    /// A record of the batch is valid JSON but not an object.
-    #[error("record {index} of the batch is not a JSON object")]
-    NotAnObject {
-        /// Position of the record in the batch (0-based, blank lines not counted).
-        index: usize,
-    },
-    /// A record of the batch lacks a primary key field, or holds null there.
-    #[error("record {index} of the batch has no value for primary key field `{field}`")]
-    MissingPrimaryKey {
-        /// Position of the record in the batch (0-based, blank lines not counted).
-        index: usize,
-        /// The missing field.
-        field: String,
-    },
-    /// A record of the batch is not valid JSON.
-    #[error("record {index} of the batch is not valid JSON: {reason}")]
-    MalformedRecord {
-        /// Position of the record in the batch (0-based, blank lines not counted).
-        index: usize,
-        /// What the parser said.
-        reason: String,
-    },
-    /// No primary key fields were given.
-    #[error("a stream written to the hub needs at least one primary key field")]
-    NoPrimaryKey,
-    /// The batch holds more records than one segment can.
-    #[error("a batch holds {records} records; at most {MAX_CHANGES} fit in one batch")]
-    BatchTooLarge {
-        /// Records in the batch.
-        records: usize,
-    },
-    /// The stream was written without going through its lease; reopen the hub.
-    #[error("the hub index of a stream is behind its stored segments")]
-    Stale,
-    /// Stored hub data could not be decoded.
-    #[error("stored hub data is corrupt: {0}")]
-    Corrupt(String),
-    /// The storage engine failed.
-    #[error("hub storage failed: {0}")]
-    Storage(String),
-}
+const MAX_CHANGES: usize = MAX_BATCH_RECORDS;
+const _: () = assert!(MAX_CHANGES == (1 << INDEX_BITS) - 2);
+use crate::sled::layout::{HUB as TREE, HUB_CURSOR as TAG_CURSOR, HUB_META as TAG_META, HUB_SEGMENT as TAG_SEGMENT};
 
 impl From<sled::Error> for HubError {
     fn from(e: sled::Error) -> Self {
         HubError::Storage(e.to_string())
     }
-}
-
-/// The kind of a change in the feed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ChangeKind {
-    /// The record appeared (for the first time, or again after a deletion).
-    Created,
-    /// The record's content changed.
-    Updated,
-    /// The record was missing from a complete refresh.
-    Deleted,
-}
-
-/// Counts of what a batch (or a completed refresh) did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Records that did not exist (or were deleted) before.
-    pub created: u64,
-    /// Records whose content hash changed.
-    pub updated: u64,
-    /// Records whose content hash was the same: no new version, no feed entry.
-    pub unchanged: u64,
-    /// Records marked deleted by a completed refresh.
-    pub deleted: u64,
 }
 
 /// Facts about a batch that apply to all its records.
@@ -167,45 +97,9 @@ pub struct BatchMeta<'a> {
     pub time_ms: u64,
 }
 
-/// A record as stored in the hub.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    /// The primary key: a JSON array of the key fields' values.
-    pub primary_key: String,
-    /// Starts at 1; grows by one with every change (including a deletion).
-    pub version: u64,
-    /// First 128 bits of SHA-256 of the record's bytes.
-    pub content_hash: u128,
-    /// Source cursor of the batch that last changed the record.
-    pub source_cursor: Option<String>,
-    /// When the record was created (ms since the Unix epoch).
-    pub first_seen_ms: u64,
-    /// When a batch last held the record (ms since the Unix epoch).
-    pub last_seen_ms: u64,
-    /// The last refresh generation that held the record.
-    pub last_seen_generation: u64,
-    /// The record's JSON.
-    pub data: String,
-}
-
-/// One entry of the change feed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// Position of this entry; pass it back to read what follows.
-    pub cursor: u64,
-    /// What happened.
-    pub kind: ChangeKind,
-    /// The primary key: a JSON array of the key fields' values.
-    pub primary_key: String,
-    /// The record's version after the change.
-    pub version: u64,
-    /// The record's JSON; `None` for a deletion.
-    pub data: Option<String>,
-}
-
 /// The hub of one store. Cheap to clone; clones share the tree and the indexes.
 #[derive(Clone)]
-pub struct Hub {
+pub struct SledHub {
     shared: Arc<Shared>,
 }
 
@@ -272,10 +166,10 @@ fn pk_bytes(primary_key: &[Value]) -> Result<Vec<u8>, HubError> {
     serde_json::to_vec(primary_key).map_err(|e| HubError::Corrupt(e.to_string()))
 }
 
-impl Hub {
+impl SledHub {
     /// Opens the hub inside an open sled database.
-    pub(crate) fn open(db: &sled::Db) -> Result<Hub, HubError> {
-        Ok(Hub {
+    pub(crate) fn open(db: &sled::Db) -> Result<SledHub, HubError> {
+        Ok(SledHub {
             shared: Arc::new(Shared {
                 tree: db.open_tree(TREE)?,
                 streams: Mutex::new(HashMap::new()),
@@ -286,12 +180,12 @@ impl Hub {
 
     /// Opens (or creates) a hub in a store of its own at `path`, for tools, tests and
     /// benchmarks; the engine opens the hub inside the shared store instead.
-    pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<Hub, HubError> {
+    pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<SledHub, HubError> {
         // No background flusher (durability comes from `flush`): its thread would keep
         // the database, and its lock, alive for a while after the hub is dropped.
         let config = sled::Config::new().path(path.as_ref()).flush_every_ms(None);
-        let db = crate::open::open_db(&config)?;
-        Hub::open(&db)
+        let db = crate::sled::open::open_db(&config)?;
+        SledHub::open(&db)
     }
 
     /// Makes everything written so far durable.
@@ -352,7 +246,7 @@ impl Hub {
     /// The stream's exclusive lease, taken at once, if its index is in memory (or the
     /// stream has none yet), current and of at most `max_records` records: a writer
     /// that needs no waiting and no loading, so an async caller may take it in place.
-    /// `None` otherwise: take [`Hub::writer`] off the async runtime.
+    /// `None` otherwise: take [`SledHub::writer`] off the async runtime.
     pub(crate) fn writer_at_hand(
         &self,
         connection: &str,
@@ -386,7 +280,7 @@ impl Hub {
     }
 
     /// Upserts a batch of NDJSON records in a sled batch of its own (not flushed: call
-    /// [`Hub::flush`] for durability).
+    /// [`SledHub::flush`] for durability).
     pub fn upsert_batch(
         &self,
         connection: &str,
@@ -567,7 +461,7 @@ impl StagedWrite {
 /// [`HubWriter::commit`]. Dropping the writer without committing leaves the index as it
 /// was (the next lease reloads it from disk if the store moved on).
 pub(crate) struct HubWriter {
-    hub: Hub,
+    hub: SledHub,
     id: StreamId,
     segment_prefix: Vec<u8>,
     meta_key: Vec<u8>,
@@ -862,6 +756,40 @@ impl SegmentWrite {
     }
 }
 
+#[async_trait::async_trait]
+impl Hub for SledHub {
+    async fn get(
+        &self,
+        connection: &str,
+        stream: &str,
+        primary_key: &[Value],
+    ) -> Result<Option<Record>, HubError> {
+        SledHub::get(self, connection, stream, primary_key)
+    }
+
+    async fn stream_cursor(
+        &self,
+        connection: &str,
+        stream: &str,
+    ) -> Result<Option<String>, HubError> {
+        SledHub::stream_cursor(self, connection, stream)
+    }
+
+    async fn count(&self, connection: &str, stream: &str) -> Result<u64, HubError> {
+        SledHub::count(self, connection, stream)
+    }
+
+    async fn feed(
+        &self,
+        connection: &str,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Change>, u64), HubError> {
+        SledHub::feed(self, connection, stream, after, limit)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -871,7 +799,7 @@ mod tests {
     #[test]
     fn a_stream_never_written_is_at_hand_and_one_written_before_is_loaded() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let hub = Hub::open(&db).unwrap();
+        let hub = SledHub::open(&db).unwrap();
         let writer = hub.writer_at_hand("c", "s", 0).unwrap();
         assert!(writer.is_some(), "a new stream has nothing to load");
         drop(writer);
@@ -891,7 +819,7 @@ mod tests {
         );
         // The same database with nothing in memory, as after a restart: the stream's
         // records must be loaded, not taken for an empty index.
-        let reopened = Hub::open(&db).unwrap();
+        let reopened = SledHub::open(&db).unwrap();
         assert!(
             reopened
                 .writer_at_hand("c", "s", usize::MAX)

@@ -1,24 +1,7 @@
-//! The log's event types: the generated protobuf messages of `sluice.log.v1` and the
-//! run id.
-//!
-//! Owns the wire format of events (generated from `proto/sluice/log/v1/events.proto`)
-//! and nothing else: it must never do I/O or hold state.
+//! A run's id: a UUID v7, so that ids sort by creation time.
 
 use std::fmt;
 
-/// Generated protobuf messages of the `sluice.log.v1` package.
-///
-/// Field numbers are never renumbered, so logs written by any earlier version decode.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod v1 {
-    include!(concat!(env!("OUT_DIR"), "/sluice.log.v1.rs"));
-}
-
-pub use v1::RunEvent;
-pub use v1::run_event::Kind as EventKind;
-
-/// The event format version this code writes.
-pub const EVENT_FORMAT: u32 = 1;
 
 /// A run's id: 16 bytes, a UUID v7 (time-ordered, so ids sort by creation time).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -86,18 +69,5 @@ impl fmt::Display for RunId {
 impl fmt::Debug for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RunId({self})")
-    }
-}
-
-impl RunEvent {
-    /// A format-1 event of `run` at position `seq`, recorded at `at_unix_ms`.
-    pub fn new(run: RunId, seq: u64, at_unix_ms: i64, kind: EventKind) -> Self {
-        RunEvent {
-            format: EVENT_FORMAT,
-            run_id: run.0.to_vec(),
-            seq,
-            at_unix_ms,
-            kind: Some(kind),
-        }
     }
 }

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -23,82 +22,13 @@ use super::commit::{
     ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head,
     Heads, LOG_TREES, META, RUNS, Request, TxHook, flush_loop,
 };
-use super::events::{EventKind, RunEvent, RunId, v1};
-use super::fold::{FoldError, RunState, StatusKind, fold};
+use crate::codec::{event_from_wire, v1};
+use sluice_model::{EventKind, RunEvent, RunId, StatusKind};
 use super::index::{
     for_each_run, for_each_run_rev, load_spread, move_in_flight_to_active, read_spread,
 };
-use super::keys::{RunFilter, RunSummary, index_prefix, seqs_of_event_key, time_bytes};
-
-/// Errors of the log.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum LogError {
-    /// The storage engine failed (I/O, a broken database).
-    #[error("storage: {0}")]
-    Storage(String),
-    /// A stored event of `run` at `seq` cannot be read.
-    #[error("corrupt event {seq} of run {run}: {reason}")]
-    Corrupt {
-        /// The run.
-        run: RunId,
-        /// The event's seq.
-        seq: u64,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A run's summary record cannot be read.
-    #[error("corrupt summary of run {run}: {reason}")]
-    CorruptSummary {
-        /// The run.
-        run: RunId,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The run's stored events do not fold (e.g. an unknown event kind).
-    #[error("run {run} cannot be folded: {error}")]
-    Fold {
-        /// The run.
-        run: RunId,
-        /// Why.
-        error: FoldError,
-    },
-    /// An append was refused: the event may not follow the run's log.
-    #[error("append to run {run} refused: {error}")]
-    Refused {
-        /// The run.
-        run: RunId,
-        /// Why.
-        error: FoldError,
-    },
-    /// An append was rejected by writes sharing its group (a hook's).
-    #[error("append rejected: {0}")]
-    Rejected(String),
-    /// A conditional append found the run moved on: another writer appended first.
-    #[error("run {run} moved on: expected its last event to be {expected}, found {actual}")]
-    Conflict {
-        /// The run.
-        run: RunId,
-        /// The seq the appender had read.
-        expected: u64,
-        /// The seq the log holds.
-        actual: u64,
-    },
-    /// The request is malformed.
-    #[error("invalid: {0}")]
-    Invalid(String),
-    /// No such run.
-    #[error("unknown run {0}")]
-    UnknownRun(RunId),
-    /// The log is closed (its committer stopped).
-    #[error("the log is closed")]
-    Closed,
-}
-
-impl LogError {
-    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
-        LogError::Storage(e.to_string())
-    }
-}
+use super::keys::{index_prefix, seqs_of_event_key, time_bytes};
+use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary, now_unix_ms};
 
 /// Tuning of an [`EventLog`].
 #[derive(Clone, Debug)]
@@ -153,35 +83,12 @@ impl Drop for Inner {
     }
 }
 
-/// A queued append (see [`EventLog::enqueue`]): resolves to its seqs once durable.
-#[must_use = "an append's outcome must be checked before the work it announces is reported"]
-pub struct Appending(oneshot::Receiver<Result<Vec<u64>, LogError>>);
-
-impl std::future::Future for Appending {
-    type Output = Result<Vec<u64>, LogError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.map_err(|_| LogError::Closed).and_then(|r| r))
-    }
-}
-
 /// The run log on sled. Cheap to clone; all clones share one committer.
 #[derive(Clone)]
 pub struct EventLog {
     inner: Arc<Inner>,
 }
 
-/// The current time in Unix milliseconds.
-pub(crate) fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 impl EventLog {
     /// Opens (or creates) the log in the directory `path`.
@@ -206,8 +113,8 @@ impl EventLog {
             .path(path.as_ref())
             .cache_capacity(config.cache_bytes)
             .flush_every_ms(None);
-        let db = crate::open::open_db(&sled_config).map_err(LogError::storage)?;
-        let completed = crate::staged::recover(&db).map_err(LogError::storage)?;
+        let db = crate::sled::open::open_db(&sled_config).map_err(LogError::storage)?;
+        let completed = crate::sled::staged::recover(&db).map_err(LogError::storage)?;
         if completed > 0 {
             tracing::info!(
                 writes = completed,
@@ -215,7 +122,7 @@ impl EventLog {
             );
         }
         let ahead = db
-            .open_tree(crate::staged::WRITE_AHEAD)
+            .open_tree(crate::sled::staged::WRITE_AHEAD)
             .map_err(LogError::storage)?;
         let trees = LOG_TREES
             .iter()
@@ -275,41 +182,6 @@ impl EventLog {
         &self.inner.db
     }
 
-    /// Appends events to `run`'s log, stamped with the current time; returns their
-    /// seqs once they are durable.
-    pub async fn append(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Vec<u64>, LogError> {
-        self.append_at(run, now_unix_ms(), kinds).await
-    }
-
-    /// Appends events stamped `at_unix_ms`; returns their seqs once durable.
-    ///
-    /// All events of one call commit together or not at all. The first event of a
-    /// run must be `RunScheduled`; an event that may not follow the log (see
-    /// [`transition`](super::fold::transition)) is refused with
-    /// [`LogError::Refused`] and nothing of the call is written.
-    pub async fn append_at(
-        &self,
-        run: RunId,
-        at_unix_ms: i64,
-        kinds: Vec<EventKind>,
-    ) -> Result<Vec<u64>, LogError> {
-        self.enqueue_at(run, at_unix_ms, kinds).await?.await
-    }
-
-    /// Appends events only if `run`'s last event is still `expected_seq`, else fails
-    /// with [`LogError::Conflict`] and writes nothing: how one of several nodes takes
-    /// a run over (e.g. after its holder's lease expired) without racing another.
-    pub async fn append_expecting(
-        &self,
-        run: RunId,
-        expected_seq: u64,
-        kinds: Vec<EventKind>,
-    ) -> Result<Vec<u64>, LogError> {
-        self.queue(run, now_unix_ms(), kinds, None, Some(expected_seq))
-            .await?
-            .await
-    }
-
     /// Appends events together with a hook's writes, atomically.
     pub(crate) async fn append_with_hook(
         &self,
@@ -321,80 +193,6 @@ impl EventLog {
         self.queue(run, at_unix_ms, kinds, Some(hook), None)
             .await?
             .await
-    }
-
-    /// Queues events that are written only if `run`'s last seq is still
-    /// `expected_seq` when they are committed, else refused with
-    /// [`LogError::Conflict`] (see [`EventLog::enqueue`] and
-    /// [`EventLog::append_expecting`]). A caller holding a state it read earlier
-    /// acts on it without reading the log again: the commit checks it.
-    pub async fn enqueue_expecting(
-        &self,
-        run: RunId,
-        expected_seq: u64,
-        kinds: Vec<EventKind>,
-    ) -> Result<Appending, LogError> {
-        self.queue(run, now_unix_ms(), kinds, None, Some(expected_seq))
-            .await
-    }
-
-    /// Queues events for `run`'s log, stamped with the current time, and returns as
-    /// soon as they are queued: the returned [`Appending`] resolves to their seqs once
-    /// they are durable (or to why they were refused, as [`EventLog::append`] would).
-    ///
-    /// Appends are committed in the order they are queued, so a later append by the
-    /// same task never lands before this one, and is refused if this one was (its
-    /// events then do not follow the log). That lets a caller start the work an
-    /// event announces while the event is being made durable, as long as it checks
-    /// the outcome before it reports the work done.
-    pub async fn enqueue(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Appending, LogError> {
-        self.enqueue_at(run, now_unix_ms(), kinds).await
-    }
-
-    /// Queues events stamped `at_unix_ms` (see [`EventLog::enqueue`]).
-    pub async fn enqueue_at(
-        &self,
-        run: RunId,
-        at_unix_ms: i64,
-        kinds: Vec<EventKind>,
-    ) -> Result<Appending, LogError> {
-        self.queue(run, at_unix_ms, kinds, None, None).await
-    }
-
-    /// Holds events (stamped now, written only if `run`'s last seq is still
-    /// `expected_seq`, as [`EventLog::enqueue_expecting`]) back from the committer
-    /// until [`EventLog::release`] or the next append for `run`, which queues them
-    /// first. So a short piece of work that an event announces and another event ends
-    /// (an attempt beginning and its run completing) commits as one group: one write
-    /// of the run's record, not two. A crash before the release loses them, and with
-    /// them nothing else: whatever the work appends is queued after them.
-    pub async fn hold_expecting(
-        &self,
-        run: RunId,
-        expected_seq: u64,
-        kinds: Vec<EventKind>,
-    ) -> Result<Appending, LogError> {
-        self.release(run).await?;
-        let (reply, rx) = oneshot::channel();
-        let request = Request {
-            run,
-            at_unix_ms: now_unix_ms(),
-            kinds,
-            hook: None,
-            expect_seq: Some(expected_seq),
-            reply,
-        };
-        self.held().insert(run, request);
-        Ok(Appending(rx))
-    }
-
-    /// Queues the events held back for `run`, if any.
-    pub async fn release(&self, run: RunId) -> Result<(), LogError> {
-        let held = self.held().remove(&run);
-        if let Some(request) = held {
-            self.send(request).await?;
-        }
-        Ok(())
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Request>> {
@@ -420,7 +218,7 @@ impl EventLog {
             reply,
         })
         .await?;
-        Ok(Appending(rx))
+        Ok(Appending::new(rx))
     }
 
     async fn send(&self, request: Request) -> Result<(), LogError> {
@@ -428,27 +226,87 @@ impl EventLog {
         sender.send(request).await.map_err(|_| LogError::Closed)
     }
 
-    /// Every event of `run`, in order (empty for an unknown run).
-    pub async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
-        read_events(&self.inner.trees, run)
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, LogError> {
+        self.inner.db.size_on_disk().map_err(LogError::storage)
+    }
+}
+
+#[async_trait::async_trait]
+impl RunLog for EventLog {
+    /// Queues events stamped `at_unix_ms` (see [`EventLog::enqueue`]).
+    async fn enqueue_at(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        self.queue(run, at_unix_ms, kinds, None, None).await
     }
 
-    /// The fold of `run`'s events.
-    pub async fn state(&self, run: RunId) -> Result<RunState, LogError> {
-        let events = read_events(&self.inner.trees, run)?;
-        if events.is_empty() {
-            return Err(LogError::UnknownRun(run));
+    /// Queues events that are written only if `run`'s last seq is still
+    /// `expected_seq` when they are committed, else refused with
+    /// [`LogError::Conflict`] (see [`EventLog::enqueue`] and
+    /// [`EventLog::append_expecting`]). A caller holding a state it read earlier
+    /// acts on it without reading the log again: the commit checks it.
+    async fn enqueue_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        self.queue(run, now_unix_ms(), kinds, None, Some(expected_seq))
+            .await
+    }
+
+    /// Holds events (stamped now, written only if `run`'s last seq is still
+    /// `expected_seq`, as [`EventLog::enqueue_expecting`]) back from the committer
+    /// until [`EventLog::release`] or the next append for `run`, which queues them
+    /// first. So a short piece of work that an event announces and another event ends
+    /// (an attempt beginning and its run completing) commits as one group: one write
+    /// of the run's record, not two. A crash before the release loses them, and with
+    /// them nothing else: whatever the work appends is queued after them.
+    async fn hold_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        self.release(run).await?;
+        let (reply, rx) = oneshot::channel();
+        let request = Request {
+            run,
+            at_unix_ms: now_unix_ms(),
+            kinds,
+            hook: None,
+            expect_seq: Some(expected_seq),
+            reply,
+        };
+        self.held().insert(run, request);
+        Ok(Appending::new(rx))
+    }
+
+    /// Queues the events held back for `run`, if any.
+    async fn release(&self, run: RunId) -> Result<(), LogError> {
+        let held = self.held().remove(&run);
+        if let Some(request) = held {
+            self.send(request).await?;
         }
-        fold(&events).map_err(|error| LogError::Fold { run, error })
+        Ok(())
+    }
+
+    /// Every event of `run`, in order (empty for an unknown run).
+    async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
+        decoded(run, read_events(&self.inner.trees, run)?)
     }
 
     /// The summary of `run`, if it exists.
-    pub async fn summary(&self, run: RunId) -> Result<Option<RunSummary>, LogError> {
+    async fn summary(&self, run: RunId) -> Result<Option<RunSummary>, LogError> {
         summary_of(&self.inner.trees[RUNS], run)
     }
 
     /// Runs matching `filter`.
-    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
         if filter.status.is_some_and(|s| !s.is_terminal()) {
             return self.list_in_flight(filter).await;
         }
@@ -484,7 +342,7 @@ impl EventLog {
 
     /// Runs not in a terminal status matching `filter` (which may name one of those
     /// statuses), by run id: oldest or newest first, as the filter says.
-    pub async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+    async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
         let trees = &self.inner.trees;
         let limit = filter.max_runs();
         if filter.newest_first {
@@ -520,13 +378,8 @@ impl EventLog {
     }
 
     /// Ids of every run not in a terminal status (to resume after a restart).
-    pub async fn in_flight(&self) -> Result<Vec<RunId>, LogError> {
+    async fn in_flight(&self) -> Result<Vec<RunId>, LogError> {
         in_flight_ids(&self.inner.trees)
-    }
-
-    /// Bytes the database takes on disk.
-    pub fn size_on_disk(&self) -> Result<u64, LogError> {
-        self.inner.db.size_on_disk().map_err(LogError::storage)
     }
 }
 
@@ -593,7 +446,7 @@ fn summary_of(runs: &sled::Tree, run: RunId) -> Result<Option<RunSummary>, LogEr
 /// holds. The record is read first: the committer writes a group's `events` keys
 /// before its summary, so events that moved out of the record since are found in
 /// `events` (and not taken twice).
-fn read_events(trees: &[sled::Tree], run: RunId) -> Result<Vec<RunEvent>, LogError> {
+fn read_events(trees: &[sled::Tree], run: RunId) -> Result<Vec<v1::RunEvent>, LogError> {
     let recent = head_of(&trees[RUNS], run)?
         .map(|h| h.recent)
         .unwrap_or_default();
@@ -616,8 +469,17 @@ fn read_events(trees: &[sled::Tree], run: RunId) -> Result<Vec<RunEvent>, LogErr
     Ok(out)
 }
 
+/// Stored events as domain events; a kind this version does not know stops the read
+/// (a run is never folded by guessing).
+fn decoded(run: RunId, events: Vec<v1::RunEvent>) -> Result<Vec<RunEvent>, LogError> {
+    events
+        .into_iter()
+        .map(|e| event_from_wire(run, e).map_err(|error| LogError::Fold { run, error }))
+        .collect()
+}
+
 /// The run's events stored under keys of their own.
-fn keyed_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogError> {
+fn keyed_events(events: &sled::Tree, run: RunId) -> Result<Vec<v1::RunEvent>, LogError> {
     let mut out = Vec::new();
     for entry in events.scan_prefix(run.0) {
         let (key, value) = entry.map_err(LogError::storage)?;
@@ -630,7 +492,7 @@ fn keyed_events(events: &sled::Tree, run: RunId) -> Result<Vec<RunEvent>, LogErr
         };
         let corrupt = |reason: String| LogError::Corrupt { run, seq, reason };
         let decoded = match last {
-            None => RunEvent::decode(value.as_ref()).map(|e| vec![e]),
+            None => v1::RunEvent::decode(value.as_ref()).map(|e| vec![e]),
             Some(_) => v1::StoredEventBatch::decode(value.as_ref()).map(|b| b.events),
         };
         let batch = decoded.map_err(|e| corrupt(e.to_string()))?;

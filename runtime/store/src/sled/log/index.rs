@@ -30,13 +30,13 @@ use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use super::LogError;
+use crate::log::LogError;
 use super::active::Watermark;
 use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, META};
-use super::events::RunId;
-use super::fold::StatusKind;
-use super::keys::{RunSummary, index_prefix, run_of_index_key, split_index_key, time_bytes};
-use crate::staged::Staged;
+use sluice_model::{RunId, StatusKind};
+use super::keys::{index_prefix, run_of_index_key, split_index_key, time_bytes};
+use crate::log::RunSummary;
+use crate::sled::staged::Staged;
 
 /// The index entries of one group, gathered before they are written.
 #[derive(Default)]
@@ -107,7 +107,7 @@ impl Postings {
 }
 
 /// The `log_meta` key holding the spread (16 bytes, big-endian).
-pub(crate) const POSTING_SPREAD: &[u8] = b"posting_spread";
+pub(crate) use crate::sled::layout::POSTING_SPREAD;
 
 /// The indexes holding postings.
 const POSTING_TREES: [usize; 5] = [BY_WORKFLOW, BY_CONNECTION, BY_TENANT, BY_STATUS, BY_TIME];

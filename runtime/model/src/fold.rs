@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use super::events::{EventKind, RunEvent, RunId, v1};
+use crate::{EventKind, FailureKind, RunEvent, RunId, Trigger};
 
 /// The lifecycle status of a run, without its details: what the indexes store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,7 +78,7 @@ impl StatusKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// The error kind.
-    pub kind: v1::ErrorKind,
+    pub kind: FailureKind,
     /// The message.
     pub message: String,
 }
@@ -162,7 +162,7 @@ pub struct RunState {
     /// Priority (higher first).
     pub priority: i32,
     /// Why it was scheduled.
-    pub trigger: v1::Trigger,
+    pub trigger: Trigger,
     /// Stream names in the order scheduled.
     pub streams: Vec<String>,
     /// Status.
@@ -218,7 +218,7 @@ impl RunState {
             connection: String::new(),
             tenant: String::new(),
             priority: 0,
-            trigger: v1::Trigger::Unspecified,
+            trigger: Trigger::Manual,
             streams: Vec::new(),
             status: RunStatus::Scheduled,
             attempts: 0,
@@ -288,7 +288,7 @@ pub fn transition(
     from: StatusKind,
     last_seq: u64,
     seq: u64,
-    kind: Option<&EventKind>,
+    kind: &EventKind,
 ) -> Result<StatusKind, FoldError> {
     if seq != last_seq + 1 {
         return Err(FoldError::Gap {
@@ -296,7 +296,6 @@ pub fn transition(
             found: seq,
         });
     }
-    let kind = kind.ok_or(FoldError::UnknownEvent { seq })?;
     let first = last_seq == 0;
     match (first, kind) {
         (true, EventKind::RunScheduled(_)) => return Ok(StatusKind::Scheduled),
@@ -346,26 +345,15 @@ pub fn transition(
     })
 }
 
-fn error_kind(raw: i32) -> v1::ErrorKind {
-    v1::ErrorKind::try_from(raw).unwrap_or(v1::ErrorKind::Unspecified)
-}
-
 /// Applies one event to `state`. On error `state` is left unchanged.
 pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
     let seq = event.seq;
-    let next = transition(
-        state.status.kind(),
-        state.last_seq,
-        seq,
-        event.kind.as_ref(),
-    )?;
-    let run = RunId::from_slice(&event.run_id).ok_or(FoldError::WrongRun { seq })?;
+    let kind = &event.kind;
+    let next = transition(state.status.kind(), state.last_seq, seq, kind)?;
+    let run = event.run;
     if state.last_seq > 0 && run != state.run_id {
         return Err(FoldError::WrongRun { seq });
     }
-    let Some(kind) = event.kind.as_ref() else {
-        return Err(FoldError::UnknownEvent { seq });
-    };
     let at = event.at_unix_ms;
     match kind {
         EventKind::RunScheduled(s) => {
@@ -374,7 +362,7 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
             state.connection.clone_from(&s.connection);
             state.tenant.clone_from(&s.tenant);
             state.priority = s.priority;
-            state.trigger = v1::Trigger::try_from(s.trigger).unwrap_or(v1::Trigger::Unspecified);
+            state.trigger = s.trigger;
             state.streams.clone_from(&s.streams);
             for name in &s.streams {
                 state.progress.entry(name.clone()).or_default();
@@ -420,7 +408,7 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
         EventKind::AttemptFailed(f) => {
             state.lease = None;
             state.last_error = Some(Failure {
-                kind: error_kind(f.kind),
+                kind: f.kind,
                 message: f.message.clone(),
             });
         }
@@ -441,7 +429,7 @@ pub fn apply(state: &mut RunState, event: &RunEvent) -> Result<(), FoldError> {
         EventKind::RunDeadLettered(d) => {
             state.status = RunStatus::DeadLettered {
                 cause: Failure {
-                    kind: error_kind(d.kind),
+                    kind: d.kind,
                     message: d.message.clone(),
                 },
             };

@@ -16,13 +16,13 @@
 
 use sled::Tree;
 
-use super::LogError;
+use crate::log::LogError;
 use super::commit::Head;
-use super::events::RunId;
+use sluice_model::RunId;
 use super::index::for_each_run;
 
 /// The `log_meta` key holding the watermark (16 bytes: a run id).
-pub(crate) const ACTIVE_FROM: &[u8] = b"active_from";
+pub(crate) use crate::sled::layout::ACTIVE_FROM;
 
 /// The watermark stored in `meta`; for a log written before it existed (every run in
 /// flight keyed), just past its newest run, stored so that it holds from now on.

@@ -30,10 +30,11 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
-use crate::log::v1;
+use crate::codec::v1;
 
 /// The tree holding at most one write-ahead record per writer.
-pub(crate) const WRITE_AHEAD: &str = "write_ahead";
+pub(crate) use crate::sled::layout::WRITE_AHEAD;
+use crate::sled::layout::WRITE_AHEAD_KEY;
 
 /// A key's staged value: `None` removes it.
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -152,8 +153,7 @@ impl<'t> Staged<'t> {
         if record.writes.is_empty() {
             return Ok(());
         }
-        const KEY: [u8; 1] = [0];
-        ahead.insert(KEY, record.encode_to_vec())?;
+        ahead.insert(WRITE_AHEAD_KEY, record.encode_to_vec())?;
         for (i, write) in targets.into_iter().zip(record.writes) {
             let Some(tree) = self.trees.get(i) else {
                 continue;
@@ -163,7 +163,7 @@ impl<'t> Staged<'t> {
                 None => tree.remove(write.key)?,
             };
         }
-        ahead.remove(KEY)?;
+        ahead.remove(WRITE_AHEAD_KEY)?;
         Ok(())
     }
 }

@@ -1,8 +1,7 @@
 //! Per-run logs: bounded per run (oldest dropped), filtered by level, kind, attempt
 //! and limit, kept apart per run and across a reopen.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sluice_store::Store;
+use crate::Site;
 use sluice_store::log::RunId;
 use sluice_store::run_logs::{LogEntry, LogFilter, MAX_ENTRIES_PER_RUN, RequestEntry};
 
@@ -25,21 +24,19 @@ fn line(i: usize, level: &str, attempt: u32) -> LogEntry {
     }
 }
 
-#[test]
-fn logs_are_bounded_per_run_and_filtered() {
-    let dir = tempfile::tempdir().unwrap();
+pub async fn logs_are_bounded_per_run_and_filtered(site: &dyn Site) {
     let (a, b) = (RunId::v7(1, [1; 10]), RunId::v7(2, [2; 10]));
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = site.open();
         let logs = store.run_logs();
         let first: Vec<_> = (0..MAX_ENTRIES_PER_RUN)
             .map(|i| line(i, "info", 1))
             .collect();
-        logs.append(a, &first).unwrap();
+        logs.append(a, &first).await.unwrap();
         let more: Vec<_> = (MAX_ENTRIES_PER_RUN..MAX_ENTRIES_PER_RUN + 10)
             .map(|i| line(i, if i % 2 == 0 { "warn" } else { "debug" }, 2))
             .collect();
-        logs.append(a, &more).unwrap();
+        logs.append(a, &more).await.unwrap();
         let mut request = line(0, "warn", 1);
         request.request = Some(RequestEntry {
             method: "GET".into(),
@@ -52,11 +49,11 @@ fn logs_are_bounded_per_run_and_filtered() {
             bytes_received: 10,
             error: None,
         });
-        logs.append(b, &[request]).unwrap();
+        logs.append(b, &[request]).await.unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = site.open();
     let logs = store.run_logs();
-    let all = logs.read(a, &LogFilter::default()).unwrap();
+    let all = logs.read(a, &LogFilter::default()).await.unwrap();
     assert_eq!(all.len(), MAX_ENTRIES_PER_RUN);
     assert_eq!(all[0].message, "line 10");
     assert_eq!(
@@ -68,13 +65,13 @@ fn logs_are_bounded_per_run_and_filtered() {
         min_level: Some("warn".into()),
         ..LogFilter::default()
     };
-    assert_eq!(logs.read(a, &warn).unwrap().len(), 5);
+    assert_eq!(logs.read(a, &warn).await.unwrap().len(), 5);
     let second = LogFilter {
         attempt: Some(2),
         limit: 3,
         ..LogFilter::default()
     };
-    let newest = logs.read(a, &second).unwrap();
+    let newest = logs.read(a, &second).await.unwrap();
     assert_eq!(newest.len(), 3);
     assert_eq!(
         newest[2].message,
@@ -84,7 +81,7 @@ fn logs_are_bounded_per_run_and_filtered() {
         stream: Some("users".into()),
         ..LogFilter::default()
     };
-    let of_users = logs.read(a, &users).unwrap();
+    let of_users = logs.read(a, &users).await.unwrap();
     assert_eq!(
         of_users.len(),
         all.iter()
@@ -96,8 +93,8 @@ fn logs_are_bounded_per_run_and_filtered() {
         requests: Some(true),
         ..LogFilter::default()
     };
-    assert!(logs.read(a, &requests).unwrap().is_empty());
-    let of_b = logs.read(b, &requests).unwrap();
+    assert!(logs.read(a, &requests).await.unwrap().is_empty());
+    let of_b = logs.read(b, &requests).await.unwrap();
     assert_eq!(of_b.len(), 1);
     assert_eq!(of_b[0].request.as_ref().unwrap().status, Some(503));
 }

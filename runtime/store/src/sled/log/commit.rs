@@ -4,7 +4,7 @@
 //! committer thread takes everything queued (up to `max_group` requests), stages its
 //! writes to all the log's trees (plus any extra trees other modules registered, see
 //! [`TxHook`]) and applies them as **one** atomic unit (a write-ahead record, see
-//! `crate::staged`: not a sled transaction, whose global lock stalled every reader
+//! `crate::sled::staged`: not a sled transaction, whose global lock stalled every reader
 //! while it ran). It hands the group's replies to a flusher
 //! thread and goes on with the next group: the flusher flushes the database once for
 //! every group committed since its last flush, and only then acknowledges them. So
@@ -44,37 +44,20 @@ use prost::Message;
 use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
-use super::LogError;
+use crate::log::LogError;
 use super::active::{ACTIVE_FROM, Watermark, first_id_at};
-use super::events::{EventKind, RunEvent, RunId, v1};
-use super::fold::{StatusKind, transition};
+use crate::codec::{v1, wire_event};
+use sluice_model::{EventKind, RunId, StatusKind, transition};
 use super::index::Postings;
-use super::keys::{RunSummary, event_batch_key, event_key};
-use crate::staged::{Staged, StagedTree};
+use super::keys::{event_batch_key, event_key};
+use crate::log::RunSummary;
+use crate::sled::staged::{Staged, StagedTree};
 
-/// Names of the log's trees, in the order of a group's writes.
-pub(crate) const LOG_TREES: [&str; 9] = [
-    "events",
-    "runs",
-    "runs_by_workflow",
-    "runs_by_connection",
-    "runs_by_tenant",
-    "runs_by_status",
-    "runs_by_time",
-    "runs_active",
-    "log_meta",
-];
-pub(crate) const EVENTS: usize = 0;
-pub(crate) const RUNS: usize = 1;
-pub(crate) const BY_WORKFLOW: usize = 2;
-pub(crate) const BY_CONNECTION: usize = 3;
-pub(crate) const BY_TENANT: usize = 4;
-pub(crate) const BY_STATUS: usize = 5;
-pub(crate) const BY_TIME: usize = 6;
-pub(crate) const ACTIVE: usize = 7;
-/// Written after `runs_active` in a group: a reader that sees the watermark moved sees
-/// the keys it was moved past.
-pub(crate) const META: usize = 8;
+pub(crate) use crate::sled::layout::{
+    AT_ACTIVE as ACTIVE, AT_BY_CONNECTION as BY_CONNECTION, AT_BY_STATUS as BY_STATUS,
+    AT_BY_TENANT as BY_TENANT, AT_BY_TIME as BY_TIME, AT_BY_WORKFLOW as BY_WORKFLOW,
+    AT_EVENTS as EVENTS, AT_META as META, AT_RUNS as RUNS, LOG_TREES,
+};
 
 /// Writes that another module of this crate adds to the group of an append.
 ///
@@ -131,7 +114,7 @@ enum Fail {
 pub(crate) struct Head {
     pub summary: RunSummary,
     /// Events stored in the summary record, not under keys of their own.
-    pub recent: Vec<RunEvent>,
+    pub recent: Vec<v1::RunEvent>,
 }
 
 impl Head {
@@ -140,7 +123,7 @@ impl Head {
         let mut stored = v1::StoredRunSummary::decode(raw).map_err(|e| corrupt(e.to_string()))?;
         let recent = std::mem::take(&mut stored.recent);
         let summary =
-            RunSummary::from_stored(run, stored).ok_or_else(|| corrupt("unknown status".into()))?;
+            crate::codec::summary_from_wire(run, stored).ok_or_else(|| corrupt("unknown status".into()))?;
         Ok(Head { summary, recent })
     }
 }
@@ -166,9 +149,9 @@ struct Pending<'c> {
     /// The events the run's summary record held before the group (borrowed from the
     /// cached head when there is one: a group may be staged again, so the cache is
     /// changed only once it is applied).
-    recent: Cow<'c, [RunEvent]>,
+    recent: Cow<'c, [v1::RunEvent]>,
     /// The run's events this group appends, in seq order.
-    events: Vec<RunEvent>,
+    events: Vec<v1::RunEvent>,
 }
 
 /// Replies of a committed group, waiting for the flush that makes it durable.
@@ -302,7 +285,7 @@ impl Committer {
             return Watermark { from, to: from };
         }
         let lag = i64::try_from(self.active_lag.as_millis()).unwrap_or(i64::MAX);
-        let to = first_id_at(super::now_unix_ms().saturating_sub(lag)).max(from);
+        let to = first_id_at(crate::log::now_unix_ms().saturating_sub(lag)).max(from);
         Watermark { from, to }
     }
 }
@@ -388,7 +371,7 @@ fn write_group<'c>(
                 .as_ref()
                 .map_or((StatusKind::Scheduled, 0), |h| (h.status, h.last_seq));
             let seq = last + 1;
-            let status = match transition(status, last, seq, Some(kind)) {
+            let status = match transition(status, last, seq, kind) {
                 Ok(s) => s,
                 Err(error) => return abort(i, LogError::Refused { run, error }),
             };
@@ -417,7 +400,7 @@ fn write_group<'c>(
             now.last_seq = seq;
             now.updated_at_unix_ms = req.at_unix_ms;
             p.events
-                .push(RunEvent::new(run, seq, req.at_unix_ms, kind.clone()));
+                .push(wire_event(run, seq, req.at_unix_ms, kind));
             seqs.push(seq);
         }
         all_seqs.push(seqs);
@@ -455,7 +438,7 @@ fn write_group<'c>(
 
 /// Moves a run's events to `events`: one alone under its own key, several as one
 /// batch.
-fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<RunEvent>) {
+fn write_events(staged: &mut Staged<'_>, run: RunId, mut events: Vec<v1::RunEvent>) {
     match (events.first(), events.last()) {
         (Some(first), Some(last)) if events.len() > 1 => {
             let key = event_batch_key(&run, first.seq, last.seq);
@@ -484,7 +467,7 @@ const RECENT_FIELD: u32 = 9;
 /// (a message is the concatenation of its fields), so the events are not copied.
 fn write_summary(staged: &mut Staged<'_>, head: &Head) {
     let now = &head.summary;
-    let stored = now.to_stored();
+    let stored = crate::codec::summary_to_wire(now);
     let events_len: usize = head
         .recent
         .iter()

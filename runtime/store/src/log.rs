@@ -1,0 +1,314 @@
+//! The run log's contract: what the engine and the API need of a durable, event-sourced
+//! log of runs, whatever backend holds it.
+//!
+//! Owns the [`RunLog`] trait and the types its callers see ([`RunSummary`],
+//! [`RunFilter`], [`Appending`], [`LogError`]); run events and their fold are
+//! `sluice_model`'s, re-exported here. It holds no storage of its own and never names
+//! a backend: the sled backend (`crate::sled`) and any other implement it, and one
+//! conformance suite (`tests/contract`) holds each of them to it.
+//!
+//! Promises every backend keeps:
+//! - an append is acknowledged only once durable; all events of one call commit
+//!   together or not at all, in the order queued, and a later append by the same
+//!   caller is refused if an earlier one was;
+//! - an event that may not follow the run's log ([`transition`]) is refused with
+//!   [`LogError::Refused`]; a conditional append whose expected seq is stale fails
+//!   with [`LogError::Conflict`]; neither writes anything;
+//! - reads see every acknowledged append, and a stored event this version cannot read
+//!   is reported with its run and seq, never skipped.
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+pub use sluice_model::fold;
+pub use sluice_model::{
+    AttemptBegun, AttemptFailed, BadRunId, CheckpointCommitted, EventKind, Failure, FailureKind,
+    FoldError, Heartbeat, Lease, ManualRetryRequested, RetryScheduled, RunCancelled,
+    RunCompleted, RunDeadLettered, RunEvent, RunId, RunScheduled, RunStarted, RunState,
+    RunStatus, StatusKind, StreamCompleted, StreamProgress, Trigger, apply, transition,
+};
+
+/// The current time in Unix milliseconds: the stamp of appends that give none.
+pub(crate) fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The durable log of runs. Implemented by every storage backend.
+#[async_trait]
+pub trait RunLog: Send + Sync {
+    /// Appends events stamped `at_unix_ms`; returns their seqs once durable.
+    ///
+    /// All events of one call commit together or not at all. The first event of a
+    /// run must be `RunScheduled`; an event that may not follow the log (see
+    /// [`transition`]) is refused with [`LogError::Refused`] and nothing of the call
+    /// is written.
+    async fn append_at(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.enqueue_at(run, at_unix_ms, kinds).await?.await
+    }
+
+    /// Appends events to `run`'s log, stamped with the current time; returns their
+    /// seqs once they are durable.
+    async fn append(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Vec<u64>, LogError> {
+        self.append_at(run, now_unix_ms(), kinds).await
+    }
+
+    /// Appends events only if `run`'s last event is still `expected_seq`, else fails
+    /// with [`LogError::Conflict`] and writes nothing: how one of several nodes takes
+    /// a run over (e.g. after its holder's lease expired) without racing another.
+    async fn append_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.enqueue_expecting(run, expected_seq, kinds).await?.await
+    }
+
+    /// Queues events stamped `at_unix_ms` for `run`'s log and returns as soon as they
+    /// are queued: the returned [`Appending`] resolves to their seqs once they are
+    /// durable (or to why they were refused, as [`RunLog::append_at`] would).
+    ///
+    /// Appends are committed in the order they are queued, so a later append by the
+    /// same task never lands before this one, and is refused if this one was (its
+    /// events then do not follow the log). That lets a caller start the work an event
+    /// announces while the event is being made durable, as long as it checks the
+    /// outcome before it reports the work done.
+    async fn enqueue_at(
+        &self,
+        run: RunId,
+        at_unix_ms: i64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError>;
+
+    /// Queues events stamped with the current time (see [`RunLog::enqueue_at`]).
+    async fn enqueue(&self, run: RunId, kinds: Vec<EventKind>) -> Result<Appending, LogError> {
+        self.enqueue_at(run, now_unix_ms(), kinds).await
+    }
+
+    /// Queues events that are written only if `run`'s last seq is still
+    /// `expected_seq` when they are committed, else refused with
+    /// [`LogError::Conflict`]. A caller holding a state it read earlier acts on it
+    /// without reading the log again: the commit checks it.
+    async fn enqueue_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError>;
+
+    /// Holds events (stamped now, written only if `run`'s last seq is still
+    /// `expected_seq`) back until [`RunLog::release`] or the next append for `run`,
+    /// which queues them first. So a short piece of work that an event announces and
+    /// another event ends (an attempt beginning and its run completing) commits as
+    /// one group. A crash before the release loses them, and with them nothing else:
+    /// whatever the work appends is queued after them.
+    async fn hold_expecting(
+        &self,
+        run: RunId,
+        expected_seq: u64,
+        kinds: Vec<EventKind>,
+    ) -> Result<Appending, LogError>;
+
+    /// Queues the events held back for `run`, if any.
+    async fn release(&self, run: RunId) -> Result<(), LogError>;
+
+    /// Every event of `run`, in order (empty for an unknown run).
+    async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError>;
+
+    /// The fold of `run`'s events.
+    async fn state(&self, run: RunId) -> Result<RunState, LogError> {
+        let events = self.read(run).await?;
+        if events.is_empty() {
+            return Err(LogError::UnknownRun(run));
+        }
+        fold(&events).map_err(|error| LogError::Fold { run, error })
+    }
+
+    /// The summary of `run`, if it exists.
+    async fn summary(&self, run: RunId) -> Result<Option<RunSummary>, LogError>;
+
+    /// Runs matching `filter`, in the order it asks for.
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError>;
+
+    /// Runs not in a terminal status matching `filter` (which may name one of those
+    /// statuses), by run id: oldest or newest first, as the filter says.
+    async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError>;
+
+    /// Ids of every run not in a terminal status (to resume after a restart).
+    async fn in_flight(&self) -> Result<Vec<RunId>, LogError>;
+}
+
+/// Errors of the log.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LogError {
+    /// The storage engine failed (I/O, a broken database).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A stored event of `run` at `seq` cannot be read.
+    #[error("corrupt event {seq} of run {run}: {reason}")]
+    Corrupt {
+        /// The run.
+        run: RunId,
+        /// The event's seq.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A run's summary record cannot be read.
+    #[error("corrupt summary of run {run}: {reason}")]
+    CorruptSummary {
+        /// The run.
+        run: RunId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The run's stored events do not fold (e.g. an unknown event kind).
+    #[error("run {run} cannot be folded: {error}")]
+    Fold {
+        /// The run.
+        run: RunId,
+        /// Why.
+        error: FoldError,
+    },
+    /// An append was refused: the event may not follow the run's log.
+    #[error("append to run {run} refused: {error}")]
+    Refused {
+        /// The run.
+        run: RunId,
+        /// Why.
+        error: FoldError,
+    },
+    /// An append was rejected by writes sharing its group (a hook's).
+    #[error("append rejected: {0}")]
+    Rejected(String),
+    /// A conditional append found the run moved on: another writer appended first.
+    #[error("run {run} moved on: expected its last event to be {expected}, found {actual}")]
+    Conflict {
+        /// The run.
+        run: RunId,
+        /// The seq the appender had read.
+        expected: u64,
+        /// The seq the log holds.
+        actual: u64,
+    },
+    /// The request is malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// No such run.
+    #[error("unknown run {0}")]
+    UnknownRun(RunId),
+    /// The log is closed (its committer stopped).
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        LogError::Storage(e.to_string())
+    }
+}
+
+
+/// A queued append (see [`RunLog::enqueue`]): resolves to its seqs once durable.
+#[must_use = "an append's outcome must be checked before the work it announces is reported"]
+pub struct Appending(oneshot::Receiver<Result<Vec<u64>, LogError>>);
+
+impl Appending {
+    /// An append whose outcome `reply` will carry; a dropped sender reads as
+    /// [`LogError::Closed`].
+    pub(crate) fn new(reply: oneshot::Receiver<Result<Vec<u64>, LogError>>) -> Self {
+        Appending(reply)
+    }
+}
+
+impl std::future::Future for Appending {
+    type Output = Result<Vec<u64>, LogError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| LogError::Closed).and_then(|r| r))
+    }
+}
+
+/// A run as listed: its summary record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: RunId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Connection name.
+    pub connection: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Priority.
+    pub priority: i32,
+    /// Current status.
+    pub status: StatusKind,
+    /// When scheduled (Unix ms).
+    pub created_at_unix_ms: i64,
+    /// When its last event was recorded.
+    pub updated_at_unix_ms: i64,
+    /// Seq of its last event.
+    pub last_seq: u64,
+}
+
+/// Which runs [`RunLog::list`] returns: all given
+/// conditions must hold. Results are ordered by run id (creation order for UUID v7
+/// ids) when an equality condition is given, else by creation time; oldest first,
+/// or newest first with `newest_first` (a limit then keeps the newest).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// Only this connection.
+    pub connection: Option<String>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this status.
+    pub status: Option<StatusKind>,
+    /// Only runs created at or after this time (Unix ms).
+    pub created_from_unix_ms: Option<i64>,
+    /// Only runs created before this time (Unix ms).
+    pub created_before_unix_ms: Option<i64>,
+    /// At most this many runs (0 means no limit).
+    pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+impl RunFilter {
+    /// Most runs to list (`limit`, where 0 means no limit).
+    pub(crate) fn max_runs(&self) -> usize {
+        if self.limit == 0 {
+            usize::MAX
+        } else {
+            self.limit
+        }
+    }
+
+    /// Whether `s` satisfies every condition.
+    pub fn matches(&self, s: &RunSummary) -> bool {
+        self.workflow.as_ref().is_none_or(|w| *w == s.workflow)
+            && self.connection.as_ref().is_none_or(|c| *c == s.connection)
+            && self.tenant.as_ref().is_none_or(|t| *t == s.tenant)
+            && self.status.is_none_or(|st| st == s.status)
+            && self
+                .created_from_unix_ms
+                .is_none_or(|f| s.created_at_unix_ms >= f)
+            && self
+                .created_before_unix_ms
+                .is_none_or(|b| s.created_at_unix_ms < b)
+    }
+}

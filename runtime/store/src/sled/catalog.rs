@@ -1,0 +1,119 @@
+//! The catalog on sled ([`SledCatalog`]).
+//!
+//! Owns the `catalog` tree: one value per (kind, name). It stores bytes and knows
+//! nothing of what a definition means: the engine parses and validates them. Every
+//! write is flushed before it returns, so a definition acknowledged is durable.
+
+use crate::StoreError;
+use crate::catalog::Catalog;
+
+/// Name of the catalog's tree.
+use crate::sled::layout::CATALOG as TREE;
+
+/// The catalog of a sled store. Cheap to clone.
+#[derive(Clone)]
+pub struct SledCatalog {
+    tree: sled::Tree,
+}
+
+pub(crate) fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
+    if kind.is_empty() || kind.contains('\0') || name.contains('\0') {
+        return Err(StoreError::Invalid(format!(
+            "catalog kind `{kind}` and name `{name}` must be non-empty and contain no NUL"
+        )));
+    }
+    let mut k = Vec::with_capacity(kind.len() + name.len() + 1);
+    k.extend_from_slice(kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    Ok(k)
+}
+
+impl SledCatalog {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(SledCatalog {
+            tree: db.open_tree(TREE).map_err(StoreError::storage)?,
+        })
+    }
+
+    /// Stores `document` as the definition `name` of `kind`, replacing any previous
+    /// one; returns whether it replaced one.
+    fn put_now(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
+        let old = self
+            .tree
+            .insert(key(kind, name)?, document)
+            .map_err(StoreError::storage)?;
+        self.tree.flush().map_err(StoreError::storage)?;
+        Ok(old.is_some())
+    }
+
+    /// Like [`Catalog::put`], without waiting for the disk: durable with the store's
+    /// next flush (every log append flushes), for documents whose loss in a crash is
+    /// harmless.
+    fn put_unflushed_now(&self, kind: &str, name: &str, document: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(kind, name)?, document)
+            .map_err(StoreError::storage)?;
+        Ok(())
+    }
+
+    /// The definition `name` of `kind`.
+    fn get_now(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(kind, name)?)
+            .map_err(StoreError::storage)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every definition of `kind`, by name.
+    fn list_now(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut prefix = key(kind, "")?;
+        prefix.truncate(kind.len() + 1);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(StoreError::storage)?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((name, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the definition; returns whether it existed.
+    fn remove_now(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+        let old = self
+            .tree
+            .remove(key(kind, name)?)
+            .map_err(StoreError::storage)?;
+        self.tree.flush().map_err(StoreError::storage)?;
+        Ok(old.is_some())
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for SledCatalog {
+    async fn put(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
+        self.put_now(kind, name, document)
+    }
+
+    async fn put_unflushed(
+        &self,
+        kind: &str,
+        name: &str,
+        document: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_unflushed_now(kind, name, document)
+    }
+
+    async fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_now(kind, name)
+    }
+
+    async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.list_now(kind)
+    }
+
+    async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+        self.remove_now(kind, name)
+    }
+}

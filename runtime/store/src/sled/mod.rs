@@ -1,0 +1,20 @@
+//! The embedded backend: every part of the storage contract in one sled database.
+//!
+//! Owns everything that names sled: the database's trees and key layouts
+//! (`layout`), opening it (`open`), atomic groups of writes across trees (`staged`),
+//! and the parts: `log` (the run log, with its single committer thread), `hub`,
+//! `catalog`, `run_logs`, and `store` ([`SledStore`], the [`crate::Backend`]). It
+//! must never let a sled type out of this module.
+
+mod catalog;
+pub mod hub;
+pub mod layout;
+mod log;
+mod open;
+mod run_logs;
+pub(crate) mod staged;
+mod store;
+
+pub use hub::{BatchMeta, SledHub};
+pub use log::{EventLog, LogConfig};
+pub use store::SledStore;

@@ -1,0 +1,114 @@
+//! The storage contract's conformance suite: one set of tests written against
+//! [`sluice_store::Store`] and its traits, run on every backend.
+//!
+//! Each test is an `async fn(site: &dyn Site)`; [`contract_tests!`] instantiates it
+//! once per backend, each in a place of its own (a directory, a database schema).
+//! A backend joins the suite with one line in the `backends` list at the bottom.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed expectation fails the test"
+)]
+
+mod catalog;
+mod faults;
+mod log;
+mod run_logs;
+mod store;
+
+use sluice_store::Store;
+use sluice_store::log::{AttemptBegun, EventKind, RunId, RunScheduled, Trigger};
+
+/// Where one test's store lives. Opening it again after the last [`Store`] opened
+/// there is dropped reopens the same data, as a restarted node would.
+pub trait Site: Send + Sync {
+    /// Opens (or reopens) the store.
+    fn open(&self) -> Store;
+}
+
+/// The embedded sled backend, in a directory of its own.
+pub struct SledSite(tempfile::TempDir);
+
+impl SledSite {
+    fn new() -> Self {
+        SledSite(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Site for SledSite {
+    fn open(&self) -> Store {
+        Store::open(self.0.path()).unwrap()
+    }
+}
+
+/// A run id of creation time `1_700_000_000_000 + n` ms.
+pub fn run_id(n: u8) -> RunId {
+    RunId::v7(1_700_000_000_000 + u64::from(n), [n; 10])
+}
+
+/// `RunScheduled` of a run of `workflow` on `connection` of `tenant`, streams
+/// `users` and `orders`.
+pub fn scheduled(workflow: &str, connection: &str, tenant: &str) -> EventKind {
+    EventKind::RunScheduled(RunScheduled {
+        workflow: workflow.into(),
+        connection: connection.into(),
+        tenant: tenant.into(),
+        priority: 1,
+        streams: vec!["users".into(), "orders".into()],
+        trigger: Trigger::Manual,
+        fire_at_unix_ms: 0,
+    })
+}
+
+/// `AttemptBegun` of `attempt`.
+pub fn begun(attempt: u32) -> EventKind {
+    EventKind::AttemptBegun(AttemptBegun {
+        attempt,
+        ..Default::default()
+    })
+}
+
+/// Instantiates every test for every backend: `mod <backend> { #[tokio::test] fn
+/// <test>() }`, each test on a new site of that backend.
+macro_rules! contract_tests {
+    (backends: [$($backend:ident => $site:expr),* $(,)?], tests: $tests:tt) => {
+        $( contract_tests!(@backend $backend, $site, $tests); )*
+    };
+    (@backend $backend:ident, $site:expr, [$($module:ident :: $name:ident),* $(,)?]) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let site = $site;
+                    crate::$module::$name(&site).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests! {
+    backends: [
+        sled => SledSite::new(),
+    ],
+    tests: [
+        store::a_batch_and_its_checkpoint_commit_together_and_survive_a_reopen,
+        store::a_bad_record_rejects_the_whole_batch_and_writes_nothing,
+        store::a_completed_full_refresh_deletes_what_it_did_not_see,
+        store::a_refresh_deletes_the_same_whether_completed_in_place_or_not,
+        store::a_refused_append_leaves_the_hub_untouched,
+        store::the_last_streams_completion_completes_the_run_in_the_same_commit,
+        store::an_incremental_batch_moves_the_streams_cursor,
+        store::the_feed_pages_in_commit_order_from_a_cursor,
+        store::a_record_is_read_by_its_key_with_its_version,
+        store::a_fire_and_its_document_commit_together,
+        catalog::documents_are_put_replaced_listed_and_removed,
+        catalog::bad_names_are_refused,
+        run_logs::logs_are_bounded_per_run_and_filtered,
+        faults::a_failed_commit_writes_nothing_and_the_next_one_lands,
+        faults::an_unreadable_run_is_reported_and_others_read,
+    ],
+}
