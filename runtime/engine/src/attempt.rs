@@ -71,30 +71,12 @@ fn host_failure(context: &str, e: HostError) -> AttemptEnd {
 }
 
 /// The failure a host error means for a run: its kind decides retry or dead-letter.
+/// The host names it: a connector that broke the sandbox is `sandbox`, which backs
+/// off and may do better on another attempt (a trap can depend on the data).
 pub(crate) fn failure_of(context: &str, e: HostError) -> Failure {
-    // A connector that broke the sandbox may do better on another attempt (a trap can
-    // depend on the data): those back off as `Sandbox`; everything else keeps the kind
-    // the host gives it.
-    let sandbox = matches!(
-        e,
-        HostError::CpuLimit { .. }
-            | HostError::MemoryLimit { .. }
-            | HostError::Panic { .. }
-            | HostError::Trap { .. }
-            | HostError::Poisoned { .. }
-    );
-    let kind = match e.kind() {
-        _ if sandbox => FailureKind::Sandbox,
-        sluice_host::ErrorKind::Config => FailureKind::Config,
-        sluice_host::ErrorKind::Auth => FailureKind::Auth,
-        sluice_host::ErrorKind::RateLimited(_) => FailureKind::RateLimited,
-        sluice_host::ErrorKind::Transient => FailureKind::Transient,
-        sluice_host::ErrorKind::Permanent => FailureKind::Permanent,
-        sluice_host::ErrorKind::Schema => FailureKind::Schema,
-    };
     let retry_after = e.retry_after();
     Failure {
-        kind,
+        kind: e.kind(),
         message: format!("{context}: {e}"),
         retry_after,
     }

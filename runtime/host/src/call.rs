@@ -7,7 +7,7 @@ use wasmtime::Store;
 
 use crate::HostError;
 use crate::bindings::wit;
-use crate::error::ErrorKind;
+use sluice_model::FailureKind;
 use crate::state::State;
 
 /// The outcome of a guest call that may return a connector error.
@@ -55,17 +55,18 @@ fn classify<R>(
                     host: host.clone(),
                 });
             }
-            let mut kind = kind_of(&e.kind);
+            let (mut kind, mut retry_after_ms) = kind_of(&e.kind);
             // A request of this call was handed back rate limited: whatever the
             // connector made of it, the run should wait, not fail.
             if let Some(wait) = state.hooks.throttled()
-                && !matches!(kind, ErrorKind::RateLimited(_))
+                && kind != FailureKind::RateLimited
             {
-                kind = ErrorKind::RateLimited(Some(wait.as_millis() as u64));
+                kind = FailureKind::RateLimited;
+                retry_after_ms = Some(wait.as_millis() as u64);
             }
             let message = state.grant.redact(&e.message);
             if let Some(open) = state.hooks.breaker_open()
-                && kind == ErrorKind::Transient
+                && kind == FailureKind::Transient
             {
                 return Err(HostError::BreakerOpen {
                     call,
@@ -77,6 +78,7 @@ fn classify<R>(
             return Err(HostError::Connector {
                 call,
                 kind,
+                retry_after_ms,
                 message,
             });
         }
@@ -131,14 +133,15 @@ fn panic_message(stderr: &str) -> Option<String> {
     ))
 }
 
-pub(crate) fn kind_of(kind: &wit::ErrorKind) -> ErrorKind {
+/// The failure kind a connector reported, and how long it asked to wait.
+pub(crate) fn kind_of(kind: &wit::ErrorKind) -> (FailureKind, Option<u64>) {
     match kind {
-        wit::ErrorKind::Config => ErrorKind::Config,
-        wit::ErrorKind::Auth => ErrorKind::Auth,
-        wit::ErrorKind::RateLimited(ms) => ErrorKind::RateLimited(*ms),
-        wit::ErrorKind::Transient => ErrorKind::Transient,
-        wit::ErrorKind::Permanent => ErrorKind::Permanent,
-        wit::ErrorKind::Schema => ErrorKind::Schema,
+        wit::ErrorKind::Config => (FailureKind::Config, None),
+        wit::ErrorKind::Auth => (FailureKind::Auth, None),
+        wit::ErrorKind::RateLimited(ms) => (FailureKind::RateLimited, *ms),
+        wit::ErrorKind::Transient => (FailureKind::Transient, None),
+        wit::ErrorKind::Permanent => (FailureKind::Permanent, None),
+        wit::ErrorKind::Schema => (FailureKind::Schema, None),
     }
 }
 

@@ -3,41 +3,21 @@
 
 use std::time::Duration;
 
-/// What kind of failure a connector reported (mirrors the WIT `error-kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "retry_after_ms")]
-pub enum ErrorKind {
-    /// The configuration is invalid.
-    Config,
-    /// The credentials were rejected.
-    Auth,
-    /// The API asked to slow down; wait this long (milliseconds) if known.
-    RateLimited(Option<u64>),
-    /// May go away on retry.
-    Transient,
-    /// Will not go away on retry.
-    Permanent,
-    /// Data does not match the stream's schema.
-    Schema,
-}
-
-impl ErrorKind {
-    /// Whether retrying the same call later may succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::RateLimited(_) | ErrorKind::Transient)
-    }
-}
+use sluice_model::FailureKind;
 
 /// Everything that can go wrong when the host runs a connector.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// The connector ran and returned an error of its own.
-    #[error("connector error ({kind:?}) in {call}: {message}")]
+    #[error("connector error ({kind}) in {call}: {message}")]
     Connector {
         /// The call that failed, e.g. `source.reader.next`.
         call: &'static str,
-        /// What kind of failure the connector reported.
-        kind: ErrorKind,
+        /// What kind of failure the connector reported (the WIT `error-kind`, or
+        /// `rate_limited` when a request of the call was throttled).
+        kind: FailureKind,
+        /// How long the API asked to wait, for a rate limit, when it said.
+        retry_after_ms: Option<u64>,
         /// The connector's message.
         message: String,
     },
@@ -169,26 +149,26 @@ pub enum HostError {
 
 impl HostError {
     /// The kind of failure, as the engine sees it: connector errors keep theirs;
-    /// sandbox violations and malformed output are permanent for this attempt's
-    /// input, timeouts and traps transient.
-    pub fn kind(&self) -> ErrorKind {
+    /// broken sandbox rules (CPU, memory, a trap or panic, a poisoned instance) are
+    /// `sandbox`, malformed output `schema`, timeouts and host trouble transient.
+    pub fn kind(&self) -> FailureKind {
         match self {
             HostError::Connector { kind, .. } => *kind,
             HostError::Timeout { .. } | HostError::Internal(_) | HostError::BreakerOpen { .. } => {
-                ErrorKind::Transient
+                FailureKind::Transient
             }
             HostError::MalformedOutput { .. } | HostError::BatchTooLarge { .. } => {
-                ErrorKind::Schema
+                FailureKind::Schema
             }
             HostError::Compile { .. }
             | HostError::NotAConnector { .. }
             | HostError::MissingExport { .. }
-            | HostError::DisallowedHost { .. } => ErrorKind::Config,
+            | HostError::DisallowedHost { .. } => FailureKind::Config,
             HostError::CpuLimit { .. }
             | HostError::MemoryLimit { .. }
             | HostError::Panic { .. }
             | HostError::Trap { .. }
-            | HostError::Poisoned { .. } => ErrorKind::Permanent,
+            | HostError::Poisoned { .. } => FailureKind::Sandbox,
         }
     }
 }
@@ -199,7 +179,7 @@ impl HostError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             HostError::Connector {
-                kind: ErrorKind::RateLimited(Some(ms)),
+                retry_after_ms: Some(ms),
                 ..
             } => Some(Duration::from_millis(*ms)),
             HostError::BreakerOpen { retry_after, .. } => Some(*retry_after),
