@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sluice_store::faults::{FaultyBackend, Faults, INJECTED, Op};
+use sluice_store::faults::{Faults, FaultyBackend, INJECTED, Op};
 use sluice_store::log::LogError;
 use sluice_store::{BatchCommit, Store, StoreError};
 
@@ -13,10 +13,7 @@ fn faulty(site: &dyn Site) -> (Store, Arc<Faults>) {
     let store = site.open();
     let faults = Faults::new();
     let backend = FaultyBackend::new(Arc::clone(store.backend()), Arc::clone(&faults));
-    (
-        Store::with_backend(Arc::new(backend), store.dir()),
-        faults,
-    )
+    (Store::with_backend(Arc::new(backend), store.dir()), faults)
 }
 
 fn batch(from: u32, to: u32, checkpoint: &str) -> BatchCommit {
