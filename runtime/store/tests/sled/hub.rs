@@ -1,12 +1,13 @@
-//! Hub behaviour on bad input, idempotency, composite keys and reopening.
-
-#![allow(clippy::expect_used, reason = "test helpers fail the test on error")]
-
-#[path = "../../../tests/support/sled_files.rs"]
-mod common;
+//! The sled hub's direct calls ([`SledHub`], outside a run's commits): bad input
+//! rejects a whole batch, the same batch twice is unchanged, composite keys and
+//! streams, the index rebuilt from disk on reopen, and a segment written ahead of a
+//! commit that never landed.
 
 use serde_json::json;
-use sluice_store::hub::{BatchMeta, BatchOutcome, Hub, HubError};
+use sluice_store::hub::{BatchOutcome, HubError};
+use sluice_store::sled::{BatchMeta, SledHub, layout};
+
+use crate::open_sled;
 
 fn meta(generation: u64) -> BatchMeta<'static> {
     BatchMeta {
@@ -16,13 +17,13 @@ fn meta(generation: u64) -> BatchMeta<'static> {
     }
 }
 
-fn hub() -> (tempfile::TempDir, Hub) {
+fn hub() -> (tempfile::TempDir, SledHub) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let hub = Hub::open_path(dir.path()).expect("open hub");
+    let hub = SledHub::open_path(dir.path()).expect("open hub");
     (dir, hub)
 }
 
-fn assert_nothing_written(hub: &Hub) {
+fn assert_nothing_written(hub: &SledHub) {
     assert_eq!(hub.count("c", "s").expect("count"), 0);
     assert!(hub.feed("c", "s", 0, 10).expect("feed").0.is_empty());
 }
@@ -180,7 +181,7 @@ fn composite_keys_streams_and_record_fields() {
 fn a_reopened_hub_rebuilds_its_index_from_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
-        let hub = Hub::open_path(dir.path()).expect("open");
+        let hub = SledHub::open_path(dir.path()).expect("open");
         hub.upsert_batch(
             "c",
             "s",
@@ -199,7 +200,7 @@ fn a_reopened_hub_rebuilds_its_index_from_disk() {
         .expect("upsert");
         hub.flush().expect("flush");
     }
-    let hub = Hub::open_path(dir.path()).expect("reopen");
+    let hub = SledHub::open_path(dir.path()).expect("reopen");
     assert_eq!(hub.count("c", "s").expect("count"), 3);
     let out = hub.complete_refresh("c", "s", 2, 5).expect("complete");
     assert_eq!(out.deleted, 1, "record 3 was not seen in refresh 2");
@@ -233,6 +234,7 @@ fn a_reopened_hub_rebuilds_its_index_from_disk() {
 #[test]
 fn a_segment_written_ahead_of_a_commit_that_never_landed_is_ignored() {
     let dir = tempfile::tempdir().expect("temp dir");
+    // The stream's meta key: `m`, then connection and stream, each length-prefixed.
     let meta_key = {
         let mut k = vec![b'm'];
         for part in ["c", "s"] {
@@ -242,7 +244,7 @@ fn a_segment_written_ahead_of_a_commit_that_never_landed_is_ignored() {
         k
     };
     {
-        let hub = Hub::open_path(dir.path()).expect("open hub");
+        let hub = SledHub::open_path(dir.path()).expect("open hub");
         hub.upsert_batch("c", "s", &["id"], b"{\"id\":1}\n{\"id\":2}", meta(1))
             .expect("first batch");
         hub.upsert_batch("c", "s", &["id"], b"{\"id\":3}", meta(1))
@@ -251,8 +253,8 @@ fn a_segment_written_ahead_of_a_commit_that_never_landed_is_ignored() {
     }
     {
         // As if the second batch's commit never landed: only its segment is there.
-        let db = common::open_sled(dir.path());
-        let tree = db.open_tree("hub").expect("hub tree");
+        let db = open_sled(dir.path());
+        let tree = db.open_tree(layout::HUB).expect("hub tree");
         assert_eq!(
             tree.get(&meta_key).expect("get").as_deref(),
             Some(&2u64.to_be_bytes()[..])
@@ -261,7 +263,7 @@ fn a_segment_written_ahead_of_a_commit_that_never_landed_is_ignored() {
             .expect("insert");
         db.flush().expect("flush");
     }
-    let hub = Hub::open_path(dir.path()).expect("reopen hub");
+    let hub = SledHub::open_path(dir.path()).expect("reopen hub");
     assert_eq!(hub.count("c", "s").expect("count"), 2);
     assert_eq!(hub.feed("c", "s", 0, 10).expect("feed").0.len(), 2);
     assert!(hub.get("c", "s", &[json!(3)]).expect("get").is_none());

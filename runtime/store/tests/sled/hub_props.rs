@@ -2,13 +2,12 @@
 //! updated / unchanged, deletion only after complete refreshes, the feed replayed from
 //! the start, and the index rebuilt from disk after a reopen.
 
-#![allow(clippy::expect_used, reason = "test helpers fail the test on error")]
-
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use sluice_store::hub::{BatchMeta, BatchOutcome, ChangeKind, Hub};
+use sluice_store::hub::{BatchOutcome, ChangeKind};
+use sluice_store::sled::{BatchMeta, SledHub};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -122,7 +121,7 @@ proptest! {
     #[test]
     fn hub_matches_model(ops in prop::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut hub = Hub::open_path(dir.path()).expect("open hub");
+        let mut hub = SledHub::open_path(dir.path()).expect("open hub");
         let mut model = Model::default();
         let mut generation = 1u64;
         let mut last_batch: Vec<(u8, u8)> = Vec::new();
@@ -157,7 +156,7 @@ proptest! {
                 Op::Abandon => generation += 1,
                 Op::Reopen => {
                     drop(hub);
-                    hub = Hub::open_path(dir.path()).expect("reopen hub");
+                    hub = SledHub::open_path(dir.path()).expect("reopen hub");
                 }
             }
         }
