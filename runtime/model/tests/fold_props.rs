@@ -1,9 +1,21 @@
 //! Property tests of the fold: random valid event sequences from a small state
-//! machine, and the invariants every fold must keep.
+//! machine, and the invariants every fold must keep (gaps, events of another run and
+//! events after a terminal status refused; a dead letter's cause kept and a manual
+//! retry resuming). That a stored event of a kind this version does not know stops a
+//! run's read is the store's (its codec and the sled backend's tests).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed expectation fails the test"
+)]
 
 use proptest::prelude::*;
-use sluice_store::log::{
-    EventKind, FoldError, RunEvent, RunId, RunState, StatusKind, apply, fold, v1,
+use sluice_model::{
+    AttemptBegun, AttemptFailed, CheckpointCommitted, EventKind, FailureKind, FoldError, Heartbeat,
+    ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered, RunEvent,
+    RunId, RunScheduled, RunStarted, RunState, RunStatus, StatusKind, StreamCompleted, Trigger,
+    apply, fold,
 };
 
 const STREAMS: [&str; 3] = ["users", "orders", "events"];
@@ -19,12 +31,12 @@ enum Action {
         split: (u64, u64),
     },
     StreamDone(usize),
-    Fail(i32),
+    Fail(FailureKind),
     Retry(i64),
     Heartbeat,
     Cancel,
     Complete,
-    DeadLetter(i32),
+    DeadLetter(FailureKind),
     ManualRetry(i64),
 }
 
@@ -36,12 +48,12 @@ fn action() -> impl Strategy<Value = Action> {
             |(stream, records, bytes, split)| Action::Checkpoint { stream, records, bytes, split }
         ),
         1 => (0..STREAMS.len()).prop_map(Action::StreamDone),
-        1 => (1i32..=8).prop_map(Action::Fail),
+        1 => prop::sample::select(FailureKind::ALL.to_vec()).prop_map(Action::Fail),
         1 => (0i64..10_000).prop_map(Action::Retry),
         2 => Just(Action::Heartbeat),
         1 => Just(Action::Cancel),
         1 => Just(Action::Complete),
-        1 => (1i32..=8).prop_map(Action::DeadLetter),
+        1 => prop::sample::select(FailureKind::ALL.to_vec()).prop_map(Action::DeadLetter),
         1 => (0i64..2).prop_map(Action::ManualRetry),
     ]
 }
@@ -55,13 +67,13 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
         RUN,
         1,
         1_000,
-        EventKind::RunScheduled(v1::RunScheduled {
+        EventKind::RunScheduled(RunScheduled {
             workflow: "wf".into(),
             connection: "conn".into(),
             tenant: "t".into(),
             priority: 3,
             streams: STREAMS.iter().map(|s| s.to_string()).collect(),
-            trigger: v1::Trigger::Manual as i32,
+            trigger: Trigger::Manual,
             fire_at_unix_ms: 0,
         }),
     )];
@@ -77,7 +89,7 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
                 } else {
                     StatusKind::Scheduled
                 };
-                EventKind::ManualRetryRequested(v1::ManualRetryRequested {
+                EventKind::ManualRetryRequested(ManualRetryRequested {
                     requested_by: "op".into(),
                     not_before_unix_ms: *delay,
                 })
@@ -86,12 +98,12 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
             Action::ManualRetry(_) => continue,
             Action::Start => {
                 status = StatusKind::Running;
-                EventKind::RunStarted(v1::RunStarted { worker: "w".into() })
+                EventKind::RunStarted(RunStarted { worker: "w".into() })
             }
             Action::Begin => {
                 attempt += 1;
                 status = StatusKind::Running;
-                EventKind::AttemptBegun(v1::AttemptBegun {
+                EventKind::AttemptBegun(AttemptBegun {
                     attempt,
                     ..Default::default()
                 })
@@ -105,7 +117,7 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
                 records[*stream] += n;
                 let created = split.0.min(*n);
                 let updated = split.1.min(n - created);
-                EventKind::CheckpointCommitted(v1::CheckpointCommitted {
+                EventKind::CheckpointCommitted(CheckpointCommitted {
                     stream: STREAMS[*stream].into(),
                     checkpoint: format!("c{}", events.len()),
                     records: *n,
@@ -117,11 +129,11 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
                     deleted: 0,
                 })
             }
-            Action::StreamDone(s) => EventKind::StreamCompleted(v1::StreamCompleted {
+            Action::StreamDone(s) => EventKind::StreamCompleted(StreamCompleted {
                 stream: STREAMS[*s].into(),
                 full_refresh: false,
             }),
-            Action::Fail(k) => EventKind::AttemptFailed(v1::AttemptFailed {
+            Action::Fail(k) => EventKind::AttemptFailed(AttemptFailed {
                 attempt,
                 kind: *k,
                 message: "boom".into(),
@@ -129,28 +141,28 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
             }),
             Action::Retry(at) => {
                 status = StatusKind::RetryWaiting;
-                EventKind::RetryScheduled(v1::RetryScheduled {
+                EventKind::RetryScheduled(RetryScheduled {
                     attempt: attempt + 1,
                     not_before_unix_ms: *at,
                 })
             }
-            Action::Heartbeat => EventKind::Heartbeat(v1::Heartbeat {
+            Action::Heartbeat => EventKind::Heartbeat(Heartbeat {
                 attempt,
                 ..Default::default()
             }),
             Action::Cancel => {
                 status = StatusKind::Cancelled;
-                EventKind::RunCancelled(v1::RunCancelled {
+                EventKind::RunCancelled(RunCancelled {
                     reason: "user".into(),
                 })
             }
             Action::Complete => {
                 status = StatusKind::Completed;
-                EventKind::RunCompleted(v1::RunCompleted {})
+                EventKind::RunCompleted(RunCompleted {})
             }
             Action::DeadLetter(k) => {
                 status = StatusKind::DeadLettered;
-                EventKind::RunDeadLettered(v1::RunDeadLettered {
+                EventKind::RunDeadLettered(RunDeadLettered {
                     kind: *k,
                     message: "dead".into(),
                 })
@@ -195,16 +207,16 @@ proptest! {
         if status.is_terminal() {
             let seq = state.last_seq + 1;
             for kind in [
-                EventKind::Heartbeat(v1::Heartbeat { attempt: 1, ..Default::default() }),
-                EventKind::RunCompleted(v1::RunCompleted {}),
-                EventKind::AttemptBegun(v1::AttemptBegun { attempt: 9, ..Default::default() }),
+                EventKind::Heartbeat(Heartbeat { attempt: 1, ..Default::default() }),
+                EventKind::RunCompleted(RunCompleted {}),
+                EventKind::AttemptBegun(AttemptBegun { attempt: 9, ..Default::default() }),
             ] {
                 let mut s = state.clone();
                 let err = apply(&mut s, &RunEvent::new(RUN, seq, 0, kind)).unwrap_err();
                 prop_assert_eq!(err, FoldError::AfterTerminal { seq });
                 prop_assert_eq!(&s, &state);
             }
-            let retry = EventKind::ManualRetryRequested(v1::ManualRetryRequested::default());
+            let retry = EventKind::ManualRetryRequested(ManualRetryRequested::default());
             let mut s = state.clone();
             let r = apply(&mut s, &RunEvent::new(RUN, seq, 0, retry));
             if status == StatusKind::DeadLettered {
@@ -227,13 +239,17 @@ proptest! {
         prop_assert_eq!(err, FoldError::Gap { expected: k as u64 + 1, found: k as u64 + 2 });
     }
 
+    /// An event of another run is refused wherever it stands after the first. (An
+    /// event of an unknown kind never becomes a domain event: the store's read stops at
+    /// it, see the sled backend's `an_unknown_event_kind_anywhere_in_a_log_stops_it_at_its_seq`.)
     #[test]
-    fn unknown_events_are_rejected(actions in prop::collection::vec(action(), 0..60), at in any::<prop::sample::Index>()) {
+    fn another_runs_events_are_rejected(actions in prop::collection::vec(action(), 1..60), at in any::<prop::sample::Index>()) {
         let (mut events, _) = build(&actions);
-        let k = at.index(events.len());
-        events[k].kind = None;
+        prop_assume!(events.len() >= 2);
+        let k = 1 + at.index(events.len() - 1);
+        events[k].run = RunId([9; 16]);
         let err = fold(&events).unwrap_err();
-        prop_assert_eq!(err, FoldError::UnknownEvent { seq: k as u64 + 1 });
+        prop_assert_eq!(err, FoldError::WrongRun { seq: k as u64 + 1 });
     }
 }
 
@@ -244,7 +260,7 @@ fn empty_and_misplaced_logs_are_rejected() {
         RUN,
         1,
         0,
-        EventKind::Heartbeat(v1::Heartbeat {
+        EventKind::Heartbeat(Heartbeat {
             attempt: 0,
             ..Default::default()
         }),
@@ -254,7 +270,7 @@ fn empty_and_misplaced_logs_are_rejected() {
         FoldError::Unexpected { seq: 1, .. }
     ));
     let (mut events, _) = build(&[Action::Start]);
-    events[1].run_id = vec![9; 16];
+    events[1].run = RunId([9; 16]);
     assert_eq!(fold(&events).unwrap_err(), FoldError::WrongRun { seq: 2 });
 }
 
@@ -268,12 +284,12 @@ fn dead_letter_keeps_cause_and_manual_retry_resumes() {
             bytes: 100,
             split: (10, 0),
         },
-        Action::DeadLetter(v1::ErrorKind::Auth as i32),
+        Action::DeadLetter(FailureKind::Auth),
     ]);
     let state = fold(&events).unwrap();
     match &state.status {
-        sluice_store::RunStatus::DeadLettered { cause } => {
-            assert_eq!(cause.kind, v1::ErrorKind::Auth);
+        RunStatus::DeadLettered { cause } => {
+            assert_eq!(cause.kind, FailureKind::Auth);
             assert_eq!(cause.message, "dead");
         }
         other => panic!("unexpected {other:?}"),
@@ -286,13 +302,13 @@ fn dead_letter_keeps_cause_and_manual_retry_resumes() {
             bytes: 100,
             split: (10, 0),
         },
-        Action::DeadLetter(2),
+        Action::DeadLetter(FailureKind::Auth),
         Action::ManualRetry(1),
     ]);
     let state = fold(&events).unwrap();
     assert_eq!(
         state.status,
-        sluice_store::RunStatus::RetryWaiting {
+        RunStatus::RetryWaiting {
             attempt: 2,
             not_before_unix_ms: 1
         }
