@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::Instant;
 
-use sluice_store::hub::{BatchMeta, Hub};
+use sluice_store::sled::{BatchMeta, SledHub};
 
 const BATCH: usize = 1_000;
 
@@ -30,7 +30,7 @@ fn record(i: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\"}\n");
 }
 
-fn pass(hub: &Hub, batches: &[Vec<u8>], generation: u64, label: &str) -> Result<(), String> {
+fn pass(hub: &SledHub, batches: &[Vec<u8>], generation: u64, label: &str) -> Result<(), String> {
     let mut latencies = Vec::with_capacity(batches.len());
     let mut totals = [0u64; 3];
     let start = Instant::now();
@@ -92,12 +92,12 @@ fn main() -> Result<(), String> {
         bytes as f64 / total as f64
     );
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let hub = Hub::open_path(dir.path()).map_err(|e| e.to_string())?;
+    let hub = SledHub::open_path(dir.path()).map_err(|e| e.to_string())?;
     pass(&hub, &batches, 1, "first pass (all created)")?;
     pass(&hub, &batches, 2, "second pass (all unchanged)")?;
     drop(hub);
     let t = Instant::now();
-    let hub = Hub::open_path(dir.path()).map_err(|e| e.to_string())?;
+    let hub = SledHub::open_path(dir.path()).map_err(|e| e.to_string())?;
     let count = hub.count("bench", "contacts").map_err(|e| e.to_string())?;
     println!(
         "reopen and load the index of {count} records: {:?}",

@@ -12,23 +12,25 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use sluice_store::log::{EventKind, EventLog, RunId, v1};
+use sluice_store::RunLog;
+use sluice_store::log::{CheckpointCommitted, EventKind, RunId, RunScheduled, Trigger};
+use sluice_store::sled::EventLog;
 
 fn scheduled(i: usize) -> EventKind {
-    EventKind::RunScheduled(v1::RunScheduled {
+    EventKind::RunScheduled(RunScheduled {
         workflow: format!("wf-{}", i % 4),
         connection: format!("conn-{i}"),
         tenant: format!("tenant-{}", i % 8),
         priority: 0,
         streams: vec!["orders".into()],
-        trigger: v1::Trigger::Manual as i32,
+        trigger: Trigger::Manual,
         fire_at_unix_ms: 0,
     })
 }
 
 /// A checkpoint event of about 200 bytes once encoded.
 fn checkpoint(n: usize) -> EventKind {
-    EventKind::CheckpointCommitted(v1::CheckpointCommitted {
+    EventKind::CheckpointCommitted(CheckpointCommitted {
         stream: "orders".into(),
         checkpoint: format!(
             "{{\"cursor\":\"{n:0>12}\",\"page\":\"{}\"}}",
