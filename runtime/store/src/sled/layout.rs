@@ -77,6 +77,6 @@ pub const WRITE_AHEAD_KEY: [u8; 1] = [0];
 /// Hub key tags: a segment (`s | connection | stream | seq`), a stream's next
 /// segment seq (`m | connection | stream`), a stream's incremental cursor
 /// (`c | connection | stream`).
-pub(crate) const HUB_SEGMENT: u8 = b's';
-pub(crate) const HUB_META: u8 = b'm';
-pub(crate) const HUB_CURSOR: u8 = b'c';
+pub const HUB_SEGMENT: u8 = b's';
+pub const HUB_META: u8 = b'm';
+pub const HUB_CURSOR: u8 = b'c';

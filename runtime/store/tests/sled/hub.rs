@@ -236,7 +236,7 @@ fn a_segment_written_ahead_of_a_commit_that_never_landed_is_ignored() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The stream's meta key: `m`, then connection and stream, each length-prefixed.
     let meta_key = {
-        let mut k = vec![b'm'];
+        let mut k = vec![layout::HUB_META];
         for part in ["c", "s"] {
             k.extend_from_slice(&(part.len() as u32).to_be_bytes());
             k.extend_from_slice(part.as_bytes());
