@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-
 /// A run's id: 16 bytes, a UUID v7 (time-ordered, so ids sort by creation time).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct RunId(pub [u8; 16]);

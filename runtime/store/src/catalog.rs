@@ -19,8 +19,12 @@ pub trait Catalog: Send + Sync {
 
     /// Like [`Catalog::put`], without waiting for the disk: durable with the store's
     /// next durable write, for documents whose loss in a crash is harmless.
-    async fn put_unflushed(&self, kind: &str, name: &str, document: &[u8])
-    -> Result<(), StoreError>;
+    async fn put_unflushed(
+        &self,
+        kind: &str,
+        name: &str,
+        document: &[u8],
+    ) -> Result<(), StoreError>;
 
     /// The definition `name` of `kind`.
     async fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -12,10 +12,9 @@
 
 use crate::log::RunSummary;
 use sluice_model::{
-    AttemptBegun, AttemptFailed, CheckpointCommitted, EventKind, FailureKind, FoldError,
-    Heartbeat, ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted,
-    RunDeadLettered, RunEvent, RunId, RunScheduled, RunStarted, StatusKind, StreamCompleted,
-    Trigger,
+    AttemptBegun, AttemptFailed, CheckpointCommitted, EventKind, FailureKind, FoldError, Heartbeat,
+    ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered, RunEvent,
+    RunId, RunScheduled, RunStarted, StatusKind, StreamCompleted, Trigger,
 };
 
 /// Generated protobuf messages of the `sluice.log.v1` package: the durable format of
@@ -53,7 +52,12 @@ pub(crate) fn event_from_wire(run: RunId, event: v1::RunEvent) -> Result<RunEven
         return Err(FoldError::WrongRun { seq });
     }
     let kind = event.kind.ok_or(FoldError::UnknownEvent { seq })?;
-    Ok(RunEvent::new(run, seq, event.at_unix_ms, kind_from_wire(kind)))
+    Ok(RunEvent::new(
+        run,
+        seq,
+        event.at_unix_ms,
+        kind_from_wire(kind),
+    ))
 }
 
 fn kind_to_wire(kind: &EventKind) -> v1::run_event::Kind {
@@ -109,12 +113,10 @@ fn kind_to_wire(kind: &EventKind) -> v1::run_event::Kind {
             kind: failure_to_wire(d.kind) as i32,
             message: d.message.clone(),
         }),
-        EventKind::ManualRetryRequested(m) => {
-            W::ManualRetryRequested(v1::ManualRetryRequested {
-                requested_by: m.requested_by.clone(),
-                not_before_unix_ms: m.not_before_unix_ms,
-            })
-        }
+        EventKind::ManualRetryRequested(m) => W::ManualRetryRequested(v1::ManualRetryRequested {
+            requested_by: m.requested_by.clone(),
+            not_before_unix_ms: m.not_before_unix_ms,
+        }),
         EventKind::Heartbeat(h) => W::Heartbeat(v1::Heartbeat {
             attempt: h.attempt,
             lease_until_unix_ms: h.lease_until_unix_ms,

@@ -155,4 +155,3 @@ pub struct Change {
     /// The record's JSON; `None` for a deletion.
     pub data: Option<String>,
 }
-

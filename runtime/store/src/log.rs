@@ -23,9 +23,9 @@ use tokio::sync::oneshot;
 pub use sluice_model::fold;
 pub use sluice_model::{
     AttemptBegun, AttemptFailed, BadRunId, CheckpointCommitted, EventKind, Failure, FailureKind,
-    FoldError, Heartbeat, Lease, ManualRetryRequested, RetryScheduled, RunCancelled,
-    RunCompleted, RunDeadLettered, RunEvent, RunId, RunScheduled, RunStarted, RunState,
-    RunStatus, StatusKind, StreamCompleted, StreamProgress, Trigger, apply, transition,
+    FoldError, Heartbeat, Lease, ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted,
+    RunDeadLettered, RunEvent, RunId, RunScheduled, RunStarted, RunState, RunStatus, StatusKind,
+    StreamCompleted, StreamProgress, Trigger, apply, transition,
 };
 
 /// The current time in Unix milliseconds: the stamp of appends that give none.
@@ -68,7 +68,9 @@ pub trait RunLog: Send + Sync {
         expected_seq: u64,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<u64>, LogError> {
-        self.enqueue_expecting(run, expected_seq, kinds).await?.await
+        self.enqueue_expecting(run, expected_seq, kinds)
+            .await?
+            .await
     }
 
     /// Queues events stamped `at_unix_ms` for `run`'s log and returns as soon as they
@@ -214,7 +216,6 @@ impl LogError {
         LogError::Storage(e.to_string())
     }
 }
-
 
 /// A queued append (see [`RunLog::enqueue`]): resolves to its seqs once durable.
 #[must_use = "an append's outcome must be checked before the work it announces is reported"]

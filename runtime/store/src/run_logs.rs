@@ -116,4 +116,3 @@ pub fn level_rank(level: &str) -> u8 {
         _ => 2,
     }
 }
-

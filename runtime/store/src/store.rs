@@ -245,4 +245,3 @@ pub struct StreamEnd {
     /// which spares a durable round trip per run.
     pub completes_run: bool,
 }
-

@@ -74,9 +74,10 @@ pub const POSTING_SPREAD: &[u8] = b"posting_spread";
 /// The one key of the `write_ahead` tree.
 pub const WRITE_AHEAD_KEY: [u8; 1] = [0];
 
-/// Hub key tags: a segment (`s | connection | stream | seq`), a stream's next
-/// segment seq (`m | connection | stream`), a stream's incremental cursor
-/// (`c | connection | stream`).
+/// Hub key tag of a segment: `s | connection | stream | seq`, connection and stream
+/// each prefixed by its length (u32 BE).
 pub const HUB_SEGMENT: u8 = b's';
+/// Hub key tag of a stream's next segment seq: `m | connection | stream`.
 pub const HUB_META: u8 = b'm';
+/// Hub key tag of a stream's incremental cursor: `c | connection | stream`.
 pub const HUB_CURSOR: u8 = b'c';

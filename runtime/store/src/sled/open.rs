@@ -18,6 +18,28 @@ fn is_lock_busy(e: &sled::Error) -> bool {
         || io.to_string().contains("could not acquire lock"))
 }
 
+/// Opens the store's database in `path` with a page cache of `cache_bytes`, flushed
+/// only when asked (every durable write flushes), and completes the group of writes
+/// a crash left half applied, before anything reads it.
+pub(crate) fn open_store_db(
+    path: &std::path::Path,
+    cache_bytes: u64,
+) -> Result<sled::Db, super::staged::RecoverError> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(None);
+    let db = open_db(&config)?;
+    let completed = super::staged::recover(&db)?;
+    if completed > 0 {
+        tracing::info!(
+            writes = completed,
+            "completed a group of writes a crash interrupted"
+        );
+    }
+    Ok(db)
+}
+
 /// `config.open()`, retried while the lock is busy, up to [`LOCK_WAIT`].
 pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let started = Instant::now();

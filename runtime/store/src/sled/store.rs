@@ -44,10 +44,12 @@ impl SledStore {
 
     /// Opens the store with a log configuration.
     pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, StoreError> {
-        let log = EventLog::open_with_extra(path.as_ref(), config, &EXTRA_TREES)?;
-        let hub = SledHub::open(log.db())?;
-        let catalog = SledCatalog::open(log.db())?;
-        let run_logs = SledRunLogs::open(log.db())?;
+        let db = super::open::open_store_db(path.as_ref(), config.cache_bytes)
+            .map_err(StoreError::storage)?;
+        let hub = SledHub::open(&db)?;
+        let catalog = SledCatalog::open(&db)?;
+        let run_logs = SledRunLogs::open(&db)?;
+        let log = EventLog::start(db, config, &EXTRA_TREES)?;
         Ok(SledStore {
             log,
             hub,
@@ -90,11 +92,7 @@ impl Backend for SledStore {
         Ok(self.log.size_on_disk()?)
     }
 
-    async fn commit_batch(
-        &self,
-        run: RunId,
-        batch: BatchCommit,
-    ) -> Result<Committed, StoreError> {
+    async fn commit_batch(&self, run: RunId, batch: BatchCommit) -> Result<Committed, StoreError> {
         let time_ms = now_unix_ms();
         // Parsing and classifying a batch is CPU work of a millisecond or two: in place
         // only for a small one.

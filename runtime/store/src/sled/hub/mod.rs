@@ -78,7 +78,9 @@ const INDEX_BITS: u32 = 24;
 /// Most changes one segment may hold (so that `index + 1` fits in [`INDEX_BITS`]).
 const MAX_CHANGES: usize = MAX_BATCH_RECORDS;
 const _: () = assert!(MAX_CHANGES == (1 << INDEX_BITS) - 2);
-use crate::sled::layout::{HUB as TREE, HUB_CURSOR as TAG_CURSOR, HUB_META as TAG_META, HUB_SEGMENT as TAG_SEGMENT};
+use crate::sled::layout::{
+    HUB as TREE, HUB_CURSOR as TAG_CURSOR, HUB_META as TAG_META, HUB_SEGMENT as TAG_SEGMENT,
+};
 
 impl From<sled::Error> for HubError {
     fn from(e: sled::Error) -> Self {

@@ -16,10 +16,10 @@
 
 use sled::Tree;
 
-use crate::log::LogError;
 use super::commit::Head;
-use sluice_model::RunId;
 use super::index::for_each_run;
+use crate::log::LogError;
+use sluice_model::RunId;
 
 /// The `log_meta` key holding the watermark (16 bytes: a run id).
 pub(crate) use crate::sled::layout::ACTIVE_FROM;

@@ -44,14 +44,14 @@ use prost::Message;
 use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::log::LogError;
 use super::active::{ACTIVE_FROM, Watermark, first_id_at};
-use crate::codec::{v1, wire_event};
-use sluice_model::{EventKind, RunId, StatusKind, transition};
 use super::index::Postings;
 use super::keys::{event_batch_key, event_key};
+use crate::codec::{v1, wire_event};
+use crate::log::LogError;
 use crate::log::RunSummary;
 use crate::sled::staged::{Staged, StagedTree};
+use sluice_model::{EventKind, RunId, StatusKind, transition};
 
 pub(crate) use crate::sled::layout::{
     AT_ACTIVE as ACTIVE, AT_BY_CONNECTION as BY_CONNECTION, AT_BY_STATUS as BY_STATUS,
@@ -122,8 +122,8 @@ impl Head {
         let corrupt = |reason: String| LogError::CorruptSummary { run, reason };
         let mut stored = v1::StoredRunSummary::decode(raw).map_err(|e| corrupt(e.to_string()))?;
         let recent = std::mem::take(&mut stored.recent);
-        let summary =
-            crate::codec::summary_from_wire(run, stored).ok_or_else(|| corrupt("unknown status".into()))?;
+        let summary = crate::codec::summary_from_wire(run, stored)
+            .ok_or_else(|| corrupt("unknown status".into()))?;
         Ok(Head { summary, recent })
     }
 }
@@ -399,8 +399,7 @@ fn write_group<'c>(
             now.status = status;
             now.last_seq = seq;
             now.updated_at_unix_ms = req.at_unix_ms;
-            p.events
-                .push(wire_event(run, seq, req.at_unix_ms, kind));
+            p.events.push(wire_event(run, seq, req.at_unix_ms, kind));
             seqs.push(seq);
         }
         all_seqs.push(seqs);

@@ -30,13 +30,13 @@ use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use crate::log::LogError;
 use super::active::Watermark;
 use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, META};
-use sluice_model::{RunId, StatusKind};
 use super::keys::{index_prefix, run_of_index_key, split_index_key, time_bytes};
+use crate::log::LogError;
 use crate::log::RunSummary;
 use crate::sled::staged::Staged;
+use sluice_model::{RunId, StatusKind};
 
 /// The index entries of one group, gathered before they are written.
 #[derive(Default)]

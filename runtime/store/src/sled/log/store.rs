@@ -22,13 +22,13 @@ use super::commit::{
     ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head,
     Heads, LOG_TREES, META, RUNS, Request, TxHook, flush_loop,
 };
-use crate::codec::{event_from_wire, v1};
-use sluice_model::{EventKind, RunEvent, RunId, StatusKind};
 use super::index::{
     for_each_run, for_each_run_rev, load_spread, move_in_flight_to_active, read_spread,
 };
 use super::keys::{index_prefix, seqs_of_event_key, time_bytes};
+use crate::codec::{event_from_wire, v1};
 use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary, now_unix_ms};
+use sluice_model::{EventKind, RunEvent, RunId, StatusKind};
 
 /// Tuning of an [`EventLog`].
 #[derive(Clone, Debug)]
@@ -89,38 +89,23 @@ pub struct EventLog {
     inner: Arc<Inner>,
 }
 
-
 impl EventLog {
     /// Opens (or creates) the log in the directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
         Self::open_with(path, LogConfig::default())
     }
 
-    /// Opens the log with a configuration.
+    /// Opens the log with a configuration, in a database of its own.
     pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
-        Self::open_with_extra(path, config, &[])
+        let db = crate::sled::open::open_store_db(path.as_ref(), config.cache_bytes)
+            .map_err(LogError::storage)?;
+        Self::start(db, config, &[])
     }
 
-    /// Opens the log, adding the trees `extra` to every append's group of writes (for
-    /// [`TxHook`]s of other modules of this crate). A group a crash left half applied
-    /// is completed first.
-    pub(crate) fn open_with_extra(
-        path: impl AsRef<Path>,
-        config: LogConfig,
-        extra: &[&str],
-    ) -> Result<Self, LogError> {
-        let sled_config = sled::Config::new()
-            .path(path.as_ref())
-            .cache_capacity(config.cache_bytes)
-            .flush_every_ms(None);
-        let db = crate::sled::open::open_db(&sled_config).map_err(LogError::storage)?;
-        let completed = crate::sled::staged::recover(&db).map_err(LogError::storage)?;
-        if completed > 0 {
-            tracing::info!(
-                writes = completed,
-                "completed a group of writes a crash interrupted"
-            );
-        }
+    /// Starts the log's committer over `db` (opened, with any group a crash left half
+    /// applied completed), adding the trees `extra` to every append's group of writes
+    /// (for [`TxHook`]s of other parts of the backend).
+    pub(crate) fn start(db: sled::Db, config: LogConfig, extra: &[&str]) -> Result<Self, LogError> {
         let ahead = db
             .open_tree(crate::sled::staged::WRITE_AHEAD)
             .map_err(LogError::storage)?;
@@ -175,11 +160,6 @@ impl EventLog {
                 threads: Mutex::new(vec![committer, flusher]),
             }),
         })
-    }
-
-    /// The database, for other modules of this crate.
-    pub(crate) fn db(&self) -> &sled::Db {
-        &self.inner.db
     }
 
     /// Appends events together with a hook's writes, atomically.
