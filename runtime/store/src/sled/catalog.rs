@@ -35,10 +35,13 @@ impl SledCatalog {
             tree: db.open_tree(TREE).map_err(StoreError::storage)?,
         })
     }
+}
 
-    /// Stores `document` as the definition `name` of `kind`, replacing any previous
-    /// one; returns whether it replaced one.
-    fn put_now(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
+// Writes that must be durable flush the tree before they return; sled flushes every
+// tree of the database, so an unflushed write is durable with the next log append.
+#[async_trait::async_trait]
+impl Catalog for SledCatalog {
+    async fn put(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
         let old = self
             .tree
             .insert(key(kind, name)?, document)
@@ -47,18 +50,19 @@ impl SledCatalog {
         Ok(old.is_some())
     }
 
-    /// Like [`Catalog::put`], without waiting for the disk: durable with the store's
-    /// next flush (every log append flushes), for documents whose loss in a crash is
-    /// harmless.
-    fn put_unflushed_now(&self, kind: &str, name: &str, document: &[u8]) -> Result<(), StoreError> {
+    async fn put_unflushed(
+        &self,
+        kind: &str,
+        name: &str,
+        document: &[u8],
+    ) -> Result<(), StoreError> {
         self.tree
             .insert(key(kind, name)?, document)
             .map_err(StoreError::storage)?;
         Ok(())
     }
 
-    /// The definition `name` of `kind`.
-    fn get_now(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .tree
             .get(key(kind, name)?)
@@ -66,8 +70,7 @@ impl SledCatalog {
             .map(|v| v.to_vec()))
     }
 
-    /// Every definition of `kind`, by name.
-    fn list_now(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut prefix = key(kind, "")?;
         prefix.truncate(kind.len() + 1);
         let mut out = Vec::new();
@@ -79,41 +82,12 @@ impl SledCatalog {
         Ok(out)
     }
 
-    /// Removes the definition; returns whether it existed.
-    fn remove_now(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+    async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
         let old = self
             .tree
             .remove(key(kind, name)?)
             .map_err(StoreError::storage)?;
         self.tree.flush().map_err(StoreError::storage)?;
         Ok(old.is_some())
-    }
-}
-
-#[async_trait::async_trait]
-impl Catalog for SledCatalog {
-    async fn put(&self, kind: &str, name: &str, document: &[u8]) -> Result<bool, StoreError> {
-        self.put_now(kind, name, document)
-    }
-
-    async fn put_unflushed(
-        &self,
-        kind: &str,
-        name: &str,
-        document: &[u8],
-    ) -> Result<(), StoreError> {
-        self.put_unflushed_now(kind, name, document)
-    }
-
-    async fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get_now(kind, name)
-    }
-
-    async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.list_now(kind)
-    }
-
-    async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
-        self.remove_now(kind, name)
     }
 }

@@ -37,8 +37,11 @@ impl SledRunLogs {
             tree: db.open_tree(TREE).map_err(StoreError::storage)?,
         })
     }
+}
 
-    fn append_now(&self, run: RunId, entries: &[LogEntry]) -> Result<(), StoreError> {
+#[async_trait::async_trait]
+impl RunLogs for SledRunLogs {
+    async fn append(&self, run: RunId, entries: &[LogEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -64,7 +67,7 @@ impl SledRunLogs {
         self.tree.apply_batch(batch).map_err(StoreError::storage)
     }
 
-    fn read_now(&self, run: RunId, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
+    async fn read(&self, run: RunId, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(run.as_bytes()) {
             let (_, v) = item.map_err(StoreError::storage)?;
@@ -77,16 +80,5 @@ impl SledRunLogs {
         }
         filter.keep_newest(&mut out);
         Ok(out)
-    }
-}
-
-#[async_trait::async_trait]
-impl RunLogs for SledRunLogs {
-    async fn append(&self, run: RunId, entries: &[LogEntry]) -> Result<(), StoreError> {
-        self.append_now(run, entries)
-    }
-
-    async fn read(&self, run: RunId, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
-        self.read_now(run, filter)
     }
 }
