@@ -13,9 +13,9 @@
 //! `sluice run FILE` defines connections and workflows from a JSON file and runs
 //! them in the foreground against the embedded store; `sluice serve FILE` keeps a
 //! node running: schedules fire, runs resume, and the gRPC API serves
-//! `sluice runs|workflows|connections …`.
+//! `sluice runs|workflows|connectors|connections|rate-limits …`.
 
-mod client_cmd;
+mod client;
 mod connector_cmd;
 mod exit;
 mod node_config;
@@ -46,42 +46,10 @@ enum Command {
     /// serve the gRPC API.
     #[command(alias = "server")]
     Serve(serve_cmd::ServeArgs),
-    /// Runs of a node, over its API: list, get, watch, cancel, retry.
-    Runs {
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-        #[command(subcommand)]
-        command: client_cmd::RunsCommand,
-    },
-    /// Workflows of a node, over its API: list, trigger, pause, resume, upcoming.
-    Workflows {
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-        #[command(subcommand)]
-        command: client_cmd::WorkflowsCommand,
-    },
-    /// Connectors of a node, over its API: register, list, get, remove.
-    Connectors {
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-        #[command(subcommand)]
-        command: client_cmd::ConnectorsCommand,
-    },
-    /// Connections of a node, over its API: list, check.
-    Connections {
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-        #[command(subcommand)]
-        command: client_cmd::ConnectionsCommand,
-    },
-    /// The node's rate limiter, over its API: each key's budget and counters, each
-    /// host's circuit breaker.
-    RateLimits {
-        #[command(flatten)]
-        client: client_cmd::ClientArgs,
-        #[command(flatten)]
-        filter: client_cmd::RateLimitsFilter,
-    },
+    // `runs`, `workflows`, `connectors`, `connections`, `rate-limits`: each
+    // variant's own doc is its help.
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// mimalloc: sled allocates and frees on every insert and wasmtime on every
@@ -131,15 +99,7 @@ fn main() -> std::process::ExitCode {
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Run(args) => run_cmd::run(args).await,
             Command::Serve(args) => serve_cmd::run(args).await,
-            Command::Runs { client, command } => client_cmd::runs(client, command).await,
-            Command::Workflows { client, command } => client_cmd::workflows(client, command).await,
-            Command::Connectors { client, command } => {
-                client_cmd::connectors(client, command).await
-            }
-            Command::Connections { client, command } => {
-                client_cmd::connections(client, command).await
-            }
-            Command::RateLimits { client, filter } => client_cmd::rate_limits(client, filter).await,
+            Command::Client(command) => client::run(command).await,
         }
     });
     match result {
