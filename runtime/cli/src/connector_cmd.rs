@@ -1,6 +1,7 @@
 //! `sluice connector spec|check|discover|read`: run a connector `.wasm` in the
 //! embedded host, no server needed.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -257,19 +258,25 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// The connector `--wasm` names: a file, else a first-party connector (embedded in
+/// this binary, so it needs no build directory).
 fn load(host: &Host, wasm: &str) -> anyhow::Result<Connector> {
-    let path = match sluice_artifacts::first_party(wasm) {
-        Some(path) if !Path::new(wasm).exists() => path.to_path_buf(),
-        _ => PathBuf::from(wasm),
+    // A file wins over a first-party name, so `./sample` can be tried as `sample`.
+    let (path, bytes) = match sluice_artifacts::first_party(wasm) {
+        Some(c) if !Path::new(wasm).exists() => {
+            (PathBuf::from(c.built_from), Cow::Borrowed(c.wasm))
+        }
+        _ => {
+            let bytes = std::fs::read(wasm).with_context(|| format!("reading connector {wasm}"))?;
+            (PathBuf::from(wasm), Cow::Owned(bytes))
+        }
     };
-    let wasm =
-        std::fs::read(&path).with_context(|| format!("reading connector {}", path.display()))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok(host
-        .load(&wasm)
+        .load(&bytes)
         .with_context(|| format!("loading connector {}", path.display()))?
         .named(name))
 }

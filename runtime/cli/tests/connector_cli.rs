@@ -230,3 +230,34 @@ fn limits_prints_what_the_connector_declares_for_a_config() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("\"many\""), "{}", stderr(&o));
 }
+
+#[test]
+fn a_binary_copied_elsewhere_still_reads_its_first_party_connectors() {
+    // The first-party connectors travel inside the binary: a copy in a directory
+    // of its own, run from there, needs neither the build tree nor its cwd.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sluice");
+    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &copy).unwrap();
+    let o = Command::new(&copy)
+        .current_dir(dir.path())
+        .args([
+            "connector",
+            "read",
+            "--wasm",
+            "sample",
+            "--config-json",
+            r#"{"records": 10}"#,
+            "--stream",
+            "users",
+        ])
+        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .expect("run the copied sluice");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 10, "{}", stdout(&o));
+    assert!(stderr(&o).contains("stream complete"), "{}", stderr(&o));
+}
