@@ -3,8 +3,8 @@
 //! Owns the choice between a table for people and JSON for scripts (`--json`), the
 //! table style, how times look, and the shapes shared by several services (a run's
 //! summary, a run in detail, definitions as documents). Service modules hand it
-//! their rows and JSON values; they never print a table or choose a format on
-//! their own.
+//! their rows, JSON values and the lines people read; the choice between them is
+//! made here, and no service module builds a table of its own.
 //!
 //! It never calls the API and never fails: what it is given is printed as it is.
 
