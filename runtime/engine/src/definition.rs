@@ -11,26 +11,8 @@ use sluice_host::limiter::{RateLimitRule, RateLimits};
 use sluice_host::{ANONYMOUS, Limits, RateScope, SyncMode};
 use sluice_scheduler::{CatchUp, OverlapPolicy, Schedule, TriggerDef};
 
+use crate::error::DefinitionError;
 use crate::retry::RetryPolicy;
-
-/// A definition that does not hold together, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct DefinitionError {
-    /// Path of the offending field, e.g. `workflows[0].streams[1].name`.
-    pub field: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl DefinitionError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DefinitionError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// A connector with its configuration and secrets, for one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
-//! The engine's errors: what a caller asked that cannot be done, or storage failing.
+//! The engine's errors: what a caller asked that cannot be done (a definition that
+//! does not hold together among them), or storage failing. Depends on no other module,
+//! so every module can name them.
 
 use sluice_store::{LogError, RunId, StoreError};
-
-use crate::definition::DefinitionError;
 
 /// Errors of [`Engine`](crate::Engine) operations.
 #[derive(Debug, thiserror::Error)]
@@ -85,5 +85,24 @@ pub enum EngineError {
 impl From<LogError> for EngineError {
     fn from(e: LogError) -> Self {
         EngineError::Store(StoreError::Log(e))
+    }
+}
+
+/// A definition that does not hold together, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DefinitionError {
+    /// Path of the offending field, e.g. `workflows[0].streams[1].name`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl DefinitionError {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DefinitionError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }

@@ -32,11 +32,11 @@ mod schedules;
 pub use attempt::Failure;
 pub use connectors::Connectors;
 pub use definition::{
-    ConnectionDef, DEFAULT_BATCH_SIZE, DefinitionError, Definitions, ScheduleDef, StreamDef,
-    Timeouts, WorkflowDef,
+    ConnectionDef, DEFAULT_BATCH_SIZE, Definitions, ScheduleDef, StreamDef, Timeouts,
+    WorkflowDef,
 };
 pub use engine::{Engine, Recovery, Trigger};
-pub use error::EngineError;
+pub use error::{DefinitionError, EngineError};
 pub use progress::Progress;
 pub use registry::ConnectorInfo;
 pub use retry::{Decision, Failures, RetryPolicy};

@@ -10,7 +10,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 use sluice_model::FailureKind;
 
-use crate::definition::DefinitionError;
+use crate::error::DefinitionError;
 
 /// How failed attempts of a workflow's runs are retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
