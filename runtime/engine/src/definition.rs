@@ -1,14 +1,16 @@
 //! Connection and workflow definitions: what users write (JSON), and the checks that
 //! turn a mistake into an error naming the field.
 //!
-//! Owns the shape and validation of definitions. It never loads connectors and never
-//! touches storage.
+//! Owns the shape and validation of definitions, and the first event of a run, which
+//! copies what the run needs of them. It never loads connectors and never touches
+//! storage (the definitions service, module `definitions`, does).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sluice_host::limiter::{RateLimitRule, RateLimits};
 use sluice_host::{ANONYMOUS, Limits, RateScope, SyncMode};
+use sluice_model::{EventKind, RunScheduled, Trigger};
 use sluice_scheduler::{CatchUp, OverlapPolicy, Schedule, TriggerDef};
 
 use crate::error::DefinitionError;
@@ -336,6 +338,26 @@ impl WorkflowDef {
     /// The stream definition of `name`.
     pub fn stream(&self, name: &str) -> Option<&StreamDef> {
         self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// The first event of a run of this workflow over `connection`, for `trigger`
+    /// (and, for a schedule, the fire it runs for; else 0): what a run needs of its
+    /// definitions is copied into its log, so a later change does not alter it.
+    pub(crate) fn scheduled(
+        &self,
+        connection: &ConnectionDef,
+        trigger: Trigger,
+        fire_at_unix_ms: i64,
+    ) -> EventKind {
+        EventKind::RunScheduled(RunScheduled {
+            workflow: self.name.clone(),
+            connection: connection.name.clone(),
+            tenant: connection.tenant.clone(),
+            priority: self.priority,
+            streams: self.streams.iter().map(|s| s.name.clone()).collect(),
+            trigger,
+            fire_at_unix_ms,
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use sluice_scheduler::{Aging, Candidate, Limits, ReadyQueue};
+use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy, ReadyQueue};
 use sluice_store::{RunId, RunState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,12 @@ pub(crate) fn run_of(candidate: &Candidate) -> RunId {
 
 pub(crate) fn id_of(run: RunId) -> u128 {
     u128::from_be_bytes(run.0)
+}
+
+/// The group a workflow's runs queue in: runs of one workflow never overlap, unless
+/// its policy allows it.
+pub(crate) fn overlap_group(overlap: OverlapPolicy, workflow: &str) -> Option<String> {
+    (overlap != OverlapPolicy::AllowAll).then(|| workflow.to_owned())
 }
 
 impl Dispatch {

@@ -1,55 +1,41 @@
-//! [`Engine`]: starts runs, drives each through its attempts, and resumes in-flight
-//! runs after a restart.
+//! [`Engine`]: the front door of a node. It starts runs, hands them to drivers in
+//! priority order, and resumes in-flight runs after a restart; definitions and
+//! schedules are delegated to their services.
 //!
-//! Owns the lifecycle of runs: every decision (start, attempt, retry, dead-letter,
-//! cancel, complete) is an event appended to the run's log *before* it takes effect
-//! (an attempt's beginning is only queued first: whatever the attempt records is
-//! committed after it, and the attempt counts only once it is durable), and the
-//! driver re-derives what to do next from the log's fold, never from memory.
-//! So a crash at any instant leaves a log from which [`Engine::recover`] carries on.
-//! The only in-memory state is which runs this process holds (module `dispatch`):
-//! waiting in the ready queue, which starts them by priority within the slot limits
-//! and never two runs of one workflow at once, or being driven.
+//! Owns the lifecycle requests (start, cancel, manual retry, recovery, takeover) and
+//! the dispatcher loop that takes ready runs from the queue (module `dispatch`) to a
+//! driver (module `driver`) and settles how each driver stopped. Every decision is an
+//! event appended to the run's log *before* it takes effect, and drivers re-derive what
+//! to do next from the log's fold, never from memory, so a crash at any instant leaves
+//! a log from which [`Engine::recover`] carries on. The only in-memory state is which
+//! runs this process holds: waiting in the ready queue, which starts them by priority
+//! within the slot limits and never two runs of one workflow at once, or being driven.
+//! It must never decide a run's next step itself (the driver's `next_step` does) nor
+//! read or write definitions but through the definitions service.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use sluice_scheduler::{Aging, Candidate, Limits, OverlapPolicy};
-
-use sluice_model::{
-    AttemptBegun, AttemptFailed, EventKind, FailureKind, Heartbeat, ManualRetryRequested,
-    RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered, RunScheduled, RunStarted,
-    StatusKind,
-};
-use sluice_store::log::Appending;
+use chrono::{DateTime, Utc};
+use sluice_model::{EventKind, ManualRetryRequested, RunCancelled, StatusKind, Trigger};
+use sluice_scheduler::{Aging, Candidate, Limits};
 use sluice_store::log::RunFilter;
-use sluice_store::{LogError, RunId, RunState, RunStatus, Store, StoreError};
+use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
 use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{Attempt, AttemptEnd, Done, Failure};
+use crate::clock::{new_run_id, now_unix_ms};
 use crate::connectors::Connectors;
 use crate::cpu::CpuTimed;
 use crate::definition::{ConnectionDef, WorkflowDef};
-use crate::definitions::DefinitionCache;
-use crate::dispatch::{Dispatch, Ready, id_of};
+use crate::definitions::DefinitionService;
+use crate::dispatch::{Dispatch, Ready, id_of, overlap_group};
+use crate::driver::{Driven, Driver};
 use crate::error::EngineError;
-use crate::metrics::{self, EngineMetrics};
+use crate::metrics::EngineMetrics;
 use crate::progress::Progress;
-use crate::retry::{Decision, Failures};
-use crate::schedules::ScheduleTable;
-
-pub(crate) const CONNECTION: &str = "connection";
-pub(crate) const WORKFLOW: &str = "workflow";
-/// How long an attempt's beginning is held back from the log before it is queued on
-/// its own: an attempt that ends sooner (a sync with nothing new) commits its
-/// beginning and its end as one group. Meanwhile the log shows the run as scheduled,
-/// and a crash forgets that the attempt began (it had committed nothing).
-const BEGIN_HELD: Duration = Duration::from_millis(50);
-
-/// Why a run starts.
-pub use sluice_model::Trigger;
+use crate::schedules::{FIRE_AHEAD, Runs, Schedules, Tick};
 
 /// The engine of one node. Cheap to clone.
 #[derive(Clone)]
@@ -61,11 +47,10 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) connectors: Connectors,
     worker: String,
-    pub(crate) dispatch: Dispatch,
-    pub(crate) definitions: DefinitionCache,
-    pub(crate) metrics: EngineMetrics,
-    /// The schedules, compiled; one pass at a time holds it.
-    pub(crate) schedules: tokio::sync::Mutex<ScheduleTable>,
+    dispatch: Dispatch,
+    definitions: Arc<DefinitionService>,
+    schedules: Schedules,
+    metrics: EngineMetrics,
     /// Wakes the dispatcher: a run was queued or gave back its slot.
     wake: Arc<Notify>,
     dispatcher_started: AtomicBool,
@@ -73,46 +58,10 @@ pub(crate) struct Inner {
     ended: tokio::sync::broadcast::Sender<RunId>,
     /// Held from the overlap check to the durable `RunScheduled`, so that two starts
     /// of one workflow cannot both pass the check.
-    pub(crate) starting: tokio::sync::Mutex<()>,
-    /// Set once the connectors registered in the catalog are resolvable.
-    registered_loaded: tokio::sync::OnceCell<()>,
-}
-
-/// How a driver stopped.
-enum Driven {
-    /// The run completed (it leaves the node); it started then.
-    Completed { started_at_unix_ms: Option<i64> },
-    /// The run ended otherwise (or cannot go on here): it leaves the node.
-    Ended,
-    /// The run waits for a retry: it goes back to the queue, due then.
-    WaitUntil(i64),
-    /// Another node appended first (it took the run over): leave the run to it.
-    Elsewhere,
-}
-
-/// How long a worker's lease on a running attempt lasts, and how often it renews it
-/// with a heartbeat: three missed heartbeats let another node take the run over.
-#[derive(Clone, Copy, Debug)]
-struct Lease {
-    beat: Duration,
-}
-
-impl Lease {
-    fn of(workflow: &Result<Arc<WorkflowDef>, EngineError>) -> Lease {
-        let heartbeat_secs = workflow
-            .as_ref()
-            .map(|w| w.timeouts.heartbeat_secs)
-            .unwrap_or_else(|_| crate::definition::Timeouts::default().heartbeat_secs);
-        let stuck_after = Duration::from_secs(heartbeat_secs);
-        Lease {
-            beat: (stuck_after / 3).clamp(Duration::from_millis(250), Duration::from_secs(10)),
-        }
-    }
-
-    /// The lease's end when renewed at `now_ms`.
-    fn until(self, now_ms: i64) -> i64 {
-        now_ms.saturating_add(i64::try_from(self.beat.as_millis() * 3).unwrap_or(i64::MAX))
-    }
+    starting: tokio::sync::Mutex<()>,
+    /// Set once the connectors registered in the catalog are resolvable (module
+    /// `registry`).
+    pub(crate) registered_loaded: tokio::sync::OnceCell<()>,
 }
 
 /// What [`Engine::recover`] found.
@@ -123,41 +72,6 @@ pub struct Recovery {
     /// Runs whose log cannot be read; they keep their status and are reported, never
     /// dropped.
     pub unreadable: Vec<(RunId, LogError)>,
-}
-
-pub(crate) fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The first event of a run of `wf` over `conn`.
-pub(crate) fn scheduled(
-    wf: &WorkflowDef,
-    conn: &ConnectionDef,
-    trigger: Trigger,
-    fire_at_unix_ms: i64,
-) -> EventKind {
-    EventKind::RunScheduled(RunScheduled {
-        workflow: wf.name.clone(),
-        connection: conn.name.clone(),
-        tenant: conn.tenant.clone(),
-        priority: wf.priority,
-        streams: wf.streams.iter().map(|s| s.name.clone()).collect(),
-        trigger,
-        fire_at_unix_ms,
-    })
-}
-
-/// The group a workflow's runs queue in: runs of one workflow never overlap, unless
-/// its policy allows it.
-pub(crate) fn overlap_group(overlap: OverlapPolicy, workflow: &str) -> Option<String> {
-    (overlap != OverlapPolicy::AllowAll).then(|| workflow.to_owned())
-}
-
-pub(crate) fn new_run_id() -> RunId {
-    let id = uuid::Uuid::now_v7();
-    RunId::from_slice(id.as_bytes()).unwrap_or_default()
 }
 
 impl Engine {
@@ -183,23 +97,23 @@ impl Engine {
         aging: Aging,
     ) -> Self {
         let limiter = connectors.host().limiter().clone();
-        let engine = Engine {
+        let definitions = Arc::new(DefinitionService::new(store.clone()));
+        Engine {
             inner: Arc::new(Inner {
+                schedules: Schedules::new(store.clone(), Arc::clone(&definitions)),
                 store,
                 connectors,
                 worker: worker.into(),
                 dispatch: Dispatch::new(limits, aging),
-                definitions: DefinitionCache::default(),
+                definitions,
                 metrics: EngineMetrics::new(limiter),
-                schedules: tokio::sync::Mutex::default(),
                 wake: Arc::new(Notify::new()),
                 dispatcher_started: AtomicBool::new(false),
                 ended: tokio::sync::broadcast::channel(1024).0,
                 starting: tokio::sync::Mutex::new(()),
                 registered_loaded: tokio::sync::OnceCell::new(),
             }),
-        };
-        engine
+        }
     }
 
     /// The node's rate limiter: every connector request's budget and breaker.
@@ -212,113 +126,125 @@ impl Engine {
         &self.inner.store
     }
 
-    /// The connectors, once those registered in the catalog are resolvable: read on
-    /// first use, so that building an engine does no I/O.
-    pub(crate) async fn connectors(&self) -> &Connectors {
-        self.inner
-            .registered_loaded
-            .get_or_init(|| async {
-                if let Err(e) = self.load_registered().await {
-                    tracing::error!(error = %e, "cannot read the registered connectors");
-                }
-            })
-            .await;
-        &self.inner.connectors
-    }
+    // Definitions: the definitions service's.
 
     /// Defines (or replaces) a connection, after checking it and that its connector
     /// loads.
     pub async fn define_connection(&self, def: &ConnectionDef) -> Result<(), EngineError> {
-        def.validate("")?;
-        self.connectors()
+        let connectors = self.connectors().await;
+        self.inner
+            .definitions
+            .define_connection(def, connectors)
             .await
-            .load(&def.connector)
-            .map_err(|e| EngineError::Connector {
-                reference: def.connector.clone(),
-                message: e.to_string(),
-            })?;
-        self.put(CONNECTION, &def.name, def).await?;
-        self.inner.definitions.put_connection(Arc::new(def.clone()));
-        Ok(())
     }
 
     /// Defines (or replaces) a workflow, after checking it and that its connection
     /// exists.
     pub async fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {
-        def.validate("")?;
-        self.connection(&def.connection).await?;
-        self.put(WORKFLOW, &def.name, def).await?;
-        self.inner
-            .definitions
-            .workflow_changed(Arc::new(def.clone()));
-        Ok(())
-    }
-
-    async fn put<T: serde::Serialize>(
-        &self,
-        kind: &str,
-        name: &str,
-        def: &T,
-    ) -> Result<(), EngineError> {
-        let json = serde_json::to_vec(def).map_err(|e| EngineError::CorruptDefinition {
-            kind: if kind == CONNECTION {
-                CONNECTION
-            } else {
-                WORKFLOW
-            },
-            name: name.to_owned(),
-            message: e.to_string(),
-        })?;
-        self.inner.store.catalog().put(kind, name, &json).await?;
-        Ok(())
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        kind: &'static str,
-        name: &str,
-    ) -> Result<Option<T>, EngineError> {
-        let Some(raw) = self.inner.store.catalog().get(kind, name).await? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| EngineError::CorruptDefinition {
-                kind,
-                name: name.to_owned(),
-                message: e.to_string(),
-            })
+        self.inner.definitions.define_workflow(def).await
     }
 
     /// The connection named `name`.
     pub async fn connection(&self, name: &str) -> Result<Arc<ConnectionDef>, EngineError> {
-        let cache = &self.inner.definitions;
-        if let Some(def) = cache.connection(name) {
-            return Ok(def);
-        }
-        let def: Arc<ConnectionDef> = self
-            .get::<ConnectionDef>(CONNECTION, name)
-            .await?
-            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))?
-            .into();
-        cache.put_connection(Arc::clone(&def));
-        Ok(def)
+        self.inner.definitions.connection(name).await
     }
 
     /// The workflow named `name`.
     pub async fn workflow(&self, name: &str) -> Result<Arc<WorkflowDef>, EngineError> {
-        let cache = &self.inner.definitions;
-        if let Some(def) = cache.workflow(name) {
-            return Ok(def);
-        }
-        let def: Arc<WorkflowDef> = self
-            .get::<WorkflowDef>(WORKFLOW, name)
-            .await?
-            .ok_or_else(|| EngineError::UnknownWorkflow(name.to_owned()))?
-            .into();
-        cache.put_workflow(Arc::clone(&def));
-        Ok(def)
+        self.inner.definitions.workflow(name).await
     }
+
+    /// Every defined connection, by name.
+    pub async fn connections(&self) -> Result<Vec<Arc<ConnectionDef>>, EngineError> {
+        self.inner.definitions.connections().await
+    }
+
+    /// Every defined workflow, by name.
+    pub async fn workflows(&self) -> Result<Vec<Arc<WorkflowDef>>, EngineError> {
+        self.inner.definitions.workflows().await
+    }
+
+    /// Deletes a workflow and its schedule's progress; refused while it has a run in
+    /// flight (cancel it first). Its runs stay in the log, with their history.
+    pub async fn delete_workflow(&self, workflow: &str) -> Result<(), EngineError> {
+        self.workflow(workflow).await?;
+        let _starting = self.inner.starting.lock().await;
+        if let Some(run) = self.in_flight_run(workflow).await? {
+            return Err(EngineError::AlreadyRunning {
+                workflow: workflow.to_owned(),
+                run,
+            });
+        }
+        self.inner.definitions.remove_workflow(workflow).await?;
+        self.inner.schedules.forget(workflow).await
+    }
+
+    // Schedules: the schedules service's.
+
+    /// Pauses or resumes one workflow's schedule (durable).
+    pub async fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
+        let mut wf = WorkflowDef::clone(&*self.workflow(workflow).await?);
+        wf.paused = paused;
+        self.define_workflow(&wf).await
+    }
+
+    /// Pauses or resumes the whole scheduler (durable).
+    pub async fn pause_scheduler(&self, paused: bool) -> Result<(), EngineError> {
+        self.inner.schedules.pause(paused).await
+    }
+
+    /// Whether the scheduler is paused.
+    pub async fn scheduler_paused(&self) -> Result<bool, EngineError> {
+        self.inner.schedules.paused().await
+    }
+
+    /// The next `count` fires of a workflow's schedule after `now`.
+    pub async fn upcoming(
+        &self,
+        workflow: &str,
+        now: DateTime<Utc>,
+        count: usize,
+    ) -> Result<Vec<DateTime<Utc>>, EngineError> {
+        self.inner.schedules.upcoming(workflow, now, count).await
+    }
+
+    /// Fires every schedule due at `now`. A schedule seen for the first time starts
+    /// counting from `now`. Paused workflows and a paused scheduler fire nothing (their
+    /// fires are missed, and caught up by policy on resume). Passes run one at a time.
+    pub async fn tick_schedules(&self, now: DateTime<Utc>) -> Result<Tick, EngineError> {
+        self.inner.schedules.tick(now, self).await
+    }
+
+    /// Runs the schedules until the engine is dropped: a pass [`FIRE_AHEAD`] of every
+    /// fire, and at least every `max_sleep`.
+    pub fn start_scheduler(&self, max_sleep: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        let ahead = chrono::Duration::from_std(FIRE_AHEAD).unwrap_or_default();
+        let spent = self.inner.metrics.scheduler_cpu(crate::cpu::FIRE_PASS);
+        let passes = async move {
+            loop {
+                let next = {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let engine = Engine { inner };
+                    match engine.tick_schedules(Utc::now() + ahead).await {
+                        Ok(tick) => tick.next,
+                        Err(e) => {
+                            tracing::error!(error = %e, "schedule pass failed");
+                            None
+                        }
+                    }
+                };
+                let wait = next
+                    .map(|n| (n - ahead - Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(max_sleep)
+                    .min(max_sleep);
+                tokio::time::sleep(wait).await;
+            }
+        };
+        tokio::spawn(CpuTimed::new(passes, spent));
+    }
+
+    // Runs.
 
     /// The workflow's run in flight, if any.
     pub async fn in_flight_run(&self, workflow: &str) -> Result<Option<RunId>, EngineError> {
@@ -352,7 +278,7 @@ impl Engine {
         self.inner
             .store
             .log()
-            .append(run, vec![scheduled(&wf, &conn, trigger, 0)])
+            .append(run, vec![wf.scheduled(&conn, trigger, 0)])
             .await?;
         self.enqueue(run, now_unix_ms()).await?;
         Ok(run)
@@ -437,42 +363,6 @@ impl Engine {
         self.inner.ended.subscribe()
     }
 
-    /// Counts a run that ended, by status, with its duration.
-    fn record_end(&self, state: &RunState) {
-        let span = state.started_at_unix_ms.zip(state.finished_at_unix_ms);
-        self.count_end(state.status.kind(), span);
-    }
-
-    /// Counts a run that ended with status `kind`, with its (start, end) if known.
-    fn count_end(&self, kind: StatusKind, span: Option<(i64, i64)>) {
-        let m = &self.inner.metrics;
-        m.runs_ended
-            .get_or_create(&metrics::kind(kind.as_str()))
-            .inc();
-        if let Some((start, end)) = span {
-            m.run_duration_seconds
-                .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
-        }
-    }
-
-    /// The node's metrics in the Prometheus text format (gauges read now).
-    pub fn metrics_text(&self) -> String {
-        let m = &self.inner.metrics;
-        let (waiting, driven) = self.load();
-        m.runs_waiting
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        m.runs_driven.set(i64::try_from(driven).unwrap_or(i64::MAX));
-        if let Ok(bytes) = self.inner.store.size_on_disk() {
-            m.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
-        m.encode()
-    }
-
-    /// Runs waiting for a slot and runs being driven on this node.
-    pub fn load(&self) -> (usize, usize) {
-        self.inner.dispatch.counts()
-    }
-
     /// Waits until `run` leaves this node (it completed, was dead-lettered or
     /// cancelled, or its store failed), then returns its state.
     pub async fn wait(&self, run: RunId) -> Result<RunState, EngineError> {
@@ -504,16 +394,10 @@ impl Engine {
                 },
             });
         }
-        self.inner
-            .store
-            .log()
-            .append(
-                run,
-                vec![EventKind::RunCancelled(RunCancelled {
-                    reason: reason.to_owned(),
-                })],
-            )
-            .await?;
+        let cancelled = EventKind::RunCancelled(RunCancelled {
+            reason: reason.to_owned(),
+        });
+        self.inner.store.log().append(run, vec![cancelled]).await?;
         if let Some(held) = queued {
             held.progress.send_modify(|p| p.finished = true);
             let _ = self.inner.ended.send(run);
@@ -531,24 +415,40 @@ impl Engine {
                 why: "only a dead-lettered run can be retried",
             });
         }
-        self.inner
-            .store
-            .log()
-            .append(
-                run,
-                vec![EventKind::ManualRetryRequested(ManualRetryRequested {
-                    requested_by: requested_by.to_owned(),
-                    not_before_unix_ms: 0,
-                })],
-            )
-            .await?;
+        let requested = EventKind::ManualRetryRequested(ManualRetryRequested {
+            requested_by: requested_by.to_owned(),
+            not_before_unix_ms: 0,
+        });
+        self.inner.store.log().append(run, vec![requested]).await?;
         self.enqueue(run, now_unix_ms()).await?;
         Ok(())
     }
 
+    // Metrics.
+
+    /// The node's metrics in the Prometheus text format (gauges read now).
+    pub fn metrics_text(&self) -> String {
+        let (waiting, driven) = self.load();
+        let bytes = self.inner.store.size_on_disk().ok();
+        self.inner.metrics.text(waiting, driven, bytes)
+    }
+
+    /// Runs waiting for a slot and runs being driven on this node.
+    pub fn load(&self) -> (usize, usize) {
+        self.inner.dispatch.counts()
+    }
+
+    /// CPU seconds the scheduler spent on its own work so far: handling fires and
+    /// starting runs (not the runs' work, nor writing the log).
+    pub fn scheduler_cpu_seconds(&self) -> f64 {
+        self.inner.metrics.scheduler_cpu_total()
+    }
+
+    // The dispatcher.
+
     /// Puts a run of the log in the ready queue, due at `due_ms`; nothing if this node
     /// holds it already.
-    pub(crate) async fn enqueue(&self, run: RunId, due_ms: i64) -> Result<(), EngineError> {
+    async fn enqueue(&self, run: RunId, due_ms: i64) -> Result<(), EngineError> {
         let state = self.state(run).await?;
         let connector = self
             .connection(&state.connection)
@@ -574,7 +474,7 @@ impl Engine {
 
     /// Queues a run whose candidate is at hand (a fire just recorded it), without
     /// reading its log back.
-    pub(crate) fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>) {
+    fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>) {
         if self.inner.dispatch.hold(workflow, candidate, known) {
             self.ensure_dispatcher();
             self.inner.wake.notify_one();
@@ -589,7 +489,7 @@ impl Engine {
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let wake = Arc::clone(&self.inner.wake);
-        let spent = self.scheduler_cpu(crate::cpu::DISPATCH);
+        let spent = self.inner.metrics.scheduler_cpu(crate::cpu::DISPATCH);
         let dispatcher = async move {
             loop {
                 let next = {
@@ -616,24 +516,8 @@ impl Engine {
         tokio::spawn(CpuTimed::new(dispatcher, spent));
     }
 
-    /// The counter of the scheduler's own CPU time spent in loop `part`.
-    pub(crate) fn scheduler_cpu(&self, part: &str) -> crate::cpu::Seconds {
-        self.inner
-            .metrics
-            .scheduler_cpu_seconds
-            .get_or_create(&crate::metrics::kind(part))
-            .clone()
-    }
-
-    /// CPU seconds the scheduler spent on its own work so far: handling fires and
-    /// starting runs (not the runs' work, nor writing the log).
-    pub fn scheduler_cpu_seconds(&self) -> f64 {
-        crate::cpu::LOOPS
-            .iter()
-            .map(|part| self.scheduler_cpu(part).get())
-            .sum()
-    }
-
+    /// Drives a run taken from the queue, then settles how its driver stopped: back
+    /// to the queue for a retry, or out of the node.
     fn drive_in_background(&self, ready: Ready) {
         let engine = self.clone();
         tokio::spawn(async move {
@@ -644,428 +528,87 @@ impl Engine {
                 candidate,
                 known,
             } = ready;
-            let m = &engine.inner.metrics;
+            let inner = &engine.inner;
             let waited_ms = now_unix_ms().saturating_sub(candidate.due_ms).max(0);
-            m.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
+            inner
+                .metrics
+                .queue_wait_seconds
+                .observe(waited_ms as f64 / 1000.0);
             let free_slot = || {
-                if engine.inner.dispatch.free_slot(&candidate) {
-                    engine.inner.wake.notify_one();
+                if inner.dispatch.free_slot(&candidate) {
+                    inner.wake.notify_one();
                 }
             };
-            let result = engine
+            let driver = Driver {
+                store: &inner.store,
+                definitions: &inner.definitions,
+                connectors: engine.connectors().await,
+                metrics: &inner.metrics,
+                worker: &inner.worker,
+            };
+            let result = driver
                 .drive(run, &cancel, &progress, known, &free_slot)
                 .await;
-            let dispatch = &engine.inner.dispatch;
             if let Ok(Driven::WaitUntil(due)) = result {
-                dispatch.requeue(&candidate, due);
+                inner.dispatch.requeue(&candidate, due);
                 progress.send_modify(|p| p.retry_at_unix_ms = Some(due));
             } else {
-                dispatch.release(&candidate);
-                match result {
-                    // Only a dead-lettered run can be retried: a completed one needs
-                    // no second look at its log.
-                    Ok(Driven::Completed { started_at_unix_ms }) => {
-                        let span = started_at_unix_ms.map(|start| (start, now_unix_ms()));
-                        engine.count_end(StatusKind::Completed, span);
-                    }
-                    Ok(Driven::Ended) => match engine.state(run).await {
-                        Ok(state) if state.status.kind().is_terminal() => {
-                            engine.record_end(&state);
-                        }
-                        // A manual retry may have landed between the driver's last
-                        // append and the release, when `enqueue` still saw the run held.
-                        Ok(_) => {
-                            if let Err(e) = engine.enqueue(run, now_unix_ms()).await {
-                                tracing::error!(%run, error = %e, "cannot queue retried run");
-                            }
-                        }
-                        Err(e) => tracing::error!(%run, error = %e, "cannot read the ended run"),
-                    },
-                    Ok(_) => tracing::info!(%run, "another node took the run over"),
-                    Err(e) => {
-                        tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
-                    }
-                }
+                inner.dispatch.release(&candidate);
+                engine.settle(run, result).await;
                 progress.send_modify(|p| p.finished = true);
-                let _ = engine.inner.ended.send(run);
+                let _ = inner.ended.send(run);
             }
-            engine.inner.wake.notify_one();
+            inner.wake.notify_one();
         });
     }
 
-    async fn append(&self, run: RunId, kinds: Vec<EventKind>) -> Result<(), EngineError> {
-        self.inner.store.log().append(run, kinds).await?;
-        Ok(())
+    /// Counts a run that left the node, or queues it again if a manual retry came in
+    /// while it was still held.
+    async fn settle(&self, run: RunId, result: Result<Driven, EngineError>) {
+        match result {
+            // Only a dead-lettered run can be retried: a completed one needs no second
+            // look at its log.
+            Ok(Driven::Completed { started_at_unix_ms }) => {
+                let span = started_at_unix_ms.map(|start| (start, now_unix_ms()));
+                self.inner.metrics.run_ended(StatusKind::Completed, span);
+            }
+            Ok(Driven::Ended) => match self.state(run).await {
+                Ok(state) if state.status.kind().is_terminal() => {
+                    let span = state.started_at_unix_ms.zip(state.finished_at_unix_ms);
+                    self.inner.metrics.run_ended(state.status.kind(), span);
+                }
+                // A manual retry may have landed between the driver's last append and
+                // the release, when `enqueue` still saw the run held.
+                Ok(_) => {
+                    if let Err(e) = self.enqueue(run, now_unix_ms()).await {
+                        tracing::error!(%run, error = %e, "cannot queue retried run");
+                    }
+                }
+                Err(e) => tracing::error!(%run, error = %e, "cannot read the ended run"),
+            },
+            Ok(_) => tracing::info!(%run, "another node took the run over"),
+            Err(e) => {
+                tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
+            }
+        }
+    }
+}
+
+/// A schedule pass queues and cancels runs through the engine, like any other start.
+impl Runs for Engine {
+    fn held(&self, workflow: &str) -> Vec<(RunId, bool)> {
+        self.inner.dispatch.of_workflow(workflow)
     }
 
-    /// Drives `run` until it ends or the store fails, re-deriving each step from the log.
-    /// `free_slot` gives the run's slot back once its work is over and its end queued.
-    async fn drive(
+    fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>) {
+        Engine::hold(self, workflow, candidate, known);
+    }
+
+    fn cancel(
         &self,
         run: RunId,
-        cancel: &CancellationToken,
-        progress: &watch::Sender<Progress>,
-        mut known: Option<RunState>,
-        free_slot: &(dyn Fn() + Sync),
-    ) -> Result<Driven, EngineError> {
-        loop {
-            // A state the queuer had is used without reading the log: the appends
-            // below expect the log to be still where that state ends, and a conflict
-            // comes back here to read it.
-            let state = match known.take() {
-                Some(s) => s,
-                None => self.state(run).await?,
-            };
-            // Where the log is as far as this driver knows.
-            let mut last_seq = state.last_seq;
-            progress.send_modify(|p| {
-                p.records = state.total_records();
-                p.batches = state.progress.values().map(|s| s.batches).sum();
-                p.bytes = state.progress.values().map(|s| s.bytes).sum();
-                p.attempt = state.attempts;
-            });
-            match &state.status {
-                RunStatus::Completed | RunStatus::Cancelled | RunStatus::DeadLettered { .. } => {
-                    return Ok(Driven::Ended);
-                }
-                RunStatus::RetryWaiting {
-                    not_before_unix_ms, ..
-                } => {
-                    // Waiting holds no slot: back to the queue until it is due.
-                    if *not_before_unix_ms > now_unix_ms() && !cancel.is_cancelled() {
-                        return Ok(Driven::WaitUntil(*not_before_unix_ms));
-                    }
-                }
-                RunStatus::Running { attempt } => {
-                    // A run found running that this node does not drive was cut off:
-                    // its node restarted (recovery) or its lease expired (takeover).
-                    // Say so, only if nobody appended since we read it, so that two
-                    // nodes never both take it; it does not count as a failure.
-                    let holder = state
-                        .lease
-                        .as_ref()
-                        .map_or_else(|| state.worker.clone(), |l| l.worker.clone());
-                    let failed = EventKind::AttemptFailed(AttemptFailed {
-                        attempt: *attempt,
-                        kind: FailureKind::Orchestration,
-                        message: format!(
-                            "attempt {attempt} on worker `{holder}` was interrupted (its \
-                             node stopped or its lease expired); resuming from the last \
-                             checkpoint"
-                        ),
-                        retry_after_ms: 0,
-                    });
-                    match self
-                        .inner
-                        .store
-                        .log()
-                        .append_expecting(run, last_seq, vec![failed])
-                        .await
-                    {
-                        Ok(seqs) => last_seq = seqs.last().copied().unwrap_or(last_seq),
-                        Err(LogError::Conflict { .. }) => return Ok(Driven::Elsewhere),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                RunStatus::Scheduled => {}
-            }
-            if cancel.is_cancelled() {
-                return self.cancelled(run).await;
-            }
-            let attempt = state.attempts + 1;
-            let started_at_unix_ms = state.started_at_unix_ms.or(Some(now_unix_ms()));
-            let mut begin = Vec::with_capacity(2);
-            if state.started_at_unix_ms.is_none() {
-                begin.push(EventKind::RunStarted(RunStarted {
-                    worker: self.inner.worker.clone(),
-                }));
-            }
-            let wf = self.workflow(&state.workflow).await;
-            let lease = Lease::of(&wf);
-            begin.push(EventKind::AttemptBegun(AttemptBegun {
-                attempt,
-                worker: self.inner.worker.clone(),
-                lease_until_unix_ms: lease.until(now_unix_ms()),
-            }));
-            // The attempt starts while its beginning is held back (see `BEGIN_HELD`)
-            // and then made durable (neither is part of the latency from due to
-            // started); `supervised` checks the outcome before the attempt counts.
-            // Anything the attempt appends is queued after it, so it is refused if
-            // the beginning was.
-            let begun = self
-                .inner
-                .store
-                .log()
-                .hold_expecting(run, last_seq, begin)
-                .await?;
-            progress.send_modify(|p| {
-                p.attempt = attempt;
-                p.retry_at_unix_ms = None;
-            });
-
-            let end = match self
-                .supervised(run, attempt, &state, &wf, begun, cancel, progress)
-                .await
-            {
-                Ok(done) => {
-                    if done == Done::StreamsDone {
-                        let completed = self
-                            .inner
-                            .store
-                            .log()
-                            .enqueue(run, vec![EventKind::RunCompleted(RunCompleted {})])
-                            .await?;
-                        // The work is over and its end stamped: the next run may take
-                        // the slot while the end is made durable (this run stays held,
-                        // so its workflow's next run still waits for it).
-                        free_slot();
-                        completed.await?;
-                    }
-                    tracing::info!(%run, "run completed");
-                    return Ok(Driven::Completed { started_at_unix_ms });
-                }
-                Err(end) => end,
-            };
-            let failure = match end {
-                AttemptEnd::Cancelled => return self.cancelled(run).await,
-                // Something was appended since the state this attempt began from (a
-                // cancel, another node beginning it): nothing of the attempt was
-                // written. A run that another driver began is left to it.
-                AttemptEnd::Store(StoreError::Log(LogError::Conflict { .. })) => {
-                    let now = self.state(run).await?;
-                    if matches!(now.status, RunStatus::Running { .. }) {
-                        return Ok(Driven::Elsewhere);
-                    }
-                    known = Some(now);
-                    continue;
-                }
-                AttemptEnd::Store(e) => return Err(e.into()),
-                AttemptEnd::Failed(f) => f,
-            };
-            let failed = EventKind::AttemptFailed(AttemptFailed {
-                attempt,
-                kind: failure.kind,
-                message: failure.message.clone(),
-                retry_after_ms: failure
-                    .retry_after
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            });
-            match self.inner.store.log().append(run, vec![failed]).await {
-                Ok(_) => {}
-                // A timeout can stop the attempt while its last commit, which completes
-                // the run, is already on its way: then the run ended and nothing failed.
-                Err(LogError::Refused { .. })
-                    if self.state(run).await?.status.kind().is_terminal() =>
-                {
-                    return Ok(Driven::Ended);
-                }
-                Err(e) => return Err(e.into()),
-            }
-            tracing::warn!(%run, attempt, kind = ?failure.kind, error = %failure.message, "attempt failed");
-            let m = &self.inner.metrics;
-            m.attempt_failures
-                .get_or_create(&metrics::kind(failure.kind.as_str()))
-                .inc();
-            if failure.kind == FailureKind::RateLimited {
-                m.rate_limit_waits.inc();
-                if let Some(wait) = failure.retry_after {
-                    m.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
-                }
-            }
-            let policy = wf.map(|w| w.retry.clone()).unwrap_or_default();
-            let failures = self.failures(run).await?;
-            let next = match policy.decide(failure.kind, failure.retry_after, failures) {
-                Decision::Retry(delay) => EventKind::RetryScheduled(RetryScheduled {
-                    attempt: attempt + 1,
-                    not_before_unix_ms: now_unix_ms()
-                        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-                }),
-                Decision::DeadLetter => EventKind::RunDeadLettered(RunDeadLettered {
-                    kind: failure.kind,
-                    message: failure.message,
-                }),
-            };
-            self.append(run, vec![next]).await?;
-        }
-    }
-
-    /// Runs an attempt under its timeouts, appending a `Heartbeat` (the node's lease
-    /// on the run, for other nodes to see) while it goes. An attempt that commits
-    /// nothing for `heartbeat_secs` is stopped as stuck (transient: retried); a run
-    /// past `run_secs` is stopped for good (permanent: dead-lettered). If `begun`
-    /// (the attempt's own beginning) fails, so does the attempt, with its error.
-    #[allow(clippy::too_many_arguments)]
-    async fn supervised(
-        &self,
-        run: RunId,
-        attempt: u32,
-        state: &RunState,
-        workflow: &Result<Arc<WorkflowDef>, EngineError>,
-        begun: Appending,
-        cancel: &CancellationToken,
-        progress: &watch::Sender<Progress>,
-    ) -> Result<Done, AttemptEnd> {
-        let timeouts = workflow
-            .as_ref()
-            .map(|w| w.timeouts.clone())
-            .unwrap_or_default();
-        let stuck_after = Duration::from_secs(timeouts.heartbeat_secs);
-        let lease = Lease::of(workflow);
-        let beat = lease.beat;
-        let deadline_ms = timeouts.run_secs.map(|secs| {
-            state
-                .started_at_unix_ms
-                .unwrap_or_else(now_unix_ms)
-                .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
-        });
-        // Checks run often enough for short timeouts; heartbeats are appended less
-        // often (see `Lease`), so that a long run's log does not fill with them.
-        let mut ticker = tokio::time::interval(beat.min(Duration::from_millis(500)));
-        ticker.tick().await;
-        let mut last_beat = tokio::time::Instant::now();
-        let mut live = progress.subscribe();
-        let mut last_progress = tokio::time::Instant::now();
-        let work = self.attempt(run, attempt, state, workflow, cancel, progress);
-        tokio::pin!(work);
-        let mut begun = Some(begun);
-        let held = tokio::time::sleep(BEGIN_HELD);
-        tokio::pin!(held);
-        let mut holding = true;
-        loop {
-            tokio::select! {
-                () = &mut held, if holding => {
-                    holding = false;
-                    if let Err(e) = self.inner.store.log().release(run).await {
-                        return Err(AttemptEnd::Store(e.into()));
-                    }
-                }
-                result = &mut work => {
-                    if let Some(begun) = begun.take() {
-                        // Still held if the attempt appended nothing.
-                        let log = self.inner.store.log();
-                        log.release(run).await.map_err(|e| AttemptEnd::Store(e.into()))?;
-                        begun.await.map_err(|e| AttemptEnd::Store(e.into()))?;
-                    }
-                    return result;
-                }
-                outcome = async { begun.as_mut()?.await.err() }, if begun.is_some() => {
-                    begun = None;
-                    if let Some(e) = outcome {
-                        return Err(AttemptEnd::Store(e.into()));
-                    }
-                }
-                changed = live.changed() => {
-                    if changed.is_ok() {
-                        last_progress = tokio::time::Instant::now();
-                    }
-                }
-                _ = ticker.tick() => {
-                    if deadline_ms.is_some_and(|d| now_unix_ms() >= d) {
-                        return Err(AttemptEnd::Failed(Failure::new(
-                            FailureKind::Permanent,
-                            format!(
-                                "the run timed out after {} s (timeouts.run_secs); \
-                                 a manual retry resumes it from its last checkpoint",
-                                timeouts.run_secs.unwrap_or_default()
-                            ),
-                        )));
-                    }
-                    if last_progress.elapsed() >= stuck_after {
-                        return Err(AttemptEnd::Failed(Failure::new(
-                            FailureKind::Transient,
-                            format!(
-                                "attempt {attempt} committed nothing for {} s \
-                                 (timeouts.heartbeat_secs): stopped as stuck",
-                                timeouts.heartbeat_secs
-                            ),
-                        )));
-                    }
-                    if last_beat.elapsed() >= beat {
-                        last_beat = tokio::time::Instant::now();
-                        let heartbeat = EventKind::Heartbeat(Heartbeat {
-                            attempt,
-                            lease_until_unix_ms: lease.until(now_unix_ms()),
-                        });
-                        if let Err(e) = self.inner.store.log().append(run, vec![heartbeat]).await {
-                            return Err(AttemptEnd::Store(e.into()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn attempt(
-        &self,
-        run: RunId,
-        attempt: u32,
-        state: &RunState,
-        workflow: &Result<Arc<WorkflowDef>, EngineError>,
-        cancel: &CancellationToken,
-        progress: &watch::Sender<Progress>,
-    ) -> Result<Done, AttemptEnd> {
-        let config = |m: String| AttemptEnd::Failed(Failure::new(FailureKind::Config, m));
-        let workflow = workflow.as_ref().map_err(|e| config(e.to_string()))?;
-        let connection = self
-            .connection(&state.connection)
-            .await
-            .map_err(|e| config(e.to_string()))?;
-        let connector = self
-            .connectors()
-            .await
-            .load(&connection.connector)
-            .map_err(|e| config(format!("connector `{}`: {e}", connection.connector)))?;
-        let activities = crate::run_log::Activities::default();
-        let result = Attempt {
-            store: &self.inner.store,
-            metrics: &self.inner.metrics,
-            activities: &activities,
-            connector,
-            connectors: &self.inner.connectors,
-            run,
-            attempt,
-            state,
-            connection: &connection,
-            workflow,
-            cancel,
-            progress,
-        }
-        .run()
-        .await;
-        let entries = activities.entries(attempt);
-        if let Err(e) = self.inner.store.run_logs().append(run, &entries).await {
-            tracing::warn!(%run, error = %e, "cannot keep the attempt's logs");
-        }
-        result
-    }
-
-    async fn cancelled(&self, run: RunId) -> Result<Driven, EngineError> {
-        self.append(
-            run,
-            vec![EventKind::RunCancelled(RunCancelled {
-                reason: "cancelled on request".into(),
-            })],
-        )
-        .await?;
-        Ok(Driven::Ended)
-    }
-
-    /// The run's failures since its last manual retry, as the retry policy counts them:
-    /// interruptions by a restart are not the run's failures.
-    async fn failures(&self, run: RunId) -> Result<Failures, EngineError> {
-        let events = self.inner.store.log().read(run).await?;
-        let mut f = Failures::default();
-        for e in &events {
-            match &e.kind {
-                EventKind::ManualRetryRequested(_) => f = Failures::default(),
-                EventKind::AttemptFailed(a) => match a.kind {
-                    FailureKind::RateLimited => f.rate_limited += 1,
-                    FailureKind::Orchestration => {}
-                    _ => f.attempts += 1,
-                },
-                _ => {}
-            }
-        }
-        Ok(f)
+        reason: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        Engine::cancel(self, run, reason)
     }
 }

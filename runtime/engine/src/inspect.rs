@@ -1,5 +1,5 @@
-//! What the control API reads and tries besides runs: the defined connections and
-//! workflows, and a connection's `check` and `discover` through its connector.
+//! What the control API tries besides runs: a connection's `check` and `discover`
+//! through its connector.
 //!
 //! Owns no state. It must never return a connection's secrets: callers get the
 //! definition and strip them where they leave the node.
@@ -9,41 +9,14 @@ use std::sync::Arc;
 use sluice_host::{Activity, Grant, StreamDescriptor};
 
 use crate::attempt::{Failure, failure_of};
-use crate::definition::{ConnectionDef, WorkflowDef};
-use crate::engine::{CONNECTION, Engine, WORKFLOW};
+use crate::definition::ConnectionDef;
+use crate::engine::Engine;
 use crate::error::EngineError;
 
 /// Request log lines kept for a check or a discover.
 const ACTIVITY_CAPACITY: usize = 64;
 
 impl Engine {
-    async fn all<T: serde::de::DeserializeOwned>(
-        &self,
-        kind: &'static str,
-    ) -> Result<Vec<Arc<T>>, EngineError> {
-        let mut out = Vec::new();
-        for (name, raw) in self.inner.store.catalog().list(kind).await? {
-            let def =
-                serde_json::from_slice::<T>(&raw).map_err(|e| EngineError::CorruptDefinition {
-                    kind,
-                    name,
-                    message: e.to_string(),
-                })?;
-            out.push(Arc::new(def));
-        }
-        Ok(out)
-    }
-
-    /// Every defined connection, by name.
-    pub async fn connections(&self) -> Result<Vec<Arc<ConnectionDef>>, EngineError> {
-        self.all(CONNECTION).await
-    }
-
-    /// Every defined workflow, by name.
-    pub async fn workflows(&self) -> Result<Vec<Arc<WorkflowDef>>, EngineError> {
-        self.all(WORKFLOW).await
-    }
-
     /// The grant of an operator's check or discover: the connection's rate limits
     /// with the connector's declared rules, ahead of every run (one request, and
     /// someone is waiting on it).

@@ -7,17 +7,25 @@
 //! [`RetryPolicy`] by error kind; config, auth, schema and permanent failures
 //! dead-letter the run with their cause, and a manual retry resumes it.
 //!
-//! Modules: `definition` (what users write), `connectors` (resolving components),
-//! `retry` (decisions), `attempt` (reading and committing), `engine` (lifecycle),
-//! `progress` (live view), `cpu` (the scheduler's own CPU time). The engine sees storage only through `sluice-store`'s
-//! interface.
+//! Modules: `engine` (the front door: lifecycle requests and the dispatcher),
+//! `driver` (a run's next step, pure, and the runner that performs it), `attempt`
+//! (reading and committing), `definition` (what users write), `definitions` (the
+//! catalog's definitions, checked and cached), `schedules` (firing due schedules),
+//! `dispatch` (the runs this node holds), `retry` (decisions), `clock` (time and run
+//! ids), `connectors` (resolving components), `registry` (connectors registered
+//! through the API), `inspect` (check and discover), `progress` (live view), `run_log`
+//! (an attempt's activity), `metrics` and `cpu` (what operators watch). Modules depend
+//! one way: none `use`s a module that `use`s it. The engine sees storage only through
+//! `sluice-store`'s interface.
 
 mod attempt;
+mod clock;
 mod connectors;
 mod cpu;
 mod definition;
 mod definitions;
 mod dispatch;
+mod driver;
 mod engine;
 mod error;
 mod inspect;
@@ -32,14 +40,15 @@ mod schedules;
 pub use attempt::Failure;
 pub use connectors::Connectors;
 pub use definition::{
-    ConnectionDef, DEFAULT_BATCH_SIZE, Definitions, ScheduleDef, StreamDef, Timeouts,
-    WorkflowDef,
+    ConnectionDef, DEFAULT_BATCH_SIZE, Definitions, ScheduleDef, StreamDef, Timeouts, WorkflowDef,
 };
-pub use engine::{Engine, Recovery, Trigger};
+pub use engine::{Engine, Recovery};
 pub use error::{DefinitionError, EngineError};
 pub use progress::Progress;
 pub use registry::ConnectorInfo;
 pub use retry::{Decision, Failures, RetryPolicy};
 pub use schedules::{FIRE_AHEAD, Tick};
+/// Why a run starts.
+pub use sluice_model::Trigger;
 pub use sluice_scheduler::{Aging, Limits};
 pub use sluice_scheduler::{CatchUp, OverlapPolicy, TriggerDef};

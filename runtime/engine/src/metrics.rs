@@ -7,6 +7,7 @@
 //! dropping every metric would change no run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +15,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sluice_model::{FailureKind, StatusKind};
+
+use crate::cpu::Seconds;
 
 /// Label of a metric by error kind or status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,7 +40,7 @@ pub(crate) struct EngineMetrics {
     pub runs_driven: Gauge,
     pub store_bytes: Gauge,
     /// CPU time of the scheduler's own work, by loop (see `crate::cpu`).
-    pub scheduler_cpu_seconds: Family<Kind, crate::cpu::Seconds>,
+    pub scheduler_cpu_seconds: Family<Kind, Seconds>,
     registry: Arc<Registry>,
 }
 
@@ -120,8 +124,61 @@ impl EngineMetrics {
         }
     }
 
+    /// Counts a run that ended with status `kind`, with its (start, end) if known.
+    pub(crate) fn run_ended(&self, kind: StatusKind, span: Option<(i64, i64)>) {
+        self.runs_ended
+            .get_or_create(&self::kind(kind.as_str()))
+            .inc();
+        if let Some((start, end)) = span {
+            self.run_duration_seconds
+                .observe(end.saturating_sub(start).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Counts a failed attempt by its kind, and a wait a rate-limited source asked for.
+    pub(crate) fn attempt_failed(&self, failure: FailureKind, retry_after: Option<Duration>) {
+        self.attempt_failures
+            .get_or_create(&kind(failure.as_str()))
+            .inc();
+        if failure == FailureKind::RateLimited {
+            self.rate_limit_waits.inc();
+            if let Some(wait) = retry_after {
+                self.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
+            }
+        }
+    }
+
+    /// The counter of the scheduler's own CPU time spent in loop `part`.
+    pub(crate) fn scheduler_cpu(&self, part: &str) -> Seconds {
+        self.scheduler_cpu_seconds
+            .get_or_create(&kind(part))
+            .clone()
+    }
+
+    /// CPU seconds the scheduler spent on its own work so far, all loops.
+    pub(crate) fn scheduler_cpu_total(&self) -> f64 {
+        crate::cpu::LOOPS
+            .iter()
+            .map(|part| self.scheduler_cpu(part).get())
+            .sum()
+    }
+
+    /// The registry in the Prometheus text format, its gauges set to what they read
+    /// now: runs `waiting` and `driven`, and the store's size if known.
+    pub(crate) fn text(&self, waiting: usize, driven: usize, store_bytes: Option<u64>) -> String {
+        self.runs_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.runs_driven
+            .set(i64::try_from(driven).unwrap_or(i64::MAX));
+        if let Some(bytes) = store_bytes {
+            self.store_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        self.encode()
+    }
+
     /// The registry, encoded in the Prometheus text format.
-    pub(crate) fn encode(&self) -> String {
+    fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");

@@ -2,20 +2,23 @@
 //! by content digest beside the store (`<store>/components/<sha256>.wasm`) and
 //! described in the catalog, so they survive restarts.
 //!
-//! Owns registering, listing, describing and removing them. It must never replace or
-//! remove a first-party connector, never remove one a connection uses, and never
-//! record a component that does not load as a connector (it is compiled and checked
-//! first, and its file written before the catalog names it).
+//! Owns registering, listing, describing and removing them, and making them resolvable
+//! on first use. It must never replace or remove a first-party connector, never remove
+//! one a connection uses, and never record a component that does not load as a
+//! connector (it is compiled and checked first, and its file written before the
+//! catalog names it).
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_unix_ms;
+use crate::connectors::Connectors;
 use crate::definition::ConnectionDef;
-use crate::engine::{Engine, now_unix_ms};
+use crate::definitions::kind::CONNECTOR;
+use crate::engine::Engine;
 use crate::error::EngineError;
 
-const CONNECTOR: &str = "connector";
 const COMPONENTS_DIR: &str = "components";
 
 /// A registered connector as the catalog holds it.
@@ -72,8 +75,22 @@ fn valid_name(name: &str) -> Result<(), EngineError> {
 }
 
 impl Engine {
-    /// Makes the connectors registered in the catalog resolvable (on start).
-    pub(crate) async fn load_registered(&self) -> Result<(), EngineError> {
+    /// The connectors, once those registered in the catalog are resolvable: read on
+    /// first use, so that building an engine does no I/O.
+    pub(crate) async fn connectors(&self) -> &Connectors {
+        self.inner
+            .registered_loaded
+            .get_or_init(|| async {
+                if let Err(e) = self.load_registered().await {
+                    tracing::error!(error = %e, "cannot read the registered connectors");
+                }
+            })
+            .await;
+        &self.inner.connectors
+    }
+
+    /// Makes the connectors registered in the catalog resolvable.
+    async fn load_registered(&self) -> Result<(), EngineError> {
         for (name, raw) in self.inner.store.catalog().list(CONNECTOR).await? {
             match serde_json::from_slice::<Registered>(&raw) {
                 Ok(r) => self.inner.connectors.set_registered(&name, Some(r.file)),
@@ -132,7 +149,11 @@ impl Engine {
             registered_at_unix_ms: now_unix_ms(),
         };
         let json = serde_json::to_vec(&record).map_err(|e| invalid(e.to_string()))?;
-        self.inner.store.catalog().put(CONNECTOR, name, &json).await?;
+        self.inner
+            .store
+            .catalog()
+            .put(CONNECTOR, name, &json)
+            .await?;
         connectors.set_registered(name, Some(file));
         Ok(ConnectorInfo {
             name: name.to_owned(),

@@ -1,39 +1,69 @@
-//! Schedules: firing workflows whose trigger is due, by their overlap policy.
+//! The schedules service: firing workflows whose trigger is due, by their overlap
+//! policy.
 //!
 //! Owns each schedule's progress (its anchor and the last fire handled, a catalog
-//! document of kind `schedule`) and the decision per fire. A run started for a fire is
-//! appended together with the schedule's progress past that fire, in one transaction,
-//! so across a crash a fire is neither lost nor started twice. It never drives runs:
-//! it queues them, and the dispatcher starts them.
+//! document of kind `schedule`), whether the whole scheduler is paused, the table of
+//! compiled schedules and the decision per fire. A run started for a fire is appended
+//! together with the schedule's progress past that fire, in one transaction, so across
+//! a crash a fire is neither lost nor started twice. It never drives, queues or
+//! cancels runs itself: it asks the node's [`Runs`] (the engine), and the dispatcher
+//! starts them.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use sluice_model::{RunId, RunState};
 use sluice_scheduler::{Candidate, OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
-use sluice_store::RunId;
+use sluice_store::Store;
 
+use crate::clock::{new_run_id, now_unix_ms};
 use crate::definition::WorkflowDef;
-use crate::dispatch::id_of;
-use crate::engine::{Engine, WORKFLOW, new_run_id, overlap_group, scheduled};
+use crate::definitions::DefinitionService;
+use crate::definitions::kind::{SCHEDULE, SCHEDULER, WORKFLOW};
+use crate::dispatch::{id_of, overlap_group};
 use crate::error::EngineError;
 
-const SCHEDULE: &str = "schedule";
 /// Workflows whose fires are handled at once in a pass.
 const FIRE_CONCURRENCY: usize = 256;
-const SCHEDULER: &str = "scheduler";
 /// How far ahead of its time the running scheduler handles a fire: the run is recorded
 /// and queued early, and the dispatcher starts it when it is due, so the durable write
 /// of the fire is not part of the latency from due to started. A policy decision
 /// (overlap, pause) is made this much before the fire's time.
 pub const FIRE_AHEAD: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// What a schedule pass asks of the node's runs: the schedules decide each fire, the
+/// engine holds, queues and cancels the runs.
+pub(crate) trait Runs: Sync {
+    /// The workflow's runs this node holds: (run, whether it is driven).
+    fn held(&self, workflow: &str) -> Vec<(RunId, bool)>;
+
+    /// Queues a run just recorded, with the state its first event folds to.
+    fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>);
+
+    /// Cancels a run a newer fire replaces.
+    fn cancel(
+        &self,
+        run: RunId,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+}
+
+/// The schedules of the node's workflows.
+pub(crate) struct Schedules {
+    store: Store,
+    definitions: Arc<DefinitionService>,
+    /// The schedules, compiled; one pass at a time holds it.
+    table: tokio::sync::Mutex<ScheduleTable>,
+}
+
 /// The compiled schedules of the workflows not paused, with each one's progress and
 /// next fire, so that a pass looks only at the schedules due. Rebuilt from the
 /// catalog when a workflow changes; the catalog stays the durable truth.
 #[derive(Default)]
-pub(crate) struct ScheduleTable {
+struct ScheduleTable {
     /// The definitions' generation it was built from.
     generation: Option<u64>,
     entries: Vec<ScheduleEntry>,
@@ -78,13 +108,23 @@ struct SchedulerState {
     paused: bool,
 }
 
-impl Engine {
-    fn json<T: Serialize>(value: &T) -> Vec<u8> {
-        serde_json::to_vec(value).unwrap_or_default()
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Schedules {
+    /// The schedules of the workflows in `definitions`, their progress in `store`'s
+    /// catalog; nothing is read until the first pass.
+    pub(crate) fn new(store: Store, definitions: Arc<DefinitionService>) -> Self {
+        Schedules {
+            store,
+            definitions,
+            table: tokio::sync::Mutex::default(),
+        }
     }
 
     async fn progress(&self, workflow: &str) -> Result<Option<Progress>, EngineError> {
-        let raw = self.inner.store.catalog().get(SCHEDULE, workflow).await?;
+        let raw = self.store.catalog().get(SCHEDULE, workflow).await?;
         Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
     }
 
@@ -92,65 +132,44 @@ impl Engine {
     /// flushed on its own: the next durable append flushes it. A crash before that
     /// only makes the node look at those fires again, and none of them has a run.
     async fn put_progress(&self, workflow: &str, p: Progress) -> Result<(), EngineError> {
-        self.inner
-            .store
+        self.store
             .catalog()
-            .put_unflushed(SCHEDULE, workflow, &Self::json(&p))
+            .put_unflushed(SCHEDULE, workflow, &json(&p))
             .await?;
         Ok(())
     }
 
+    /// Forgets the progress of a workflow's schedule (the workflow is gone).
+    pub(crate) async fn forget(&self, workflow: &str) -> Result<(), EngineError> {
+        self.store.catalog().remove(SCHEDULE, workflow).await?;
+        Ok(())
+    }
+
     /// Pauses or resumes the whole scheduler (durable).
-    pub async fn pause_scheduler(&self, paused: bool) -> Result<(), EngineError> {
-        self.inner
-            .store
+    pub(crate) async fn pause(&self, paused: bool) -> Result<(), EngineError> {
+        self.store
             .catalog()
-            .put(SCHEDULER, "state", &Self::json(&SchedulerState { paused }))
+            .put(SCHEDULER, "state", &json(&SchedulerState { paused }))
             .await?;
         Ok(())
     }
 
     /// Whether the scheduler is paused.
-    pub async fn scheduler_paused(&self) -> Result<bool, EngineError> {
-        let raw = self.inner.store.catalog().get(SCHEDULER, "state").await?;
+    pub(crate) async fn paused(&self) -> Result<bool, EngineError> {
+        let raw = self.store.catalog().get(SCHEDULER, "state").await?;
         Ok(raw
             .and_then(|r| serde_json::from_slice::<SchedulerState>(&r).ok())
             .is_some_and(|s| s.paused))
     }
 
-    /// Deletes a workflow and its schedule's progress; refused while it has a run in
-    /// flight (cancel it first). Its runs stay in the log, with their history.
-    pub async fn delete_workflow(&self, workflow: &str) -> Result<(), EngineError> {
-        self.workflow(workflow).await?;
-        let _starting = self.inner.starting.lock().await;
-        if let Some(run) = self.in_flight_run(workflow).await? {
-            return Err(EngineError::AlreadyRunning {
-                workflow: workflow.to_owned(),
-                run,
-            });
-        }
-        let catalog = self.inner.store.catalog();
-        catalog.remove(WORKFLOW, workflow).await?;
-        catalog.remove(SCHEDULE, workflow).await?;
-        self.inner.definitions.workflow_removed(workflow);
-        Ok(())
-    }
-
-    /// Pauses or resumes one workflow's schedule (durable).
-    pub async fn pause_workflow(&self, workflow: &str, paused: bool) -> Result<(), EngineError> {
-        let mut wf = WorkflowDef::clone(&*self.workflow(workflow).await?);
-        wf.paused = paused;
-        self.define_workflow(&wf).await
-    }
-
     /// The next `count` fires of a workflow's schedule after `now`.
-    pub async fn upcoming(
+    pub(crate) async fn upcoming(
         &self,
         workflow: &str,
         now: DateTime<Utc>,
         count: usize,
     ) -> Result<Vec<DateTime<Utc>>, EngineError> {
-        let wf = self.workflow(workflow).await?;
+        let wf = self.definitions.workflow(workflow).await?;
         let Some(def) = &wf.schedule else {
             return Ok(Vec::new());
         };
@@ -166,13 +185,18 @@ impl Engine {
         Ok(schedule.upcoming(anchor, now, count))
     }
 
-    /// Fires every schedule due at `now`. A schedule seen for the first time starts
-    /// counting from `now`. Paused workflows and a paused scheduler fire nothing (their
-    /// fires are missed, and caught up by policy on resume). Passes run one at a time.
-    pub async fn tick_schedules(&self, now: DateTime<Utc>) -> Result<Tick, EngineError> {
+    /// Fires every schedule due at `now`, queueing runs through `runs`. A schedule
+    /// seen for the first time starts counting from `now`. Paused workflows and a
+    /// paused scheduler fire nothing (their fires are missed, and caught up by policy
+    /// on resume). Passes run one at a time.
+    pub(crate) async fn tick(
+        &self,
+        now: DateTime<Utc>,
+        runs: &impl Runs,
+    ) -> Result<Tick, EngineError> {
         let mut tick = Tick::default();
-        let mut table = self.inner.schedules.lock().await;
-        if self.scheduler_paused().await? {
+        let mut table = self.table.lock().await;
+        if self.paused().await? {
             return Ok(tick);
         }
         self.refresh(&mut table).await?;
@@ -188,7 +212,11 @@ impl Engine {
             .collect();
         let mut passes = futures::stream::iter(due)
             .map(|(i, wf, schedule, progress)| async move {
-                (i, self.tick_workflow(&wf, &schedule, progress, now).await)
+                (
+                    i,
+                    self.tick_workflow(&wf, &schedule, progress, now, runs)
+                        .await,
+                )
             })
             .buffer_unordered(FIRE_CONCURRENCY);
         let mut failed = None;
@@ -227,18 +255,12 @@ impl Engine {
 
     /// Rebuilds the table from the catalog when a workflow changed since it was built.
     async fn refresh(&self, table: &mut ScheduleTable) -> Result<(), EngineError> {
-        let generation = self.inner.definitions.generation();
+        let generation = self.definitions.generation();
         if table.generation == Some(generation) {
             return Ok(());
         }
         let mut entries = Vec::new();
-        for (name, raw) in self.inner.store.catalog().list(WORKFLOW).await? {
-            let Ok(wf) = serde_json::from_slice::<WorkflowDef>(&raw) else {
-                tracing::error!(workflow = %name, "stored workflow is unreadable; its schedule is skipped");
-                continue;
-            };
-            let wf = Arc::new(wf);
-            self.inner.definitions.put_workflow(Arc::clone(&wf));
+        for wf in self.definitions.readable_workflows().await? {
             let Some(schedule) = wf.schedule.as_ref().filter(|_| !wf.paused) else {
                 continue;
             };
@@ -267,6 +289,7 @@ impl Engine {
         schedule: &Schedule,
         known: Option<Progress>,
         now: DateTime<Utc>,
+        runs: &impl Runs,
     ) -> Result<(Tick, Progress), EngineError> {
         let mut tick = Tick::default();
         let stored = match known {
@@ -294,7 +317,7 @@ impl Engine {
                 ..progress
             };
             let due = schedule.jittered(&wf.name, *fire).timestamp_millis();
-            match self.fire(wf, *fire, due, p).await? {
+            match self.fire(wf, *fire, due, p, runs).await? {
                 Some(run) => tick.started.push(run),
                 None => tick.dropped += 1,
             }
@@ -321,8 +344,9 @@ impl Engine {
         fire: DateTime<Utc>,
         due_ms: i64,
         progress: Progress,
+        runs: &impl Runs,
     ) -> Result<Option<RunId>, EngineError> {
-        let held = self.inner.dispatch.of_workflow(&wf.name);
+        let held = runs.held(&wf.name);
         let mut state = OverlapState {
             running: held.iter().filter(|(_, driving)| *driving).count() as u32,
             buffered: held.iter().filter(|(_, driving)| !*driving).count() as u32,
@@ -343,33 +367,32 @@ impl Engine {
         if wf.overlap == OverlapPolicy::CancelOther {
             // The newest fire wins: the run in flight and fires still waiting stop.
             for (run, _) in &held {
-                if let Err(e) = self.cancel(*run, "a newer fire replaces it").await {
+                if let Err(e) = runs.cancel(*run, "a newer fire replaces it").await {
                     tracing::warn!(%run, error = %e, "cannot cancel the run a fire replaces");
                 }
             }
         }
-        let conn = self.connection(&wf.connection).await?;
+        let conn = self.definitions.connection(&wf.connection).await?;
         let trigger = match wf.schedule.as_ref().map(|s| &s.trigger) {
             Some(TriggerDef::Cron { .. }) => sluice_model::Trigger::Cron,
             Some(TriggerDef::Interval { .. }) => sluice_model::Trigger::Interval,
             _ => sluice_model::Trigger::Manual,
         };
         let run = new_run_id();
-        let at = crate::engine::now_unix_ms();
-        let event = scheduled(wf, &conn, trigger, fire.timestamp_millis());
-        self.inner
-            .store
+        let at = now_unix_ms();
+        let event = wf.scheduled(&conn, trigger, fire.timestamp_millis());
+        self.store
             .append_with_document(
                 run,
                 at,
                 vec![event.clone()],
                 SCHEDULE,
                 &wf.name,
-                Self::json(&progress),
+                json(&progress),
             )
             .await?;
-        let known = sluice_store::log::fold(&[sluice_store::RunEvent::new(run, 1, at, event)]).ok();
-        self.hold(
+        let known = sluice_model::fold(&[sluice_model::RunEvent::new(run, 1, at, event)]).ok();
+        runs.hold(
             &wf.name,
             Candidate {
                 id: id_of(run),
@@ -382,34 +405,5 @@ impl Engine {
             known,
         );
         Ok(Some(run))
-    }
-
-    /// Runs the schedules until the engine is dropped: a pass [`FIRE_AHEAD`] of every
-    /// fire, and at least every `max_sleep`.
-    pub fn start_scheduler(&self, max_sleep: std::time::Duration) {
-        let weak = std::sync::Arc::downgrade(&self.inner);
-        let ahead = chrono::Duration::from_std(FIRE_AHEAD).unwrap_or_default();
-        let spent = self.scheduler_cpu(crate::cpu::FIRE_PASS);
-        let passes = async move {
-            loop {
-                let next = {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let engine = Engine { inner };
-                    match engine.tick_schedules(Utc::now() + ahead).await {
-                        Ok(tick) => tick.next,
-                        Err(e) => {
-                            tracing::error!(error = %e, "schedule pass failed");
-                            None
-                        }
-                    }
-                };
-                let wait = next
-                    .map(|n| (n - ahead - Utc::now()).to_std().unwrap_or_default())
-                    .unwrap_or(max_sleep)
-                    .min(max_sleep);
-                tokio::time::sleep(wait).await;
-            }
-        };
-        tokio::spawn(crate::cpu::CpuTimed::new(passes, spent));
     }
 }
