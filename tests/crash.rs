@@ -19,6 +19,7 @@ use std::time::Duration;
 use sluice_store::Store;
 use sluice_store::hub::ChangeKind;
 use sluice_store::log::{RunFilter, StatusKind};
+use sluice_testkit::process::{stderr, stdout};
 
 /// Kills per test, as the guarantee demands at least twenty.
 const KILLS: usize = 20;
@@ -101,11 +102,7 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
             let out = sluice(scenario.definitions, &data, prelude)
                 .output()
                 .expect("run the prelude");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", stderr(&out));
         }
         let mut before = 0;
         let mut completed = false;
@@ -119,7 +116,7 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
                 assert!(
                     out.status.success(),
                     "sluice failed between kills: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    stderr(&out)
                 );
                 completed = true;
                 break;
@@ -148,8 +145,8 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
             assert!(
                 out.status.success(),
                 "the final run failed: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                stdout(&out),
+                stderr(&out)
             );
         }
         verify(&data);
@@ -169,33 +166,34 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
 /// The hub holds exactly ids 1..=n (by `id_of`), the feed has one creation per record
 /// and nothing else, and the one run completed with each record counted once.
 fn assert_exactly_once(data: &Path, workflow: &str, connection: &str, stream: &str, n: u64) {
-    let store = Store::open(data).expect("open the store");
-    assert_eq!(store.hub().count(connection, stream).expect("count"), n);
-    let mut seen = HashSet::with_capacity(n as usize);
-    let mut after = 0;
-    loop {
-        let (page, next) = store
-            .hub()
-            .feed(connection, stream, after, 50_000)
-            .expect("feed");
-        if page.is_empty() {
-            break;
-        }
-        for change in page {
-            assert_eq!(change.kind, ChangeKind::Created, "{change:?}");
-            assert_eq!(change.version, 1, "{change:?}");
-            assert!(seen.insert(change.primary_key.clone()), "twice: {change:?}");
-        }
-        after = next;
-    }
-    assert_eq!(seen.len() as u64, n, "feed entries");
-    for id in 1..=n {
-        assert!(seen.contains(&format!("[{id}]")), "record {id} is missing");
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        let store = Store::open(data).expect("open the store");
+        let hub = store.hub();
+        assert_eq!(hub.count(connection, stream).await.expect("count"), n);
+        let mut seen = HashSet::with_capacity(n as usize);
+        let mut after = 0;
+        loop {
+            let (page, next) = hub
+                .feed(connection, stream, after, 50_000)
+                .await
+                .expect("feed");
+            if page.is_empty() {
+                break;
+            }
+            for change in page {
+                assert_eq!(change.kind, ChangeKind::Created, "{change:?}");
+                assert_eq!(change.version, 1, "{change:?}");
+                assert!(seen.insert(change.primary_key.clone()), "twice: {change:?}");
+            }
+            after = next;
+        }
+        assert_eq!(seen.len() as u64, n, "feed entries");
+        for id in 1..=n {
+            assert!(seen.contains(&format!("[{id}]")), "record {id} is missing");
+        }
         let filter = RunFilter {
             workflow: Some(workflow.to_owned()),
             ..RunFilter::default()
@@ -242,14 +240,14 @@ fn sample_sync_survives_sigkill_at_random_moments() {
 fn rest_sync_survives_sigkill_at_random_moments() {
     const RECORDS: u64 = 200_000;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (app, _contacts) = sluice_tests::contacts::router(RECORDS);
-    let addr = rt.block_on(sluice_tests::serve(app));
+    let (app, _contacts) = sluice_testkit::servers::contacts::router(RECORDS);
+    let addr = rt.block_on(sluice_testkit::serve(app));
     let dir = tempfile::tempdir().expect("tempdir");
     let definitions = dir.path().join("sync.json");
     let defs = serde_json::json!({
         "connections": [{"name": "contacts-api", "connector": "rest",
             "allowed_hosts": [addr.to_string()],
-            "config": sluice_tests::contacts::rest_config(addr)}],
+            "config": sluice_testkit::servers::contacts::rest_config(addr)}],
         "workflows": [{"name": "contacts", "connection": "contacts-api",
                        "streams": [{"name": "contacts"}], "batch_size": 1000}]
     });

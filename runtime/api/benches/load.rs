@@ -12,8 +12,7 @@
     reason = "a benchmark binary"
 )]
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice_api::pb;
 use sluice_api::pb::connections_client::ConnectionsClient;
@@ -21,23 +20,11 @@ use sluice_api::pb::records_client::RecordsClient;
 use sluice_api::pb::runs_client::RunsClient;
 use sluice_api::pb::workflows_client::WorkflowsClient;
 use sluice_api::{ApiServer, Scope, Tokens};
-use sluice_engine::{Aging, ConnectionDef, Connectors, Engine, Limits, Trigger, WorkflowDef};
-use sluice_host::{Host, HostSettings};
-use sluice_store::Store;
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::node::{self, run};
+use sluice_testkit::stats::{Millis, env_or, percentile, rate, spread};
 use tonic::Request;
 use tonic::transport::Channel;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
-}
 
 const TOKEN: &str = "bench-token";
 
@@ -135,8 +122,8 @@ async fn one(ch: &Channel, i: usize, run_id: &str) -> bool {
 }
 
 fn main() {
-    let clients = env("SLUICE_BENCH_CLIENTS", 50);
-    let requests = env("SLUICE_BENCH_REQUESTS", 1_000);
+    let clients: usize = env_or("SLUICE_BENCH_CLIENTS", 50);
+    let requests: usize = env_or("SLUICE_BENCH_REQUESTS", 1_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,37 +131,25 @@ fn main() {
     let data = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let host = Host::new(HostSettings {
-            cache_dir: Some(cache.path().to_path_buf()),
-            ..HostSettings::default()
-        })
-        .unwrap();
-        let connectors = Connectors::new(
-            host,
-            [("sample".to_string(), PathBuf::from(sluice_artifacts::SAMPLE))],
-        );
-        let engine = Engine::with_limits(
-            Store::open(data.path()).unwrap(),
-            connectors,
-            "bench",
-            Limits::default(),
-            Aging::default(),
-        );
-        let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
-            "name": "sample", "tenant": "t", "connector": "sample",
-            "config": {"records": 10_000}
-        }))
-        .unwrap();
-        engine.define_connection(&conn).unwrap();
-        let wf: WorkflowDef = serde_json::from_value(serde_json::json!({
-            "name": "users", "connection": "sample", "streams": [{"name": "users"}],
-            "schedule": {"trigger": {"kind": "interval", "every_secs": 3600}}
-        }))
-        .unwrap();
-        engine.define_workflow(&wf).unwrap();
-        let run = engine.start("users", Trigger::Manual).await.unwrap();
-        engine.wait(run).await.unwrap();
-        let run_id = run.to_string();
+        let engine = NodeBuilder::new()
+            .cache_dir(cache.path())
+            .worker("bench")
+            .engine_at(data.path());
+        node::connection(
+            &engine,
+            serde_json::json!({
+                "name": "sample", "tenant": "t", "connector": "sample",
+                "config": {"records": 10_000}
+            }),
+        ).await;
+        node::workflow(
+            &engine,
+            serde_json::json!({
+                "name": "users", "connection": "sample", "streams": [{"name": "users"}],
+                "schedule": {"trigger": {"kind": "interval", "every_secs": 3600}}
+            }),
+        ).await;
+        let run_id = run(&engine, "users").await.run_id.to_string();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -221,22 +196,16 @@ fn main() {
             "{clients} clients x {requests} mixed requests over TCP with a bearer token: {} requests in {:.2} s = {:.0} requests/s, {errors} errors",
             all.len(),
             elapsed.as_secs_f64(),
-            all.len() as f64 / elapsed.as_secs_f64()
+            rate(all.len() as u64, elapsed)
         );
-        println!(
-            "  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            percentile(&all, 0.5).as_secs_f64() * 1e3,
-            percentile(&all, 0.9).as_secs_f64() * 1e3,
-            percentile(&all, 0.99).as_secs_f64() * 1e3,
-            all.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        );
+        println!("  latency {}", spread(&all));
         for (kind, mut l) in by_kind.into_iter().enumerate() {
             l.sort();
             println!(
-                "  {:<34} p50 {:.2} ms, p99 {:.2} ms",
+                "  {:<34} p50 {}, p99 {}",
                 KINDS[kind],
-                percentile(&l, 0.5).as_secs_f64() * 1e3,
-                percentile(&l, 0.99).as_secs_f64() * 1e3,
+                percentile(&l, 0.5).ms(),
+                percentile(&l, 0.99).ms(),
             );
         }
     });

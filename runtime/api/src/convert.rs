@@ -101,7 +101,10 @@ pub(crate) fn run(state: &RunState, updated_at: i64, events: &[RunEvent]) -> pb:
             .as_ref()
             .map(|l| l.worker.clone())
             .unwrap_or_default(),
-        events: events.iter().map(sluice_store::codec::event_to_wire).collect(),
+        events: events
+            .iter()
+            .map(sluice_store::codec::event_to_wire)
+            .collect(),
         ..pb::Run::default()
     };
     if let Some(f) = &state.last_error {

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sluice_testkit::process::{send_signal, stderr, stdout};
 
 /// How long anything a test waits on may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -38,14 +39,6 @@ fn definitions() -> Value {
 
 fn cache_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sluice-api-test-cache-{}", std::process::id()))
-}
-
-fn send_signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// A running `sluice serve`, killed when dropped so a failing test leaves no process
@@ -186,14 +179,6 @@ fn sluice(args: &[&str]) -> Output {
             );
         }
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts the command succeeded and parses its stdout as one JSON document.
@@ -634,14 +619,16 @@ fn rate_limits_show_the_budget_each_run_drew_on() {
     // A limited API in this process, and a node syncing from it with the `rest`
     // connector declaring the API's limit.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (app, api) = sluice_tests::limited_api::router(sluice_tests::limited_api::LimitConfig {
-        records: 50,
-        page_size: 10,
-        limit: 100,
-        window: Duration::from_secs(1),
-        ..Default::default()
-    });
-    let addr = runtime.block_on(sluice_tests::serve(app));
+    let (app, api) = sluice_testkit::servers::limited_api::router(
+        sluice_testkit::servers::limited_api::LimitConfig {
+            records: 50,
+            page_size: 10,
+            limit: 100,
+            window: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    let addr = runtime.block_on(sluice_testkit::serve(app));
     let defs = serde_json::json!({
         "connections": [{"name": "api", "tenant": "acme", "connector": "rest",
                          "config": {"base_url": format!("http://{addr}"),

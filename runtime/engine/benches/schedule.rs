@@ -26,17 +26,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sluice_engine::{Aging, ConnectionDef, Connectors, Engine, Limits, ScheduleDef, WorkflowDef};
-use sluice_host::{Host, HostSettings};
-use sluice_store::Store;
+use sluice_engine::{Limits, ScheduleDef};
 use sluice_store::log::{EventKind, RunFilter};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::node::{self, open_store};
+use sluice_testkit::stats::{env_or, percentile, rate, spread};
 
 /// The name and CPU seconds (user + system) of a `/proc/.../stat` line.
 fn parse_stat(stat: &str) -> Option<(&str, f64)> {
@@ -77,31 +71,12 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     out
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
-/// p50, p90, p99 and max of sorted latencies.
-fn spread(sorted: &[i64]) -> String {
-    format!(
-        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        percentile(sorted, 0.5),
-        percentile(sorted, 0.9),
-        percentile(sorted, 0.99),
-        sorted.last().copied().unwrap_or(0)
-    )
-}
-
 fn main() {
-    let workflows = env("SLUICE_BENCH_WORKFLOWS", 10_000);
-    let secs = env("SLUICE_BENCH_SECS", 10);
-    let slots = env("SLUICE_BENCH_SLOTS", 512) as usize;
-    let records = env("SLUICE_BENCH_RECORDS", 0);
-    let warm_up_secs = env("SLUICE_BENCH_WARMUP_SECS", 2) as i64;
+    let workflows: u64 = env_or("SLUICE_BENCH_WORKFLOWS", 10_000);
+    let secs: u64 = env_or("SLUICE_BENCH_SECS", 10);
+    let slots: usize = env_or("SLUICE_BENCH_SLOTS", 512);
+    let records: u64 = env_or("SLUICE_BENCH_RECORDS", 0);
+    let warm_up_secs: i64 = env_or("SLUICE_BENCH_WARMUP_SECS", 2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,25 +88,16 @@ fn main() {
         .map_or_else(|| data.path().to_path_buf(), PathBuf::from);
     let cache = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let host = Host::new(HostSettings {
-            cache_dir: Some(cache.path().to_path_buf()),
-            ..HostSettings::default()
-        })
-        .unwrap();
-        let connectors = Connectors::new(
-            host,
-            [("sample".to_string(), PathBuf::from(sluice_artifacts::SAMPLE))],
-        );
-        let engine = Engine::with_limits(
-            Store::open(&data_dir).unwrap(),
-            connectors,
-            "bench",
-            Limits {
-                slots,
-                ..Limits::default()
-            },
-            Aging::default(),
-        );
+        let engine = NodeBuilder::new()
+            .cache_dir(cache.path())
+            .worker("bench")
+            .engine_with(
+                open_store(&data_dir),
+                Limits {
+                    slots,
+                    ..Limits::default()
+                },
+            );
         let schedule: ScheduleDef = serde_json::from_value(serde_json::json!({
             "trigger": {"kind": "interval", "every_secs": 1}, "jitter_ms": 1000
         }))
@@ -139,18 +105,20 @@ fn main() {
         // One connection per workflow, as with one customer per connection: runs of
         // different workflows then share no hub stream.
         for i in 0..workflows {
-            let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
-                "name": format!("c{i:05}"), "tenant": format!("t{}", i % 100),
-                "connector": "sample", "config": {"records": records}
-            }))
-            .unwrap();
-            engine.define_connection(&conn).unwrap();
-            let wf: WorkflowDef = serde_json::from_value(serde_json::json!({
-                "name": format!("w{i:05}"), "connection": format!("c{i:05}"),
-                "streams": [{"name": "users"}], "schedule": schedule
-            }))
-            .unwrap();
-            engine.define_workflow(&wf).unwrap();
+            node::connection(
+                &engine,
+                serde_json::json!({
+                    "name": format!("c{i:05}"), "tenant": format!("t{}", i % 100),
+                    "connector": "sample", "config": {"records": records}
+                }),
+            ).await;
+            node::workflow(
+                &engine,
+                serde_json::json!({
+                    "name": format!("w{i:05}"), "connection": format!("c{i:05}"),
+                    "streams": [{"name": "users"}], "schedule": schedule
+                }),
+            ).await;
         }
         let cpu0 = cpu_secs();
         let threads0 = cpu_by_thread();
@@ -158,7 +126,7 @@ fn main() {
         let t0 = Instant::now();
         engine.start_scheduler(Duration::from_millis(100));
         tokio::time::sleep(Duration::from_secs(secs)).await;
-        engine.pause_scheduler(true).unwrap();
+        engine.pause_scheduler(true).await.unwrap();
         let stopped = t0.elapsed();
         let stopped_unix_ms = chrono::Utc::now().timestamp_millis();
         let cpu = cpu_secs() - cpu0;
@@ -190,7 +158,7 @@ fn main() {
             let mut started = None;
             for e in &events {
                 match &e.kind {
-                    Some(EventKind::RunScheduled(s)) if s.fire_at_unix_ms > 0 => {
+                    EventKind::RunScheduled(s) if s.fire_at_unix_ms > 0 => {
                         if !fires.insert((s.workflow.clone(), s.fire_at_unix_ms)) {
                             twice += 1;
                         }
@@ -199,11 +167,11 @@ fn main() {
                         due = Some(compiled.jittered(&s.workflow, fire).timestamp_millis());
                         recorded = Some(e.at_unix_ms);
                     }
-                    Some(EventKind::RunStarted(_)) => {
+                    EventKind::RunStarted(_) => {
                         started = Some(e.at_unix_ms);
                         first_start = first_start.min(e.at_unix_ms);
                     }
-                    Some(EventKind::RunCompleted(_)) => {
+                    EventKind::RunCompleted(_) => {
                         completed += 1;
                         if let Some(s) = started {
                             durations.push(e.at_unix_ms - s);
@@ -224,8 +192,8 @@ fn main() {
         // loaded, its connector's answers cached): reported apart from the steady
         // state that follows.
         let first_due = by_second.keys().next().copied().unwrap_or(0);
-        let mut warm_up = Vec::new();
-        let mut steady = Vec::new();
+        let mut warm_up: Vec<i64> = Vec::new();
+        let mut steady: Vec<i64> = Vec::new();
         for (second, l) in &by_second {
             if *second < first_due + warm_up_secs {
                 warm_up.extend(l);
@@ -243,14 +211,14 @@ fn main() {
         );
         // Schedules seen for the first time fire one interval later: the rate counts
         // from the first start.
-        let window_secs = (stopped_unix_ms - first_start).max(1) as f64 / 1000.0;
+        let window = Duration::from_millis((stopped_unix_ms - first_start).max(1) as u64);
         println!(
             "  runs started {} ({} completed, {} for a fire already started), {:.0} runs/s dispatched over {:.1} s from the first (drained at {:.1} s)",
             latency.len(),
             completed,
             twice,
-            latency.len() as f64 / window_secs,
-            window_secs,
+            rate(latency.len() as u64, window),
+            window.as_secs_f64(),
             drained.as_secs_f64()
         );
         println!("  latency due -> started: {}", spread(&latency));

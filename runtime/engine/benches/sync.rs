@@ -14,51 +14,51 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_engine::{ConnectionDef, Connectors, Engine, Trigger, WorkflowDef};
-use sluice_host::{Host, HostSettings};
-use sluice_store::log::{EventKind, v1};
-use sluice_store::{RunId, RunStatus, Store};
+use sluice_engine::{Engine, Trigger};
+use sluice_store::RunStatus;
+use sluice_store::log::{AttemptBegun, CheckpointCommitted, EventKind, RunScheduled};
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::node::{self, run_id};
+use sluice_testkit::stats::{env_or, rate};
 
 fn engine(data: &Path, cache: &Path) -> Engine {
-    let store = Store::open(data).expect("open store");
-    let host = Host::new(HostSettings {
-        cache_dir: Some(cache.to_path_buf()),
-        ..HostSettings::default()
-    })
-    .expect("host");
-    let named = [(
-        "sample".to_string(),
-        PathBuf::from(sluice_artifacts::SAMPLE),
-    )];
-    Engine::new(store, Connectors::new(host, named), "bench")
+    NodeBuilder::new()
+        .cache_dir(cache)
+        .worker("bench")
+        .engine_at(data)
 }
 
-fn define(engine: &Engine, records: u64, batch_size: u32, generation: u64) {
-    let conn: ConnectionDef = serde_json::from_value(serde_json::json!({
-        "name": "sample", "connector": "sample",
-        "config": {"records": records, "record_bytes": 200, "generation": generation}
-    }))
-    .unwrap();
-    let wf: WorkflowDef = serde_json::from_value(serde_json::json!({
-        "name": "users", "connection": "sample",
-        "streams": [{"name": "users"}], "batch_size": batch_size
-    }))
-    .unwrap();
-    engine.define_connection(&conn).unwrap();
-    engine.define_workflow(&wf).unwrap();
+async fn define(engine: &Engine, records: u64, batch_size: u32, generation: u64) {
+    node::connection(
+        engine,
+        serde_json::json!({
+            "name": "sample", "connector": "sample",
+            "config": {"records": records, "record_bytes": 200, "generation": generation}
+        }),
+    )
+    .await;
+    node::workflow(
+        engine,
+        serde_json::json!({
+            "name": "users", "connection": "sample",
+            "streams": [{"name": "users"}], "batch_size": batch_size
+        }),
+    )
+    .await;
 }
 
 async fn timed_run(engine: &Engine, label: &str) -> f64 {
     let t = Instant::now();
     let run = engine.start("users", Trigger::Manual).await.unwrap();
     let state = engine.wait(run).await.unwrap();
-    let secs = t.elapsed().as_secs_f64();
+    let elapsed = t.elapsed();
+    let secs = elapsed.as_secs_f64();
     assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
     let p = &state.progress["users"];
-    let rate = state.total_records() as f64 / secs;
+    let rate = rate(state.total_records(), elapsed);
     println!(
         "{label:<44} {:>9} records in {:>6.2} s = {:>9.0} records/s  ({} batches; created {}, updated {}, unchanged {})",
         state.total_records(),
@@ -73,10 +73,7 @@ async fn timed_run(engine: &Engine, label: &str) -> f64 {
 }
 
 fn main() {
-    let records: u64 = std::env::var("SLUICE_BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let records: u64 = env_or("SLUICE_BENCH_RECORDS", 1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,7 +84,7 @@ fn main() {
         let data = tempfile::tempdir().unwrap();
         rt.block_on(async {
             let engine = engine(data.path(), cache.path());
-            define(&engine, records, batch_size, 0);
+            define(&engine, records, batch_size, 0).await;
             timed_run(
                 &engine,
                 &format!("batch {batch_size}: first sync (all created)"),
@@ -98,7 +95,7 @@ fn main() {
                 &format!("batch {batch_size}: again (all unchanged)"),
             )
             .await;
-            define(&engine, records, batch_size, 1);
+            define(&engine, records, batch_size, 1).await;
             timed_run(&engine, &format!("batch {batch_size}: 10% changed")).await;
         });
     }
@@ -108,38 +105,29 @@ fn main() {
     let data = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let engine = engine(data.path(), cache.path());
-        define(&engine, records, 2_000, 0);
+        define(&engine, records, 2_000, 0).await;
         timed_run(&engine, "restart bench setup: first sync").await;
-        let run = RunId::v7(
-            u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis(),
-            )
-            .unwrap(),
-            [7; 10],
-        );
+        let run = run_id(7);
         engine
             .store()
             .log()
             .append(
                 run,
                 vec![
-                    EventKind::RunScheduled(v1::RunScheduled {
+                    EventKind::RunScheduled(RunScheduled {
                         workflow: "users".into(),
                         connection: "sample".into(),
                         tenant: "default".into(),
                         priority: 0,
                         streams: vec!["users".into()],
-                        trigger: v1::Trigger::Manual as i32,
+                        trigger: Trigger::Manual,
                         fire_at_unix_ms: 0,
                     }),
-                    EventKind::AttemptBegun(v1::AttemptBegun {
+                    EventKind::AttemptBegun(AttemptBegun {
                         attempt: 1,
                         ..Default::default()
                     }),
-                    EventKind::CheckpointCommitted(v1::CheckpointCommitted {
+                    EventKind::CheckpointCommitted(CheckpointCommitted {
                         stream: "users".into(),
                         checkpoint: (records / 2).to_string(),
                         records: records / 2,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_host::{Grant, Host, HostSettings, SyncMode, engine_config};
+use sluice_testkit::stats::percentile;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -29,8 +30,7 @@ impl Stats {
     }
     fn pct(&mut self, p: f64) -> Duration {
         self.samples.sort();
-        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
-        self.samples[i]
+        percentile(&self.samples, p)
     }
     fn line(&mut self, what: &str) {
         let (p50, p99) = (self.pct(0.5), self.pct(0.99));

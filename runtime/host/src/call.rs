@@ -7,8 +7,8 @@ use wasmtime::Store;
 
 use crate::HostError;
 use crate::bindings::wit;
-use sluice_model::FailureKind;
 use crate::state::State;
+use sluice_model::FailureKind;
 
 /// The outcome of a guest call that may return a connector error.
 pub(crate) type GuestResult<R> = wasmtime::Result<Result<R, wit::ConnectorError>>;

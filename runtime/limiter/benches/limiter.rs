@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use sluice_limiter::{Key, Limiter, RateLimitRule};
+use sluice_testkit::stats::{percentile, rate};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -38,10 +39,6 @@ async fn one_request(
         }
         Err(e) => panic!("bench key saturated: {e}"),
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 async fn contended(
@@ -84,7 +81,7 @@ fn report(name: &str, ops: usize, elapsed: Duration, latencies: &[Duration]) {
     println!(
         "{name:<44} {:>8.0} ns/request  {:>10.0} requests/s  p50 {:>7.2} µs  p99 {:>7.2} µs",
         elapsed.as_nanos() as f64 / ops as f64,
-        ops as f64 / elapsed.as_secs_f64(),
+        rate(ops as u64, elapsed),
         percentile(latencies, 0.50).as_nanos() as f64 / 1000.0,
         percentile(latencies, 0.99).as_nanos() as f64 / 1000.0,
     );

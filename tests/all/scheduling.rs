@@ -2,41 +2,41 @@
 //! higher priority starts first; a tenant limit keeps one tenant's runs from holding
 //! back another's; a stuck attempt is stopped and retried; a run past its timeout is
 //! dead-lettered.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::json;
-use sluice_engine::{Aging, ConnectionDef, Engine, Limits, Trigger, WorkflowDef};
-use sluice_store::{RunId, RunState, RunStatus, Store};
+use sluice_engine::{Engine, Limits, Trigger};
+use sluice_store::{RunId, RunState, RunStatus};
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::node::{self, open_store};
+
+/// Compiled components are shared on disk between the tests.
+const NODE: NodeBuilder =
+    NodeBuilder::new().cache_under(env!("CARGO_TARGET_TMPDIR"), "scheduling-components");
 
 fn engine(dir: &Path, limits: Limits) -> Engine {
-    let connectors = sluice_tests::nodes::connectors(
-        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("scheduling-components"),
-    );
-    Engine::with_limits(
-        Store::open(dir).unwrap(),
-        connectors,
-        "test-node",
-        limits,
-        Aging::default(),
-    )
+    NODE.engine_with(open_store(dir), limits)
 }
 
-fn define(engine: &Engine, tenant: &str, workflow: &str, priority: i32) {
-    let conn: ConnectionDef = serde_json::from_value(json!({
-        "name": format!("sample-{workflow}"), "tenant": tenant, "connector": "sample",
-        "config": {"records": 40_000}
-    }))
-    .unwrap();
-    engine.define_connection(&conn).unwrap();
-    let wf: WorkflowDef = serde_json::from_value(json!({
-        "name": workflow, "connection": format!("sample-{workflow}"),
-        "streams": [{"name": "users"}], "priority": priority, "batch_size": 1000
-    }))
-    .unwrap();
-    engine.define_workflow(&wf).unwrap();
+async fn define(engine: &Engine, tenant: &str, workflow: &str, priority: i32) {
+    node::connection(
+        engine,
+        json!({
+            "name": format!("sample-{workflow}"), "tenant": tenant, "connector": "sample",
+            "config": {"records": 40_000}
+        }),
+    )
+    .await;
+    node::workflow(
+        engine,
+        json!({
+            "name": workflow, "connection": format!("sample-{workflow}"),
+            "streams": [{"name": "users"}], "priority": priority, "batch_size": 1000
+        }),
+    )
+    .await;
 }
 
 /// Starts the workflows in order and waits for all; returns their final states. The
@@ -84,9 +84,9 @@ async fn with_one_slot_higher_priority_starts_first_and_runs_never_share_it() {
             ..Limits::default()
         },
     );
-    define(&e, "t", "first", 0);
-    define(&e, "t", "low", 0);
-    define(&e, "t", "high", 5);
+    define(&e, "t", "first", 0).await;
+    define(&e, "t", "low", 0).await;
+    define(&e, "t", "high", 5).await;
     let states = run_all(&e, &["first", "low", "high"]).await;
     let (first, low, high) = (
         span(&states["first"]),
@@ -112,9 +112,9 @@ async fn a_tenant_limit_lets_another_tenant_through() {
         },
     );
     for w in ["big-1", "big-2", "big-3"] {
-        define(&e, "big", w, 0);
+        define(&e, "big", w, 0).await;
     }
-    define(&e, "small", "small-1", 0);
+    define(&e, "small", "small-1", 0).await;
     let states = run_all(&e, &["big-1", "big-2", "big-3", "small-1"]).await;
     let big: Vec<(i64, i64)> = ["big-1", "big-2", "big-3"]
         .iter()
@@ -132,20 +132,20 @@ async fn a_tenant_limit_lets_another_tenant_through() {
 }
 
 /// A workflow over the hostile component sleeping `millis` per batch, forever.
-fn sleeper(engine: &Engine, millis: u64, workflow: serde_json::Value) {
-    let conn: ConnectionDef = serde_json::from_value(json!({
-        "name": "sleeper", "connector": "hostile", "config": {"mode": "sleep", "millis": millis}
-    }))
-    .unwrap();
-    engine.define_connection(&conn).unwrap();
+async fn sleeper(engine: &Engine, millis: u64, workflow: serde_json::Value) {
+    node::connection(
+        engine,
+        json!({
+            "name": "sleeper", "connector": "hostile", "config": {"mode": "sleep", "millis": millis}
+        }),
+    )
+    .await;
     let mut wf = json!({"name": "slow", "connection": "sleeper", "streams": [{"name": "items"}],
                         "retry": {"max_attempts": 2, "initial_backoff_ms": 10, "jitter": false}});
     for (k, v) in workflow.as_object().unwrap() {
         wf[k] = v.clone();
     }
-    engine
-        .define_workflow(&serde_json::from_value(wf).unwrap())
-        .unwrap();
+    node::workflow(engine, wf).await;
 }
 
 async fn events_of(engine: &Engine, run: sluice_store::RunId) -> Vec<sluice_store::log::EventKind> {
@@ -156,7 +156,7 @@ async fn events_of(engine: &Engine, run: sluice_store::RunId) -> Vec<sluice_stor
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|e| e.kind)
+        .map(|e| e.kind)
         .collect()
 }
 
@@ -166,7 +166,7 @@ async fn a_stuck_attempt_is_stopped_heartbeats_and_is_retried_by_policy() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Limits::default());
     // Each batch takes 5 s; an attempt that commits nothing for 1 s is stuck.
-    sleeper(&e, 5_000, json!({"timeouts": {"heartbeat_secs": 1}}));
+    sleeper(&e, 5_000, json!({"timeouts": {"heartbeat_secs": 1}})).await;
     let run = e.start("slow", Trigger::Manual).await.unwrap();
     let state = e.wait(run).await.unwrap();
     let RunStatus::DeadLettered { cause } = &state.status else {
@@ -199,7 +199,8 @@ async fn a_run_past_its_timeout_is_dead_lettered() {
         &e,
         3_000,
         json!({"timeouts": {"run_secs": 1, "heartbeat_secs": 10}}),
-    );
+    )
+    .await;
     let run = e.start("slow", Trigger::Manual).await.unwrap();
     let state = e.wait(run).await.unwrap();
     let RunStatus::DeadLettered { cause } = &state.status else {
@@ -217,25 +218,25 @@ async fn a_run_past_its_timeout_is_dead_lettered() {
 /// Writes what another node running `workflow` would have: scheduled, started and
 /// attempt 1 begun under a lease until `lease_until`; returns the run.
 async fn run_of_another_node(engine: &Engine, workflow: &str, lease_until: i64) -> RunId {
-    use sluice_store::log::{EventKind, v1};
+    use sluice_store::log::{AttemptBegun, EventKind, RunScheduled, RunStarted, Trigger};
     let run = RunId::v7(
         u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap(),
         rand_tail(workflow),
     );
     let events = vec![
-        EventKind::RunScheduled(v1::RunScheduled {
+        EventKind::RunScheduled(RunScheduled {
             workflow: workflow.into(),
             connection: format!("sample-{workflow}"),
             tenant: "t".into(),
             priority: 0,
             streams: vec!["users".into()],
-            trigger: v1::Trigger::Manual as i32,
+            trigger: Trigger::Manual,
             fire_at_unix_ms: 0,
         }),
-        EventKind::RunStarted(v1::RunStarted {
+        EventKind::RunStarted(RunStarted {
             worker: "node-b".into(),
         }),
-        EventKind::AttemptBegun(v1::AttemptBegun {
+        EventKind::AttemptBegun(AttemptBegun {
             attempt: 1,
             worker: "node-b".into(),
             lease_until_unix_ms: lease_until,
@@ -255,11 +256,11 @@ fn rand_tail(seed: &str) -> [u8; 10] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
-    use sluice_store::log::{EventKind, v1};
+    use sluice_store::log::{AttemptFailed, EventKind, FailureKind, Heartbeat};
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), Limits::default());
-    define(&e, "t", "expired", 0);
-    define(&e, "t", "alive", 0);
+    define(&e, "t", "expired", 0).await;
+    define(&e, "t", "alive", 0).await;
     let now = chrono::Utc::now().timestamp_millis();
     let expired = run_of_another_node(&e, "expired", now - 1_000).await;
     let alive = run_of_another_node(&e, "alive", now + 3_600_000).await;
@@ -272,7 +273,7 @@ async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
     let events = events_of(&e, expired).await;
     let taken = events.iter().any(|k| {
         matches!(k, EventKind::AttemptFailed(f)
-            if f.kind == v1::ErrorKind::Orchestration as i32 && f.message.contains("node-b"))
+            if f.kind == FailureKind::Orchestration && f.message.contains("node-b"))
     });
     assert!(taken, "{events:?}");
     assert!(events.iter().any(|k| matches!(k,
@@ -286,7 +287,7 @@ async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
         .log()
         .append(
             alive,
-            vec![EventKind::Heartbeat(v1::Heartbeat {
+            vec![EventKind::Heartbeat(Heartbeat {
                 attempt: 1,
                 lease_until_unix_ms: now + 7_200_000,
             })],
@@ -302,9 +303,9 @@ async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
     // A node that read the run before that heartbeat cannot take it: its append is
     // conditional on the log not having moved.
     let stale = alive_state.last_seq;
-    let takeover = EventKind::AttemptFailed(v1::AttemptFailed {
+    let takeover = EventKind::AttemptFailed(AttemptFailed {
         attempt: 1,
-        kind: v1::ErrorKind::Orchestration as i32,
+        kind: FailureKind::Orchestration,
         message: "taken over".into(),
         retry_after_ms: 0,
     });

@@ -39,7 +39,7 @@ struct Inner {
 
 impl Pages {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.inner)
     }
 
     /// Replaces the data set.

@@ -1,28 +1,23 @@
 //! The `rest` connector through the host, against a local server of the shared
 //! benchmark's "contacts" API: a full sync lands every record exactly once, and a
 //! read resumed from a mid-way checkpoint neither loses nor repeats a record.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use sluice_host::{Connector, Grant, Host, HostSettings, SyncMode};
-use sluice_tests::contacts;
+use sluice_host::{Connector, Grant, SyncMode};
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::servers::contacts;
 
 const RECORDS: u64 = 100_000;
 
-fn host() -> Host {
-    Host::new(HostSettings {
-        cache_dir: None,
-        ..HostSettings::default()
-    })
-    .unwrap()
-}
+/// A host of its own for each test (`NODE.host()`), without an on-disk cache.
+const NODE: NodeBuilder = NodeBuilder::new();
 
 fn config(addr: SocketAddr) -> String {
-    sluice_tests::contacts::rest_config(addr).to_string()
+    sluice_testkit::servers::contacts::rest_config(addr).to_string()
 }
 
 /// Read until the end or until `stop_after` records; returns records by id and the
@@ -63,8 +58,8 @@ async fn read(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_every_record_of_the_contacts_api_once() {
     let (app, server) = contacts::router(RECORDS);
-    let addr = sluice_tests::serve(app).await;
-    let host = host();
+    let addr = sluice_testkit::serve(app).await;
+    let host = NODE.host();
     let connector = host.load_file(Path::new(sluice_artifacts::REST)).unwrap();
     let grant = Arc::new(Grant::allowing([addr.to_string()]));
     let config = config(addr);
@@ -101,8 +96,8 @@ async fn syncs_every_record_of_the_contacts_api_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_from_a_mid_way_checkpoint_without_loss_or_repeats() {
     let (app, _server) = contacts::router(RECORDS);
-    let addr = sluice_tests::serve(app).await;
-    let host = host();
+    let addr = sluice_testkit::serve(app).await;
+    let host = NODE.host();
     let connector = host.load_file(Path::new(sluice_artifacts::REST)).unwrap();
     let grant = Arc::new(Grant::allowing([addr.to_string()]));
     let config = config(addr);
@@ -136,8 +131,8 @@ async fn resumes_from_a_mid_way_checkpoint_without_loss_or_repeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_a_checkpoint_it_cannot_understand() {
     let (app, _server) = contacts::router(10);
-    let addr = sluice_tests::serve(app).await;
-    let host = host();
+    let addr = sluice_testkit::serve(app).await;
+    let host = NODE.host();
     let connector = host.load_file(Path::new(sluice_artifacts::REST)).unwrap();
     let grant = Arc::new(Grant::allowing([addr.to_string()]));
     let err = connector
@@ -155,7 +150,7 @@ async fn rejects_a_checkpoint_it_cannot_understand() {
         matches!(
             err,
             sluice_host::HostError::Connector {
-                kind: sluice_host::ErrorKind::Config,
+                kind: sluice_host::FailureKind::Config,
                 ..
             }
         ),

@@ -3,7 +3,6 @@
 //! the reader it happened in, and leave the host serving: right after each failure a
 //! fresh reader of the same connector, on the same host, reads the 30 records of the
 //! `ok` mode to the end.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +11,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use serde_json::{Value, json};
-use sluice_host::{Connector, ErrorKind, Grant, Host, HostError, HostSettings, Limits, SyncMode};
+use sluice_host::{
+    Connector, FailureKind, Grant, Host, HostError, Limits, RequestRecord, SyncMode,
+};
+use sluice_testkit::NodeBuilder;
 
 /// The one stream of the hostile source.
 const STREAM: &str = "items";
@@ -23,17 +25,12 @@ const MAX_RECORDS: u32 = 1000;
 /// The panic message of the `panic` mode.
 const PANIC_MESSAGE: &str = "hostile connector panicked on purpose";
 const SOURCE_INTERFACE: &str = "sluice:connector/source@0.1.0";
+/// The call a reader's batches come from, where every violation happens.
+const NEXT: &str = "source.reader.next";
 
-/// A host of its own for each test: no on-disk cache, room for a few dozen
-/// instances of at most 256 MiB.
-fn host() -> Host {
-    Host::new(HostSettings {
-        max_instances: 32,
-        max_memory_bytes: 256 << 20,
-        cache_dir: None,
-    })
-    .expect("host")
-}
+/// A host of its own for each test (`NODE.host()`): no on-disk cache, room for a few
+/// dozen instances of at most 256 MiB.
+const NODE: NodeBuilder = NodeBuilder::new().pool(32, 256 << 20);
 
 fn hostile(host: &Host) -> Connector {
     host.load_file(Path::new(sluice_artifacts::TEST_HOSTILE))
@@ -90,7 +87,7 @@ async fn sandbox_failure(connector: &Connector, grant: &Arc<Grant>, config: Valu
         Err(e) => e,
     };
     match reader.next(MAX_RECORDS).await {
-        Err(HostError::Poisoned { call }) => assert_eq!(call, "source.reader.next"),
+        Err(HostError::Poisoned { call }) => assert_eq!(call, NEXT),
         other => panic!("{config}: after {err}, the reader must be poisoned; got {other:?}"),
     }
     err
@@ -131,7 +128,7 @@ async fn still_serves(host: &Host, connector: &Connector) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ok_mode_reads_thirty_records() {
-    let host = host();
+    let host = NODE.host();
     let connector = hostile(&host);
     assert!(connector.is_source() && !connector.is_destination());
     let grant = grant(limits());
@@ -156,103 +153,193 @@ async fn ok_mode_reads_thirty_records() {
     assert_eq!((batch.count, first["id"].as_u64()), (10, Some(21)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infinite_loop_exhausts_the_cpu_budget() {
-    let host = host();
-    let connector = hostile(&host);
-    let cpu = Duration::from_millis(300);
-    let grant = grant(Limits {
-        cpu_per_call: cpu,
-        call_timeout: Duration::from_secs(30),
-        ..limits()
-    });
-    match sandbox_failure(&connector, &grant, json!({"mode": "infinite_loop"})).await {
-        HostError::CpuLimit { call, limit } => {
-            assert_eq!(call, "source.reader.next");
-            assert_eq!(limit, cpu);
-        }
-        other => panic!("expected CpuLimit, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
+/// One sandbox violation: the hostile mode that commits it, the limits it runs under,
+/// and the one error its call must fail with.
+struct Violation {
+    /// What the row shows (as the test it was once), named in its failure.
+    name: &'static str,
+    /// The hostile source's configuration.
+    config: Value,
+    /// The grant's limits.
+    limits: Limits,
+    /// Whether the error, and the requests the grant recorded, are the expected ones.
+    expect: fn(&HostError, &[RequestRecord]) -> bool,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infinite_loop_past_the_call_timeout_is_a_timeout() {
-    let host = host();
-    let connector = hostile(&host);
-    let timeout = Duration::from_millis(300);
-    let grant = grant(Limits {
-        cpu_per_call: Duration::from_secs(30),
-        call_timeout: timeout,
-        ..limits()
-    });
-    match sandbox_failure(&connector, &grant, json!({"mode": "infinite_loop"})).await {
-        HostError::Timeout { call, limit } => {
-            assert_eq!(call, "source.reader.next");
-            assert_eq!(limit, timeout);
-        }
-        other => panic!("expected Timeout, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
+/// Every violation, each checked by [`violation`].
+fn violations() -> Vec<Violation> {
+    const CPU: Duration = Duration::from_millis(300);
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const SLOW_TIMEOUT: Duration = Duration::from_millis(500);
+    const MEMORY_CAP: usize = 64 << 20;
+    const MAX_BYTES: usize = 1 << 20;
+    vec![
+        Violation {
+            name: "infinite_loop_exhausts_the_cpu_budget",
+            config: json!({"mode": "infinite_loop"}),
+            limits: Limits {
+                cpu_per_call: CPU,
+                call_timeout: Duration::from_secs(30),
+                ..limits()
+            },
+            expect: |e, _| {
+                matches!(e, HostError::CpuLimit { call, limit }
+                    if *call == NEXT && *limit == CPU)
+            },
+        },
+        Violation {
+            name: "infinite_loop_past_the_call_timeout_is_a_timeout",
+            config: json!({"mode": "infinite_loop"}),
+            limits: Limits {
+                cpu_per_call: Duration::from_secs(30),
+                call_timeout: TIMEOUT,
+                ..limits()
+            },
+            expect: |e, _| {
+                matches!(e, HostError::Timeout { call, limit }
+                    if *call == NEXT && *limit == TIMEOUT)
+            },
+        },
+        Violation {
+            name: "memory_bomb_hits_the_memory_cap",
+            config: json!({"mode": "memory_bomb"}),
+            limits: Limits {
+                memory_bytes: MEMORY_CAP,
+                ..limits()
+            },
+            expect: |e, _| {
+                matches!(e, HostError::MemoryLimit { call, limit, requested }
+                    if *call == NEXT && *limit == MEMORY_CAP && *requested > MEMORY_CAP)
+            },
+        },
+        Violation {
+            name: "request_to_an_unlisted_host_is_denied_and_recorded",
+            config: json!({"mode": "disallowed_host", "url": "http://example.invalid:9/x"}),
+            limits: limits(),
+            expect: |e, requests| {
+                matches!(e, HostError::DisallowedHost { call, host }
+                    if *call == NEXT && host == "example.invalid:9")
+                    && matches!(requests, [denied]
+                        if (denied.method.as_str(), denied.host.as_str(), denied.path.as_str())
+                            == ("GET", "example.invalid:9", "/x")
+                            && denied.status.is_none()
+                            && denied.error.as_deref().is_some_and(|e| e.contains("denied")))
+            },
+        },
+        Violation {
+            name: "panic_is_reported_with_its_message",
+            config: json!({"mode": "panic"}),
+            limits: limits(),
+            expect: |e, _| {
+                matches!(e, HostError::Panic { call, message }
+                    if *call == NEXT && message.contains(PANIC_MESSAGE))
+            },
+        },
+        Violation {
+            name: "malformed_json_names_the_record",
+            config: json!({"mode": "malformed_json"}),
+            limits: limits(),
+            expect: |e, _| {
+                matches!(e, HostError::MalformedOutput { call, reason }
+                    if *call == NEXT && reason.contains("record 2"))
+            },
+        },
+        Violation {
+            name: "a_line_that_is_not_an_object_is_malformed",
+            config: json!({"mode": "not_object"}),
+            limits: limits(),
+            expect: |e, _| {
+                matches!(e, HostError::MalformedOutput { call, reason }
+                    if *call == NEXT
+                        && reason.contains("record 2")
+                        && reason.contains("JSON object"))
+            },
+        },
+        Violation {
+            name: "a_count_that_disagrees_with_the_lines_is_malformed",
+            config: json!({"mode": "wrong_count"}),
+            limits: limits(),
+            expect: |e, _| {
+                matches!(e, HostError::MalformedOutput { call, reason }
+                    if *call == NEXT && reason.contains("says 2") && reason.contains("5 lines"))
+            },
+        },
+        Violation {
+            name: "an_oversized_batch_is_refused",
+            config: json!({"mode": "oversized_batch", "bytes": 4 << 20}),
+            limits: Limits {
+                max_batch_bytes: MAX_BYTES,
+                ..limits()
+            },
+            expect: |e, _| {
+                matches!(e,
+                    HostError::BatchTooLarge { call, bytes, records, max_bytes, max_records }
+                    if *call == NEXT
+                        && *max_bytes == MAX_BYTES
+                        && *bytes >= 4 << 20
+                        && *max_records == MAX_RECORDS
+                        && *records <= u64::from(MAX_RECORDS))
+            },
+        },
+        Violation {
+            name: "a_slow_host_call_times_out",
+            config: json!({"mode": "sleep", "millis": 10_000}),
+            limits: Limits {
+                call_timeout: SLOW_TIMEOUT,
+                ..limits()
+            },
+            expect: |e, _| {
+                matches!(e, HostError::Timeout { call, limit }
+                    if *call == NEXT && *limit == SLOW_TIMEOUT)
+            },
+        },
+    ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_bomb_hits_the_memory_cap() {
-    let host = host();
+/// One violation on a host of its own: the first `next` fails with the expected
+/// error and poisons its reader, and the host still serves.
+async fn violation(v: Violation) {
+    let host = NODE.host();
     let connector = hostile(&host);
-    let cap = 64 << 20;
-    let grant = grant(Limits {
-        memory_bytes: cap,
-        ..limits()
-    });
-    match sandbox_failure(&connector, &grant, json!({"mode": "memory_bomb"})).await {
-        HostError::MemoryLimit {
-            call,
-            limit,
-            requested,
-        } => {
-            assert_eq!(call, "source.reader.next");
-            assert_eq!(limit, cap);
-            assert!(requested > cap, "asked for {requested}, cap {cap}");
-        }
-        other => panic!("expected MemoryLimit, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_to_an_unlisted_host_is_denied_and_recorded() {
-    let host = host();
-    let connector = hostile(&host);
-    let grant = grant(limits());
-    let config = json!({"mode": "disallowed_host", "url": "http://example.invalid:9/x"});
-    match sandbox_failure(&connector, &grant, config).await {
-        HostError::DisallowedHost { call, host } => {
-            assert_eq!(call, "source.reader.next");
-            assert_eq!(host, "example.invalid:9");
-        }
-        other => panic!("expected DisallowedHost, got {other:?}"),
-    }
+    let grant = grant(v.limits);
+    let err = sandbox_failure(&connector, &grant, v.config.clone()).await;
     let requests = grant.activity.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    let denied = &requests[0];
-    assert_eq!(
-        (
-            denied.method.as_str(),
-            denied.host.as_str(),
-            denied.path.as_str()
-        ),
-        ("GET", "example.invalid:9", "/x")
-    );
-    assert_eq!(denied.status, None);
     assert!(
-        denied
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("denied")),
-        "{denied:?}"
+        (v.expect)(&err, &requests),
+        "{} failed with an unexpected error: {err:?}; requests recorded: {requests:?}",
+        v.config
     );
     still_serves(&host, &connector).await;
+}
+
+/// Every violation fails its call with its own named error, poisons the reader it
+/// happened in and leaves the host serving. The rows run one after another, each on a
+/// host of its own; a failing row is reported by its name, after all have run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_violation_fails_its_call_alone() {
+    let rows = violations();
+    let total = rows.len();
+    let mut failed = Vec::new();
+    for v in rows {
+        let name = v.name;
+        if let Err(e) = tokio::spawn(violation(v)).await {
+            let why = match e.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            failed.push(format!("- {name}: {why}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {total} violations went wrong:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,8 +353,8 @@ async fn a_real_server_on_another_port_of_an_allowed_host_is_not_reached() {
             "reached"
         }),
     );
-    let addr = sluice_tests::serve(app).await;
-    let host = host();
+    let addr = sluice_testkit::serve(app).await;
+    let host = NODE.host();
     let connector = hostile(&host);
     // 127.0.0.1 is allowed, but only on a port the server is not on.
     let other_port = if addr.port() == 1 { 2 } else { addr.port() - 1 };
@@ -305,103 +392,8 @@ async fn a_real_server_on_another_port_of_an_allowed_host_is_not_reached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn panic_is_reported_with_its_message() {
-    let host = host();
-    let connector = hostile(&host);
-    let grant = grant(limits());
-    match sandbox_failure(&connector, &grant, json!({"mode": "panic"})).await {
-        HostError::Panic { call, message } => {
-            assert_eq!(call, "source.reader.next");
-            assert!(message.contains(PANIC_MESSAGE), "{message}");
-        }
-        other => panic!("expected Panic, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_json_names_the_record() {
-    let host = host();
-    let connector = hostile(&host);
-    let grant = grant(limits());
-    match sandbox_failure(&connector, &grant, json!({"mode": "malformed_json"})).await {
-        HostError::MalformedOutput { call, reason } => {
-            assert_eq!(call, "source.reader.next");
-            assert!(reason.contains("record 2"), "{reason}");
-        }
-        other => panic!("expected MalformedOutput, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_line_that_is_not_an_object_is_malformed() {
-    let host = host();
-    let connector = hostile(&host);
-    let grant = grant(limits());
-    match sandbox_failure(&connector, &grant, json!({"mode": "not_object"})).await {
-        HostError::MalformedOutput { call, reason } => {
-            assert_eq!(call, "source.reader.next");
-            assert!(
-                reason.contains("record 2") && reason.contains("JSON object"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected MalformedOutput, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_count_that_disagrees_with_the_lines_is_malformed() {
-    let host = host();
-    let connector = hostile(&host);
-    let grant = grant(limits());
-    match sandbox_failure(&connector, &grant, json!({"mode": "wrong_count"})).await {
-        HostError::MalformedOutput { call, reason } => {
-            assert_eq!(call, "source.reader.next");
-            assert!(
-                reason.contains("says 2") && reason.contains("5 lines"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected MalformedOutput, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_batch_is_refused() {
-    let host = host();
-    let connector = hostile(&host);
-    let max_bytes = 1 << 20;
-    let grant = grant(Limits {
-        max_batch_bytes: max_bytes,
-        ..limits()
-    });
-    let config = json!({"mode": "oversized_batch", "bytes": 4 << 20});
-    match sandbox_failure(&connector, &grant, config).await {
-        HostError::BatchTooLarge {
-            call,
-            bytes,
-            records,
-            max_bytes: limit,
-            max_records,
-        } => {
-            assert_eq!(call, "source.reader.next");
-            assert_eq!(limit, max_bytes);
-            assert!(bytes >= 4 << 20, "{bytes} bytes");
-            assert_eq!(max_records, MAX_RECORDS);
-            assert!(records <= u64::from(MAX_RECORDS), "{records} records");
-        }
-        other => panic!("expected BatchTooLarge, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_cap_is_passed_down_to_the_source() {
-    let host = host();
+    let host = NODE.host();
     let connector = hostile(&host);
     let cap = 5;
     let grant = grant(Limits {
@@ -440,54 +432,31 @@ async fn the_record_cap_is_passed_down_to_the_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_host_call_times_out() {
-    let host = host();
-    let connector = hostile(&host);
-    let timeout = Duration::from_millis(500);
-    let grant = grant(Limits {
-        call_timeout: timeout,
-        ..limits()
-    });
-    match sandbox_failure(
-        &connector,
-        &grant,
-        json!({"mode": "sleep", "millis": 10_000}),
-    )
-    .await
-    {
-        HostError::Timeout { call, limit } => {
-            assert_eq!(call, "source.reader.next");
-            assert_eq!(limit, timeout);
-        }
-        other => panic!("expected Timeout, got {other:?}"),
-    }
-    still_serves(&host, &connector).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_errors_keep_their_kind_and_do_not_poison() {
-    let host = host();
+    let host = NODE.host();
     let connector = hostile(&host);
     let grant = grant(limits());
     let kinds = [
-        ("auth", ErrorKind::Auth),
-        ("config", ErrorKind::Config),
-        ("rate_limited", ErrorKind::RateLimited(Some(1500))),
-        ("transient", ErrorKind::Transient),
-        ("permanent", ErrorKind::Permanent),
-        ("schema", ErrorKind::Schema),
+        ("auth", FailureKind::Auth, None),
+        ("config", FailureKind::Config, None),
+        ("rate_limited", FailureKind::RateLimited, Some(1500)),
+        ("transient", FailureKind::Transient, None),
+        ("permanent", FailureKind::Permanent, None),
+        ("schema", FailureKind::Schema, None),
     ];
-    for (name, expected) in kinds {
+    for (name, expected, retry_after) in kinds {
         let config = json!({"mode": "error_kind", "kind": name});
         let (mut reader, result) = first_batch(&connector, &grant, config).await;
         match result {
             Err(HostError::Connector {
                 call,
                 kind,
+                retry_after_ms,
                 message,
             }) => {
-                assert_eq!(call, "source.reader.next");
+                assert_eq!(call, NEXT);
                 assert_eq!(kind, expected, "{name}");
+                assert_eq!(retry_after_ms, retry_after, "{name}");
                 assert!(message.contains("failed on purpose"), "{message}");
             }
             other => panic!("{name}: expected a connector error, got {other:?}"),
@@ -510,7 +479,7 @@ async fn connector_errors_keep_their_kind_and_do_not_poison() {
         .await
     {
         Err(HostError::Connector { call, kind, .. }) => {
-            assert_eq!((call, kind), ("source.open", ErrorKind::Config));
+            assert_eq!((call, kind), ("source.open", FailureKind::Config));
         }
         Err(other) => panic!("expected a config error, got {other:?}"),
         Ok(_) => panic!("expected a config error, got a reader"),
@@ -520,7 +489,7 @@ async fn connector_errors_keep_their_kind_and_do_not_poison() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_that_is_not_a_connector_is_refused() {
-    let host = host();
+    let host = NODE.host();
     match host.load_file(Path::new(sluice_artifacts::TEST_NOT_A_CONNECTOR)) {
         Err(HostError::NotAConnector { digest, reason }) => {
             assert!(digest.starts_with("sha256:"), "{digest}");
@@ -534,7 +503,7 @@ async fn a_component_that_is_not_a_connector_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_that_are_not_wasm_do_not_compile() {
-    let host = host();
+    let host = NODE.host();
     for bytes in [
         &b"definitely not wasm"[..],
         b"",
@@ -560,7 +529,7 @@ async fn bytes_that_are_not_wasm_do_not_compile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_cannot_be_read_from() {
-    let host = host();
+    let host = NODE.host();
     let post = host
         .load_file(Path::new(sluice_artifacts::HTTP_POST))
         .expect("http-post loads");
@@ -631,7 +600,7 @@ fn matches_expectation(expect: Expect, err: &HostError) -> bool {
         (
             Expect::Auth,
             HostError::Connector {
-                kind: ErrorKind::Auth,
+                kind: FailureKind::Auth,
                 ..
             },
         ) => true,
@@ -641,7 +610,7 @@ fn matches_expectation(expect: Expect, err: &HostError) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_calls_in_parallel_fail_alone() {
-    let host = host();
+    let host = NODE.host();
     let connector = hostile(&host);
     let cases = [
         (
@@ -719,7 +688,7 @@ async fn instantiation_never_fails_on_the_cpu_budget() {
     // Instantiating runs guest code (the component's start functions) before any
     // call has set a CPU budget. An epoch tick during that window must not fail the
     // attempt. Ticks come every 10 ms, so a thousand instantiations cross many.
-    let host = host();
+    let host = NODE.host();
     let connector = hostile(&host);
     let grant = grant(limits());
     let attempts = 1000;

@@ -7,7 +7,7 @@
 //! reachability probe and needs no stream header. `POST /status/{code}` answers
 //! `code` to anything.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +16,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::Value;
+
+use super::lock;
 
 /// Content type of NDJSON bodies.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -40,18 +42,14 @@ pub struct Sink {
 }
 
 impl Sink {
-    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The accepted requests so far, oldest first.
     pub fn received(&self) -> Vec<Received> {
-        Self::lock(&self.received).clone()
+        lock(&self.received).clone()
     }
 
     /// Why requests were refused, oldest first.
     pub fn refused(&self) -> Vec<String> {
-        Self::lock(&self.refused).clone()
+        lock(&self.refused).clone()
     }
 
     /// Every record of the accepted requests, in arrival order.
@@ -63,7 +61,7 @@ impl Sink {
     }
 
     fn refuse(&self, status: StatusCode, why: String) -> (StatusCode, String) {
-        Self::lock(&self.refused).push(why.clone());
+        lock(&self.refused).push(why.clone());
         (status, why)
     }
 }
@@ -124,7 +122,7 @@ async fn ingest(
             "body does not end in a newline".into(),
         );
     }
-    Sink::lock(&sink.received).push(Received { stream, records });
+    lock(&sink.received).push(Received { stream, records });
     (StatusCode::OK, "ok".into())
 }
 

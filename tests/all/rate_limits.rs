@@ -2,46 +2,26 @@
 //! violations: declared limits shared by every run of a credential, reactive limits
 //! learned from headers, `Retry-After` in both forms, a spent retry budget that
 //! makes the run wait, and a host's circuit breaker.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_engine::{ConnectionDef, Connectors, Engine, Trigger, WorkflowDef};
-use sluice_host::{Grant, Host, HostSettings};
-use sluice_store::{RunStatus, Store};
-use sluice_tests::limited_api::{self, LimitConfig, LimitHeaders, LimitedApi, RetryAfter};
+use sluice_engine::{ConnectionDef, Engine, Trigger, WorkflowDef};
+use sluice_host::Grant;
+use sluice_store::RunStatus;
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::servers::limited_api::{
+    self, LimitConfig, LimitHeaders, LimitedApi, RetryAfter,
+};
 
-fn host() -> Host {
-    Host::new(HostSettings {
-        max_instances: 64,
-        max_memory_bytes: 512 << 20,
-        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("rate-limit-test-components")),
-    })
-    .expect("host")
-}
-
-struct Node {
-    engine: Engine,
-    _dir: tempfile::TempDir,
-}
-
-fn new_node() -> Node {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let connectors = Connectors::new(
-        host(),
-        [("rest".to_string(), PathBuf::from(sluice_artifacts::REST))],
-    );
-    let engine = Engine::new(
-        Store::open(dir.path()).expect("store"),
-        connectors,
-        "test-node",
-    );
-    Node { engine, _dir: dir }
-}
+/// A host per engine (a small pool: many engines live in this process); compiled
+/// components are shared on disk between the tests.
+const NODE: NodeBuilder = NodeBuilder::new()
+    .pool(64, 512 << 20)
+    .cache_under(env!("CARGO_TARGET_TMPDIR"), "rate-limit-test-components");
 
 /// An API of `records` in pages of `page_size` that allows `limit` requests per
 /// `window`, sends no rate-limit headers and says `Retry-After` in seconds.
@@ -58,7 +38,7 @@ fn plain_api(records: u64, page_size: u64, limit: u64, window: Duration) -> Limi
 
 async fn api(config: LimitConfig) -> (SocketAddr, Arc<LimitedApi>) {
     let (app, api) = limited_api::router(config);
-    (sluice_tests::serve(app).await, api)
+    (sluice_testkit::serve(app).await, api)
 }
 
 /// A `rest` connection to the limited API at `addr`, authenticating with `token`.
@@ -138,9 +118,10 @@ async fn sync_declaring(
             rate_limits.clone(),
             declared.clone(),
         );
-        engine.define_connection(&c).expect("connection");
+        engine.define_connection(&c).await.expect("connection");
         engine
             .define_workflow(&workflow(&format!("w{i}"), &c.name, retry.clone()))
+            .await
             .expect("workflow");
     }
     let mut started = Vec::new();
@@ -162,6 +143,7 @@ async fn sync_declaring(
             .store()
             .hub()
             .count(&format!("c{i}"), "items")
+            .await
             .expect("hub");
         assert_eq!(landed, records, "records of c{i}");
     }
@@ -171,7 +153,7 @@ async fn sync_declaring(
 async fn declared_limits_keep_ten_runs_sharing_a_credential_within_the_apis_limit() {
     let config = plain_api(200, 20, 20, Duration::from_millis(500));
     let (addr, server) = api(config).await;
-    let node = new_node();
+    let node = NODE.temp();
     let rules = json!({"rules": [{"endpoint": addr.to_string(), "requests": 20, "per_ms": 500}]});
     sync_concurrently(&node.engine, addr, 10, rules, 200).await;
     assert_eq!(
@@ -206,7 +188,7 @@ async fn reactive_only(headers: LimitHeaders) {
         ..plain_api(100, 25, 8, Duration::from_secs(1))
     };
     let (addr, server) = api(config).await;
-    let node = new_node();
+    let node = NODE.temp();
     sync_concurrently(&node.engine, addr, 10, json!({}), 100).await;
     let throttled = server.throttled_per_window();
     assert!(
@@ -228,7 +210,7 @@ async fn honours_retry_after(form: RetryAfter) {
         ..plain_api(60, 10, 3, Duration::from_secs(1))
     };
     let (addr, server) = api(config).await;
-    let node = new_node();
+    let node = NODE.temp();
     sync_concurrently(&node.engine, addr, 1, json!({}), 60).await;
     assert!(
         server.violations() >= 1,
@@ -255,22 +237,23 @@ async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
 async fn a_spent_retry_budget_makes_the_run_wait_not_fail() {
     let config = plain_api(40, 10, 2, Duration::from_secs(1));
     let (addr, server) = api(config).await;
-    let node = new_node();
+    let node = NODE.temp();
     let e = &node.engine;
     // No retries in the host: the first 429 goes back to the connector.
     let c = connection("c", addr, "t", json!({"retries": 0}));
-    e.define_connection(&c).unwrap();
+    e.define_connection(&c).await.unwrap();
     // One failed attempt would dead-letter the run; waits for rate limits do not count.
     let retry = json!({"max_attempts": 1, "max_rate_limit_waits": 20, "jitter": false,
                        "initial_backoff_ms": 10, "max_backoff_ms": 50});
     // A page per batch, so the 429 is the first answer of a read and fails it (the
     // `rest` reader keeps a partial batch and asks again on its next read).
     e.define_workflow(&workflow_in_batches("w", "c", retry, 10))
+        .await
         .unwrap();
     let run = e.start("w", Trigger::Manual).await.unwrap();
     let state = e.wait(run).await.unwrap();
     assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
-    assert_eq!(e.store().hub().count("c", "items").unwrap(), 40);
+    assert_eq!(e.store().hub().count("c", "items").await.unwrap(), 40);
     assert!(server.violations() >= 1);
     assert!(
         state.attempts >= 2,
@@ -286,6 +269,7 @@ async fn a_spent_retry_budget_makes_the_run_wait_not_fail() {
                 ..Default::default()
             },
         )
+        .await
         .unwrap();
     assert!(
         logs.iter()
@@ -297,7 +281,7 @@ async fn a_spent_retry_budget_makes_the_run_wait_not_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
     let (addr, server) = api(LimitConfig::default()).await;
-    let host = host();
+    let host = NODE.host();
     let connector = host.load_file(Path::new(sluice_artifacts::REST)).unwrap();
     let def = connection(
         "c",
@@ -324,7 +308,7 @@ async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
         "{e}"
     );
     assert!(e.to_string().contains("circuit breaker"), "{e}");
-    assert_eq!(e.kind(), sluice_host::ErrorKind::Transient);
+    assert_eq!(e.kind(), sluice_host::FailureKind::Transient);
     assert!(
         e.retry_after()
             .is_some_and(|r| r <= Duration::from_millis(1500)),
@@ -348,7 +332,7 @@ async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
 async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
     let config = plain_api(100, 20, 10, Duration::from_millis(500));
     let (addr, server) = api(config.clone()).await;
-    let node = new_node();
+    let node = NODE.temp();
     // The connector declares the API's limit from its config; the connection says
     // nothing.
     let declared = json!({"requests": 10, "per_ms": 500});
@@ -369,7 +353,7 @@ async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
 
     // A connection's rule for the same endpoint replaces the declared one.
     let (addr, server) = api(config).await;
-    let other = new_node();
+    let other = NODE.temp();
     let tighter = json!({"rules": [{"endpoint": addr.to_string(), "requests": 4, "per_ms": 500}]});
     sync_declaring(&other.engine, addr, 2, tighter, declared, 100).await;
     assert_eq!(server.violations(), 0);
@@ -381,7 +365,7 @@ async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rate_limits_are_refused_naming_the_field() {
-    let node = new_node();
+    let node = NODE.temp();
     let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let bad = connection(
         "c",
@@ -389,7 +373,7 @@ async fn bad_rate_limits_are_refused_naming_the_field() {
         "t",
         json!({"rules": [{"endpoint": "api.example.com", "requests": 0}]}),
     );
-    let e = node.engine.define_connection(&bad).unwrap_err();
+    let e = node.engine.define_connection(&bad).await.unwrap_err();
     assert!(
         e.to_string().contains("rate_limits.rules[0].requests"),
         "{e}"
@@ -409,7 +393,7 @@ async fn bad_rate_limits_are_refused_naming_the_field() {
 async fn when_a_key_is_saturated_the_higher_priority_run_gets_the_budget_first() {
     let config = plain_api(120, 10, 100, Duration::from_secs(1));
     let (addr, server) = api(config).await;
-    let node = new_node();
+    let node = NODE.temp();
     let e = &node.engine;
     // One request per 200 ms for the shared token: a slot frees 200 ms after the
     // previous answer, by when the high run has long asked for its next page.
@@ -418,20 +402,22 @@ async fn when_a_key_is_saturated_the_higher_priority_run_gets_the_budget_first()
         let mut c = connection(name, addr, "shared-token", rules.clone());
         c.config["headers"] = json!({"x-test-priority": name});
         c.config["streams"][0]["path"] = json!(format!("/items/page-{}.json", 13 - pages));
-        e.define_connection(&c).unwrap();
+        e.define_connection(&c).await.unwrap();
     }
     let retry = json!({"max_attempts": 1});
     let mut low = workflow_in_batches("low", "low", retry.clone(), 10);
     low.priority = 0;
     let mut high = workflow_in_batches("high", "high", retry, 10);
     high.priority = 10;
-    e.define_workflow(&low).unwrap();
-    e.define_workflow(&high).unwrap();
+    e.define_workflow(&low).await.unwrap();
+    e.define_workflow(&high).await.unwrap();
 
     let low_run = e.start("low", Trigger::Manual).await.unwrap();
     let by = |who: &str| {
         let who = who.to_owned();
-        move |h: &&sluice_tests::limited_api::Hit| h.priority.as_deref() == Some(who.as_str())
+        move |h: &&sluice_testkit::servers::limited_api::Hit| {
+            h.priority.as_deref() == Some(who.as_str())
+        }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while server.log().iter().filter(by("low")).count() < 2 {

@@ -6,7 +6,7 @@
 //! Every request's path and query is recorded.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -14,6 +14,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+
+use super::lock;
 
 /// The most records per page the API serves.
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -74,20 +76,16 @@ fn agent(id: u64) -> Value {
 }
 
 impl TicketsApi {
-    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Set the `updated_at` of ticket `id`, adding the ticket if it is new.
     pub fn upsert(&self, id: u64, updated_at: String) {
-        let mut tickets = Self::lock(&self.tickets);
+        let mut tickets = lock(&self.tickets);
         tickets.retain(|t| t["id"].as_u64() != Some(id));
         tickets.push(ticket(id, updated_at));
     }
 
     /// Ids of the tickets a read with `since` must return, in the API's order.
     pub fn ids_since(&self, since: Option<&str>) -> Vec<u64> {
-        selected(&Self::lock(&self.tickets), since)
+        selected(&lock(&self.tickets), since)
             .iter()
             .filter_map(|t| t["id"].as_u64())
             .collect()
@@ -95,7 +93,7 @@ impl TicketsApi {
 
     /// Every ticket, in the API's order.
     pub fn tickets(&self) -> Vec<Value> {
-        selected(&Self::lock(&self.tickets), None)
+        selected(&lock(&self.tickets), None)
     }
 
     /// Ids of all agents.
@@ -108,7 +106,7 @@ impl TicketsApi {
 
     /// Path and query of every request so far, oldest first.
     pub fn requests(&self) -> Vec<String> {
-        Self::lock(&self.requests).clone()
+        lock(&self.requests).clone()
     }
 }
 
@@ -140,7 +138,7 @@ async fn list_tickets(
 ) -> Response {
     let since = params.get("since").cloned();
     respond(&api, &headers, &params, "/api/tickets", |api| {
-        selected(&TicketsApi::lock(&api.tickets), since.as_deref())
+        selected(&lock(&api.tickets), since.as_deref())
     })
 }
 
@@ -164,7 +162,7 @@ fn respond(
 ) -> Response {
     let mut query: Vec<_> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     query.sort();
-    TicketsApi::lock(&api.requests).push(format!("{path}?{}", query.join("&")));
+    lock(&api.requests).push(format!("{path}?{}", query.join("&")));
 
     let bearer = format!("Bearer {}", api.token);
     if headers

@@ -2,40 +2,31 @@
 //! called with chosen times (in the past, so the runs it queues start at once). Fires
 //! start once, survive a restart, follow the catch-up and overlap policies, and a
 //! paused workflow or scheduler fires nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
-use sluice_engine::{ConnectionDef, Engine, WorkflowDef};
-use sluice_store::{RunStatus, Store};
+use sluice_engine::Engine;
+use sluice_store::RunStatus;
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::node::{self, open_store};
 
-fn engine(dir: &Path) -> Engine {
-    engine_over(Store::open(dir).unwrap())
-}
+/// Compiled components are shared on disk between the tests. A new engine over the
+/// same store (`NODE.engine(store)`) is a restart of the node as far as the engine
+/// goes: it keeps nothing of a run or a schedule in memory.
+const NODE: NodeBuilder =
+    NodeBuilder::new().cache_under(env!("CARGO_TARGET_TMPDIR"), "schedules-components");
 
-/// An engine over an open store: a new engine over the same store is a restart of the
-/// node as far as the engine goes (it keeps nothing of a run or a schedule in memory).
-fn engine_over(store: Store) -> Engine {
-    let connectors = sluice_tests::nodes::connectors(
-        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("schedules-components"),
-    );
-    Engine::new(store, connectors, "test-node")
-}
-
-fn define(engine: &Engine, records: u64, workflow: Value) {
-    let conn: ConnectionDef = serde_json::from_value(json!({
-        "name": "sample", "connector": "sample", "config": {"records": records}
-    }))
-    .unwrap();
-    engine.define_connection(&conn).unwrap();
+async fn define(engine: &Engine, records: u64, workflow: Value) {
+    node::connection(
+        engine,
+        json!({"name": "sample", "connector": "sample", "config": {"records": records}}),
+    )
+    .await;
     let mut wf = json!({"name": "wf", "connection": "sample", "streams": [{"name": "users"}]});
     for (k, v) in workflow.as_object().unwrap() {
         wf[k] = v.clone();
     }
-    let wf: WorkflowDef = serde_json::from_value(wf).unwrap();
-    engine.define_workflow(&wf).unwrap();
+    node::workflow(engine, wf).await;
 }
 
 /// An hour ago, on a whole minute: runs queued for times after it are already due.
@@ -63,10 +54,10 @@ async fn completed(engine: &Engine, runs: &[sluice_store::RunId]) {
 async fn a_fire_starts_one_run_once_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = t0();
-    let store = Store::open(dir.path()).unwrap();
+    let store = open_store(dir.path());
     {
-        let e = engine_over(store.clone());
-        define(&e, 100, every_minute(json!({})));
+        let e = NODE.engine(store.clone());
+        define(&e, 100, every_minute(json!({}))).await;
         assert!(e.tick_schedules(t0).await.unwrap().started.is_empty());
         let tick = e.tick_schedules(t0 + Duration::seconds(59)).await.unwrap();
         assert!(tick.started.is_empty());
@@ -82,10 +73,10 @@ async fn a_fire_starts_one_run_once_even_across_a_restart() {
         );
         completed(&e, &tick.started).await;
         let state = e.state(tick.started[0]).await.unwrap();
-        assert_eq!(state.trigger, sluice_store::log::v1::Trigger::Interval);
+        assert_eq!(state.trigger, sluice_store::log::Trigger::Interval);
     }
     // A restart: the fire already handled is not started again; the next one is.
-    let e = engine_over(store);
+    let e = NODE.engine(store);
     assert!(
         e.tick_schedules(t0 + Duration::seconds(62))
             .await
@@ -100,11 +91,11 @@ async fn a_fire_starts_one_run_once_even_across_a_restart() {
 
 async fn after_downtime(catch_up: Value) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path());
+    let e = NODE.engine_at(dir.path());
     let mut wf = every_minute(json!({"catch_up": catch_up}));
     // Caught-up fires queue behind each other instead of being skipped as overlaps.
     wf["overlap"] = "buffer_all".into();
-    define(&e, 10, wf);
+    define(&e, 10, wf).await;
     let t0 = t0();
     e.tick_schedules(t0).await.unwrap();
     // Down from t0 until 10:30 later: fires 1:00 .. 10:00 were missed.
@@ -128,13 +119,13 @@ async fn missed_fires_follow_the_catch_up_policy() {
 async fn overlap_policies_decide_what_a_fire_does_while_a_run_is_in_flight() {
     for (policy, started, dropped) in [("skip", 1, 2), ("buffer_all", 3, 0), ("buffer_one", 2, 1)] {
         let dir = tempfile::tempdir().unwrap();
-        let e = engine(dir.path());
+        let e = NODE.engine_at(dir.path());
         // Big enough that the first run is still going when the next fires come.
         define(
             &e,
             300_000,
             json!({"overlap": policy, "schedule": {"trigger": {"kind": "interval", "every_secs": 60}}}),
-        );
+        ).await;
         let t0 = t0();
         e.tick_schedules(t0).await.unwrap();
         let mut runs = Vec::new();
@@ -171,19 +162,20 @@ async fn overlap_policies_decide_what_a_fire_does_while_a_run_is_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
     let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path());
+    let e = NODE.engine_at(dir.path());
     define(
         &e,
         10,
         every_minute(json!({"catch_up": {"policy": "skip"}})),
-    );
+    )
+    .await;
     let t0 = t0();
     e.tick_schedules(t0).await.unwrap();
     assert_eq!(
-        e.upcoming("wf", t0, 2).unwrap(),
+        e.upcoming("wf", t0, 2).await.unwrap(),
         vec![t0 + Duration::seconds(60), t0 + Duration::seconds(120)]
     );
-    e.pause_workflow("wf", true).unwrap();
+    e.pause_workflow("wf", true).await.unwrap();
     assert!(
         e.tick_schedules(t0 + Duration::seconds(60))
             .await
@@ -191,8 +183,8 @@ async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
             .started
             .is_empty()
     );
-    e.pause_workflow("wf", false).unwrap();
-    e.pause_scheduler(true).unwrap();
+    e.pause_workflow("wf", false).await.unwrap();
+    e.pause_scheduler(true).await.unwrap();
     assert!(
         e.tick_schedules(t0 + Duration::seconds(120))
             .await
@@ -200,7 +192,7 @@ async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
             .started
             .is_empty()
     );
-    e.pause_scheduler(false).unwrap();
+    e.pause_scheduler(false).await.unwrap();
     let tick = e.tick_schedules(t0 + Duration::seconds(180)).await.unwrap();
     assert_eq!(
         tick.started.len(),
@@ -213,8 +205,8 @@ async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
     let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path());
-    define(&e, 10, every_minute(json!({"jitter_ms": 30_000})));
+    let e = NODE.engine_at(dir.path());
+    define(&e, 10, every_minute(json!({"jitter_ms": 30_000}))).await;
     let t0 = t0();
     e.tick_schedules(t0).await.unwrap();
     let fire = t0 + Duration::seconds(60);
@@ -239,7 +231,7 @@ async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
     completed(&e, &tick.started).await;
     // The run's fire is the schedule's own time, not the jittered one.
     let events = e.store().log().read(tick.started[0]).await.unwrap();
-    let Some(sluice_store::log::EventKind::RunScheduled(s)) = &events[0].kind else {
+    let sluice_store::log::EventKind::RunScheduled(s) = &events[0].kind else {
         panic!("{:?}", events[0]);
     };
     assert_eq!(s.fire_at_unix_ms, fire.timestamp_millis());
@@ -251,12 +243,13 @@ async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
 async fn the_running_scheduler_records_a_fire_ahead_and_starts_it_when_due() {
     use sluice_store::log::{EventKind, RunFilter};
     let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path());
+    let e = NODE.engine_at(dir.path());
     define(
         &e,
         1,
         json!({"schedule": {"trigger": {"kind": "interval", "every_secs": 1}}}),
-    );
+    )
+    .await;
     e.start_scheduler(std::time::Duration::from_millis(50));
     let filter = RunFilter {
         workflow: Some("wf".into()),
@@ -269,17 +262,17 @@ async fn the_running_scheduler_records_a_fire_ahead_and_starts_it_when_due() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    e.pause_scheduler(true).unwrap();
+    e.pause_scheduler(true).await.unwrap();
     for r in &runs {
         let state = e.wait(r.run_id).await.unwrap();
         assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
         let events = e.store().log().read(r.run_id).await.unwrap();
-        let Some(EventKind::RunScheduled(s)) = &events[0].kind else {
+        let EventKind::RunScheduled(s) = &events[0].kind else {
             panic!("{:?}", events[0]);
         };
         let started = events
             .iter()
-            .find(|ev| matches!(ev.kind, Some(EventKind::RunStarted(_))))
+            .find(|ev| matches!(ev.kind, EventKind::RunStarted(_)))
             .map(|ev| ev.at_unix_ms)
             .unwrap();
         // Recorded at most FIRE_AHEAD before its fire, started not before it.

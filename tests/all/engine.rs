@@ -3,89 +3,33 @@
 //! (`sample`, `rest` against a local paged API, the `hostile` test component) into a
 //! real store in a temporary directory. Every count is exact: the connectors are
 //! deterministic, so a test knows what each run must have landed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use prost::Message;
 use serde_json::{Value, json};
-use sluice_engine::{
-    ConnectionDef, Connectors, Engine, EngineError, RetryPolicy, Trigger, WorkflowDef,
-};
-use sluice_host::{Host, HostSettings};
+use sluice_engine::{Engine, EngineError, RetryPolicy, Trigger};
+use sluice_store::faults::{Faults, FaultyBackend};
 use sluice_store::hub::{Change, ChangeKind};
-use sluice_store::log::v1::{self, ErrorKind};
+use sluice_store::log::{
+    AttemptBegun, AttemptFailed, CheckpointCommitted, FailureKind, RetryScheduled, RunScheduled,
+    RunStarted,
+};
 use sluice_store::log::{EventKind, StatusKind, StreamProgress};
-use sluice_store::{LogError, RunEvent, RunId, RunState, RunStatus, Store};
-use sluice_tests::pages;
+use sluice_store::{LogError, RunEvent, RunId, RunState, RunStatus};
+use sluice_testkit::NodeBuilder;
+use sluice_testkit::node::{connection, now_ms, run, run_id, workflow};
+use sluice_testkit::servers::pages;
 
 // ---------------------------------------------------------------------------------
 // Building an engine
 // ---------------------------------------------------------------------------------
 
-/// A host per engine; compiled components are shared on disk between the tests.
-fn host() -> Host {
-    Host::new(HostSettings {
-        max_instances: 64,
-        max_memory_bytes: 512 << 20,
-        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-test-components")),
-    })
-    .expect("host")
-}
-
-fn connectors() -> Connectors {
-    Connectors::new(
-        host(),
-        [
-            (
-                "sample".to_string(),
-                PathBuf::from(sluice_artifacts::SAMPLE),
-            ),
-            ("rest".to_string(), PathBuf::from(sluice_artifacts::REST)),
-            (
-                "hostile".to_string(),
-                PathBuf::from(sluice_artifacts::TEST_HOSTILE),
-            ),
-        ],
-    )
-}
-
-/// An engine over the store in `dir`.
-fn engine_at(dir: &Path) -> Engine {
-    Engine::new(
-        Store::open(dir).expect("store opens"),
-        connectors(),
-        "test-node",
-    )
-}
-
-/// An engine over a store of its own, in a directory that lives as long as it.
-struct Node {
-    engine: Engine,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Node {
-            engine: engine_at(dir.path()),
-            _dir: dir,
-        }
-    }
-}
-
-fn connection(engine: &Engine, def: Value) {
-    let def: ConnectionDef = serde_json::from_value(def).expect("connection JSON");
-    engine.define_connection(&def).expect("connection defined");
-}
-
-fn workflow(engine: &Engine, def: Value) {
-    let def: WorkflowDef = serde_json::from_value(def).expect("workflow JSON");
-    engine.define_workflow(&def).expect("workflow defined");
-}
+/// A host per engine (a small pool: many engines live in this process); compiled
+/// components are shared on disk between the tests.
+const NODE: NodeBuilder = NodeBuilder::new()
+    .pool(64, 512 << 20)
+    .cache_under(env!("CARGO_TARGET_TMPDIR"), "engine-test-components");
 
 /// A retry policy that keeps tests short and deterministic.
 fn fast_retry() -> Value {
@@ -123,15 +67,6 @@ fn items(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
 // Looking at runs
 // ---------------------------------------------------------------------------------
 
-/// Starts a run of `workflow` and waits for it to stop.
-async fn run(engine: &Engine, workflow: &str) -> RunState {
-    let run = engine
-        .start(workflow, Trigger::Manual)
-        .await
-        .expect("run starts");
-    engine.wait(run).await.expect("run state")
-}
-
 fn progress<'a>(state: &'a RunState, stream: &str) -> &'a StreamProgress {
     state
         .progress
@@ -146,26 +81,28 @@ fn counts(state: &RunState, stream: &str) -> (u64, u64, u64, u64, u64) {
 }
 
 /// The cause of a dead-lettered run.
-fn cause(state: &RunState) -> (ErrorKind, &str) {
+fn cause(state: &RunState) -> (FailureKind, &str) {
     match &state.status {
         RunStatus::DeadLettered { cause } => (cause.kind, cause.message.as_str()),
         other => panic!("run should be dead-lettered, is {other:?}"),
     }
 }
 
-fn hub_count(engine: &Engine, connection: &str, stream: &str) -> u64 {
+async fn hub_count(engine: &Engine, connection: &str, stream: &str) -> u64 {
     engine
         .store()
         .hub()
         .count(connection, stream)
+        .await
         .expect("hub count")
 }
 
-fn feed(engine: &Engine, connection: &str, stream: &str) -> Vec<Change> {
+async fn feed(engine: &Engine, connection: &str, stream: &str) -> Vec<Change> {
     engine
         .store()
         .hub()
         .feed(connection, stream, 0, usize::MAX)
+        .await
         .expect("change feed")
         .0
 }
@@ -175,11 +112,17 @@ fn feed_count(feed: &[Change], kind: ChangeKind) -> u64 {
 }
 
 /// The live record of `stream` with id `id`, as JSON, if any.
-fn hub_record(engine: &Engine, connection: &str, stream: &str, id: u64) -> Option<(u64, Value)> {
+async fn hub_record(
+    engine: &Engine,
+    connection: &str,
+    stream: &str,
+    id: u64,
+) -> Option<(u64, Value)> {
     engine
         .store()
         .hub()
         .get(connection, stream, &[json!(id)])
+        .await
         .expect("hub get")
         .map(|r| {
             (
@@ -194,22 +137,22 @@ async fn events(engine: &Engine, run: RunId) -> Vec<RunEvent> {
 }
 
 /// The run's `AttemptFailed` events, with when they were recorded.
-fn failed(events: &[RunEvent]) -> Vec<(i64, v1::AttemptFailed)> {
+fn failed(events: &[RunEvent]) -> Vec<(i64, AttemptFailed)> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            Some(EventKind::AttemptFailed(f)) => Some((e.at_unix_ms, f.clone())),
+            EventKind::AttemptFailed(f) => Some((e.at_unix_ms, f.clone())),
             _ => None,
         })
         .collect()
 }
 
 /// The run's `RetryScheduled` events.
-fn retries(events: &[RunEvent]) -> Vec<v1::RetryScheduled> {
+fn retries(events: &[RunEvent]) -> Vec<RetryScheduled> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            Some(EventKind::RetryScheduled(r)) => Some(*r),
+            EventKind::RetryScheduled(r) => Some(r.clone()),
             _ => None,
         })
         .collect()
@@ -220,7 +163,7 @@ fn begun(events: &[RunEvent]) -> Vec<(i64, u32)> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            Some(EventKind::AttemptBegun(a)) => Some((e.at_unix_ms, a.attempt)),
+            EventKind::AttemptBegun(a) => Some((e.at_unix_ms, a.attempt)),
             _ => None,
         })
         .collect()
@@ -229,29 +172,18 @@ fn begun(events: &[RunEvent]) -> Vec<(i64, u32)> {
 fn dead_letters(events: &[RunEvent]) -> usize {
     events
         .iter()
-        .filter(|e| matches!(e.kind, Some(EventKind::RunDeadLettered(_))))
+        .filter(|e| matches!(e.kind, EventKind::RunDeadLettered(_)))
         .count()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A fresh run id, as the engine makes them (UUID v7), distinct per `n`.
-fn run_id(n: u8) -> RunId {
-    RunId::v7(now_ms(), [n; 10])
-}
-
 fn scheduled(workflow: &str, connection: &str, streams: &[&str]) -> EventKind {
-    EventKind::RunScheduled(v1::RunScheduled {
+    EventKind::RunScheduled(RunScheduled {
         workflow: workflow.into(),
         connection: connection.into(),
         tenant: "default".into(),
         priority: 0,
         streams: streams.iter().map(|s| s.to_string()).collect(),
-        trigger: v1::Trigger::Manual as i32,
+        trigger: Trigger::Manual,
         fire_at_unix_ms: 0,
     })
 }
@@ -263,17 +195,19 @@ fn scheduled(workflow: &str, connection: &str, streams: &[&str]) -> EventKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
     const N: u64 = 20_000;
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "demo", "connector": "sample", "config": {"records": N, "seed": 7}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "demo", "connection": "demo",
                "streams": [{"name": "users"}, {"name": "orders"}], "batch_size": 1000}),
-    );
+    )
+    .await;
 
     let first = run(e, "demo").await;
     assert_eq!(first.status, RunStatus::Completed);
@@ -288,15 +222,17 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
         assert_eq!(counts(&first, stream), (N, N, 0, 0, 0), "{stream}");
         assert_eq!(p.batches, N / 1000, "{stream}");
         assert_eq!(p.checkpoint.as_deref(), Some("20000"), "{stream}");
-        assert_eq!(hub_count(e, "demo", stream), N, "{stream}");
-        let changes = feed(e, "demo", stream);
+        assert_eq!(hub_count(e, "demo", stream).await, N, "{stream}");
+        let changes = feed(e, "demo", stream).await;
         assert_eq!(changes.len() as u64, N, "{stream}");
         assert_eq!(feed_count(&changes, ChangeKind::Created), N, "{stream}");
     }
-    let (version, user) = hub_record(e, "demo", "users", 1234).expect("user 1234");
+    let (version, user) = hub_record(e, "demo", "users", 1234)
+        .await
+        .expect("user 1234");
     assert_eq!(version, 1);
     assert_eq!(user["id"], 1234);
-    assert!(hub_record(e, "demo", "users", N + 1).is_none());
+    assert!(hub_record(e, "demo", "users", N + 1).await.is_none());
 
     // The same data again: every record unchanged, nothing new in the feed.
     let second = run(e, "demo").await;
@@ -305,8 +241,8 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
     for stream in ["users", "orders"] {
         assert!(progress(&second, stream).complete, "{stream}");
         assert_eq!(counts(&second, stream), (N, 0, 0, N, 0), "{stream}");
-        assert_eq!(hub_count(e, "demo", stream), N, "{stream}");
-        assert_eq!(feed(e, "demo", stream).len() as u64, N, "{stream}");
+        assert_eq!(hub_count(e, "demo", stream).await, N, "{stream}");
+        assert_eq!(feed(e, "demo", stream).await.len() as u64, N, "{stream}");
     }
 
     // A new generation rewrites every tenth record: exactly those are updated.
@@ -314,7 +250,8 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
         e,
         json!({"name": "demo", "connector": "sample",
                "config": {"records": N, "seed": 7, "generation": 1}}),
-    );
+    )
+    .await;
     let third = run(e, "demo").await;
     assert_eq!(third.status, RunStatus::Completed);
     for stream in ["users", "orders"] {
@@ -323,8 +260,8 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
             (N, 0, N / 10, N - N / 10, 0),
             "{stream}"
         );
-        assert_eq!(hub_count(e, "demo", stream), N, "{stream}");
-        let changes = feed(e, "demo", stream);
+        assert_eq!(hub_count(e, "demo", stream).await, N, "{stream}");
+        let changes = feed(e, "demo", stream).await;
         assert_eq!(feed_count(&changes, ChangeKind::Created), N, "{stream}");
         assert_eq!(
             feed_count(&changes, ChangeKind::Updated),
@@ -332,8 +269,14 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
             "{stream}"
         );
     }
-    assert_eq!(hub_record(e, "demo", "users", 1230).map(|r| r.0), Some(2));
-    assert_eq!(hub_record(e, "demo", "users", 1231).map(|r| r.0), Some(1));
+    assert_eq!(
+        hub_record(e, "demo", "users", 1230).await.map(|r| r.0),
+        Some(2)
+    );
+    assert_eq!(
+        hub_record(e, "demo", "users", 1231).await.map(|r| r.0),
+        Some(1)
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -343,23 +286,24 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_refresh_that_misses_records_deletes_them_and_they_can_come_back() {
     const N: u64 = 10_000;
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     let sample = |config: Value| json!({"name": "s", "connector": "sample", "config": config});
-    connection(e, sample(json!({"records": N})));
+    connection(e, sample(json!({"records": N}))).await;
     workflow(
         e,
         json!({"name": "s", "connection": "s", "batch_size": 1000,
                "streams": [{"name": "users", "mode": "full_refresh"}]}),
-    );
+    )
+    .await;
 
     let first = run(e, "s").await;
     assert_eq!(first.status, RunStatus::Completed);
     assert_eq!(counts(&first, "users"), (N, N, 0, 0, 0));
-    assert_eq!(hub_count(e, "s", "users"), N);
+    assert_eq!(hub_count(e, "s", "users").await, N);
 
     // The source now leaves out every tenth record.
-    connection(e, sample(json!({"records": N, "delete_every": 10})));
+    connection(e, sample(json!({"records": N, "delete_every": 10}))).await;
     let second = run(e, "s").await;
     assert_eq!(second.status, RunStatus::Completed);
     assert!(progress(&second, "users").complete);
@@ -367,24 +311,24 @@ async fn a_full_refresh_that_misses_records_deletes_them_and_they_can_come_back(
         counts(&second, "users"),
         (N - N / 10, 0, 0, N - N / 10, N / 10)
     );
-    assert_eq!(hub_count(e, "s", "users"), N - N / 10);
-    let changes = feed(e, "s", "users");
+    assert_eq!(hub_count(e, "s", "users").await, N - N / 10);
+    let changes = feed(e, "s", "users").await;
     assert_eq!(feed_count(&changes, ChangeKind::Created), N);
     assert_eq!(feed_count(&changes, ChangeKind::Deleted), N / 10);
-    assert!(hub_record(e, "s", "users", 10).is_none());
-    assert!(hub_record(e, "s", "users", 11).is_some());
+    assert!(hub_record(e, "s", "users", 10).await.is_none());
+    assert!(hub_record(e, "s", "users", 11).await.is_some());
 
     // They come back: created again, with a new version.
-    connection(e, sample(json!({"records": N})));
+    connection(e, sample(json!({"records": N}))).await;
     let third = run(e, "s").await;
     assert_eq!(third.status, RunStatus::Completed);
     assert_eq!(counts(&third, "users"), (N, N / 10, 0, N - N / 10, 0));
-    assert_eq!(hub_count(e, "s", "users"), N);
-    let changes = feed(e, "s", "users");
+    assert_eq!(hub_count(e, "s", "users").await, N);
+    let changes = feed(e, "s", "users").await;
     assert_eq!(feed_count(&changes, ChangeKind::Created), N + N / 10);
     assert_eq!(feed_count(&changes, ChangeKind::Deleted), N / 10);
     // Created (1), deleted (2), created again (3).
-    assert_eq!(hub_record(e, "s", "users", 10).map(|r| r.0), Some(3));
+    assert_eq!(hub_record(e, "s", "users", 10).await.map(|r| r.0), Some(3));
 }
 
 // ---------------------------------------------------------------------------------
@@ -395,15 +339,16 @@ async fn a_full_refresh_that_misses_records_deletes_them_and_they_can_come_back(
 /// sample's checkpoint is the last id read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_sample_run_reads_only_the_records_added_since_the_last_run() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     let sample = |records: u64| json!({"name": "inc", "connector": "sample", "config": {"records": records}});
-    connection(e, sample(1000));
+    connection(e, sample(1000)).await;
     workflow(
         e,
         json!({"name": "inc", "connection": "inc", "batch_size": 100,
                "streams": [{"name": "users", "mode": "incremental"}]}),
-    );
+    )
+    .await;
 
     let first = run(e, "inc").await;
     assert_eq!(first.status, RunStatus::Completed);
@@ -413,10 +358,10 @@ async fn an_incremental_sample_run_reads_only_the_records_added_since_the_last_r
         Some("1000")
     );
 
-    connection(e, sample(1500));
+    connection(e, sample(1500)).await;
     let second = run(e, "inc").await;
     assert_eq!(second.status, RunStatus::Completed);
-    assert_eq!(hub_count(e, "inc", "users"), 1500);
+    assert_eq!(hub_count(e, "inc", "users").await, 1500);
     // Only ids 1001..=1500: the run resumes from where the last one ended.
     assert_eq!(
         counts(&second, "users"),
@@ -435,15 +380,16 @@ async fn an_incremental_sample_run_reads_only_the_records_added_since_the_last_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_rest_run_reads_only_new_and_changed_records() {
     let (app, server) = pages::router(items(1..=2500));
-    let addr = sluice_tests::serve(app).await;
-    let node = Node::new();
+    let addr = sluice_testkit::serve(app).await;
+    let node = NODE.temp();
     let e = &node.engine;
-    connection(e, rest_connection("api", addr, true));
+    connection(e, rest_connection("api", addr, true)).await;
     workflow(
         e,
         json!({"name": "api", "connection": "api", "batch_size": 1000,
                "streams": [{"name": "items", "mode": "incremental"}]}),
-    );
+    )
+    .await;
 
     let first = run(e, "api").await;
     assert_eq!(first.status, RunStatus::Completed);
@@ -457,9 +403,11 @@ async fn an_incremental_rest_run_reads_only_new_and_changed_records() {
     server.set_records(data);
     let second = run(e, "api").await;
     assert_eq!(second.status, RunStatus::Completed);
-    assert_eq!(hub_count(e, "api", "items"), 2600);
+    assert_eq!(hub_count(e, "api", "items").await, 2600);
     assert_eq!(
-        hub_record(e, "api", "items", 10).map(|r| r.1["updated_at"].clone()),
+        hub_record(e, "api", "items", 10)
+            .await
+            .map(|r| r.1["updated_at"].clone()),
         Some(json!(pages::timestamp(5010)))
     );
     assert_eq!(
@@ -481,15 +429,16 @@ async fn transient_server_errors_are_retried_from_the_last_checkpoint() {
     let (app, server) = pages::router(items(1..=N));
     // Pages 1 and 2, then three failures, then the rest.
     server.script([None, None, Some(500), Some(503), Some(500)]);
-    let addr = sluice_tests::serve(app).await;
-    let node = Node::new();
+    let addr = sluice_testkit::serve(app).await;
+    let node = NODE.temp();
     let e = &node.engine;
-    connection(e, rest_connection("flaky", addr, false));
+    connection(e, rest_connection("flaky", addr, false)).await;
     workflow(
         e,
         json!({"name": "flaky", "connection": "flaky", "batch_size": 1000,
                "streams": [{"name": "items"}], "retry": fast_retry()}),
-    );
+    )
+    .await;
 
     let state = run(e, "flaky").await;
     assert_eq!(state.status, RunStatus::Completed, "{state:?}");
@@ -497,12 +446,12 @@ async fn transient_server_errors_are_retried_from_the_last_checkpoint() {
     // Every record exactly once: the pages committed before a failure are not read again.
     assert_eq!(counts(&state, "items"), (N, N, 0, 0, 0));
     assert_eq!(progress(&state, "items").batches, N / 1000);
-    assert_eq!(hub_count(e, "flaky", "items"), N);
-    assert_eq!(feed(e, "flaky", "items").len() as u64, N);
+    assert_eq!(hub_count(e, "flaky", "items").await, N);
+    assert_eq!(feed(e, "flaky", "items").await.len() as u64, N);
     assert_eq!(server.requests(), N / 1000 + 3);
     assert_eq!(
         state.last_error.as_ref().map(|f| f.kind),
-        Some(ErrorKind::Transient)
+        Some(FailureKind::Transient)
     );
 
     let log = events(e, state.run_id).await;
@@ -512,7 +461,7 @@ async fn transient_server_errors_are_retried_from_the_last_checkpoint() {
         [1, 2, 3]
     );
     for ((_, f), status) in failed.iter().zip(["500", "503", "500"]) {
-        assert_eq!(f.kind, ErrorKind::Transient as i32, "{f:?}");
+        assert_eq!(f.kind, FailureKind::Transient, "{f:?}");
         assert!(
             f.message.contains(&format!("answered {status}")),
             "{}",
@@ -546,30 +495,31 @@ async fn a_run_that_keeps_failing_is_dead_lettered_and_a_manual_retry_finishes_i
     // Pages 1 and 2, then every request fails.
     server.script([None, None]);
     server.always(Some(500));
-    let addr = sluice_tests::serve(app).await;
-    let node = Node::new();
+    let addr = sluice_testkit::serve(app).await;
+    let node = NODE.temp();
     let e = &node.engine;
     // This test is about attempts and dead letters: the host's breaker, which would
     // fail the manual retry fast for its cool-down, stays out of it.
     let mut down = rest_connection("down", addr, false);
     down["rate_limits"] = json!({"breaker": {"failures": 1000}});
-    connection(e, down);
+    connection(e, down).await;
     workflow(
         e,
         json!({"name": "down", "connection": "down", "batch_size": 1000,
                "streams": [{"name": "items"}], "retry": fast_retry()}),
-    );
+    )
+    .await;
 
     let state = run(e, "down").await;
     let run = state.run_id;
     let (kind, message) = cause(&state);
-    assert_eq!(kind, ErrorKind::Transient);
+    assert_eq!(kind, FailureKind::Transient);
     assert!(message.contains("answered 500"), "{message}");
     assert!(message.contains("stream `items`"), "{message}");
     assert_eq!(state.attempts, 5);
     assert_eq!(counts(&state, "items"), (2000, 2000, 0, 0, 0));
     assert!(!progress(&state, "items").complete);
-    assert_eq!(hub_count(e, "down", "items"), 2000);
+    assert_eq!(hub_count(e, "down", "items").await, 2000);
     assert_eq!(server.requests(), 2 + 5);
     let log = events(e, run).await;
     assert_eq!(failed(&log).len(), 5);
@@ -585,20 +535,20 @@ async fn a_run_that_keeps_failing_is_dead_lettered_and_a_manual_retry_finishes_i
     assert_eq!(state.attempts, 6);
     assert_eq!(counts(&state, "items"), (N, N, 0, 0, 0));
     assert!(progress(&state, "items").complete);
-    assert_eq!(hub_count(e, "down", "items"), N);
-    assert_eq!(feed(e, "down", "items").len() as u64, N);
+    assert_eq!(hub_count(e, "down", "items").await, N);
+    assert_eq!(feed(e, "down", "items").await.len() as u64, N);
     assert_eq!(server.requests(), 2 + 5 + 3);
     let log = events(e, run).await;
     let manual: Vec<&str> = log
         .iter()
         .filter_map(|e| match &e.kind {
-            Some(EventKind::ManualRetryRequested(m)) => Some(m.requested_by.as_str()),
+            EventKind::ManualRetryRequested(m) => Some(m.requested_by.as_str()),
             _ => None,
         })
         .collect();
     assert_eq!(manual, ["test"]);
     assert!(matches!(
-        log.last().and_then(|e| e.kind.as_ref()),
+        log.last().map(|e| &e.kind),
         Some(EventKind::RunCompleted(_))
     ));
 
@@ -619,27 +569,28 @@ async fn a_run_that_keeps_failing_is_dead_lettered_and_a_manual_retry_finishes_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_that_waiting_cannot_fix_dead_letter_at_once_and_lose_nothing() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     let hostile = |config: Value| json!({"name": "h", "connector": "hostile", "config": config});
-    connection(e, hostile(json!({"mode": "ok"})));
+    connection(e, hostile(json!({"mode": "ok"}))).await;
     workflow(
         e,
         json!({"name": "h", "connection": "h", "batch_size": 1000,
                "streams": [{"name": "items"}], "retry": fast_retry()}),
-    );
+    )
+    .await;
     let ok = run(e, "h").await;
     assert_eq!(ok.status, RunStatus::Completed);
     assert_eq!(counts(&ok, "items"), (30, 30, 0, 0, 0));
-    assert_eq!(hub_count(e, "h", "items"), 30);
+    assert_eq!(hub_count(e, "h", "items").await, 30);
 
     for (kind, expected) in [
-        ("auth", ErrorKind::Auth),
-        ("config", ErrorKind::Config),
-        ("permanent", ErrorKind::Permanent),
-        ("schema", ErrorKind::Schema),
+        ("auth", FailureKind::Auth),
+        ("config", FailureKind::Config),
+        ("permanent", FailureKind::Permanent),
+        ("schema", FailureKind::Schema),
     ] {
-        connection(e, hostile(json!({"mode": "error_kind", "kind": kind})));
+        connection(e, hostile(json!({"mode": "error_kind", "kind": kind}))).await;
         let state = run(e, "h").await;
         let (got, message) = cause(&state);
         assert_eq!(got, expected, "{kind}: {message}");
@@ -652,57 +603,59 @@ async fn failures_that_waiting_cannot_fix_dead_letter_at_once_and_lose_nothing()
         let log = events(e, state.run_id).await;
         assert_eq!(failed(&log).len(), 1, "{kind}");
         assert!(retries(&log).is_empty(), "{kind}");
-        assert_eq!(hub_count(e, "h", "items"), 30, "{kind}");
+        assert_eq!(hub_count(e, "h", "items").await, 30, "{kind}");
     }
 
     // Output the host rejects is a schema failure naming the stream.
     for mode in ["not_object", "malformed_json"] {
-        connection(e, hostile(json!({"mode": mode})));
+        connection(e, hostile(json!({"mode": mode}))).await;
         let state = run(e, "h").await;
         let (got, message) = cause(&state);
-        assert_eq!(got, ErrorKind::Schema, "{mode}: {message}");
+        assert_eq!(got, FailureKind::Schema, "{mode}: {message}");
         assert!(message.contains("stream `items`"), "{mode}: {message}");
         assert_eq!(state.attempts, 1, "{mode}");
         assert_eq!(state.total_records(), 0, "{mode}");
-        assert_eq!(hub_count(e, "h", "items"), 30, "{mode}");
+        assert_eq!(hub_count(e, "h", "items").await, 30, "{mode}");
     }
 
     // Failures that may pass (the sandbox, transient) are retried up to max_attempts.
     for (config, expected, says) in [
         (
             json!({"mode": "panic"}),
-            ErrorKind::Sandbox,
+            FailureKind::Sandbox,
             "panicked on purpose",
         ),
         (
             json!({"mode": "error_kind", "kind": "transient"}),
-            ErrorKind::Transient,
+            FailureKind::Transient,
             "failed on purpose",
         ),
     ] {
-        connection(e, hostile(config.clone()));
+        connection(e, hostile(config.clone())).await;
         let state = run(e, "h").await;
         let (got, message) = cause(&state);
         assert_eq!(got, expected, "{config}: {message}");
         assert!(message.contains(says), "{config}: {message}");
         assert_eq!(state.attempts, 5, "{config}");
-        assert_eq!(hub_count(e, "h", "items"), 30, "{config}");
+        assert_eq!(hub_count(e, "h", "items").await, 30, "{config}");
     }
 
     // The engine carries on: the same workflow, and another one.
-    connection(e, hostile(json!({"mode": "ok"})));
+    connection(e, hostile(json!({"mode": "ok"}))).await;
     let again = run(e, "h").await;
     assert_eq!(again.status, RunStatus::Completed);
     assert_eq!(counts(&again, "items"), (30, 0, 0, 30, 0));
-    assert_eq!(hub_count(e, "h", "items"), 30);
+    assert_eq!(hub_count(e, "h", "items").await, 30);
     connection(
         e,
         json!({"name": "other", "connector": "sample", "config": {"records": 500}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "other", "connection": "other", "streams": [{"name": "events"}]}),
-    );
+    )
+    .await;
     let other = run(e, "other").await;
     assert_eq!(other.status, RunStatus::Completed);
     assert_eq!(counts(&other, "events"), (500, 500, 0, 0, 0));
@@ -711,18 +664,19 @@ async fn failures_that_waiting_cannot_fix_dead_letter_at_once_and_lose_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_without_their_primary_key_dead_letter_as_schema_naming_the_field() {
     let (app, server) = pages::router(items(1..=2000));
-    let addr = sluice_tests::serve(app).await;
-    let node = Node::new();
+    let addr = sluice_testkit::serve(app).await;
+    let node = NODE.temp();
     let e = &node.engine;
-    connection(e, rest_connection("pk", addr, false));
+    connection(e, rest_connection("pk", addr, false)).await;
     workflow(
         e,
         json!({"name": "pk", "connection": "pk", "batch_size": 1000,
                "streams": [{"name": "items"}], "retry": fast_retry()}),
-    );
+    )
+    .await;
     let first = run(e, "pk").await;
     assert_eq!(first.status, RunStatus::Completed);
-    assert_eq!(hub_count(e, "pk", "items"), 2000);
+    assert_eq!(hub_count(e, "pk", "items").await, 2000);
 
     // The second page's records lost their `id`.
     let mut data = items(1..=1000);
@@ -730,20 +684,20 @@ async fn records_without_their_primary_key_dead_letter_as_schema_naming_the_fiel
     server.set_records(data);
     let state = run(e, "pk").await;
     let (kind, message) = cause(&state);
-    assert_eq!(kind, ErrorKind::Schema, "{message}");
+    assert_eq!(kind, FailureKind::Schema, "{message}");
     assert!(message.contains("primary key field `id`"), "{message}");
     assert!(message.contains("stream `items`"), "{message}");
     assert_eq!(state.attempts, 1);
     // The first page committed; the bad one wrote nothing; nothing was deleted.
     assert_eq!(counts(&state, "items"), (1000, 0, 0, 1000, 0));
     assert!(!progress(&state, "items").complete);
-    assert_eq!(hub_count(e, "pk", "items"), 2000);
+    assert_eq!(hub_count(e, "pk", "items").await, 2000);
 
     server.set_records(items(1..=2000));
     let fixed = run(e, "pk").await;
     assert_eq!(fixed.status, RunStatus::Completed);
     assert_eq!(counts(&fixed, "items"), (2000, 0, 0, 2000, 0));
-    assert_eq!(hub_count(e, "pk", "items"), 2000);
+    assert_eq!(hub_count(e, "pk", "items").await, 2000);
 }
 
 /// A checkpoint the connector rejects. The public API offers no way to store an
@@ -751,19 +705,21 @@ async fn records_without_their_primary_key_dead_letter_as_schema_naming_the_fiel
 /// have left it) and the engine resumes it with `recover`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_the_connector_rejects_dead_letters_the_run_as_config() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "h", "connector": "hostile", "config": {"mode": "ok"}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "h", "connection": "h", "streams": [{"name": "items"}],
                "retry": fast_retry()}),
-    );
+    )
+    .await;
     assert_eq!(run(e, "h").await.status, RunStatus::Completed);
-    assert_eq!(hub_count(e, "h", "items"), 30);
+    assert_eq!(hub_count(e, "h", "items").await, 30);
 
     let run = run_id(1);
     let log = e.store().log();
@@ -772,7 +728,7 @@ async fn a_checkpoint_the_connector_rejects_dead_letters_the_run_as_config() {
         .unwrap();
     log.append(
         run,
-        vec![EventKind::CheckpointCommitted(v1::CheckpointCommitted {
+        vec![EventKind::CheckpointCommitted(CheckpointCommitted {
             stream: "items".into(),
             checkpoint: "99".into(),
             ..Default::default()
@@ -786,12 +742,12 @@ async fn a_checkpoint_the_connector_rejects_dead_letters_the_run_as_config() {
 
     let state = e.wait(run).await.expect("state");
     let (kind, message) = cause(&state);
-    assert_eq!(kind, ErrorKind::Config, "{message}");
+    assert_eq!(kind, FailureKind::Config, "{message}");
     assert!(message.contains("invalid checkpoint"), "{message}");
     assert!(message.contains("99"), "{message}");
     assert!(message.contains("stream `items`"), "{message}");
     assert_eq!(state.attempts, 1);
-    assert_eq!(hub_count(e, "h", "items"), 30);
+    assert_eq!(hub_count(e, "h", "items").await, 30);
 }
 
 // ---------------------------------------------------------------------------------
@@ -802,13 +758,14 @@ async fn a_checkpoint_the_connector_rejects_dead_letters_the_run_as_config() {
 async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_attempts() {
     /// The retry-after the hostile component reports.
     const RETRY_AFTER_MS: u64 = 1500;
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "rl", "connector": "hostile",
                "config": {"mode": "error_kind", "kind": "rate_limited"}}),
-    );
+    )
+    .await;
     // One wait allowed, and a single failed attempt would be enough to dead-letter: a
     // rate limit must not count as one.
     workflow(
@@ -816,7 +773,8 @@ async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_a
         json!({"name": "rl", "connection": "rl", "streams": [{"name": "items"}],
                "retry": {"max_attempts": 1, "max_rate_limit_waits": 1, "jitter": false,
                          "initial_backoff_ms": 10, "max_backoff_ms": 50}}),
-    );
+    )
+    .await;
     let run = e.start("rl", Trigger::Manual).await.expect("start");
 
     // It goes to RetryWaiting, with not_before at least the retry-after from now.
@@ -827,7 +785,7 @@ async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_a
     }
     assert_eq!(
         waiting.last_error.as_ref().map(|f| f.kind),
-        Some(ErrorKind::RateLimited)
+        Some(FailureKind::RateLimited)
     );
     let RunStatus::RetryWaiting {
         attempt,
@@ -840,13 +798,13 @@ async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_a
 
     let state = e.wait(run).await.expect("state");
     let (kind, _) = cause(&state);
-    assert_eq!(kind, ErrorKind::RateLimited);
+    assert_eq!(kind, FailureKind::RateLimited);
     assert_eq!(state.attempts, 2);
     let log = events(e, run).await;
     let failed = failed(&log);
     assert_eq!(failed.len(), 2);
     for (_, f) in &failed {
-        assert_eq!(f.kind, ErrorKind::RateLimited as i32);
+        assert_eq!(f.kind, FailureKind::RateLimited);
         assert_eq!(f.retry_after_ms, RETRY_AFTER_MS);
     }
     let retries = retries(&log);
@@ -866,17 +824,19 @@ async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_waiting_for_a_rate_limit_can_be_cancelled() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "rl", "connector": "hostile",
                "config": {"mode": "error_kind", "kind": "rate_limited"}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "rl", "connection": "rl", "streams": [{"name": "items"}]}),
-    );
+    )
+    .await;
     let run = e.start("rl", Trigger::Manual).await.expect("start");
     wait_for_retry(e, run).await;
     let state = e.state(run).await.expect("state");
@@ -888,7 +848,7 @@ async fn a_run_waiting_for_a_rate_limit_can_be_cancelled() {
     assert_eq!(state.status, RunStatus::Cancelled);
     let log = events(e, run).await;
     assert!(matches!(
-        log.last().and_then(|e| e.kind.as_ref()),
+        log.last().map(|e| &e.kind),
         Some(EventKind::RunCancelled(_))
     ));
 }
@@ -900,17 +860,19 @@ async fn a_run_waiting_for_a_rate_limit_can_be_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_run_stops_at_a_batch_boundary_with_nothing_half_written() {
     const N: u64 = 2_000_000;
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "big", "connector": "sample", "config": {"records": N}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "big", "connection": "big", "batch_size": 1000,
                "streams": [{"name": "users"}]}),
-    );
+    )
+    .await;
     let run = e.start("big", Trigger::Manual).await.expect("start");
     let mut watch = e.watch(run).expect("the node drives the run");
     watch
@@ -934,8 +896,8 @@ async fn a_cancelled_run_stops_at_a_batch_boundary_with_nothing_half_written() {
     assert_eq!(p.batches, committed / 1000);
     assert_eq!(p.checkpoint, Some(committed.to_string()));
     assert_eq!(counts(&state, "users"), (committed, committed, 0, 0, 0));
-    assert_eq!(hub_count(e, "big", "users"), committed);
-    assert_eq!(feed(e, "big", "users").len() as u64, committed);
+    assert_eq!(hub_count(e, "big", "users").await, committed);
+    assert_eq!(feed(e, "big", "users").await.len() as u64, committed);
 
     assert!(matches!(
         e.cancel(run, "again").await,
@@ -957,17 +919,19 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b, c) = (run_id(1), run_id(2), run_id(3));
     {
-        let e = engine_at(dir.path());
+        let e = NODE.engine_at(dir.path());
         for (name, records) in [("a", 3000), ("b", 4000), ("c", 5000)] {
             connection(
                 &e,
                 json!({"name": name, "connector": "sample", "config": {"records": records}}),
-            );
+            )
+            .await;
             workflow(
                 &e,
                 json!({"name": name, "connection": name, "batch_size": 1000,
                        "streams": [{"name": "users"}], "retry": fast_retry()}),
-            );
+            )
+            .await;
         }
         let log = e.store().log();
         // a: scheduled, never started.
@@ -981,20 +945,20 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
         log.append(
             b,
             vec![
-                EventKind::RunStarted(v1::RunStarted {
+                EventKind::RunStarted(RunStarted {
                     worker: "old-node".into(),
                 }),
-                EventKind::AttemptBegun(v1::AttemptBegun {
+                EventKind::AttemptBegun(AttemptBegun {
                     attempt: 1,
                     ..Default::default()
                 }),
-                EventKind::AttemptFailed(v1::AttemptFailed {
+                EventKind::AttemptFailed(AttemptFailed {
                     attempt: 1,
-                    kind: ErrorKind::Transient as i32,
+                    kind: FailureKind::Transient,
                     message: "crafted".into(),
                     retry_after_ms: 0,
                 }),
-                EventKind::RetryScheduled(v1::RetryScheduled {
+                EventKind::RetryScheduled(RetryScheduled {
                     attempt: 2,
                     not_before_unix_ms: now_ms() as i64,
                 }),
@@ -1009,10 +973,10 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
         log.append(
             c,
             vec![
-                EventKind::RunStarted(v1::RunStarted {
+                EventKind::RunStarted(RunStarted {
                     worker: "old-node".into(),
                 }),
-                EventKind::AttemptBegun(v1::AttemptBegun {
+                EventKind::AttemptBegun(AttemptBegun {
                     attempt: 1,
                     ..Default::default()
                 }),
@@ -1026,7 +990,7 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
     }
 
     // A new node over the same store.
-    let e = engine_at(dir.path());
+    let e = NODE.engine_at(dir.path());
     let recovery = e.recover().await.expect("recover");
     let mut resumed = recovery.resumed.clone();
     resumed.sort();
@@ -1045,13 +1009,13 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
             (records, records, 0, 0, 0),
             "{name}"
         );
-        assert_eq!(hub_count(&e, name, "users"), records, "{name}");
+        assert_eq!(hub_count(&e, name, "users").await, records, "{name}");
     }
     // The interrupted attempt is recorded as such, not as the run's failure.
     let log = events(&e, c).await;
     let failed = failed(&log);
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].1.kind, ErrorKind::Orchestration as i32);
+    assert_eq!(failed[0].1.kind, FailureKind::Orchestration);
     assert!(failed[0].1.message.contains("interrupted"), "{failed:?}");
     // Nothing is left to resume.
     let again = e.recover().await.expect("recover");
@@ -1063,17 +1027,19 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (x, y) = (run_id(1), run_id(2));
     {
-        let e = engine_at(dir.path());
+        let e = NODE.engine_at(dir.path());
         for (name, records) in [("x", 2000), ("y", 3000)] {
             connection(
                 &e,
                 json!({"name": name, "connector": "sample", "config": {"records": records}}),
-            );
+            )
+            .await;
             workflow(
                 &e,
                 json!({"name": name, "connection": name, "batch_size": 1000,
                        "streams": [{"name": "users"}]}),
-            );
+            )
+            .await;
         }
         let log = e.store().log();
         log.append(x, vec![scheduled("x", "x", &["users"])])
@@ -1083,20 +1049,23 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
             .await
             .unwrap();
     }
-    // Damage x's first event on disk, before the store opens again. A run's latest
-    // events live in its summary record: give its one event a seq that does not follow.
-    {
-        let db = sluice_tests::sled_files::open_sled(dir.path());
-        let runs = db.open_tree("runs").expect("runs tree");
-        let raw = runs.get(x.as_bytes()).unwrap().expect("x's summary record");
-        let mut record = v1::StoredRunSummary::decode(raw.as_ref()).unwrap();
-        assert_eq!(record.recent.len(), 1, "x's one event is in its record");
-        record.recent[0].seq = 7;
-        runs.insert(x.as_bytes(), record.encode_to_vec()).unwrap();
-        db.flush().unwrap();
-    }
-
-    let e = engine_at(dir.path());
+    // x's events cannot be read when the store opens again, as if damaged on disk (the
+    // store's own tests show each kind of damage is reported so).
+    let store = sluice_store::Store::open(dir.path()).expect("store");
+    let faults = Faults::new();
+    faults.make_unreadable(
+        x,
+        LogError::Corrupt {
+            run: x,
+            seq: 1,
+            reason: "damaged on disk".into(),
+        },
+    );
+    let faulty = FaultyBackend::new(std::sync::Arc::clone(store.backend()), faults);
+    let e = NODE.engine(sluice_store::Store::with_backend(
+        std::sync::Arc::new(faulty),
+        store.dir(),
+    ));
     let recovery = e.recover().await.expect("recover");
     assert_eq!(recovery.resumed, [y]);
     assert_eq!(recovery.unreadable.len(), 1, "{recovery:?}");
@@ -1110,7 +1079,7 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
     let state = e.wait(y).await.expect("state");
     assert_eq!(state.status, RunStatus::Completed);
     assert_eq!(counts(&state, "users"), (3000, 3000, 0, 0, 0));
-    assert_eq!(hub_count(&e, "y", "users"), 3000);
+    assert_eq!(hub_count(&e, "y", "users").await, 3000);
 
     // x keeps its status and is reported again, never dropped.
     assert!(e.state(x).await.is_err());
@@ -1122,7 +1091,7 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
         again.unreadable.iter().map(|u| u.0).collect::<Vec<_>>(),
         [x]
     );
-    assert_eq!(hub_count(&e, "x", "users"), 0);
+    assert_eq!(hub_count(&e, "x", "users").await, 0);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1143,17 +1112,19 @@ fn backoff_delays_grow_exactly_by_the_multiplier() {
 /// usually pass the check; the test can never fail when starts are serialized.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_of_one_workflow_never_overlap() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "once", "connector": "sample", "config": {"records": 100_000}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "once", "connection": "once", "batch_size": 1000,
                "streams": [{"name": "users"}]}),
-    );
+    )
+    .await;
     let (first, second) = tokio::join!(
         e.start("once", Trigger::Manual),
         e.start("once", Trigger::Manual)
@@ -1180,27 +1151,29 @@ async fn concurrent_starts_of_one_workflow_never_overlap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_the_connector_does_not_offer_dead_letters_as_config() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "s", "connector": "sample", "config": {"records": 10}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "s", "connection": "s",
                "streams": [{"name": "users"}, {"name": "invoices"}]}),
-    );
+    )
+    .await;
     let state = run(e, "s").await;
     let (kind, message) = cause(&state);
-    assert_eq!(kind, ErrorKind::Config, "{message}");
+    assert_eq!(kind, FailureKind::Config, "{message}");
     assert!(message.contains("stream `invoices`"), "{message}");
     assert!(message.contains("users, orders, events"), "{message}");
     assert_eq!(state.attempts, 1);
     // The stream before it was synced and stays.
     assert_eq!(counts(&state, "users"), (10, 10, 0, 0, 0));
     assert!(progress(&state, "users").complete);
-    assert_eq!(hub_count(e, "s", "users"), 10);
+    assert_eq!(hub_count(e, "s", "users").await, 10);
 }
 
 /// Waits until the engine puts `run` back in its queue for a retry, or lets it go.
@@ -1217,24 +1190,27 @@ async fn wait_for_retry(e: &Engine, run: RunId) {
 /// and still lacks it), and the next good run goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_discovery_still_refuses_a_stream_the_connector_does_not_offer() {
-    let node = Node::new();
+    let node = NODE.temp();
     let e = &node.engine;
     connection(
         e,
         json!({"name": "s", "connector": "sample", "config": {"records": 5}}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "good", "connection": "s", "streams": [{"name": "users"}]}),
-    );
+    )
+    .await;
     workflow(
         e,
         json!({"name": "bad", "connection": "s", "streams": [{"name": "users"}, {"name": "nope"}]}),
-    );
+    )
+    .await;
     assert_eq!(run(e, "good").await.status, RunStatus::Completed);
     let bad = run(e, "bad").await;
     let (kind, message) = cause(&bad);
-    assert_eq!(kind, ErrorKind::Config, "{message}");
+    assert_eq!(kind, FailureKind::Config, "{message}");
     assert!(message.contains("offers no such stream"), "{message}");
     assert!(message.contains("`nope`"), "{message}");
     let again = run(e, "good").await;

@@ -4,10 +4,8 @@
 //! upcoming fires, cancel), bad requests answered with the right status code while
 //! the server keeps serving, bearer tokens with a read-only scope, secrets never
 //! returned, and the standard health and reflection services.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use serde_json::json;
 use sluice_api::pb::connections_client::ConnectionsClient;
@@ -17,10 +15,14 @@ use sluice_api::pb::runs_client::RunsClient;
 use sluice_api::pb::workflows_client::WorkflowsClient;
 use sluice_api::pb::{self};
 use sluice_api::{ApiServer, Scope, Tokens};
-use sluice_engine::{Aging, Engine, Limits};
-use sluice_store::Store;
+use sluice_testkit::NodeBuilder;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::{Code, Request, Status};
+
+/// Compiled components are shared on disk between the tests.
+const NODE: NodeBuilder = NodeBuilder::new()
+    .cache_under(env!("CARGO_TARGET_TMPDIR"), "api-components")
+    .worker("api-node");
 
 struct Node {
     addr: SocketAddr,
@@ -35,16 +37,7 @@ async fn node(tokens: Tokens) -> Node {
 
 async fn node_with(tokens: Tokens, tls: Option<sluice_api::Tls>) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let connectors = sluice_tests::nodes::connectors(
-        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-components"),
-    );
-    let engine = Engine::with_limits(
-        Store::open(dir.path()).unwrap(),
-        connectors,
-        "api-node",
-        Limits::default(),
-        Aging::default(),
-    );
+    let engine = NODE.engine_at(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -521,6 +514,46 @@ async fn a_running_run_cannot_be_triggered_twice_and_can_be_cancelled() {
     assert_eq!(kept.summary.unwrap().status, "cancelled");
 }
 
+/// Answers that must be refusals, each with its code and a message that says what is
+/// wrong; checked as they come, and every wrong one reported by what it was once all
+/// are in.
+#[derive(Default)]
+struct Refusals {
+    checked: usize,
+    wrong: Vec<String>,
+}
+
+impl Refusals {
+    fn check<T>(
+        &mut self,
+        what: &str,
+        answer: Result<tonic::Response<T>, Status>,
+        code: Code,
+        says: fn(&str) -> bool,
+    ) {
+        self.checked += 1;
+        match answer {
+            Ok(_) => self.wrong.push(format!("- {what}: accepted")),
+            Err(e) if e.code() == code && says(e.message()) => {}
+            Err(e) => self.wrong.push(format!(
+                "- {what}: expected {code:?}, got {:?}: {}",
+                e.code(),
+                e.message()
+            )),
+        }
+    }
+
+    fn assert_all_right(self) {
+        assert!(
+            self.wrong.is_empty(),
+            "{} of {} bad requests were answered wrongly:\n{}",
+            self.wrong.len(),
+            self.checked,
+            self.wrong.join("\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_right_code_naming_what_is_wrong_and_the_server_keeps_serving() {
     let node = node(Tokens::default()).await;
@@ -528,115 +561,127 @@ async fn bad_requests_get_the_right_code_naming_what_is_wrong_and_the_server_kee
     let mut connections = ConnectionsClient::new(ch.clone());
     let mut workflows = WorkflowsClient::new(ch.clone());
     let mut runs = RunsClient::new(ch.clone());
+    let mut records = RecordsClient::new(ch.clone());
+    const NO_RUN: &str = "00000000-0000-7000-8000-000000000000";
+    let mut refusals = Refusals::default();
 
-    let e = connections
-        .put_connection(pb::PutConnectionRequest {
-            definition_json: "{not json".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().starts_with("definition_json"),
-        "{}",
-        e.message()
+    refusals.check(
+        "a connection that is not JSON",
+        connections
+            .put_connection(pb::PutConnectionRequest {
+                definition_json: "{not json".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        |m| m.starts_with("definition_json"),
     );
-
-    let e = connections
-        .put_connection(pb::PutConnectionRequest {
-            definition_json:
-                json!({"name": "x", "tenant": "t", "connector": "no-such-connector", "config": {}})
-                    .to_string(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("no-such-connector"), "{}", e.message());
+    let unknown_connector =
+        json!({"name": "x", "tenant": "t", "connector": "no-such-connector", "config": {}});
+    refusals.check(
+        "a connection of an unknown connector",
+        connections
+            .put_connection(pb::PutConnectionRequest {
+                definition_json: unknown_connector.to_string(),
+            })
+            .await,
+        Code::InvalidArgument,
+        |m| m.contains("no-such-connector"),
+    );
 
     define(&ch, 100, "ok").await;
     let bad_cron = json!({
         "name": "cron", "connection": "crm", "streams": [{"name": "users"}],
         "schedule": {"trigger": {"kind": "cron", "expression": "every tuesday", "timezone": "UTC"}}
     });
-    let e = workflows
-        .put_workflow(pb::PutWorkflowRequest {
-            definition_json: bad_cron.to_string(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("schedule"), "{}", e.message());
-
-    let e = workflows
-        .put_workflow(pb::PutWorkflowRequest {
-            definition_json:
-                json!({"name": "orphan", "connection": "nowhere", "streams": [{"name": "users"}]})
-                    .to_string(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    assert!(e.message().contains("nowhere"), "{}", e.message());
-
-    let e = workflows
-        .trigger_workflow(pb::GetWorkflowRequest {
-            name: "missing".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = workflows
-        .trigger_workflow(pb::GetWorkflowRequest { name: " ".into() })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().starts_with("name"), "{}", e.message());
-
-    let e = runs
-        .get_run(pb::GetRunRequest {
+    refusals.check(
+        "a workflow with a bad cron expression",
+        workflows
+            .put_workflow(pb::PutWorkflowRequest {
+                definition_json: bad_cron.to_string(),
+            })
+            .await,
+        Code::InvalidArgument,
+        |m| m.contains("schedule"),
+    );
+    let orphan = json!({"name": "orphan", "connection": "nowhere", "streams": [{"name": "users"}]});
+    refusals.check(
+        "a workflow of a connection that does not exist",
+        workflows
+            .put_workflow(pb::PutWorkflowRequest {
+                definition_json: orphan.to_string(),
+            })
+            .await,
+        Code::NotFound,
+        |m| m.contains("nowhere"),
+    );
+    refusals.check(
+        "a trigger of a workflow that does not exist",
+        workflows
+            .trigger_workflow(pb::GetWorkflowRequest {
+                name: "missing".into(),
+            })
+            .await,
+        Code::NotFound,
+        |_| true,
+    );
+    refusals.check(
+        "a trigger of a blank name",
+        workflows
+            .trigger_workflow(pb::GetWorkflowRequest { name: " ".into() })
+            .await,
+        Code::InvalidArgument,
+        |m| m.starts_with("name"),
+    );
+    refusals.check(
+        "a run id that is not one",
+        runs.get_run(pb::GetRunRequest {
             run_id: "not-a-run".into(),
         })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().starts_with("run_id"), "{}", e.message());
-    let e = runs
-        .get_run(pb::GetRunRequest {
-            run_id: "00000000-0000-7000-8000-000000000000".into(),
+        .await,
+        Code::InvalidArgument,
+        |m| m.starts_with("run_id"),
+    );
+    refusals.check(
+        "a run that does not exist",
+        runs.get_run(pb::GetRunRequest {
+            run_id: NO_RUN.into(),
         })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = runs
-        .watch_run(pb::GetRunRequest {
-            run_id: "00000000-0000-7000-8000-000000000000".into(),
+        .await,
+        Code::NotFound,
+        |_| true,
+    );
+    refusals.check(
+        "a watch of a run that does not exist",
+        runs.watch_run(pb::GetRunRequest {
+            run_id: NO_RUN.into(),
         })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = runs
-        .list_runs(pb::ListRunsRequest {
+        .await,
+        Code::NotFound,
+        |_| true,
+    );
+    refusals.check(
+        "a list of runs by an unknown status",
+        runs.list_runs(pb::ListRunsRequest {
             status: "sleeping".into(),
             ..pb::ListRunsRequest::default()
         })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("dead_lettered"), "{}", e.message());
-    let e = RecordsClient::new(ch.clone())
-        .get_record(pb::GetRecordRequest {
-            connection: "crm".into(),
-            stream: "users".into(),
-            primary_key_json: "42".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().starts_with("primary_key_json"),
-        "{}",
-        e.message()
+        .await,
+        Code::InvalidArgument,
+        |m| m.contains("dead_lettered"),
     );
+    refusals.check(
+        "a primary key that is not a JSON array",
+        records
+            .get_record(pb::GetRecordRequest {
+                connection: "crm".into(),
+                stream: "users".into(),
+                primary_key_json: "42".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        |m| m.starts_with("primary_key_json"),
+    );
+    refusals.assert_all_right();
 
     // Still serving, and nothing of the refused requests was stored.
     let listed = workflows
@@ -890,11 +935,11 @@ async fn connectors_are_registered_inspected_and_removed_only_when_unused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runs_http_requests_and_connector_lines_are_kept_and_filtered() {
-    let (app, _contacts) = sluice_tests::contacts::router(2_500);
-    let api_addr = sluice_tests::serve(app).await;
+    let (app, _contacts) = sluice_testkit::servers::contacts::router(2_500);
+    let api_addr = sluice_testkit::serve(app).await;
     let node = node(Tokens::default()).await;
     let ch = channel(node.addr).await;
-    let mut config = sluice_tests::contacts::rest_config(api_addr);
+    let mut config = sluice_testkit::servers::contacts::rest_config(api_addr);
     config["auth"] = json!({"type": "bearer"});
     ConnectionsClient::new(ch.clone())
         .put_connection(pb::PutConnectionRequest {

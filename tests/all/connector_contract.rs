@@ -2,7 +2,6 @@
 //! engine runs them: `sample` (the synthetic source), `http-post` (the NDJSON
 //! destination) against a local endpoint, and the `tickets-source` example against
 //! a local implementation of the API its README describes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -12,20 +11,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_host::{
-    Connector, ErrorKind, Grant, Host, HostError, HostSettings, Limits, SourceReader,
-    StreamDescriptor, SyncMode,
+    Connector, FailureKind, Grant, Host, HostError, Limits, SourceReader, StreamDescriptor,
+    SyncMode,
 };
-use sluice_tests::{ndjson_sink, serve, tickets};
+use sluice_testkit::servers::{ndjson_sink, tickets};
+use sluice_testkit::{NodeBuilder, serve};
 
-/// A host of its own for each test, without an on-disk cache.
-fn host() -> Host {
-    Host::new(HostSettings {
-        max_instances: 32,
-        max_memory_bytes: 512 << 20,
-        cache_dir: None,
-    })
-    .expect("host")
-}
+/// A host of its own for each test (`NODE.host()`), without an on-disk cache.
+const NODE: NodeBuilder = NodeBuilder::new().pool(32, 512 << 20);
 
 fn load(host: &Host, path: &str) -> Connector {
     host.load_file(Path::new(path))
@@ -113,12 +106,13 @@ async fn read_all(
 }
 
 /// The connector error of `result`, which must be one.
-fn connector_error<T>(result: Result<T, HostError>) -> (&'static str, ErrorKind, String) {
+fn connector_error<T>(result: Result<T, HostError>) -> (&'static str, FailureKind, String) {
     match result {
         Err(HostError::Connector {
             call,
             kind,
             message,
+            ..
         }) => (call, kind, message),
         Err(other) => panic!("expected a connector error, got {other:?}"),
         Ok(_) => panic!("expected a connector error, got success"),
@@ -132,7 +126,7 @@ const SAMPLE_STREAMS: [&str; 3] = ["users", "orders", "events"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_spec_is_an_object_schema() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let spec = sample.spec().await.expect("spec");
     assert_eq!(spec["type"], "object", "{spec}");
@@ -155,7 +149,7 @@ async fn sample_spec_is_an_object_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_discovers_three_incremental_streams() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let streams = sample
         .discover(&grant(&[], &[]), "{}")
@@ -176,7 +170,7 @@ async fn sample_discovers_three_incremental_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_reads_every_id_once_in_batches() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let grant = grant(&[], &[]);
     let records = 10_050u64;
@@ -229,7 +223,7 @@ async fn sample_reads_every_id_once_in_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_resumes_after_a_checkpoint() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let grant = grant(&[], &[]);
     let records = 10_050u64;
@@ -283,7 +277,7 @@ async fn sample_resumes_after_a_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_refuses_bad_input_as_config_errors() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let grant = grant(&[], &[]);
     let ok = json!({"records": 10}).to_string();
@@ -293,7 +287,7 @@ async fn sample_refuses_bad_input_as_config_errors() {
             .open(&grant, &ok, "users", SyncMode::Incremental, Some("xyz"))
             .await,
     );
-    assert_eq!((call, kind), ("source.open", ErrorKind::Config));
+    assert_eq!((call, kind), ("source.open", FailureKind::Config));
     assert!(message.contains("xyz"), "{message}");
 
     let (call, kind, message) = connector_error(
@@ -301,35 +295,35 @@ async fn sample_refuses_bad_input_as_config_errors() {
             .open(&grant, &ok, "widgets", SyncMode::FullRefresh, None)
             .await,
     );
-    assert_eq!((call, kind), ("source.open", ErrorKind::Config));
+    assert_eq!((call, kind), ("source.open", FailureKind::Config));
     assert!(message.contains("widgets"), "{message}");
 
     let unknown = json!({"records": 10, "colour": "red"}).to_string();
     let (call, kind, message) = connector_error(sample.check(&grant, &unknown).await);
-    assert_eq!((call, kind), ("source.check", ErrorKind::Config));
+    assert_eq!((call, kind), ("source.check", FailureKind::Config));
     assert!(message.contains("colour"), "{message}");
     let (call, kind, message) = connector_error(sample.discover(&grant, &unknown).await);
-    assert_eq!((call, kind), ("source.discover", ErrorKind::Config));
+    assert_eq!((call, kind), ("source.discover", FailureKind::Config));
     assert!(message.contains("colour"), "{message}");
     let (_, kind, message) = connector_error(
         sample
             .open(&grant, &unknown, "users", SyncMode::FullRefresh, None)
             .await,
     );
-    assert_eq!(kind, ErrorKind::Config);
+    assert_eq!(kind, FailureKind::Config);
     assert!(message.contains("colour"), "{message}");
 
     let (_, kind, _) = connector_error(sample.check(&grant, "not json").await);
-    assert_eq!(kind, ErrorKind::Config);
+    assert_eq!(kind, FailureKind::Config);
     let zero = json!({"delete_every": 0}).to_string();
     let (_, kind, message) = connector_error(sample.check(&grant, &zero).await);
-    assert_eq!(kind, ErrorKind::Config);
+    assert_eq!(kind, FailureKind::Config);
     assert!(message.contains("delete_every"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_delete_every_leaves_out_those_ids() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let grant = grant(&[], &[]);
     let config = json!({"records": 1000, "delete_every": 7});
@@ -353,7 +347,7 @@ async fn sample_delete_every_leaves_out_those_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_generation_rewrites_every_tenth_record() {
-    let host = host();
+    let host = NODE.host();
     let sample = load(&host, sluice_artifacts::SAMPLE);
     let grant = grant(&[], &[]);
     for stream in SAMPLE_STREAMS {
@@ -433,7 +427,7 @@ fn ndjson(ids: std::ops::RangeInclusive<u64>) -> (Vec<u8>, u32) {
 async fn sink(path: &str) -> (Connector, Arc<ndjson_sink::Sink>, SocketAddr, String, Host) {
     let (app, state) = ndjson_sink::router(SINK_TOKEN);
     let addr = serve(app).await;
-    let host = host();
+    let host = NODE.host();
     let post = load(&host, sluice_artifacts::HTTP_POST);
     let config = json!({
         "url": format!("http://{addr}{path}?key={SINK_TOKEN}"),
@@ -556,11 +550,11 @@ async fn http_post_maps_answers_to_error_kinds() {
         ..Grant::clone(&grant(&[addr.to_string()], &[SINK_TOKEN]))
     });
     for (code, expected) in [
-        (500, ErrorKind::Transient),
-        (503, ErrorKind::Transient),
-        (401, ErrorKind::Auth),
-        (403, ErrorKind::Auth),
-        (400, ErrorKind::Permanent),
+        (500, FailureKind::Transient),
+        (503, FailureKind::Transient),
+        (401, FailureKind::Auth),
+        (403, FailureKind::Auth),
+        (400, FailureKind::Permanent),
     ] {
         let config = json!({
             "url": format!("http://{addr}/status/{code}?key={SINK_TOKEN}"),
@@ -683,7 +677,7 @@ async fn tickets_api(
 ) -> (Connector, Arc<tickets::TicketsApi>, Arc<Grant>, Value, Host) {
     let (app, api) = tickets::router(TICKETS_TOKEN, tickets, agents);
     let addr = serve(app).await;
-    let host = host();
+    let host = NODE.host();
     let source = load(&host, sluice_artifacts::TICKETS_SOURCE);
     let grant = grant(&[addr.to_string()], &[TICKETS_TOKEN]);
     let config = json!({
@@ -904,13 +898,13 @@ async fn tickets_wrong_token_is_an_auth_error() {
     config["api_token"] = json!("not-the-token");
     let config_text = config.to_string();
     let (call, kind, _) = connector_error(source.check(&grant, &config_text).await);
-    assert_eq!((call, kind), ("source.check", ErrorKind::Auth));
+    assert_eq!((call, kind), ("source.check", FailureKind::Auth));
     let mut reader = source
         .open(&grant, &config_text, "tickets", SyncMode::FullRefresh, None)
         .await
         .expect("open sends nothing");
     let (call, kind, _) = connector_error(reader.next(100).await);
-    assert_eq!((call, kind), ("source.reader.next", ErrorKind::Auth));
+    assert_eq!((call, kind), ("source.reader.next", FailureKind::Auth));
     assert!(
         grant
             .activity
@@ -929,10 +923,10 @@ async fn tickets_wrong_token_is_an_auth_error() {
     ] {
         let (_, kind, message) =
             connector_error(source.open(&grant, &good, stream, mode, checkpoint).await);
-        assert_eq!(kind, ErrorKind::Config, "{stream} {mode:?}: {message}");
+        assert_eq!(kind, FailureKind::Config, "{stream} {mode:?}: {message}");
     }
     let mut bad_size = config.clone();
     bad_size["page_size"] = json!(0);
     let (_, kind, _) = connector_error(source.check(&grant, &bad_size.to_string()).await);
-    assert_eq!(kind, ErrorKind::Config);
+    assert_eq!(kind, FailureKind::Config);
 }

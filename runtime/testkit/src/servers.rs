@@ -1,10 +1,15 @@
-//! Shared support for Sluice's end-to-end tests: local HTTP servers that stand in
-//! for third-party APIs. Real servers on loopback, never mocks of the host.
+//! Local HTTP servers that stand in for third-party APIs: real servers on loopback,
+//! never mocks of the host. Each module is one API: a router to [`serve`] and its
+//! state, for a test to change or inspect.
 
 pub mod contacts;
 pub mod limited_api;
+pub mod ndjson_sink;
+pub mod pages;
+pub mod tickets;
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 
 /// Serve `app` on an ephemeral loopback port; the server lives until the runtime ends.
 pub async fn serve(app: axum::Router) -> SocketAddr {
@@ -22,8 +27,8 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     addr
 }
 
-pub mod ndjson_sink;
-pub mod nodes;
-pub mod pages;
-pub mod sled_files;
-pub mod tickets;
+/// A server's state, even after a handler panicked while holding it: a test then
+/// fails on its own assertion rather than on a poisoned lock.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -3,7 +3,7 @@
 //! limiter keeps a sync within a provider's limits.
 //!
 //! `GET /items/page-N.json` answers `{"data": [...], "next": "/items/page-(N+1).json" | null}`
-//! with [`LimitConfig::page_size`] contacts per page (see [`crate::contacts::record`]),
+//! with [`LimitConfig::page_size`] contacts per page (see [`super::contacts::record`]),
 //! ids 1..=[`LimitConfig::records`]; an unknown page answers 404.
 //!
 //! The limit is [`LimitConfig::limit`] requests per credential (the `Authorization`
@@ -116,7 +116,7 @@ struct Inner {
 
 impl LimitedApi {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.inner)
     }
 
     /// Makes the next `n` requests, of any credential, answer `status` with a short text
@@ -301,7 +301,7 @@ fn page_body(config: &LimitConfig, page: &str) -> Option<String> {
         if id > first {
             body.push(',');
         }
-        body.push_str(&crate::contacts::record(id));
+        body.push_str(&super::contacts::record(id));
     }
     body.push_str("],\"next\":");
     if n < pages {

@@ -1,0 +1,19 @@
+//! Sluice's end-to-end tests, in one binary so the crate graph is linked once: one
+//! module per area, each testing through the real pieces (components compiled to
+//! WebAssembly, the host, the engine over a store in a temporary directory, the gRPC
+//! server on a TCP port) against local servers from `sluice-testkit`. Run one area
+//! with `cargo test -p sluice-tests --test all engine::`.
+//!
+//! The crash tests, which SIGKILL a real `sluice` process, are a test of
+//! `runtime/cli` (`tests/crash.rs`): only a test of the package that owns the binary
+//! is told where cargo built it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod connector_contract;
+mod engine;
+mod hostile;
+mod rate_limits;
+mod rest_connector;
+mod schedules;
+mod scheduling;
