@@ -1,0 +1,325 @@
+//! Writes to one stream of the hub: [`HubWriter`] holds the stream's lease and its
+//! index, prepares a batch or a refresh's deletions against it ([`StagedWrite`]),
+//! turns that into the writes of a group ([`SegmentWrite`]), and applies it to the
+//! index once the group has committed.
+//!
+//! It must never change the index before the group that wrote the matching segment
+//! has committed, nor write outside the hub's tree.
+
+use super::*;
+
+#[derive(Debug)]
+pub(crate) struct StagedWrite {
+    pub(super) segments: Arc<Vec<(u64, Vec<u8>)>>,
+    pub(super) next_seq: u64,
+    pub(super) overlay: Entries,
+    pub(super) live_delta: i64,
+    pub(super) outcome: BatchOutcome,
+}
+
+impl StagedWrite {
+    /// What the write does.
+    pub(crate) fn outcome(&self) -> BatchOutcome {
+        self.outcome
+    }
+}
+
+/// The exclusive lease on one stream's index. Prepare a write, put its
+/// [`HubWriter::segment_write`] in a group of writes, and once that has committed apply it with
+/// [`HubWriter::commit`]. Dropping the writer without committing leaves the index as it
+/// was (the next lease reloads it from disk if the store moved on).
+pub(crate) struct HubWriter {
+    pub(super) hub: SledHub,
+    pub(super) id: StreamId,
+    pub(super) segment_prefix: Vec<u8>,
+    pub(super) meta_key: Vec<u8>,
+    pub(super) index: Option<Box<StreamIndex>>,
+}
+
+impl Drop for HubWriter {
+    fn drop(&mut self) {
+        let mut slots = self.hub.slots();
+        match self.index.take() {
+            Some(index) => slots.insert(self.id.clone(), Slot::Idle(index)),
+            None => slots.remove(&self.id),
+        };
+        drop(slots);
+        self.hub.shared.released.notify_all();
+    }
+}
+
+static EMPTY: std::sync::LazyLock<Entries> = std::sync::LazyLock::new(Entries::default);
+
+impl HubWriter {
+    pub(super) fn entries(&self) -> &Entries {
+        self.index.as_ref().map_or(&EMPTY, |i| &i.entries)
+    }
+
+    pub(super) fn next_seq(&self) -> u64 {
+        self.index.as_ref().map_or(0, |i| i.next_seq)
+    }
+
+    pub(super) fn stored_next_seq(&self) -> Result<u64, HubError> {
+        match self.hub.shared.tree.get(&self.meta_key)? {
+            Some(v) => decode_u64(&v),
+            None => Ok(0),
+        }
+    }
+
+    pub(super) fn segment(&self, seq: u64) -> Result<sled::IVec, HubError> {
+        self.hub
+            .shared
+            .tree
+            .get(segment_key(&self.segment_prefix, seq))?
+            .ok_or_else(|| HubError::Corrupt(format!("segment {seq} is missing")))
+    }
+
+    pub(super) fn load(&self) -> Result<StreamIndex, HubError> {
+        let mut index = StreamIndex::default();
+        let stored = self.stored_next_seq()?;
+        for item in self.hub.shared.tree.scan_prefix(&self.segment_prefix) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            // A segment at or past the stored next seq was written ahead of a commit
+            // that a crash stopped: it holds nothing committed.
+            if seq >= stored {
+                break;
+            }
+            index.replay(seq, &segment::decode(&v, true)?);
+        }
+        index.next_seq = index.next_seq.max(stored);
+        Ok(index)
+    }
+
+    /// Parses and classifies a batch of NDJSON records against the index. Nothing is
+    /// written; a bad record rejects the whole batch.
+    pub(crate) fn prepare_batch(
+        &self,
+        primary_key: &[&str],
+        records: &[u8],
+        meta: BatchMeta<'_>,
+    ) -> Result<StagedWrite, HubError> {
+        let parsed = record::parse_batch(records, primary_key)?;
+        if parsed.len() > MAX_CHANGES {
+            return Err(HubError::BatchTooLarge {
+                records: parsed.len(),
+            });
+        }
+        let seq = self.next_seq();
+        let header = Header {
+            generation: meta.generation,
+            time_ms: meta.time_ms,
+            source_cursor: meta.source_cursor,
+        };
+        let mut seg = segment::Writer::new(&header, records.len() + parsed.len() * 64);
+        let mut overlay = Entries::with_capacity_and_hasher(parsed.len(), Default::default());
+        let mut outcome = BatchOutcome::default();
+        let mut live = 0i64;
+        let base = At {
+            seq,
+            idx: 0,
+            generation: meta.generation,
+            time_ms: meta.time_ms,
+        };
+        for r in &parsed {
+            let prev = overlay
+                .get(&r.pk_hash)
+                .or_else(|| self.entries().get(&r.pk_hash))
+                .copied();
+            let kind = match prev {
+                Some(p) if !p.deleted && p.content_hash == r.content_hash => {
+                    outcome.unchanged += 1;
+                    seg.seen(r.pk_hash);
+                    overlay.insert(r.pk_hash, after_seen(&p, meta.generation, meta.time_ms));
+                    continue;
+                }
+                Some(p) if !p.deleted => {
+                    outcome.updated += 1;
+                    ChangeKind::Updated
+                }
+                _ => {
+                    outcome.created += 1;
+                    ChangeKind::Created
+                }
+            };
+            let version = prev.map_or(1, |p| p.version + 1);
+            let idx = seg.change(&StoredChange {
+                kind,
+                version,
+                content_hash: r.content_hash,
+                pk_hash: r.pk_hash,
+                pk: &r.pk,
+                record: r.bytes,
+            });
+            live += live_delta(prev.as_ref(), kind);
+            let entry = after_change(
+                prev.as_ref(),
+                kind,
+                version,
+                r.content_hash,
+                At { idx, ..base },
+            );
+            overlay.insert(r.pk_hash, entry);
+        }
+        let segments = if parsed.is_empty() {
+            Vec::new()
+        } else {
+            vec![(seq, seg.finish())]
+        };
+        Ok(StagedWrite {
+            next_seq: seq + segments.len() as u64,
+            segments: Arc::new(segments),
+            overlay,
+            live_delta: live,
+            outcome,
+        })
+    }
+
+    /// Prepares the deletion of every live record not seen in refresh `generation`.
+    pub(crate) fn prepare_refresh(
+        &self,
+        generation: u64,
+        time_ms: u64,
+    ) -> Result<StagedWrite, HubError> {
+        let mut gone: Vec<(u128, Entry)> = self
+            .entries()
+            .iter()
+            .filter(|(_, e)| !e.deleted && e.last_seen_generation < generation)
+            .map(|(k, e)| (*k, *e))
+            .collect();
+        gone.sort_unstable_by_key(|(_, e)| (e.seq, e.idx));
+        let header = Header {
+            generation,
+            time_ms,
+            source_cursor: None,
+        };
+        let mut segments = Vec::new();
+        let mut staged = StagedWrite {
+            segments: Arc::default(),
+            next_seq: self.next_seq(),
+            overlay: Entries::with_capacity_and_hasher(gone.len(), Default::default()),
+            live_delta: 0,
+            outcome: BatchOutcome::default(),
+        };
+        let mut cached: Option<(u64, sled::IVec)> = None;
+        for chunk in gone.chunks(MAX_CHANGES) {
+            let seq = staged.next_seq;
+            let mut seg = segment::Writer::new(&header, chunk.len() * 64);
+            for (pk_hash, prev) in chunk {
+                if cached.as_ref().is_none_or(|(s, _)| *s != prev.seq) {
+                    cached = Some((prev.seq, self.segment(prev.seq)?));
+                }
+                let Some((_, bytes)) = cached.as_ref() else {
+                    continue;
+                };
+                let stored = segment::decode(bytes, false)?;
+                let pk = stored
+                    .changes
+                    .get(prev.idx as usize)
+                    .ok_or_else(|| HubError::Corrupt("index points past its segment".into()))?
+                    .pk;
+                let version = prev.version + 1;
+                let idx = seg.change(&StoredChange {
+                    kind: ChangeKind::Deleted,
+                    version,
+                    content_hash: 0,
+                    pk_hash: *pk_hash,
+                    pk,
+                    record: &[],
+                });
+                let at = At {
+                    seq,
+                    idx,
+                    generation,
+                    time_ms,
+                };
+                staged.live_delta += live_delta(Some(prev), ChangeKind::Deleted);
+                staged.overlay.insert(
+                    *pk_hash,
+                    after_change(Some(prev), ChangeKind::Deleted, version, 0, at),
+                );
+                staged.outcome.deleted += 1;
+            }
+            if seg.changes() > 0 {
+                segments.push((seq, seg.finish()));
+                staged.next_seq += 1;
+            }
+        }
+        staged.segments = Arc::new(segments);
+        Ok(staged)
+    }
+
+    /// The stored part of a staged write, owned, for a group of writes that another module
+    /// runs on another thread (the log's committer). The writer keeps its lease and
+    /// applies the staged write with [`HubWriter::commit`] once that has committed.
+    pub(crate) fn segment_write(&self, staged: &StagedWrite) -> SegmentWrite {
+        SegmentWrite {
+            cursor: None,
+            segment_prefix: self.segment_prefix.clone(),
+            meta_key: self.meta_key.clone(),
+            expected_seq: self.next_seq(),
+            next_seq: staged.next_seq,
+            segments: Arc::clone(&staged.segments),
+        }
+    }
+
+    /// Applies a staged write to the index. Call it only after the group of writes that
+    /// held its segment write has committed.
+    pub(crate) fn commit(&mut self, staged: StagedWrite) -> BatchOutcome {
+        let index = self.index.get_or_insert_with(Default::default);
+        index.entries.extend(staged.overlay);
+        index.apply_live_delta(staged.live_delta);
+        index.next_seq = staged.next_seq;
+        staged.outcome
+    }
+}
+
+/// The segments of a staged write and where they go, owned by a hook of the log.
+pub(crate) struct SegmentWrite {
+    /// The stream's incremental cursor to store with the segments: (key, checkpoint).
+    pub(super) cursor: Option<(Vec<u8>, Vec<u8>)>,
+    pub(super) segment_prefix: Vec<u8>,
+    pub(super) meta_key: Vec<u8>,
+    /// The stream's next segment seq the write was prepared against.
+    pub(super) expected_seq: u64,
+    pub(super) next_seq: u64,
+    pub(super) segments: Arc<Vec<(u64, Vec<u8>)>>,
+}
+
+impl SegmentWrite {
+    /// Stores `checkpoint` as the stream's incremental cursor in the same group.
+    pub(crate) fn with_cursor(mut self, connection: &str, stream: &str, checkpoint: &str) -> Self {
+        let id = StreamId {
+            connection: connection.to_owned(),
+            stream: stream.to_owned(),
+        };
+        self.cursor = Some((key(TAG_CURSOR, &id), checkpoint.as_bytes().to_vec()));
+        self
+    }
+
+    /// Stages the segments and the stream's next seq in the caller's group of writes,
+    /// refusing with [`HubError::Stale`] if the stream moved on since it was prepared.
+    /// Safe to run again when the group is staged again.
+    pub(crate) fn write(&self, hub: &mut StagedTree<'_>) -> Result<(), HubError> {
+        if let Some((key, checkpoint)) = &self.cursor {
+            hub.insert(key.as_slice(), checkpoint.as_slice());
+        }
+        if self.segments.is_empty() {
+            return Ok(());
+        }
+        let stored = match hub.get(&self.meta_key)? {
+            Some(v) => decode_u64(&v)?,
+            None => 0,
+        };
+        if stored != self.expected_seq {
+            return Err(HubError::Stale);
+        }
+        // Segments past the stream's stored next seq are unreachable (see `load` and
+        // `feed`) until the seq below moves past them: they can go ahead of the group.
+        for (seq, bytes) in self.segments.iter() {
+            hub.insert_ahead(segment_key(&self.segment_prefix, *seq), bytes.as_slice());
+        }
+        hub.insert(self.meta_key.as_slice(), self.next_seq.to_be_bytes());
+        Ok(())
+    }
+}
