@@ -9,6 +9,7 @@
 //! types of `sluice_model` in [`codec`] only. Nothing outside this crate names a
 //! backend's trees, tables or keys, and no backend type crosses the contract.
 
+mod backend;
 pub mod catalog;
 pub mod codec;
 pub mod faults;
@@ -18,6 +19,7 @@ pub mod run_logs;
 pub mod sled;
 mod store;
 
+pub use backend::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
 pub use catalog::Catalog;
 pub use hub::Hub;
 pub use log::{LogError, RunLog};
@@ -25,4 +27,4 @@ pub use run_logs::RunLogs;
 pub use sluice_model::{
     EventKind, FailureKind, Lease, RunEvent, RunId, RunState, RunStatus, StatusKind, Trigger,
 };
-pub use store::{Backend, BatchCommit, Committed, Store, StoreError, StreamEnd};
+pub use store::Store;

@@ -16,8 +16,8 @@
 
 use sled::Tree;
 
-use super::commit::Head;
 use super::index::for_each_run;
+use super::keys::Head;
 use crate::log::LogError;
 use sluice_model::RunId;
 
@@ -63,35 +63,6 @@ pub(crate) fn first_id_at(unix_ms: i64) -> RunId {
     let mut b = [0u8; 16];
     b[..6].copy_from_slice(&u64::try_from(unix_ms).unwrap_or(0).to_be_bytes()[2..]);
     RunId(b)
-}
-
-/// The watermark before and after one group of writes.
-#[derive(Clone, Copy)]
-pub(crate) struct Watermark {
-    pub from: RunId,
-    pub to: RunId,
-}
-
-impl Watermark {
-    /// Whether the group moves it.
-    pub(crate) fn moves(self) -> bool {
-        self.to > self.from
-    }
-
-    /// Whether a run in flight with this id had a `runs_active` key before the group.
-    pub(crate) fn keyed_before(self, run: RunId) -> bool {
-        run < self.from
-    }
-
-    /// Whether a run in flight with this id has one after the group.
-    pub(crate) fn keyed_after(self, run: RunId) -> bool {
-        run < self.to
-    }
-
-    /// Whether a run in flight through the group gets its key in it.
-    pub(crate) fn passes(self, run: RunId) -> bool {
-        !self.keyed_before(run) && self.keyed_after(run)
-    }
 }
 
 /// Ids of the runs in flight: those keyed in `active`, then those past the watermark

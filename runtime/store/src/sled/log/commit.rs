@@ -29,7 +29,7 @@
 //! non-terminal run, loaded from the `runs` tree on a miss (not even then for a run
 //! id newer than every stored one: ids are time-ordered UUID v7), updated only after
 //! a group is applied, and dropped when a run becomes terminal. Each appended event
-//! is checked with [`transition`](super::fold::transition), so the log never holds
+//! is checked with [`transition`], so the log never holds
 //! events that do not fold. A request that is refused (or whose hook aborts) fails
 //! alone: the group is staged again without it. If applying a group fails, the committer stops
 //! writing (later appends fail): a half-applied group is completed only by reopening.
@@ -44,9 +44,9 @@ use prost::Message;
 use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
-use super::active::{ACTIVE_FROM, Watermark, first_id_at};
+use super::active::{ACTIVE_FROM, first_id_at};
 use super::index::Postings;
-use super::keys::{event_batch_key, event_key};
+use super::keys::{Head, Watermark, event_batch_key, event_key};
 use crate::codec::{v1, wire_event};
 use crate::log::LogError;
 use crate::log::RunSummary;
@@ -107,25 +107,6 @@ enum Fail {
     Request(usize, LogError),
     /// Storage failed: no request of the group is written.
     Storage(LogError),
-}
-
-/// A run's head: its summary and the events its summary record holds.
-#[derive(Clone)]
-pub(crate) struct Head {
-    pub summary: RunSummary,
-    /// Events stored in the summary record, not under keys of their own.
-    pub recent: Vec<v1::RunEvent>,
-}
-
-impl Head {
-    pub(crate) fn decode(run: RunId, raw: &[u8]) -> Result<Self, LogError> {
-        let corrupt = |reason: String| LogError::CorruptSummary { run, reason };
-        let mut stored = v1::StoredRunSummary::decode(raw).map_err(|e| corrupt(e.to_string()))?;
-        let recent = std::mem::take(&mut stored.recent);
-        let summary = crate::codec::summary_from_wire(run, stored)
-            .ok_or_else(|| corrupt("unknown status".into()))?;
-        Ok(Head { summary, recent })
-    }
 }
 
 /// The heads the committer knows without reading the `runs` tree.

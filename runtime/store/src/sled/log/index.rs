@@ -30,11 +30,15 @@ use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use super::active::Watermark;
-use super::commit::{ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, META};
+use super::keys::Watermark;
 use super::keys::{index_prefix, run_of_index_key, split_index_key, time_bytes};
 use crate::log::LogError;
 use crate::log::RunSummary;
+use crate::sled::layout::{
+    AT_ACTIVE as ACTIVE, AT_BY_CONNECTION as BY_CONNECTION, AT_BY_STATUS as BY_STATUS,
+    AT_BY_TENANT as BY_TENANT, AT_BY_TIME as BY_TIME, AT_BY_WORKFLOW as BY_WORKFLOW,
+    AT_META as META,
+};
 use crate::sled::staged::Staged;
 use sluice_model::{RunId, StatusKind};
 

@@ -22,7 +22,11 @@
 //! index value (16 bytes each, ascending): one key per group of writes, see
 //! `super::index`.
 
+use prost::Message;
 use sluice_model::RunId;
+
+use crate::codec::v1;
+use crate::log::{LogError, RunSummary};
 
 /// Length of an `events` key.
 pub(crate) const EVENT_KEY_LEN: usize = 24;
@@ -83,4 +87,52 @@ pub(crate) fn split_index_key(key: &[u8]) -> Option<(&[u8], RunId)> {
 /// Order-preserving bytes of a signed time.
 pub(crate) fn time_bytes(unix_ms: i64) -> [u8; 8] {
     ((unix_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// A run's head: its summary and the events its summary record holds.
+#[derive(Clone)]
+pub(crate) struct Head {
+    pub summary: RunSummary,
+    /// Events stored in the summary record, not under keys of their own.
+    pub recent: Vec<v1::RunEvent>,
+}
+
+impl Head {
+    pub(crate) fn decode(run: RunId, raw: &[u8]) -> Result<Self, LogError> {
+        let corrupt = |reason: String| LogError::CorruptSummary { run, reason };
+        let mut stored = v1::StoredRunSummary::decode(raw).map_err(|e| corrupt(e.to_string()))?;
+        let recent = std::mem::take(&mut stored.recent);
+        let summary = crate::codec::summary_from_wire(run, stored)
+            .ok_or_else(|| corrupt("unknown status".into()))?;
+        Ok(Head { summary, recent })
+    }
+}
+
+/// The watermark before and after one group of writes.
+#[derive(Clone, Copy)]
+pub(crate) struct Watermark {
+    pub from: RunId,
+    pub to: RunId,
+}
+
+impl Watermark {
+    /// Whether the group moves it.
+    pub(crate) fn moves(self) -> bool {
+        self.to > self.from
+    }
+
+    /// Whether a run in flight with this id had a `runs_active` key before the group.
+    pub(crate) fn keyed_before(self, run: RunId) -> bool {
+        run < self.from
+    }
+
+    /// Whether a run in flight with this id has one after the group.
+    pub(crate) fn keyed_after(self, run: RunId) -> bool {
+        run < self.to
+    }
+
+    /// Whether a run in flight through the group gets its key in it.
+    pub(crate) fn passes(self, run: RunId) -> bool {
+        !self.keyed_before(run) && self.keyed_after(run)
+    }
 }

@@ -19,13 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::active::{for_each_unkeyed, load_watermark, read_watermark};
 use super::commit::{
-    ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Head,
-    Heads, LOG_TREES, META, RUNS, Request, TxHook, flush_loop,
+    ACTIVE, BY_CONNECTION, BY_STATUS, BY_TENANT, BY_TIME, BY_WORKFLOW, Committer, EVENTS, Heads,
+    LOG_TREES, META, RUNS, Request, TxHook, flush_loop,
 };
 use super::index::{
     for_each_run, for_each_run_rev, load_spread, move_in_flight_to_active, read_spread,
 };
-use super::keys::{index_prefix, seqs_of_event_key, time_bytes};
+use super::keys::{Head, index_prefix, seqs_of_event_key, time_bytes};
 use crate::codec::{event_from_wire, v1};
 use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary, now_unix_ms};
 use sluice_model::{EventKind, RunEvent, RunId, StatusKind};
