@@ -760,12 +760,13 @@ async fn tokens_are_required_and_a_read_only_token_cannot_change_anything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_serving_and_reflection_lists_the_services() {
+    use reflection::ServerReflectionRequest;
+    use reflection::server_reflection_client::ServerReflectionClient;
+    use reflection::server_reflection_request::MessageRequest;
+    use reflection::server_reflection_response::MessageResponse;
     use tokio_stream::StreamExt;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1 as reflection;
 
     // Both stay open when tokens are required, as probes and grpcurl expect.
     let node = node(Tokens::new([("t".to_owned(), Scope::Write)])).await;

@@ -52,7 +52,7 @@ enum Command {
     Client(client::ClientCommand),
 }
 
-/// mimalloc: sled allocates and frees on every insert and wasmtime on every
+/// mimalloc: the embedded store allocates and frees on every insert and wasmtime on every
 /// instance; glibc's allocator cost the scheduler benchmark ~10% more CPU per run.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -54,7 +54,7 @@ fn cpu_secs() -> f64 {
 }
 
 /// CPU seconds (user + system) of each of this process's threads so far, summed by
-/// thread name with any trailing number dropped (`tokio-rt-worker`, `sled-io`, ...).
+/// thread name with any trailing number dropped (`tokio-rt-worker`, the store's I/O thread, ...).
 fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

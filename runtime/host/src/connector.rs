@@ -16,8 +16,8 @@ use crate::bindings::{DESTINATION_INTERFACE, SOURCE_INTERFACE, wit};
 use crate::cache::Provenance;
 use crate::call::guarded;
 use crate::destination::DestinationWriter;
-use crate::host::HostInner;
 use crate::limits::Grant;
+use crate::shared::HostInner;
 use crate::source::SourceReader;
 use crate::state::{State, new_store};
 

@@ -15,20 +15,13 @@ use crate::cache::{ComponentCache, Provenance, digest};
 use crate::connector::Connector;
 use crate::egress::Egress;
 use crate::engine::{EpochTicker, HostSettings, build_engine};
+use crate::shared::HostInner;
 use crate::state::State;
 
 /// Runs connectors. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Host {
     pub(crate) inner: Arc<HostInner>,
-}
-
-pub(crate) struct HostInner {
-    pub engine: Engine,
-    pub linker: Linker<State>,
-    pub cache: ComponentCache,
-    pub egress: Arc<Egress>,
-    _ticker: EpochTicker,
 }
 
 impl Host {

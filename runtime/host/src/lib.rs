@@ -22,6 +22,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+mod shared;
 mod source;
 mod state;
 

@@ -2,7 +2,7 @@
 //! machine, and the invariants every fold must keep (gaps, events of another run and
 //! events after a terminal status refused; a dead letter's cause kept and a manual
 //! retry resuming). That a stored event of a kind this version does not know stops a
-//! run's read is the store's (its codec and the sled backend's tests).
+//! run's read is the store's (its codec and its embedded backend's tests).
 
 #![allow(
     clippy::unwrap_used,
@@ -241,7 +241,7 @@ proptest! {
 
     /// An event of another run is refused wherever it stands after the first. (An
     /// event of an unknown kind never becomes a domain event: the store's read stops at
-    /// it, see the sled backend's `an_unknown_event_kind_anywhere_in_a_log_stops_it_at_its_seq`.)
+    /// it, see the embedded backend's `an_unknown_event_kind_anywhere_in_a_log_stops_it_at_its_seq`.)
     #[test]
     fn another_runs_events_are_rejected(actions in prop::collection::vec(action(), 1..60), at in any::<prop::sample::Index>()) {
         let (mut events, _) = build(&actions);
