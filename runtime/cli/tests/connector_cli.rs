@@ -4,6 +4,8 @@
 
 use std::process::{Command, Output};
 
+use sluice_testkit::process::{stderr, stdout};
+
 fn sluice(args: &[&str]) -> Output {
     let cache = std::env::temp_dir().join(format!("sluice-cli-test-cache-{}", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -11,14 +13,6 @@ fn sluice(args: &[&str]) -> Output {
         .env("SLUICE_CACHE_DIR", cache)
         .output()
         .expect("run sluice")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use sluice_testkit::process::stderr;
+
 fn sluice_run(definitions: &serde_json::Value, data: &Path, extra: &[&str]) -> Output {
     let file = data.with_extension("json");
     std::fs::write(&file, definitions.to_string()).unwrap();
@@ -26,10 +28,6 @@ fn outcomes(o: &Output) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line per run"))
         .collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn sample(records: u64, generation: u64) -> serde_json::Value {

@@ -1,5 +1,6 @@
 //! What Sluice's tests and benchmarks share, defined once:
 //!
+//! - [`events`]: run ids and run events as tests write them (no feature needed).
 //! - [`stats`]: benchmark statistics (percentiles, rates, a spread of latencies) and
 //!   settings from the environment. Needs nothing else of Sluice, so the crates below
 //!   the engine take the kit with `default-features = false` for it alone.
@@ -8,6 +9,7 @@
 //! - [`servers`]: local HTTP servers that stand in for third-party APIs.
 //! - [`process`]: the output and signals of a `sluice` process under test.
 
+pub mod events;
 pub mod stats;
 
 #[cfg(feature = "node")]

@@ -6,27 +6,12 @@
 
 use sluice_store::RunLog;
 use sluice_store::log::{
-    AttemptBegun, AttemptFailed, CheckpointCommitted, EventKind, FailureKind, FoldError, Heartbeat,
-    LogError, ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered,
-    RunFilter, RunId, RunStatus, StatusKind,
+    AttemptBegun, AttemptFailed, EventKind, FailureKind, FoldError, Heartbeat, LogError,
+    ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered, RunFilter,
+    RunId, RunStatus, StatusKind,
 };
 
-use crate::{Site, begun, run_id, scheduled};
-
-/// `CheckpointCommitted` of `records` records of `stream`, at checkpoint `cp`.
-fn checkpoint(stream: &str, cp: &str, records: u64) -> EventKind {
-    EventKind::CheckpointCommitted(CheckpointCommitted {
-        stream: stream.into(),
-        checkpoint: cp.into(),
-        records,
-        bytes: records * 200,
-        created: records,
-        updated: 0,
-        unchanged: 0,
-        attempt: 1,
-        deleted: 0,
-    })
-}
+use crate::{Site, begun, checkpoint, run_id, scheduled};
 
 fn completed() -> EventKind {
     EventKind::RunCompleted(RunCompleted {})

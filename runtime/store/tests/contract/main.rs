@@ -18,7 +18,7 @@ mod run_logs;
 mod store;
 
 use sluice_store::Store;
-use sluice_store::log::{AttemptBegun, EventKind, RunId, RunScheduled, Trigger};
+pub use sluice_testkit::events::{begun, checkpoint, run_id, scheduled};
 
 /// Where one test's store lives. Opening it again after the last [`Store`] opened
 /// there is dropped reopens the same data, as a restarted node would.
@@ -40,33 +40,6 @@ impl Site for SledSite {
     fn open(&self) -> Store {
         Store::open(self.0.path()).unwrap()
     }
-}
-
-/// A run id of creation time `1_700_000_000_000 + n` ms.
-pub fn run_id(n: u8) -> RunId {
-    RunId::v7(1_700_000_000_000 + u64::from(n), [n; 10])
-}
-
-/// `RunScheduled` of a run of `workflow` on `connection` of `tenant`, streams
-/// `users` and `orders`.
-pub fn scheduled(workflow: &str, connection: &str, tenant: &str) -> EventKind {
-    EventKind::RunScheduled(RunScheduled {
-        workflow: workflow.into(),
-        connection: connection.into(),
-        tenant: tenant.into(),
-        priority: 1,
-        streams: vec!["users".into(), "orders".into()],
-        trigger: Trigger::Manual,
-        fire_at_unix_ms: 0,
-    })
-}
-
-/// `AttemptBegun` of `attempt`.
-pub fn begun(attempt: u32) -> EventKind {
-    EventKind::AttemptBegun(AttemptBegun {
-        attempt,
-        ..Default::default()
-    })
 }
 
 /// Instantiates every test for every backend: `mod <backend> { #[tokio::test] fn

@@ -21,9 +21,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_store::RunLog;
-use sluice_store::log::{AttemptBegun, CheckpointCommitted, EventKind, RunFilter, RunId};
-use sluice_store::log::{RunCompleted, RunScheduled, Trigger};
+use sluice_store::log::RunCompleted;
+use sluice_store::log::{EventKind, RunFilter, RunId};
 use sluice_store::sled::{EventLog, LogConfig};
+pub use sluice_testkit::events::{begun, checkpoint, run_id, scheduled};
 
 /// `sled::open(path)`, retried for a while when the lock is still held: sled lets go
 /// of a database's file lock only once its I/O threads finish, a moment after the log
@@ -60,48 +61,6 @@ pub fn event_key(run: RunId, seq: u64) -> Vec<u8> {
     let mut key = run.0.to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key
-}
-
-/// A run id of creation time `1_700_000_000_000 + n` ms.
-pub fn run_id(n: u8) -> RunId {
-    RunId::v7(1_700_000_000_000 + u64::from(n), [n; 10])
-}
-
-/// `RunScheduled` of a run of `workflow` on `connection` of `tenant`, streams
-/// `users` and `orders`.
-pub fn scheduled(workflow: &str, connection: &str, tenant: &str) -> EventKind {
-    EventKind::RunScheduled(RunScheduled {
-        workflow: workflow.into(),
-        connection: connection.into(),
-        tenant: tenant.into(),
-        priority: 1,
-        streams: vec!["users".into(), "orders".into()],
-        trigger: Trigger::Manual,
-        fire_at_unix_ms: 0,
-    })
-}
-
-/// `CheckpointCommitted` of `records` records of `stream`, at checkpoint `cp`.
-pub fn checkpoint(stream: &str, cp: &str, records: u64) -> EventKind {
-    EventKind::CheckpointCommitted(CheckpointCommitted {
-        stream: stream.into(),
-        checkpoint: cp.into(),
-        records,
-        bytes: records * 200,
-        created: records,
-        updated: 0,
-        unchanged: 0,
-        attempt: 1,
-        deleted: 0,
-    })
-}
-
-/// `AttemptBegun` of `attempt`.
-pub fn begun(attempt: u32) -> EventKind {
-    EventKind::AttemptBegun(AttemptBegun {
-        attempt,
-        ..Default::default()
-    })
 }
 
 /// `RunCompleted`.
