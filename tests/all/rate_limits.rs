@@ -175,7 +175,7 @@ async fn declared_limits_keep_ten_runs_sharing_a_credential_within_the_apis_limi
         key.stats.waits > 0,
         "ten runs at once must have waited for budget"
     );
-    let metrics = node.engine.metrics_text();
+    let metrics = node.engine.metrics_text().await;
     assert!(
         metrics.contains(&format!("sluice_rate_limit_requests_total{{connector=\"rest\",credential=\"{}\",endpoint=\"{addr}\"}} 100", key.key.credential)),
         "{metrics}"

@@ -290,7 +290,7 @@ async fn the_running_scheduler_records_a_fire_ahead_and_starts_it_when_due() {
         );
     }
     // Its own work is counted apart from the runs', in both of its loops.
-    let text = e.metrics_text();
+    let text = e.metrics_text().await;
     for part in ["fire_pass", "dispatch"] {
         let line = format!("sluice_scheduler_cpu_seconds_total{{kind=\"{part}\"}}");
         let secs: f64 = text

@@ -17,7 +17,7 @@ async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        engine.metrics_text(),
+        engine.metrics_text().await,
     )
 }
 

@@ -427,9 +427,9 @@ impl Engine {
     // Metrics.
 
     /// The node's metrics in the Prometheus text format (gauges read now).
-    pub fn metrics_text(&self) -> String {
+    pub async fn metrics_text(&self) -> String {
         let (waiting, driven) = self.load();
-        let bytes = self.inner.store.size_on_disk().ok();
+        let bytes = self.inner.store.size_on_disk().await.ok();
         self.inner.metrics.text(waiting, driven, bytes)
     }
 

@@ -61,7 +61,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<u64>, StoreError>;
 
     /// Bytes the store takes on disk.
-    fn size_on_disk(&self) -> Result<u64, StoreError>;
+    async fn size_on_disk(&self) -> Result<u64, StoreError>;
 }
 
 /// Errors of the store.
@@ -79,6 +79,24 @@ pub enum StoreError {
     /// A request is malformed.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The store cannot be reached (`url` is shown without its password).
+    #[error("cannot reach the store at {url}: {reason}")]
+    Unreachable {
+        /// Where the store is, without a password.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store's schema is newer than this node knows.
+    #[error(
+        "the store's schema is at version {found}, newer than version {supported} that this node knows: upgrade the node"
+    )]
+    SchemaTooNew {
+        /// The version the store holds.
+        found: i64,
+        /// The newest version this node knows.
+        supported: i64,
+    },
 }
 
 impl StoreError {

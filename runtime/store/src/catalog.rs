@@ -35,3 +35,13 @@ pub trait Catalog: Send + Sync {
     /// Removes the definition; returns whether it existed.
     async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError>;
 }
+
+/// Refuses a kind or name no backend may store: an empty kind, or a NUL anywhere.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), StoreError> {
+    if kind.is_empty() || kind.contains('\0') || name.contains('\0') {
+        return Err(StoreError::Invalid(format!(
+            "catalog kind `{kind}` and name `{name}` must be non-empty and contain no NUL"
+        )));
+    }
+    Ok(())
+}

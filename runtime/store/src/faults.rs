@@ -260,7 +260,7 @@ impl Backend for FaultyBackend {
             .await
     }
 
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.inner.size_on_disk()
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk().await
     }
 }

@@ -15,6 +15,8 @@ pub mod codec;
 pub mod faults;
 pub mod hub;
 pub mod log;
+pub mod postgres;
+mod records;
 pub mod run_logs;
 pub mod sled;
 mod store;

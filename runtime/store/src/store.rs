@@ -76,8 +76,8 @@ impl Store {
     }
 
     /// Bytes the store takes on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.backend.size_on_disk()
+    pub async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.backend.size_on_disk().await
     }
 
     /// See [`Backend::commit_batch`].

@@ -7,6 +7,7 @@
 //! - [`node`] (feature `node`, on by default): hosts, connectors and engines over a
 //!   store, built in one place; defining connections and workflows from JSON.
 //! - [`servers`]: local HTTP servers that stand in for third-party APIs.
+//! - [`pg`] (feature `postgres`): a PostgreSQL schema of its own per test.
 //! - [`process`]: the output and signals of a `sluice` process under test.
 
 pub mod events;
@@ -14,6 +15,8 @@ pub mod stats;
 
 #[cfg(feature = "node")]
 pub mod node;
+#[cfg(feature = "postgres")]
+pub mod pg;
 #[cfg(feature = "node")]
 pub mod process;
 #[cfg(feature = "node")]

@@ -17,11 +17,7 @@ pub struct SledCatalog {
 }
 
 pub(crate) fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
-    if kind.is_empty() || kind.contains('\0') || name.contains('\0') {
-        return Err(StoreError::Invalid(format!(
-            "catalog kind `{kind}` and name `{name}` must be non-empty and contain no NUL"
-        )));
-    }
+    crate::catalog::check_name(kind, name)?;
     let mut k = Vec::with_capacity(kind.len() + name.len() + 1);
     k.extend_from_slice(kind.as_bytes());
     k.push(0);

@@ -88,7 +88,7 @@ impl Backend for SledStore {
         &self.run_logs
     }
 
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.log.size_on_disk()?)
     }
 

@@ -6,7 +6,7 @@ use crate::Site;
 
 pub async fn documents_are_put_replaced_listed_and_removed(site: &dyn Site) {
     {
-        let store = site.open();
+        let store = site.open().await;
         let catalog = store.catalog();
         assert!(!catalog.put("workflow", "b", b"{\"v\":1}").await.unwrap());
         assert!(!catalog.put("workflow", "a", b"{\"v\":1}").await.unwrap());
@@ -19,7 +19,7 @@ pub async fn documents_are_put_replaced_listed_and_removed(site: &dyn Site) {
         // An acknowledged durable write makes the unflushed one durable too.
         catalog.put("connection", "z", b"{}").await.unwrap();
     }
-    let store = site.open();
+    let store = site.open().await;
     let catalog = store.catalog();
     assert_eq!(
         catalog.get("workflow", "a").await.unwrap().as_deref(),
@@ -49,7 +49,7 @@ pub async fn documents_are_put_replaced_listed_and_removed(site: &dyn Site) {
 }
 
 pub async fn bad_names_are_refused(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let catalog = store.catalog();
     for (kind, name) in [("", "a"), ("work\0flow", "a"), ("workflow", "a\0b")] {
         let put = catalog.put(kind, name, b"{}").await;

@@ -9,8 +9,8 @@ use sluice_store::{BatchCommit, Store, StoreError};
 
 use crate::{Site, begun, run_id, scheduled};
 
-fn faulty(site: &dyn Site) -> (Store, Arc<Faults>) {
-    let store = site.open();
+async fn faulty(site: &dyn Site) -> (Store, Arc<Faults>) {
+    let store = site.open().await;
     let faults = Faults::new();
     let backend = FaultyBackend::new(Arc::clone(store.backend()), Arc::clone(&faults));
     (Store::with_backend(Arc::new(backend), store.dir()), faults)
@@ -35,7 +35,7 @@ fn batch(from: u32, to: u32, checkpoint: &str) -> BatchCommit {
 pub async fn a_failed_commit_writes_nothing_and_the_next_one_lands(site: &dyn Site) {
     let run = run_id(1);
     {
-        let (store, faults) = faulty(site);
+        let (store, faults) = faulty(site).await;
         store
             .log()
             .append(run, vec![scheduled("wf", "c", "t"), begun(1)])
@@ -56,7 +56,7 @@ pub async fn a_failed_commit_writes_nothing_and_the_next_one_lands(site: &dyn Si
         assert_eq!(faults.calls(Op::CommitBatch), 3);
     }
     // Reopened without faults: the failed commit and append left no trace.
-    let store = site.open();
+    let store = site.open().await;
     let state = store.log().state(run).await.unwrap();
     let users = &state.progress["users"];
     assert_eq!((users.batches, users.records), (2, 20));
@@ -66,7 +66,7 @@ pub async fn a_failed_commit_writes_nothing_and_the_next_one_lands(site: &dyn Si
 }
 
 pub async fn an_unreadable_run_is_reported_and_others_read(site: &dyn Site) {
-    let (store, faults) = faulty(site);
+    let (store, faults) = faulty(site).await;
     let (bad, good) = (run_id(2), run_id(3));
     for run in [bad, good] {
         store

@@ -48,7 +48,7 @@ async fn listed(log: &dyn RunLog, filter: RunFilter) -> Vec<RunId> {
 }
 
 pub async fn append_read_fold_round_trip(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(1);
     let seqs = log
@@ -90,7 +90,7 @@ pub async fn append_read_fold_round_trip(site: &dyn Site) {
 }
 
 pub async fn invalid_appends_are_refused_and_write_nothing(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(1);
     // The first event must schedule the run.
@@ -142,7 +142,7 @@ pub async fn invalid_appends_are_refused_and_write_nothing(site: &dyn Site) {
 pub async fn scheduling_a_run_id_already_used_is_refused(site: &dyn Site) {
     let (older, newest) = (run_id(3), run_id(9));
     for reopen in [false, true] {
-        let store = site.open();
+        let store = site.open().await;
         let log = store.log();
         if !reopen {
             for r in [older, newest] {
@@ -176,7 +176,7 @@ pub async fn group_commit_64_appenders_all_acknowledged_and_durable(site: &dyn S
     const APPENDERS: u8 = 64;
     const EACH: u64 = 20;
     {
-        let store = site.open();
+        let store = site.open().await;
         let mut tasks = Vec::new();
         for i in 0..APPENDERS {
             let store = store.clone();
@@ -202,7 +202,7 @@ pub async fn group_commit_64_appenders_all_acknowledged_and_durable(site: &dyn S
             assert_eq!(seqs, (1..=EACH + 1).collect::<Vec<_>>());
         }
     }
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     for i in 0..APPENDERS {
         let state = log.state(run_id(i)).await.unwrap();
@@ -219,7 +219,7 @@ pub async fn survives_reopen_and_lists_in_flight_runs(site: &dyn Site) {
     let (running, waiting, done, dead, fresh) =
         (run_id(1), run_id(2), run_id(3), run_id(4), run_id(5));
     {
-        let store = site.open();
+        let store = site.open().await;
         let log = store.log();
         for r in [running, waiting, done, dead, fresh] {
             log.append(r, vec![scheduled("wf", "c", "t")])
@@ -250,7 +250,7 @@ pub async fn survives_reopen_and_lists_in_flight_runs(site: &dyn Site) {
         log.append(done, vec![begun(1), completed()]).await.unwrap();
         log.append(dead, vec![dead_lettered()]).await.unwrap();
     }
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let mut expected = vec![running, waiting, fresh];
     expected.sort();
@@ -272,7 +272,7 @@ pub async fn survives_reopen_and_lists_in_flight_runs(site: &dyn Site) {
 }
 
 pub async fn index_queries(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let specs = [
         ("sync-a", "crm", "acme", 10),
@@ -371,7 +371,7 @@ pub async fn index_queries(site: &dyn Site) {
 pub async fn a_lease_is_taken_by_an_attempt_extended_by_heartbeats_and_released_by_its_end(
     site: &dyn Site,
 ) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(7);
     let leased = |attempt, until| {
@@ -418,7 +418,7 @@ pub async fn a_lease_is_taken_by_an_attempt_extended_by_heartbeats_and_released_
 }
 
 pub async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(8);
     log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
@@ -454,7 +454,7 @@ pub async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing
 pub async fn queued_appends_land_in_order_and_a_refused_one_takes_its_followers_down(
     site: &dyn Site,
 ) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(9);
     let first = log
@@ -482,7 +482,7 @@ pub async fn queued_appends_land_in_order_and_a_refused_one_takes_its_followers_
 /// a driver acting on a state it read earlier never extends a log that moved on (here,
 /// a run cancelled after its state was read), and what it queues after is refused too.
 pub async fn a_queued_append_expecting_a_seq_the_log_moved_past_conflicts(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(10);
     // Queued right behind the run's first event, before it is even committed.
@@ -520,7 +520,7 @@ pub async fn a_queued_append_expecting_a_seq_the_log_moved_past_conflicts(site: 
 pub async fn held_events_wait_for_the_runs_next_append_or_their_release(site: &dyn Site) {
     let r = run_id(12);
     {
-        let store = site.open();
+        let store = site.open().await;
         let log = store.log();
         log.append(r, vec![scheduled("wf", "c", "t")])
             .await
@@ -569,7 +569,7 @@ pub async fn held_events_wait_for_the_runs_next_append_or_their_release(site: &d
         drop(store);
         assert!(matches!(lost.await, Err(LogError::Closed)));
     }
-    let store = site.open();
+    let store = site.open().await;
     assert_eq!(store.log().read(r).await.unwrap().len(), 4);
 }
 
@@ -585,7 +585,7 @@ pub async fn runs_committed_together_list_in_order(site: &dyn Site) {
             [(n % 7) as u8, (n >> 8) as u8, n as u8, 0, 0, 0, 0, 0, 0, 0],
         )
     };
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let mut queued = Vec::new();
     for n in 0..RUNS {
@@ -671,7 +671,7 @@ pub async fn runs_committed_together_list_in_order(site: &dyn Site) {
 
 /// A dead-lettered run retried by hand and dead-lettered again is listed once.
 pub async fn a_run_dead_lettered_twice_is_listed_once(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let log = store.log();
     let r = run_id(7);
     log.append(r, vec![scheduled("wf", "crm", "acme"), dead_lettered()])

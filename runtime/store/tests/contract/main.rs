@@ -18,27 +18,54 @@ mod run_logs;
 mod store;
 
 use sluice_store::Store;
+use sluice_store::postgres::PgStore;
 pub use sluice_testkit::events::{begun, checkpoint, run_id, scheduled};
+use sluice_testkit::pg::TestSchema;
 
 /// Where one test's store lives. Opening it again after the last [`Store`] opened
 /// there is dropped reopens the same data, as a restarted node would.
+#[async_trait::async_trait]
 pub trait Site: Send + Sync {
     /// Opens (or reopens) the store.
-    fn open(&self) -> Store;
+    async fn open(&self) -> Store;
 }
 
 /// The embedded sled backend, in a directory of its own.
 pub struct SledSite(tempfile::TempDir);
 
 impl SledSite {
-    fn new() -> Self {
+    async fn new() -> Self {
         SledSite(tempfile::tempdir().unwrap())
     }
 }
 
+#[async_trait::async_trait]
 impl Site for SledSite {
-    fn open(&self) -> Store {
+    async fn open(&self) -> Store {
         Store::open(self.0.path()).unwrap()
+    }
+}
+
+/// The PostgreSQL backend, in a schema of its own of the test database.
+pub struct PgSite {
+    schema: TestSchema,
+    dir: tempfile::TempDir,
+}
+
+impl PgSite {
+    async fn new() -> Self {
+        PgSite {
+            schema: TestSchema::create().await,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Site for PgSite {
+    async fn open(&self) -> Store {
+        let backend = PgStore::connect(self.schema.url()).await.unwrap();
+        Store::with_backend(std::sync::Arc::new(backend), self.dir.path())
     }
 }
 
@@ -55,7 +82,7 @@ macro_rules! contract_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let site = $site;
+                    let site = $site.await;
                     crate::$module::$name(&site).await;
                 }
             )*
@@ -66,6 +93,7 @@ macro_rules! contract_tests {
 contract_tests! {
     backends: [
         sled => SledSite::new(),
+        postgres => PgSite::new(),
     ],
     tests: [
         store::a_batch_and_its_checkpoint_commit_together_and_survive_a_reopen,

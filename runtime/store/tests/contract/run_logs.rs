@@ -27,7 +27,7 @@ fn line(i: usize, level: &str, attempt: u32) -> LogEntry {
 pub async fn logs_are_bounded_per_run_and_filtered(site: &dyn Site) {
     let (a, b) = (RunId::v7(1, [1; 10]), RunId::v7(2, [2; 10]));
     {
-        let store = site.open();
+        let store = site.open().await;
         let logs = store.run_logs();
         let first: Vec<_> = (0..MAX_ENTRIES_PER_RUN)
             .map(|i| line(i, "info", 1))
@@ -51,7 +51,7 @@ pub async fn logs_are_bounded_per_run_and_filtered(site: &dyn Site) {
         });
         logs.append(b, &[request]).await.unwrap();
     }
-    let store = site.open();
+    let store = site.open().await;
     let logs = store.run_logs();
     let all = logs.read(a, &LogFilter::default()).await.unwrap();
     assert_eq!(all.len(), MAX_ENTRIES_PER_RUN);

@@ -49,7 +49,7 @@ fn end(generation: u64, checkpoint: &str, completes_run: bool) -> StreamEnd {
 pub async fn a_batch_and_its_checkpoint_commit_together_and_survive_a_reopen(site: &dyn Site) {
     let run = run_id(1);
     {
-        let store = site.open();
+        let store = site.open().await;
         started(&store, run).await;
         let c = store
             .commit_batch(run, batch(0..100, "100", 7))
@@ -64,7 +64,7 @@ pub async fn a_batch_and_its_checkpoint_commit_together_and_survive_a_reopen(sit
             .unwrap();
         assert_eq!((c.outcome.created, c.outcome.unchanged), (0, 100));
     }
-    let store = site.open();
+    let store = site.open().await;
     assert_eq!(store.hub().count("c", "users").await.unwrap(), 100);
     let state = store.log().state(run).await.unwrap();
     let p = &state.progress["users"];
@@ -76,7 +76,7 @@ pub async fn a_batch_and_its_checkpoint_commit_together_and_survive_a_reopen(sit
 }
 
 pub async fn a_bad_record_rejects_the_whole_batch_and_writes_nothing(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let run = run_id(2);
     started(&store, run).await;
     store
@@ -132,7 +132,7 @@ pub async fn a_bad_record_rejects_the_whole_batch_and_writes_nothing(site: &dyn 
 }
 
 pub async fn a_completed_full_refresh_deletes_what_it_did_not_see(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let first = run_id(3);
     started(&store, first).await;
     store
@@ -197,7 +197,7 @@ async fn second_refresh(site: &dyn Site, all: u32, seen: u32, reopen: bool) -> (
         connection: connection.clone(),
         ..end(generation, "end", false)
     };
-    let mut store = site.open();
+    let mut store = site.open().await;
     // Runs of their own for each call: the same sizes may be asked again.
     let tag = 2 * u8::from(reopen);
     let first = RunId::v7(1_700_000_000_000 + u64::from(all) * 10, [1 + tag; 10]);
@@ -209,7 +209,7 @@ async fn second_refresh(site: &dyn Site, all: u32, seen: u32, reopen: bool) -> (
     store.complete_stream(first, ended(1)).await.unwrap();
     if reopen {
         drop(store);
-        store = site.open();
+        store = site.open().await;
     }
     let second = RunId::v7(1_700_000_000_001 + u64::from(all) * 10, [2 + tag; 10]);
     started(&store, second).await;
@@ -238,7 +238,7 @@ pub async fn a_refresh_deletes_the_same_whether_completed_in_place_or_not(site: 
 }
 
 pub async fn a_refused_append_leaves_the_hub_untouched(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let run = run_id(5);
     started(&store, run).await;
     store
@@ -263,7 +263,7 @@ pub async fn a_refused_append_leaves_the_hub_untouched(site: &dyn Site) {
 }
 
 pub async fn the_last_streams_completion_completes_the_run_in_the_same_commit(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     for (n, full_refresh) in [(5, true), (6, false)] {
         let run = run_id(n);
         started(&store, run).await;
@@ -300,7 +300,7 @@ pub async fn the_last_streams_completion_completes_the_run_in_the_same_commit(si
 pub async fn an_incremental_batch_moves_the_streams_cursor(site: &dyn Site) {
     let run = run_id(7);
     {
-        let store = site.open();
+        let store = site.open().await;
         started(&store, run).await;
         assert_eq!(store.hub().stream_cursor("c", "users").await.unwrap(), None);
         store
@@ -313,7 +313,7 @@ pub async fn an_incremental_batch_moves_the_streams_cursor(site: &dyn Site) {
             .await
             .unwrap();
     }
-    let store = site.open();
+    let store = site.open().await;
     assert_eq!(
         store
             .hub()
@@ -331,7 +331,7 @@ pub async fn an_incremental_batch_moves_the_streams_cursor(site: &dyn Site) {
 }
 
 pub async fn the_feed_pages_in_commit_order_from_a_cursor(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let run = run_id(8);
     started(&store, run).await;
     store.commit_batch(run, batch(0..3, "a", 0)).await.unwrap();
@@ -377,7 +377,7 @@ pub async fn the_feed_pages_in_commit_order_from_a_cursor(site: &dyn Site) {
 }
 
 pub async fn a_record_is_read_by_its_key_with_its_version(site: &dyn Site) {
-    let store = site.open();
+    let store = site.open().await;
     let run = run_id(9);
     started(&store, run).await;
     let mut composite = batch(0..0, "x", 0);
@@ -417,7 +417,7 @@ pub async fn a_record_is_read_by_its_key_with_its_version(site: &dyn Site) {
 pub async fn a_fire_and_its_document_commit_together(site: &dyn Site) {
     let run = run_id(10);
     {
-        let store = site.open();
+        let store = site.open().await;
         store
             .append_with_document(
                 run,
@@ -442,7 +442,7 @@ pub async fn a_fire_and_its_document_commit_together(site: &dyn Site) {
             .await;
         assert!(refused.is_err(), "a second RunScheduled is refused");
     }
-    let store = site.open();
+    let store = site.open().await;
     assert_eq!(
         store
             .catalog()

@@ -59,7 +59,8 @@
 //! compaction (not written yet) rewrites them.
 
 mod index;
-mod record;
+use crate::records as record;
+
 mod segment;
 mod writer;
 

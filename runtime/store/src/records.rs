@@ -8,22 +8,22 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::HubError;
+use crate::hub::HubError;
 
 /// One record of a batch, with its key and content hash.
-pub(super) struct ParsedRecord<'a> {
+pub(crate) struct ParsedRecord<'a> {
     /// The record's bytes, trimmed of surrounding whitespace.
-    pub(super) bytes: &'a [u8],
+    pub(crate) bytes: &'a [u8],
     /// The primary key's canonical bytes: a JSON array of the key fields' values.
-    pub(super) pk: Vec<u8>,
+    pub(crate) pk: Vec<u8>,
     /// Hash of `pk`; the in-memory index is keyed by it.
-    pub(super) pk_hash: u128,
+    pub(crate) pk_hash: u128,
     /// Hash of `bytes`.
-    pub(super) content_hash: u128,
+    pub(crate) content_hash: u128,
 }
 
 /// The first 128 bits of SHA-256 of `bytes`.
-pub(super) fn hash128(bytes: &[u8]) -> u128 {
+pub(crate) fn hash128(bytes: &[u8]) -> u128 {
     let digest = Sha256::digest(bytes);
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
@@ -31,7 +31,7 @@ pub(super) fn hash128(bytes: &[u8]) -> u128 {
 }
 
 /// The non-blank lines of an NDJSON batch, trimmed.
-pub(super) fn lines(records: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn lines(records: &[u8]) -> impl Iterator<Item = &[u8]> {
     records
         .split(|b| *b == b'\n')
         .map(<[u8]>::trim_ascii)
@@ -39,7 +39,7 @@ pub(super) fn lines(records: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Parses every record of a batch; the first bad record rejects the whole batch.
-pub(super) fn parse_batch<'a>(
+pub(crate) fn parse_batch<'a>(
     records: &'a [u8],
     pk_fields: &[&str],
 ) -> Result<Vec<ParsedRecord<'a>>, HubError> {

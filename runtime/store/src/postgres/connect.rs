@@ -1,0 +1,120 @@
+//! Reaching PostgreSQL: a store URL parsed into a connection pool, optional TLS, and
+//! the URL as it may be shown.
+//!
+//! Owns the pool's settings. It must never log or return a URL with its password: every
+//! message names the store by [`redact_url`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::config::SslMode;
+
+use super::errors::describe;
+use crate::StoreError;
+
+/// How a node uses its PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Most connections the node opens (the committer takes one per group of
+    /// writes, reads share the rest).
+    pub max_connections: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+        }
+    }
+}
+
+/// `url` with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only URLs that cannot have a password refuse one; this one has one.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<a postgres:// URL that does not parse>".to_owned(),
+    }
+}
+
+/// Whether `location` names a PostgreSQL store (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// A pool of connections to the store at `url`, checked by opening one.
+///
+/// TLS follows the URL's `sslmode`: `disable` (the default when the URL names none:
+/// a database on the same host or network needs none), `prefer` or `require`; with
+/// TLS the server's certificate is checked against the web's root authorities.
+pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Pool, StoreError> {
+    let shown = redact_url(url);
+    let unreachable = |reason: String| StoreError::Unreachable {
+        url: shown.clone(),
+        reason,
+    };
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| unreachable(format!("not a valid PostgreSQL URL: {}", describe(&e))))?;
+    if !url.contains("sslmode=") {
+        config.ssl_mode(SslMode::Disable);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("sluice");
+    }
+    let tls = tls().map_err(|e| unreachable(format!("TLS: {e}")))?;
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(options.max_connections.max(2))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _checked = pool
+        .get()
+        .await
+        .map_err(|e| unreachable(super::errors::describe_pool(&e)))?;
+    Ok(pool)
+}
+
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            redact_url("postgres://sluice:s3cret@db.example:5432/sluice"),
+            "postgres://sluice:***@db.example:5432/sluice"
+        );
+        assert_eq!(
+            redact_url("postgres://root@127.0.0.1/test"),
+            "postgres://root@127.0.0.1/test"
+        );
+        assert!(!redact_url("postgres://a:pw@c:notaport/x").contains("pw"));
+    }
+}

@@ -1,0 +1,32 @@
+//! The PostgreSQL backend ([`PgStore`]): the whole store in one PostgreSQL schema, so
+//! that several nodes can share it and operators can back it up, replicate it and
+//! watch it with the tools they already have.
+//!
+//! - `connect`: the URL, the pool, TLS; a password never leaves it.
+//! - `migrations`: versioned schema, applied at start under an advisory lock.
+//! - `committer`: group commit of run events and hub batches, one transaction per
+//!   group; waits out a database that went away.
+//! - `log`, `hub`, `catalog`, `run_logs`: each part of the contract on its tables.
+//! - `pool`: reads, patient with a database that is briefly away.
+//!
+//! Nothing in it keeps a run's or a record's state in memory beyond one transaction:
+//! the database is the truth, so nodes never disagree with it.
+
+mod catalog;
+mod committer;
+mod connect;
+mod errors;
+mod hub;
+mod log;
+mod migrations;
+mod pool;
+mod run_logs;
+mod store;
+
+pub use catalog::PgCatalog;
+pub use connect::{PgOptions, is_postgres_url, redact_url};
+pub use hub::PgHub;
+pub use log::PgRunLog;
+pub use migrations::{Migrated, SCHEMA_VERSION};
+pub use run_logs::PgRunLogs;
+pub use store::PgStore;
