@@ -4,7 +4,8 @@
 //! The contract is the traits [`log::RunLog`], [`hub::Hub`], [`catalog::Catalog`],
 //! [`run_logs::RunLogs`] and [`Backend`] (the writes that span them), with the types
 //! they share; [`Store`] is its front door. Backends: [`sled`] (embedded, the
-//! default); [`faults::FaultyBackend`] wraps any backend to fail chosen
+//! default), [`postgres`] (shared by the nodes of a cluster), chosen by a
+//! [`Location`]; [`faults::FaultyBackend`] wraps any backend to fail chosen
 //! operations in tests. Stored formats are versioned protobuf messages, converted to the domain
 //! types of `sluice_model` in [`codec`] only. Nothing outside this crate names a
 //! backend's trees, tables or keys, and no backend type crosses the contract.
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod codec;
 pub mod faults;
 pub mod hub;
+mod location;
 pub mod log;
 pub mod postgres;
 mod records;
@@ -24,6 +26,7 @@ mod store;
 pub use backend::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
 pub use catalog::Catalog;
 pub use hub::Hub;
+pub use location::Location;
 pub use log::{LogError, RunLog};
 pub use run_logs::RunLogs;
 pub use sluice_model::{
