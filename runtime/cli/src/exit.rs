@@ -18,7 +18,7 @@ pub const INVALID: u8 = 2;
 pub const NOT_FOUND: u8 = 6;
 /// The token is missing, unknown or read-only.
 pub const NOT_ALLOWED: u8 = 7;
-/// The server cannot be reached or is unavailable.
+/// The server (or the store) cannot be reached or is unavailable.
 pub const UNAVAILABLE: u8 = 8;
 
 /// Some runs did not complete.
@@ -47,6 +47,14 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
         .chain()
         .any(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
     {
+        return UNAVAILABLE;
+    }
+    if error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<sluice_store::StoreError>(),
+            Some(sluice_store::StoreError::Unreachable { .. })
+        )
+    }) {
         return UNAVAILABLE;
     }
     match error.chain().find_map(|e| e.downcast_ref::<HostError>()) {

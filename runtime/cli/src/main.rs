@@ -21,6 +21,7 @@ mod exit;
 mod node_config;
 mod run_cmd;
 mod serve_cmd;
+mod store_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -46,6 +47,9 @@ enum Command {
     /// serve the gRPC API.
     #[command(alias = "server")]
     Serve(serve_cmd::ServeArgs),
+    /// Work on a store without running a node (`sluice store migrate`).
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     // `runs`, `workflows`, `connectors`, `connections`, `rate-limits`: each
     // variant's own doc is its help.
     #[command(flatten)]
@@ -99,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Run(args) => run_cmd::run(args).await,
             Command::Serve(args) => serve_cmd::run(args).await,
+            Command::Store(command) => store_cmd::run(command).await,
             Command::Client(command) => client::run(command).await,
         }
     });

@@ -18,6 +18,7 @@ use crate::serve_cmd::ServeArgs;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    store: Option<String>,
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     metrics_listen: Option<String>,
@@ -65,6 +66,7 @@ pub fn apply(args: &mut ServeArgs, matches: &ArgMatches, config: NodeConfig) {
             }
         };
     }
+    fill!(store, optional);
     fill!(data_dir);
     fill!(listen);
     fill!(metrics_listen);

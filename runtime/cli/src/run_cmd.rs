@@ -1,5 +1,6 @@
 //! `sluice run FILE`: define connections and workflows from a JSON file and run them
-//! in the foreground against the embedded store, with a progress display.
+//! in the foreground against the node's store (the embedded one by default, or
+//! PostgreSQL with `--store postgres://…`), with a progress display.
 //!
 //! On start it first resumes every run the store holds in flight (a run never
 //! silently vanishes), then starts a run of each selected workflow that has none in
@@ -14,7 +15,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_engine::{Aging, Connectors, Definitions, Engine, Limits, Trigger};
 use sluice_host::{Host, HostSettings};
-use sluice_store::{RunId, RunState, RunStatus, Store};
+use sluice_store::{Location, RunId, RunState, RunStatus, Store};
 
 use crate::exit;
 
@@ -23,9 +24,13 @@ use crate::exit;
 pub struct RunArgs {
     /// JSON file of definitions: `{"connections": [...], "workflows": [...]}`.
     file: PathBuf,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store, and of the node's files beside any store.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
     data_dir: PathBuf,
+    /// The store: a `postgres://user:password@host:port/database` URL, or a
+    /// directory for the embedded store (default: `--data-dir`).
+    #[arg(long, env = "SLUICE_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Run only these workflows of the file (repeatable); default: all of them.
     #[arg(long = "workflow")]
     workflows: Vec<String>,
@@ -50,14 +55,35 @@ pub struct RunArgs {
     per_tenant: Option<usize>,
 }
 
+/// Where the store is: `store` if given, else the embedded store in `data_dir`.
+pub fn location(store: Option<&str>, data_dir: &std::path::Path) -> Location {
+    match store {
+        Some(s) => Location::parse(s),
+        None => Location::Dir(data_dir.to_owned()),
+    }
+}
+
+/// Opens the store at `location`, whose node keeps its files in `data_dir`.
+pub async fn open_store(location: &Location, data_dir: &std::path::Path) -> anyhow::Result<Store> {
+    location
+        .open(data_dir)
+        .await
+        .with_context(|| match location {
+            Location::Dir(dir) => format!(
+                "opening the store in {} (is another sluice process using it?)",
+                dir.display()
+            ),
+            Location::Postgres(_) => format!("opening the store at {location}"),
+        })
+}
+
 /// The engine of a foreground process: first-party connectors by name.
-pub fn engine(data_dir: &std::path::Path, limits: Limits) -> anyhow::Result<Engine> {
-    let store = Store::open(data_dir).with_context(|| {
-        format!(
-            "opening the store in {} (is another sluice process using it?)",
-            data_dir.display()
-        )
-    })?;
+pub async fn engine(
+    location: &Location,
+    data_dir: &std::path::Path,
+    limits: Limits,
+) -> anyhow::Result<Engine> {
+    let store = open_store(location, data_dir).await?;
     let host = Host::new(HostSettings::default()).context("starting the connector host")?;
     let named = sluice_artifacts::FIRST_PARTY
         .iter()
@@ -129,7 +155,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .filter(|n| args.workflows.is_empty() || args.workflows.contains(n))
         .collect();
 
-    let engine = engine(&args.data_dir, limits(args.slots, args.per_tenant)?)?;
+    let limits = limits(args.slots, args.per_tenant)?;
+    let location = location(args.store.as_deref(), &args.data_dir);
+    let engine = engine(&location, &args.data_dir, limits).await?;
     define(&engine, &defs).await?;
 
     if args.enqueue_only {

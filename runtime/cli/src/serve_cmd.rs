@@ -11,20 +11,24 @@ use clap::Args;
 use sluice_api::{ApiServer, Scope, Tls, Tokens, serve_metrics};
 use sluice_engine::Trigger;
 
-use crate::run_cmd::{define, engine, limits, read_definitions, report, run_duration};
+use crate::run_cmd::{define, engine, limits, location, read_definitions, report, run_duration};
 
 /// Run a node in the foreground until stopped.
 #[derive(Args)]
 pub struct ServeArgs {
     /// JSON file of definitions: `{"connections": [...], "workflows": [...]}`.
     pub(crate) file: PathBuf,
-    /// JSON file of node settings (`data_dir`, `listen`, `metrics_listen`, `slots`,
+    /// JSON file of node settings (`store`, `data_dir`, `listen`, `metrics_listen`, `slots`,
     /// `per_tenant`, `tokens`, `read_tokens`); flags and environment win over it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store, and of the node's files beside any store.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
     pub(crate) data_dir: PathBuf,
+    /// The store: a `postgres://user:password@host:port/database` URL, or a
+    /// directory for the embedded store (default: `--data-dir`).
+    #[arg(long, env = "SLUICE_STORE", hide_env_values = true)]
+    pub(crate) store: Option<String>,
     /// Print each run's outcome as one JSON object per line on stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -85,7 +89,13 @@ async fn bind(
 /// Runs the command.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let defs = read_definitions(&args.file)?;
-    let engine = engine(&args.data_dir, limits(args.slots, args.per_tenant)?)?;
+    let location = location(args.store.as_deref(), &args.data_dir);
+    let engine = engine(
+        &location,
+        &args.data_dir,
+        limits(args.slots, args.per_tenant)?,
+    )
+    .await?;
     define(&engine, &defs).await?;
     let mut ended = engine.subscribe_ended();
     let recovery = engine.recover().await.context("resuming runs in flight")?;
@@ -133,9 +143,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = api_stopped.await;
     }));
     eprintln!(
-        "serving {} workflow(s) from {}; stop with Ctrl-C",
+        "serving {} workflow(s) from {location}; stop with Ctrl-C",
         defs.workflows.len(),
-        args.data_dir.display()
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;

@@ -1,0 +1,107 @@
+//! The node on a PostgreSQL store as an operator meets it: `sluice run --store
+//! postgres://…` syncs into it and a second run finds every record unchanged;
+//! `sluice store migrate` migrates once; a schema newer than the node, or a database
+//! that cannot be reached, stops the node with a clear error that never shows the
+//! password.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sluice_testkit::pg::{TestSchema, execute};
+use sluice_testkit::process::{stderr, stdout};
+
+fn sluice(args: &[&str], data: &Path) -> Output {
+    let cache = std::env::temp_dir().join(format!("sluice-pg-test-cache-{}", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_CACHE_DIR", cache)
+        .env("SLUICE_DATA_DIR", data)
+        .env_remove("SLUICE_STORE")
+        .output()
+        .expect("run sluice")
+}
+
+fn definitions(dir: &Path, records: u64) -> String {
+    let file = dir.join("sync.json");
+    let defs = serde_json::json!({
+        "connections": [{"name": "sample", "connector": "sample",
+                         "config": {"records": records}}],
+        "workflows": [{"name": "users", "connection": "sample",
+                       "streams": [{"name": "users"}], "batch_size": 500}]
+    });
+    std::fs::write(&file, defs.to_string()).unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+fn outcome(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    let out = stdout(o);
+    let line = out.lines().next().expect("one outcome line");
+    serde_json::from_str(line).expect("a JSON outcome")
+}
+
+#[tokio::test]
+async fn a_sync_on_postgres_lands_and_a_second_finds_everything_unchanged() {
+    let schema = TestSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = definitions(dir.path(), 3_000);
+    let run = ["run", &file, "--store", schema.url(), "--json", "--quiet"];
+
+    let first = outcome(&sluice(&run, dir.path()));
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first["streams"]["users"]["created"], 3_000, "{first}");
+
+    let second = outcome(&sluice(&run, dir.path()));
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["streams"]["users"]["unchanged"], 3_000, "{second}");
+    assert_eq!(second["streams"]["users"]["created"], 0, "{second}");
+    // Nothing of the store went to the data directory but the node's own files.
+    assert!(!dir.path().join("db").exists());
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_once_and_a_newer_schema_is_refused() {
+    let schema = TestSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let migrate = ["store", "migrate", "--store", schema.url()];
+
+    let first = sluice(&migrate, dir.path());
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("from schema version 0 to 1"), "{}", stdout(&first));
+    let again = sluice(&migrate, dir.path());
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("nothing to do"), "{}", stdout(&again));
+
+    execute(&format!(
+        "INSERT INTO {}.sluice_schema (version, name) VALUES (99, 'from the future')",
+        schema.name()
+    ))
+    .await;
+    let file = definitions(dir.path(), 10);
+    let refused = sluice(&["run", &file, "--store", schema.url()], dir.path());
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("version 99") && err.contains("version 1 "),
+        "names both versions: {err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = definitions(dir.path(), 10);
+    // Nothing listens on port 1.
+    let url = "postgres://sluice:hunter2@127.0.0.1:1/sluice";
+    for args in [
+        vec!["run", file.as_str(), "--store", url],
+        vec!["store", "migrate", "--store", url],
+    ] {
+        let out = sluice(&args, dir.path());
+        assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("postgres://sluice:***@127.0.0.1:1/sluice"), "{err}");
+        assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    }
+}
