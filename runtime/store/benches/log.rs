@@ -1,20 +1,27 @@
-//! Durable event appends per second, with 1 and with 64 concurrent appenders.
+//! Durable event appends per second, with 1 and with 64 concurrent appenders, on each
+//! store backend side by side: the sled event log and PostgreSQL's run log (through
+//! the `RunLog` of its backend).
 //!
 //! Run: `cargo bench -p sluice-store --bench log`. Each configuration appends
-//! `SLUICE_BENCH_EVENTS` events (default 20,000) of about 200 bytes to a fresh
-//! database in a temporary directory; every append is acknowledged only once
-//! flushed. Prints events/s and p50/p99 append latency.
+//! `SLUICE_BENCH_EVENTS` events (default 20,000) of about 200 bytes to a fresh store
+//! (sled: a temporary directory; PostgreSQL: a fresh schema of the test database, or
+//! the store `SLUICE_BENCH_POSTGRES` names, used as it is); every append is
+//! acknowledged only once durable. `SLUICE_BENCH_STORE` picks `sled`, `postgres` or
+//! `both` (the default). Prints events/s, p50/p99 append latency and the store's size.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 /// The allocator `sluice` itself runs with, so the figures are the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sluice_store::RunLog;
 use sluice_store::log::{CheckpointCommitted, EventKind, RunId, RunScheduled, Trigger};
+use sluice_store::postgres::PgStore;
 use sluice_store::sled::EventLog;
+use sluice_store::{Backend, RunLog};
+use sluice_testkit::pg::TestSchema;
+use sluice_testkit::stats::{BenchStore, bench_postgres_url, bench_stores, env_or, percentile};
 
 fn scheduled(i: usize) -> EventKind {
     EventKind::RunScheduled(RunScheduled {
@@ -46,14 +53,76 @@ fn checkpoint(n: usize) -> EventKind {
     })
 }
 
-async fn run(appenders: usize, total: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open(dir.path()).unwrap();
+/// A run log under test. Cheap to clone.
+#[derive(Clone)]
+enum Log {
+    Sled(EventLog),
+    Postgres(PgStore),
+}
+
+impl Log {
+    fn log(&self) -> &dyn RunLog {
+        match self {
+            Log::Sled(log) => log,
+            Log::Postgres(store) => store.log(),
+        }
+    }
+
+    async fn size_on_disk(&self) -> u64 {
+        match self {
+            Log::Sled(log) => log.size_on_disk().unwrap(),
+            Log::Postgres(store) => store.size_on_disk().await.unwrap(),
+        }
+    }
+}
+
+/// A fresh log, and what must live as long as it.
+async fn open(kind: BenchStore) -> (Log, Option<tempfile::TempDir>, Option<TestSchema>) {
+    match kind {
+        BenchStore::Sled => {
+            let dir = tempfile::tempdir().unwrap();
+            let log = EventLog::open(dir.path()).unwrap();
+            (Log::Sled(log), Some(dir), None)
+        }
+        BenchStore::Postgres => {
+            let (url, schema) = match bench_postgres_url() {
+                Some(url) => (url, None),
+                None => {
+                    let schema = TestSchema::create().await;
+                    (schema.url().to_owned(), Some(schema))
+                }
+            };
+            let store = PgStore::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"));
+            (Log::Postgres(store), None, schema)
+        }
+    }
+}
+
+/// One configuration's figures.
+struct Row {
+    store: &'static str,
+    appenders: usize,
+    events: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    size_kib: u64,
+}
+
+async fn run(kind: BenchStore, appenders: usize, total: usize) -> Row {
+    let (log, _dir, _schema) = open(kind).await;
+    // Runs of their own, even in a store that holds earlier ones.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let runs: Vec<RunId> = (0..appenders)
-        .map(|i| RunId::v7(1_700_000_000_000 + i as u64, [i as u8; 10]))
+        .map(|i| RunId::v7(now + i as u64, [i as u8; 10]))
         .collect();
     for (i, r) in runs.iter().enumerate() {
-        log.append(*r, vec![scheduled(i)]).await.unwrap();
+        log.log().append(*r, vec![scheduled(i)]).await.unwrap();
     }
     let share = |i: usize| total / appenders + usize::from(i < total % appenders);
     let start = Instant::now();
@@ -65,7 +134,7 @@ async fn run(appenders: usize, total: usize) {
             let mut lat = Vec::with_capacity(per);
             for n in 0..per {
                 let t = Instant::now();
-                log.append(r, vec![checkpoint(n)]).await.unwrap();
+                log.log().append(r, vec![checkpoint(n)]).await.unwrap();
                 lat.push(t.elapsed());
             }
             lat
@@ -77,30 +146,57 @@ async fn run(appenders: usize, total: usize) {
     }
     let elapsed = start.elapsed();
     lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    let events = lat.len();
-    println!(
-        "appenders={appenders:>3} events={events} elapsed={:.2}s events/s={:.0} p50={:.2}ms p99={:.2}ms disk={}KiB",
-        elapsed.as_secs_f64(),
-        events as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        log.size_on_disk().unwrap() / 1024,
-    );
-    let s = log.state(runs[0]).await.unwrap();
+    let row = Row {
+        store: kind.name(),
+        appenders,
+        events: lat.len(),
+        elapsed,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        size_kib: log.size_on_disk().await / 1024,
+    };
+    let s = log.log().state(runs[0]).await.unwrap();
     assert_eq!(s.last_seq as usize, share(0) + 1);
+    println!(
+        "{:<8} appenders={appenders:>3} events={} elapsed={:.2}s events/s={:.0}",
+        row.store,
+        row.events,
+        elapsed.as_secs_f64(),
+        row.events as f64 / elapsed.as_secs_f64(),
+    );
+    row
 }
 
 fn main() {
-    let total: usize = std::env::var("SLUICE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let total: usize = env_or("SLUICE_BENCH_EVENTS", 20_000);
+    let stores = bench_stores();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    for appenders in [1, 64] {
-        rt.block_on(run(appenders, total));
+    let mut rows = Vec::new();
+    for &kind in &stores {
+        for appenders in [1, 64] {
+            rows.push(rt.block_on(run(kind, appenders, total)));
+        }
+    }
+    println!();
+    println!(
+        "{:<8} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
+        "store", "appenders", "events", "seconds", "events/s", "p50 ms", "p99 ms", "size KiB"
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for r in &rows {
+        println!(
+            "{:<8} {:>9} {:>7} {:>8.2} {:>9.0} {:>9.2} {:>9.2} {:>10}",
+            r.store,
+            r.appenders,
+            r.events,
+            r.elapsed.as_secs_f64(),
+            r.events as f64 / r.elapsed.as_secs_f64(),
+            ms(r.p50),
+            ms(r.p99),
+            r.size_kib
+        );
     }
 }
