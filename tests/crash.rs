@@ -1,7 +1,8 @@
-//! Crash safety with real processes: a `sluice run` syncing into its embedded store is
-//! killed with SIGKILL at random moments, restarted each time, and at the end the hub
-//! holds exactly the source's records — none lost, none twice — the change feed agrees,
-//! and the one run is completed with every record counted once.
+//! Crash safety with real processes: a `sluice run` syncing into its store is killed
+//! with SIGKILL at random moments, restarted each time, and at the end the hub holds
+//! exactly the source's records — none lost, none twice — the change feed agrees, and
+//! the one run is completed with every record counted once. Each scenario runs on the
+//! embedded sled store (`sled_*`) and on PostgreSQL (`postgres_*`, a schema per store).
 //!
 //! Kill points are random; the seed is printed and `SLUICE_CRASH_SEED` replays it.
 
@@ -11,13 +12,12 @@
     reason = "test helpers fail the test"
 )]
 
-use std::collections::HashSet;
+mod crash_support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sluice_store::Store;
-use sluice_store::hub::ChangeKind;
+use crash_support::{Backend, TestStore, assert_exactly_once, sluice_run};
 use sluice_store::log::{RunFilter, StatusKind};
 use sluice_testkit::process::{stderr, stdout};
 
@@ -33,28 +33,10 @@ fn seed() -> u64 {
     seed
 }
 
-fn sluice(definitions: &Path, data: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.arg("run")
-        .arg(definitions)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--quiet")
-        .arg("--json")
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Committed records of the runs so far, and how many runs completed (the store is
-/// closed in between).
-fn committed(data: &Path) -> (u64, usize) {
-    let store = Store::open(data).expect("the store opens after a kill");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+/// Committed records of the runs so far, and how many runs completed (no `sluice`
+/// uses the store in between).
+fn committed(store: &TestStore) -> (u64, usize) {
+    store.with(async |store| {
         let mut total = 0;
         let mut completed = 0;
         for r in store.log().list(&RunFilter::default()).await.expect("list") {
@@ -84,22 +66,29 @@ struct Scenario<'a> {
 }
 
 /// Runs `sluice run` under random SIGKILLs, restarting it each time, until it has
-/// been killed `KILLS` times; then to the end. `verify` checks each completed sync's
-/// store. Returns the kill points (records committed when each kill landed).
+/// been killed `KILLS` times; then to the end. Every sync starts on a fresh store on
+/// `backend`; `verify` checks each completed sync's store. Returns the kill points
+/// (records committed when each kill landed).
 ///
 /// Delays are uniform in `0..=max_delay`; when the last kill moved the sync along so
 /// far that the remaining kills would not fit in what is left of it, the range is
 /// halved, and when it landed before any progress, the range grows. Should a sync
 /// still complete before all kills have landed (a fast machine), it is verified and
 /// the kills go on against a fresh store.
-fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)) -> Vec<u64> {
+fn kill_and_restart(
+    scenario: &Scenario<'_>,
+    backend: Backend,
+    root: &Path,
+    verify: impl Fn(&TestStore),
+) -> Vec<u64> {
+    let began = std::time::Instant::now();
     let mut rng = fastrand::Rng::with_seed(seed());
     let mut max_delay_ms = 1_500;
     let mut points: Vec<u64> = Vec::new();
     for episode in 0.. {
-        let data = root.join(format!("store-{episode}"));
+        let store = TestStore::create(backend, root.join(format!("store-{episode}")));
         if let Some(prelude) = scenario.prelude {
-            let out = sluice(scenario.definitions, &data, prelude)
+            let out = sluice_run(scenario.definitions, &store, prelude)
                 .output()
                 .expect("run the prelude");
             assert!(out.status.success(), "{}", stderr(&out));
@@ -107,7 +96,7 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
         let mut before = 0;
         let mut completed = false;
         while points.len() < KILLS && !completed {
-            let mut child = sluice(scenario.definitions, &data, scenario.args)
+            let mut child = sluice_run(scenario.definitions, &store, scenario.args)
                 .spawn()
                 .expect("spawn sluice");
             std::thread::sleep(Duration::from_millis(rng.u64(0..=max_delay_ms)));
@@ -123,7 +112,7 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
             }
             child.kill().expect("SIGKILL sluice");
             child.wait().expect("reap sluice");
-            let (now, runs_done) = committed(&data);
+            let (now, runs_done) = committed(&store);
             assert!(
                 now >= before,
                 "committed records went back: {before} -> {now}"
@@ -139,7 +128,7 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
             before = now;
         }
         if !completed {
-            let out = sluice(scenario.definitions, &data, scenario.args)
+            let out = sluice_run(scenario.definitions, &store, scenario.args)
                 .output()
                 .expect("run sluice to the end");
             assert!(
@@ -149,7 +138,7 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
                 stderr(&out)
             );
         }
-        verify(&data);
+        verify(&store);
         if points.len() >= KILLS {
             break;
         }
@@ -159,57 +148,15 @@ fn kill_and_restart(scenario: &Scenario<'_>, root: &Path, verify: impl Fn(&Path)
         );
         max_delay_ms = (max_delay_ms / 2).max(100);
     }
-    eprintln!("records committed at each kill: {points:?}");
+    eprintln!(
+        "{backend:?}: records committed at each kill: {points:?} ({:.1?} in all)",
+        began.elapsed()
+    );
     points
 }
 
-/// The hub holds exactly ids 1..=n (by `id_of`), the feed has one creation per record
-/// and nothing else, and the one run completed with each record counted once.
-fn assert_exactly_once(data: &Path, workflow: &str, connection: &str, stream: &str, n: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let store = Store::open(data).expect("open the store");
-        let hub = store.hub();
-        assert_eq!(hub.count(connection, stream).await.expect("count"), n);
-        let mut seen = HashSet::with_capacity(n as usize);
-        let mut after = 0;
-        loop {
-            let (page, next) = hub
-                .feed(connection, stream, after, 50_000)
-                .await
-                .expect("feed");
-            if page.is_empty() {
-                break;
-            }
-            for change in page {
-                assert_eq!(change.kind, ChangeKind::Created, "{change:?}");
-                assert_eq!(change.version, 1, "{change:?}");
-                assert!(seen.insert(change.primary_key.clone()), "twice: {change:?}");
-            }
-            after = next;
-        }
-        assert_eq!(seen.len() as u64, n, "feed entries");
-        for id in 1..=n {
-            assert!(seen.contains(&format!("[{id}]")), "record {id} is missing");
-        }
-        let filter = RunFilter {
-            workflow: Some(workflow.to_owned()),
-            ..RunFilter::default()
-        };
-        let runs = store.log().list(&filter).await.expect("list");
-        assert_eq!(runs.len(), 1, "every restart resumed the one run: {runs:?}");
-        assert_eq!(runs[0].status, StatusKind::Completed);
-        let state = store.log().state(runs[0].run_id).await.expect("fold");
-        let p = &state.progress[stream];
-        assert!(p.complete);
-        assert_eq!((p.records, p.created, p.unchanged, p.updated), (n, n, 0, 0));
-    });
-}
-
-#[test]
-fn sample_sync_survives_sigkill_at_random_moments() {
+/// A sample sync of a million records.
+fn sample_sync(backend: Backend) {
     const RECORDS: u64 = 1_000_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let definitions = dir.path().join("sync.json");
@@ -227,8 +174,8 @@ fn sample_sync_survives_sigkill_at_random_moments() {
         records: RECORDS,
         runs: 1,
     };
-    let points = kill_and_restart(&scenario, dir.path(), |data| {
-        assert_exactly_once(data, "users", "sample", "users", RECORDS)
+    let points = kill_and_restart(&scenario, backend, dir.path(), |store| {
+        assert_exactly_once(store, "users", "sample", "users", RECORDS)
     });
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
@@ -236,8 +183,8 @@ fn sample_sync_survives_sigkill_at_random_moments() {
     );
 }
 
-#[test]
-fn rest_sync_survives_sigkill_at_random_moments() {
+/// A REST sync of 200,000 records from a local API.
+fn rest_sync(backend: Backend) {
     const RECORDS: u64 = 200_000;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (app, _contacts) = sluice_testkit::servers::contacts::router(RECORDS);
@@ -259,8 +206,8 @@ fn rest_sync_survives_sigkill_at_random_moments() {
         records: RECORDS,
         runs: 1,
     };
-    let points = kill_and_restart(&scenario, dir.path(), |data| {
-        assert_exactly_once(data, "contacts", "contacts-api", "contacts", RECORDS)
+    let points = kill_and_restart(&scenario, backend, dir.path(), |store| {
+        assert_exactly_once(store, "contacts", "contacts-api", "contacts", RECORDS)
     });
     assert!(
         points.iter().any(|p| *p > 0 && *p < RECORDS),
@@ -268,10 +215,9 @@ fn rest_sync_survives_sigkill_at_random_moments() {
     );
 }
 
-#[test]
-fn queued_and_running_runs_all_finish_once_across_sigkills() {
-    // Five workflows, one slot: at any kill, one run is going and the rest wait in the
-    // queue (durably: as scheduled runs in the log).
+/// Five workflows, one slot: at any kill, one run is going and the rest wait in the
+/// queue (durably: as scheduled runs in the log).
+fn queued_and_running_runs(backend: Backend) {
     const WORKFLOWS: usize = 5;
     const RECORDS: u64 = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -297,13 +243,43 @@ fn queued_and_running_runs_all_finish_once_across_sigkills() {
         records: total,
         runs: WORKFLOWS,
     };
-    let points = kill_and_restart(&scenario, dir.path(), |data| {
+    let points = kill_and_restart(&scenario, backend, dir.path(), |store| {
         for n in &names {
-            assert_exactly_once(data, n, n, "users", RECORDS);
+            assert_exactly_once(store, n, n, "users", RECORDS);
         }
     });
     assert!(
         points.iter().any(|p| *p > 0 && *p < total),
         "no kill landed mid-sync: {points:?}"
     );
+}
+
+#[test]
+fn sled_sample_sync_survives_sigkill_at_random_moments() {
+    sample_sync(Backend::Sled);
+}
+
+#[test]
+fn postgres_sample_sync_survives_sigkill_at_random_moments() {
+    sample_sync(Backend::Postgres);
+}
+
+#[test]
+fn sled_rest_sync_survives_sigkill_at_random_moments() {
+    rest_sync(Backend::Sled);
+}
+
+#[test]
+fn postgres_rest_sync_survives_sigkill_at_random_moments() {
+    rest_sync(Backend::Postgres);
+}
+
+#[test]
+fn sled_queued_and_running_runs_all_finish_once_across_sigkills() {
+    queued_and_running_runs(Backend::Sled);
+}
+
+#[test]
+fn postgres_queued_and_running_runs_all_finish_once_across_sigkills() {
+    queued_and_running_runs(Backend::Postgres);
 }
