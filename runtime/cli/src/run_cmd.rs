@@ -73,7 +73,8 @@ pub async fn open_store(location: &Location, data_dir: &std::path::Path) -> anyh
                 "opening the store in {} (is another sluice process using it?)",
                 dir.display()
             ),
-            Location::Postgres(_) => format!("opening the store at {location}"),
+            // The store's own error names the URL (without its password).
+            Location::Postgres(_) => "opening the store".to_owned(),
         })
 }
 

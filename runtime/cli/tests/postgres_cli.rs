@@ -68,10 +68,18 @@ async fn migrate_applies_the_schema_once_and_a_newer_schema_is_refused() {
 
     let first = sluice(&migrate, dir.path());
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("from schema version 0 to 1"), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("from schema version 0 to 1"),
+        "{}",
+        stdout(&first)
+    );
     let again = sluice(&migrate, dir.path());
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stdout(&again).contains("nothing to do"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
+    );
 
     execute(&format!(
         "INSERT INTO {}.sluice_schema (version, name) VALUES (99, 'from the future')",
@@ -101,7 +109,38 @@ async fn an_unreachable_store_is_named_without_its_password() {
         let out = sluice(&args, dir.path());
         assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("postgres://sluice:***@127.0.0.1:1/sluice"), "{err}");
+        assert!(
+            err.contains("postgres://sluice:***@127.0.0.1:1/sluice"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"), "the password leaked: {err}");
     }
+}
+
+/// TLS to the database: the server's certificate is checked, against the web's roots
+/// by default or the file `sslrootcert` names. Uses the certificate the machine's
+/// PostgreSQL serves (Debian's `ssl-cert-snakeoil`, issued to `localhost`).
+#[tokio::test]
+async fn tls_to_the_database_checks_the_servers_certificate() {
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if !Path::new(cert).exists() {
+        eprintln!("skipped: the test database serves no certificate at {cert}");
+        return;
+    }
+    let schema = TestSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = schema.url().replace("127.0.0.1", "localhost");
+
+    let unknown_issuer = format!("{base}&sslmode=require");
+    let out = sluice(
+        &["store", "migrate", "--store", &unknown_issuer],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+
+    let trusted = format!("{base}&sslmode=verify-full&sslrootcert={cert}");
+    let out = sluice(&["store", "migrate", "--store", &trusted], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("to 1"), "{}", stdout(&out));
 }

@@ -51,15 +51,17 @@ pub fn is_postgres_url(location: &str) -> bool {
 /// A pool of connections to the store at `url`, checked by opening one.
 ///
 /// TLS follows the URL's `sslmode`: `disable` (the default when the URL names none:
-/// a database on the same host or network needs none), `prefer` or `require`; with
-/// TLS the server's certificate is checked against the web's root authorities.
+/// a database on the same host or network needs none), `prefer`, or `require` (also
+/// spelled `verify-ca` or `verify-full`: the server's certificate and name are always
+/// checked), against the web's root authorities or the PEM file `sslrootcert` names.
 pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Pool, StoreError> {
     let shown = redact_url(url);
     let unreachable = |reason: String| StoreError::Unreachable {
         url: shown.clone(),
         reason,
     };
-    let mut config = tokio_postgres::Config::from_str(url)
+    let (url, root_cert) = tls_settings(url);
+    let mut config = tokio_postgres::Config::from_str(&url)
         .map_err(|e| unreachable(format!("not a valid PostgreSQL URL: {}", describe(&e))))?;
     if !url.contains("sslmode=") {
         config.ssl_mode(SslMode::Disable);
@@ -67,7 +69,7 @@ pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Pool, Stor
     if config.get_application_name().is_none() {
         config.application_name("sluice");
     }
-    let tls = tls().map_err(|e| unreachable(format!("TLS: {e}")))?;
+    let tls = tls(root_cert.as_deref()).map_err(|e| unreachable(format!("TLS: {e}")))?;
     let manager = Manager::from_config(
         config,
         tls,
@@ -88,14 +90,66 @@ pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Pool, Stor
     Ok(pool)
 }
 
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// The URL as the driver takes it, and the root certificate file it named: the
+/// driver knows neither `sslrootcert` nor the `verify-*` modes (its TLS always
+/// verifies the certificate and the name, as `verify-full` does).
+fn tls_settings(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
     };
+    let mut root_cert = None;
+    // Raw pairs are kept as written: the driver decodes `%20`, not `+`.
+    let kept: Vec<String> = query
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslrootcert" => {
+                    let decoded = url::form_urlencoded::parse(pair.as_bytes())
+                        .next()
+                        .map_or_else(|| value.to_owned(), |(_, v)| v.into_owned());
+                    root_cert = Some(decoded);
+                    None
+                }
+                "sslmode" if value == "verify-full" || value == "verify-ca" => {
+                    Some("sslmode=require".to_owned())
+                }
+                _ => Some(pair.to_owned()),
+            }
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_owned(), root_cert)
+    } else {
+        (format!("{base}?{}", kept.join("&")), root_cert)
+    }
+}
+
+fn tls(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("reading sslrootcert {path}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("sslrootcert {path} holds no certificate"));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
@@ -104,6 +158,26 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_settings_the_driver_does_not_know_are_taken_out() {
+        let (url, cert) = tls_settings(
+            "postgres://u@db:5432/s?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        );
+        assert_eq!(cert.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(
+            url,
+            "postgres://u@db:5432/s?sslmode=require&application_name=x"
+        );
+        let (url, cert) = tls_settings("postgres://u@db/s");
+        assert_eq!((url.as_str(), cert), ("postgres://u@db/s", None));
+        let (url, _) =
+            tls_settings("postgres://u@db/s?options=-c%20search_path%3Dx&sslmode=verify-ca");
+        assert_eq!(
+            url,
+            "postgres://u@db/s?options=-c%20search_path%3Dx&sslmode=require"
+        );
+    }
 
     #[test]
     fn a_password_never_shows() {
