@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sluice_model::{EventKind, RunId};
 
 use crate::catalog::Catalog;
-use crate::hub::{BatchOutcome, Hub, HubError};
+use crate::hub::{BatchOutcome, Hub, HubBulk, HubError};
 use crate::log::{LogError, RunLog};
 use crate::run_logs::RunLogs;
 
@@ -35,6 +35,9 @@ pub trait Backend: Send + Sync {
 
     /// The per-run logs (connector lines and HTTP requests).
     fn run_logs(&self) -> &dyn RunLogs;
+
+    /// The hub's bulk reads and writes, for copying a store ([`crate::copy`]).
+    fn hub_bulk(&self) -> &dyn HubBulk;
 
     /// Upserts a batch into the hub and appends its `CheckpointCommitted` event to
     /// `run`'s log, atomically and durably. A bad record rejects the whole batch and

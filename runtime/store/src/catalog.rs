@@ -32,6 +32,9 @@ pub trait Catalog: Send + Sync {
     /// Every definition of `kind`, by name.
     async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// Every kind that holds at least one definition, sorted (bytewise).
+    async fn kinds(&self) -> Result<Vec<String>, StoreError>;
+
     /// Removes the definition; returns whether it existed.
     async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError>;
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use sluice_model::{EventKind, RunEvent, RunId};
 
 use crate::catalog::Catalog;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubBulk};
 use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary};
 use crate::run_logs::RunLogs;
 use crate::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
@@ -227,6 +227,10 @@ impl Backend for FaultyBackend {
 
     fn run_logs(&self) -> &dyn RunLogs {
         self.inner.run_logs()
+    }
+
+    fn hub_bulk(&self) -> &dyn HubBulk {
+        self.inner.hub_bulk()
     }
 
     async fn commit_batch(&self, run: RunId, batch: BatchCommit) -> Result<Committed, StoreError> {

@@ -8,10 +8,13 @@
 //! deleted every record it did not see; the change feed of a stream is read with a
 //! cursor. Writes go only through [`crate::Backend::commit_batch`] and
 //! [`crate::Backend::complete_stream`], which commit them atomically with the run's
-//! checkpoint; this module owns the reads ([`Hub`]) and the types every backend shares.
+//! checkpoint; this module owns the reads ([`Hub`]), the bulk reads and writes that
+//! copying a store takes ([`HubBulk`]) and the types every backend shares.
 
 use async_trait::async_trait;
 use serde_json::Value;
+
+use crate::StoreError;
 
 /// Most records one batch may hold.
 pub const MAX_BATCH_RECORDS: usize = (1 << 24) - 2;
@@ -49,6 +52,88 @@ pub trait Hub: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<Change>, u64), HubError>;
+}
+
+/// Bulk reads and writes of the hub, beyond what the engine needs: every stream, the
+/// live records in feed order, and a stream's history written as it is. What copying
+/// a store to another backend ([`crate::copy`]) takes; implemented by every backend
+/// and reached through [`crate::Backend::hub_bulk`].
+#[async_trait]
+pub trait HubBulk: Send + Sync {
+    /// Every stream the hub has written to (a batch or a cursor), as (connection,
+    /// stream), sorted by connection then stream. A stream listed may hold no change.
+    async fn streams(&self) -> Result<Vec<(String, String)>, HubError>;
+
+    /// The live records among the next (at most) `limit` feed entries of the stream
+    /// after `after` (0 = from the start): each live record once, where the feed holds
+    /// its latest change, in feed order; and the cursor to pass next time (unchanged
+    /// when nothing followed). Paging through the whole feed thus yields every live
+    /// record exactly once, in bounded memory; a page may hold none.
+    async fn live_records(
+        &self,
+        connection: &str,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Record>, u64), HubError>;
+
+    /// Writes changes read from another store's feed to the stream as they are (same
+    /// kind, primary key, version and data, in order), with its incremental cursor,
+    /// atomically and durably. Nothing is classified: the records' state follows the
+    /// changes. Each change must follow its record's state ([`import_refusal`]), else
+    /// nothing of the call is written ([`StoreError::Invalid`]); so an import never
+    /// overwrites a stream written otherwise.
+    ///
+    /// What the target gives the changes itself: their feed positions (a call may
+    /// become one or several batches, so cursors differ from the source's), and the
+    /// records' first and last seen time and refresh generation, all `at_unix_ms`
+    /// (a full refresh scheduled before the import deletes none of them, one scheduled
+    /// after compares them as usual); records have no source cursor.
+    async fn import(&self, import: StreamImport) -> Result<(), StoreError>;
+}
+
+/// A piece of a stream's history to write with [`HubBulk::import`].
+#[derive(Clone, Debug, Default)]
+pub struct StreamImport {
+    /// The connection.
+    pub connection: String,
+    /// The stream.
+    pub stream: String,
+    /// Changes in feed order; their `cursor` is ignored.
+    pub changes: Vec<Change>,
+    /// The stream's incremental cursor to store; `None` leaves it as it is.
+    pub cursor: Option<String>,
+    /// When the import runs (Unix ms): the imported records' first and last seen
+    /// time and the refresh generation they count as seen by.
+    pub at_unix_ms: i64,
+}
+
+/// Why `change` may not follow its record's state in an import, if it may not: the
+/// record's latest version and whether it is live (`None`: never seen). A creation
+/// needs an absent or deleted record, an update or a deletion a live one; the
+/// version is the previous one plus one (1 for a new key); a deletion carries no
+/// data and the others do.
+pub(crate) fn import_refusal(prev: Option<(u64, bool)>, change: &Change) -> Option<String> {
+    let live = prev.is_some_and(|(_, live)| live);
+    let expected = prev.map_or(1, |(version, _)| version + 1);
+    let why = match change.kind {
+        ChangeKind::Created if live => "a creation of a live record".to_owned(),
+        ChangeKind::Updated | ChangeKind::Deleted if !live => {
+            format!("{:?} of a record that is not live", change.kind)
+        }
+        _ if change.version != expected => {
+            format!("version {}, expected {expected}", change.version)
+        }
+        ChangeKind::Deleted if change.data.is_some() => "a deletion with data".to_owned(),
+        ChangeKind::Created | ChangeKind::Updated if change.data.is_none() => {
+            format!("{:?} without data", change.kind)
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "change to {} at version {}: {why}",
+        change.primary_key, change.version
+    ))
 }
 
 /// What can go wrong in the hub.

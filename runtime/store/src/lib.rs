@@ -1,9 +1,11 @@
 //! Sluice's durable storage: the event-sourced log of runs, the hub of records, the
 //! catalog of definitions and the per-run logs, behind one contract.
 //!
-//! The contract is the traits [`log::RunLog`], [`hub::Hub`], [`catalog::Catalog`],
+//! The contract is the traits [`log::RunLog`], [`hub::Hub`] (and [`hub::HubBulk`], the
+//! bulk reads and writes that copying a store takes), [`catalog::Catalog`],
 //! [`run_logs::RunLogs`] and [`Backend`] (the writes that span them), with the types
-//! they share; [`Store`] is its front door. Backends: [`sled`] (embedded, the
+//! they share; [`Store`] is its front door. [`copy`] copies a whole store to another
+//! backend through the contract alone. Backends: [`sled`] (embedded, the
 //! default), [`postgres`] (shared by the nodes of a cluster), chosen by a
 //! [`Location`]; [`faults::FaultyBackend`] wraps any backend to fail chosen
 //! operations in tests. Stored formats are versioned protobuf messages, converted to the domain
@@ -13,6 +15,7 @@
 mod backend;
 pub mod catalog;
 pub mod codec;
+pub mod copy;
 pub mod faults;
 pub mod hub;
 mod location;
@@ -25,7 +28,7 @@ mod store;
 
 pub use backend::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
 pub use catalog::Catalog;
-pub use hub::Hub;
+pub use hub::{Hub, HubBulk};
 pub use location::Location;
 pub use log::{LogError, RunLog};
 pub use run_logs::RunLogs;

@@ -9,7 +9,7 @@ use sluice_model::{EventKind, RunId};
 
 use crate::backend::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
 use crate::catalog::Catalog;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubBulk};
 use crate::log::RunLog;
 use crate::run_logs::RunLogs;
 
@@ -73,6 +73,11 @@ impl Store {
     /// The per-run logs (connector lines and HTTP requests).
     pub fn run_logs(&self) -> &dyn RunLogs {
         self.backend.run_logs()
+    }
+
+    /// The hub's bulk reads and writes (see [`crate::copy`]).
+    pub fn hub_bulk(&self) -> &dyn HubBulk {
+        self.backend.hub_bulk()
     }
 
     /// Bytes the store takes on disk.

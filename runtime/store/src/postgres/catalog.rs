@@ -76,6 +76,21 @@ impl Catalog for PgCatalog {
             .map_err(StoreError::storage)
     }
 
+    async fn kinds(&self) -> Result<Vec<String>, StoreError> {
+        let rows = read!(self.reader, c, async {
+            c.query(
+                "SELECT DISTINCT kind COLLATE \"C\" FROM catalog ORDER BY 1",
+                &[],
+            )
+            .await
+        })
+        .map_err(StoreError::Storage)?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(StoreError::storage)
+    }
+
     async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
         let removed = read!(self.reader, c, async {
             c.execute(

@@ -7,6 +7,7 @@
 //! - `committer`: group commit of run events and hub batches, one transaction per
 //!   group; waits out a database that went away.
 //! - `log`, `hub`, `catalog`, `run_logs`: each part of the contract on its tables.
+//! - `import`: the hub's bulk reads and writes (`HubBulk`), for copying a store.
 //! - `pool`: reads, patient with a database that is briefly away.
 //!
 //! Nothing in it keeps a run's or a record's state in memory beyond one transaction:
@@ -17,6 +18,7 @@ mod committer;
 mod connect;
 mod errors;
 mod hub;
+mod import;
 mod log;
 mod migrations;
 mod pool;

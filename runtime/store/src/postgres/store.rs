@@ -19,7 +19,7 @@ use super::migrations::{Migrated, migrate};
 use super::pool::{Reader, read};
 use super::{catalog::PgCatalog, run_logs::PgRunLogs};
 use crate::catalog::{Catalog, check_name};
-use crate::hub::{Hub, HubError, MAX_BATCH_RECORDS};
+use crate::hub::{Hub, HubBulk, HubError, MAX_BATCH_RECORDS};
 use crate::log::RunLog;
 use crate::run_logs::RunLogs;
 use crate::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
@@ -31,7 +31,7 @@ pub struct PgStore {
     hub: PgHub,
     catalog: PgCatalog,
     run_logs: PgRunLogs,
-    reader: Reader,
+    pub(super) reader: Reader,
 }
 
 impl PgStore {
@@ -149,6 +149,10 @@ impl Backend for PgStore {
 
     fn run_logs(&self) -> &dyn RunLogs {
         &self.run_logs
+    }
+
+    fn hub_bulk(&self) -> &dyn HubBulk {
+        self
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {

@@ -78,6 +78,21 @@ impl Catalog for SledCatalog {
         Ok(out)
     }
 
+    async fn kinds(&self) -> Result<Vec<String>, StoreError> {
+        // Keys are `kind 0x00 name` and a kind holds no NUL: after a kind's first key,
+        // the next kind starts at or after `kind 0x01`.
+        let mut kinds = Vec::new();
+        let mut from = Vec::new();
+        while let Some(item) = self.tree.range(from.as_slice()..).next() {
+            let (k, _) = item.map_err(StoreError::storage)?;
+            let kind = k.split(|b| *b == 0).next().unwrap_or_default();
+            kinds.push(String::from_utf8_lossy(kind).into_owned());
+            from = kind.to_vec();
+            from.push(1);
+        }
+        Ok(kinds)
+    }
+
     async fn remove(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
         let old = self
             .tree

@@ -3,11 +3,13 @@
 //! Owns everything that names sled: the database's trees and key layouts
 //! (`layout`), opening it (`open`), atomic groups of writes across trees (`staged`),
 //! and the parts: `log` (the run log, with its single committer thread), `hub`,
-//! `catalog`, `run_logs`, and `store` ([`SledStore`], the [`crate::Backend`]). It
+//! `catalog`, `run_logs`, `store` ([`SledStore`], the [`crate::Backend`]) and `import`
+//! (the hub's bulk reads and writes, for copying a store). It
 //! must never let a sled type out of this module.
 
 mod catalog;
 pub mod hub;
+mod import;
 pub mod layout;
 mod log;
 mod open;

@@ -20,7 +20,7 @@ use super::log::{EventLog, LogConfig, TxHook};
 use super::run_logs::SledRunLogs;
 use super::staged::StagedTree;
 use crate::catalog::Catalog;
-use crate::hub::{Hub, HubError};
+use crate::hub::{Hub, HubBulk, HubError};
 use crate::log::{LogError, RunLog, now_unix_ms};
 use crate::run_logs::RunLogs;
 use crate::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
@@ -86,6 +86,10 @@ impl Backend for SledStore {
 
     fn run_logs(&self) -> &dyn RunLogs {
         &self.run_logs
+    }
+
+    fn hub_bulk(&self) -> &dyn HubBulk {
+        self
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {

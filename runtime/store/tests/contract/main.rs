@@ -11,6 +11,7 @@
     reason = "a failed expectation fails the test"
 )]
 
+mod bulk;
 mod catalog;
 mod faults;
 mod log;
@@ -124,5 +125,12 @@ contract_tests! {
         log::held_events_wait_for_the_runs_next_append_or_their_release,
         log::runs_committed_together_list_in_order,
         log::a_run_dead_lettered_twice_is_listed_once,
+        bulk::catalog_kinds_are_listed_sorted_and_go_with_their_last_document,
+        bulk::hub_streams_are_listed_with_every_stream_written,
+        bulk::live_records_page_through_the_feed_each_record_once_at_its_latest,
+        bulk::an_import_writes_changes_as_they_are_and_later_batches_follow_them,
+        bulk::an_import_that_does_not_follow_its_records_is_refused_and_writes_nothing,
+        bulk::a_store_copies_to_each_backend_and_verifies,
+        bulk::a_copy_into_a_store_that_is_not_empty_is_refused_and_writes_nothing,
     ]
 }

@@ -58,6 +58,7 @@
 //! stream reads all its segments, and segments keep superseded versions until a
 //! compaction (not written yet) rewrites them.
 
+mod bulk;
 mod index;
 use crate::records as record;
 
