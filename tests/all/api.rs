@@ -15,7 +15,7 @@ use sluice_api::pb::runs_client::RunsClient;
 use sluice_api::pb::workflows_client::WorkflowsClient;
 use sluice_api::pb::{self};
 use sluice_api::{ApiServer, Scope, Tokens};
-use sluice_testkit::NodeBuilder;
+use sluice_testkit::{NodeBuilder, NodeDir};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -28,7 +28,7 @@ struct Node {
     addr: SocketAddr,
     metrics: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
+    _dir: NodeDir,
 }
 
 async fn node(tokens: Tokens) -> Node {
@@ -36,8 +36,8 @@ async fn node(tokens: Tokens) -> Node {
 }
 
 async fn node_with(tokens: Tokens, tls: Option<sluice_api::Tls>) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = NODE.engine_at(dir.path());
+    let dir = NodeDir::new();
+    let engine = NODE.test_engine_at(dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -17,9 +17,9 @@ use sluice_store::log::{
 };
 use sluice_store::log::{EventKind, StatusKind, StreamProgress};
 use sluice_store::{LogError, RunEvent, RunId, RunState, RunStatus};
-use sluice_testkit::NodeBuilder;
-use sluice_testkit::node::{connection, now_ms, run, run_id, workflow};
+use sluice_testkit::node::{connection, now_ms, open_test_store, run, run_id, workflow};
 use sluice_testkit::servers::pages;
+use sluice_testkit::{NodeBuilder, NodeDir};
 
 // ---------------------------------------------------------------------------------
 // Building an engine
@@ -195,7 +195,7 @@ fn scheduled(workflow: &str, connection: &str, streams: &[&str]) -> EventKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
     const N: u64 = 20_000;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -286,7 +286,7 @@ async fn sample_lands_every_record_once_and_a_second_run_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_refresh_that_misses_records_deletes_them_and_they_can_come_back() {
     const N: u64 = 10_000;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     let sample = |config: Value| json!({"name": "s", "connector": "sample", "config": config});
     connection(e, sample(json!({"records": N}))).await;
@@ -339,7 +339,7 @@ async fn a_full_refresh_that_misses_records_deletes_them_and_they_can_come_back(
 /// sample's checkpoint is the last id read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_sample_run_reads_only_the_records_added_since_the_last_run() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     let sample = |records: u64| json!({"name": "inc", "connector": "sample", "config": {"records": records}});
     connection(e, sample(1000)).await;
@@ -381,7 +381,7 @@ async fn an_incremental_sample_run_reads_only_the_records_added_since_the_last_r
 async fn an_incremental_rest_run_reads_only_new_and_changed_records() {
     let (app, server) = pages::router(items(1..=2500));
     let addr = sluice_testkit::serve(app).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(e, rest_connection("api", addr, true)).await;
     workflow(
@@ -430,7 +430,7 @@ async fn transient_server_errors_are_retried_from_the_last_checkpoint() {
     // Pages 1 and 2, then three failures, then the rest.
     server.script([None, None, Some(500), Some(503), Some(500)]);
     let addr = sluice_testkit::serve(app).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(e, rest_connection("flaky", addr, false)).await;
     workflow(
@@ -496,7 +496,7 @@ async fn a_run_that_keeps_failing_is_dead_lettered_and_a_manual_retry_finishes_i
     server.script([None, None]);
     server.always(Some(500));
     let addr = sluice_testkit::serve(app).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     // This test is about attempts and dead letters: the host's breaker, which would
     // fail the manual retry fast for its cool-down, stays out of it.
@@ -569,7 +569,7 @@ async fn a_run_that_keeps_failing_is_dead_lettered_and_a_manual_retry_finishes_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_that_waiting_cannot_fix_dead_letter_at_once_and_lose_nothing() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     let hostile = |config: Value| json!({"name": "h", "connector": "hostile", "config": config});
     connection(e, hostile(json!({"mode": "ok"}))).await;
@@ -665,7 +665,7 @@ async fn failures_that_waiting_cannot_fix_dead_letter_at_once_and_lose_nothing()
 async fn records_without_their_primary_key_dead_letter_as_schema_naming_the_field() {
     let (app, server) = pages::router(items(1..=2000));
     let addr = sluice_testkit::serve(app).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(e, rest_connection("pk", addr, false)).await;
     workflow(
@@ -705,7 +705,7 @@ async fn records_without_their_primary_key_dead_letter_as_schema_naming_the_fiel
 /// have left it) and the engine resumes it with `recover`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_the_connector_rejects_dead_letters_the_run_as_config() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -758,7 +758,7 @@ async fn a_checkpoint_the_connector_rejects_dead_letters_the_run_as_config() {
 async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_attempts() {
     /// The retry-after the hostile component reports.
     const RETRY_AFTER_MS: u64 = 1500;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -824,7 +824,7 @@ async fn a_rate_limited_run_waits_as_long_as_the_source_asked_without_spending_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_waiting_for_a_rate_limit_can_be_cancelled() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -860,7 +860,7 @@ async fn a_run_waiting_for_a_rate_limit_can_be_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_run_stops_at_a_batch_boundary_with_nothing_half_written() {
     const N: u64 = 2_000_000;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -916,10 +916,10 @@ async fn a_cancelled_run_stops_at_a_batch_boundary_with_nothing_half_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = NodeDir::new();
     let (a, b, c) = (run_id(1), run_id(2), run_id(3));
     {
-        let e = NODE.engine_at(dir.path());
+        let e = NODE.test_engine_at(dir.path()).await;
         for (name, records) in [("a", 3000), ("b", 4000), ("c", 5000)] {
             connection(
                 &e,
@@ -990,7 +990,7 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
     }
 
     // A new node over the same store.
-    let e = NODE.engine_at(dir.path());
+    let e = NODE.test_engine_at(dir.path()).await;
     let recovery = e.recover().await.expect("recover");
     let mut resumed = recovery.resumed.clone();
     resumed.sort();
@@ -1024,10 +1024,10 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = NodeDir::new();
     let (x, y) = (run_id(1), run_id(2));
     {
-        let e = NODE.engine_at(dir.path());
+        let e = NODE.test_engine_at(dir.path()).await;
         for (name, records) in [("x", 2000), ("y", 3000)] {
             connection(
                 &e,
@@ -1051,7 +1051,7 @@ async fn recover_reports_an_unreadable_log_and_resumes_the_other_runs() {
     }
     // x's events cannot be read when the store opens again, as if damaged on disk (the
     // store's own tests show each kind of damage is reported so).
-    let store = sluice_store::Store::open(dir.path()).expect("store");
+    let store = open_test_store(dir.path()).await;
     let faults = Faults::new();
     faults.make_unreadable(
         x,
@@ -1112,7 +1112,7 @@ fn backoff_delays_grow_exactly_by_the_multiplier() {
 /// usually pass the check; the test can never fail when starts are serialized.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_of_one_workflow_never_overlap() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -1151,7 +1151,7 @@ async fn concurrent_starts_of_one_workflow_never_overlap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_the_connector_does_not_offer_dead_letters_as_config() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,
@@ -1190,7 +1190,7 @@ async fn wait_for_retry(e: &Engine, run: RunId) {
 /// and still lacks it), and the next good run goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_discovery_still_refuses_a_stream_the_connector_does_not_offer() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     connection(
         e,

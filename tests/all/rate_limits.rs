@@ -153,7 +153,7 @@ async fn sync_declaring(
 async fn declared_limits_keep_ten_runs_sharing_a_credential_within_the_apis_limit() {
     let config = plain_api(200, 20, 20, Duration::from_millis(500));
     let (addr, server) = api(config).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let rules = json!({"rules": [{"endpoint": addr.to_string(), "requests": 20, "per_ms": 500}]});
     sync_concurrently(&node.engine, addr, 10, rules, 200).await;
     assert_eq!(
@@ -188,7 +188,7 @@ async fn reactive_only(headers: LimitHeaders) {
         ..plain_api(100, 25, 8, Duration::from_secs(1))
     };
     let (addr, server) = api(config).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     sync_concurrently(&node.engine, addr, 10, json!({}), 100).await;
     let throttled = server.throttled_per_window();
     assert!(
@@ -210,7 +210,7 @@ async fn honours_retry_after(form: RetryAfter) {
         ..plain_api(60, 10, 3, Duration::from_secs(1))
     };
     let (addr, server) = api(config).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     sync_concurrently(&node.engine, addr, 1, json!({}), 60).await;
     assert!(
         server.violations() >= 1,
@@ -237,7 +237,7 @@ async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
 async fn a_spent_retry_budget_makes_the_run_wait_not_fail() {
     let config = plain_api(40, 10, 2, Duration::from_secs(1));
     let (addr, server) = api(config).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     // No retries in the host: the first 429 goes back to the connector.
     let c = connection("c", addr, "t", json!({"retries": 0}));
@@ -332,7 +332,7 @@ async fn a_failing_host_opens_its_breaker_which_fails_fast_then_recovers() {
 async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
     let config = plain_api(100, 20, 10, Duration::from_millis(500));
     let (addr, server) = api(config.clone()).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     // The connector declares the API's limit from its config; the connection says
     // nothing.
     let declared = json!({"requests": 10, "per_ms": 500});
@@ -353,7 +353,7 @@ async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
 
     // A connection's rule for the same endpoint replaces the declared one.
     let (addr, server) = api(config).await;
-    let other = NODE.temp();
+    let other = NODE.temp().await;
     let tighter = json!({"rules": [{"endpoint": addr.to_string(), "requests": 4, "per_ms": 500}]});
     sync_declaring(&other.engine, addr, 2, tighter, declared, 100).await;
     assert_eq!(server.violations(), 0);
@@ -365,7 +365,7 @@ async fn a_connectors_declared_limit_applies_and_a_connection_overrides_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rate_limits_are_refused_naming_the_field() {
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let bad = connection(
         "c",
@@ -393,7 +393,7 @@ async fn bad_rate_limits_are_refused_naming_the_field() {
 async fn when_a_key_is_saturated_the_higher_priority_run_gets_the_budget_first() {
     let config = plain_api(120, 10, 100, Duration::from_secs(1));
     let (addr, server) = api(config).await;
-    let node = NODE.temp();
+    let node = NODE.temp().await;
     let e = &node.engine;
     // One request per 200 ms for the shared token: a slot frees 200 ms after the
     // previous answer, by when the high run has long asked for its next page.

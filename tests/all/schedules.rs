@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use sluice_engine::Engine;
 use sluice_store::RunStatus;
-use sluice_testkit::NodeBuilder;
-use sluice_testkit::node::{self, open_store};
+use sluice_testkit::node::{self, open_test_store};
+use sluice_testkit::{NodeBuilder, NodeDir};
 
 /// Compiled components are shared on disk between the tests. A new engine over the
 /// same store (`NODE.engine(store)`) is a restart of the node as far as the engine
@@ -52,9 +52,9 @@ async fn completed(engine: &Engine, runs: &[sluice_store::RunId]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_starts_one_run_once_even_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = NodeDir::new();
     let t0 = t0();
-    let store = open_store(dir.path());
+    let store = open_test_store(dir.path()).await;
     {
         let e = NODE.engine(store.clone());
         define(&e, 100, every_minute(json!({}))).await;
@@ -90,8 +90,8 @@ async fn a_fire_starts_one_run_once_even_across_a_restart() {
 }
 
 async fn after_downtime(catch_up: Value) -> (usize, usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let e = NODE.engine_at(dir.path());
+    let dir = NodeDir::new();
+    let e = NODE.test_engine_at(dir.path()).await;
     let mut wf = every_minute(json!({"catch_up": catch_up}));
     // Caught-up fires queue behind each other instead of being skipped as overlaps.
     wf["overlap"] = "buffer_all".into();
@@ -118,8 +118,8 @@ async fn missed_fires_follow_the_catch_up_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlap_policies_decide_what_a_fire_does_while_a_run_is_in_flight() {
     for (policy, started, dropped) in [("skip", 1, 2), ("buffer_all", 3, 0), ("buffer_one", 2, 1)] {
-        let dir = tempfile::tempdir().unwrap();
-        let e = NODE.engine_at(dir.path());
+        let dir = NodeDir::new();
+        let e = NODE.test_engine_at(dir.path()).await;
         // Big enough that the first run is still going when the next fires come.
         define(
             &e,
@@ -161,8 +161,8 @@ async fn overlap_policies_decide_what_a_fire_does_while_a_run_is_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = NODE.engine_at(dir.path());
+    let dir = NodeDir::new();
+    let e = NODE.test_engine_at(dir.path()).await;
     define(
         &e,
         10,
@@ -204,8 +204,8 @@ async fn paused_schedules_do_not_fire_and_upcoming_fires_are_listed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = NODE.engine_at(dir.path());
+    let dir = NodeDir::new();
+    let e = NODE.test_engine_at(dir.path()).await;
     define(&e, 10, every_minute(json!({"jitter_ms": 30_000}))).await;
     let t0 = t0();
     e.tick_schedules(t0).await.unwrap();
@@ -242,8 +242,8 @@ async fn a_jittered_fire_is_handled_when_its_run_is_due_not_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_scheduler_records_a_fire_ahead_and_starts_it_when_due() {
     use sluice_store::log::{EventKind, RunFilter};
-    let dir = tempfile::tempdir().unwrap();
-    let e = NODE.engine_at(dir.path());
+    let dir = NodeDir::new();
+    let e = NODE.test_engine_at(dir.path()).await;
     define(
         &e,
         1,

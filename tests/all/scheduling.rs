@@ -9,15 +9,15 @@ use std::path::Path;
 use serde_json::json;
 use sluice_engine::{Engine, Limits, Trigger};
 use sluice_store::{RunId, RunState, RunStatus};
-use sluice_testkit::NodeBuilder;
-use sluice_testkit::node::{self, open_store};
+use sluice_testkit::node::{self, open_test_store};
+use sluice_testkit::{NodeBuilder, NodeDir};
 
 /// Compiled components are shared on disk between the tests.
 const NODE: NodeBuilder =
     NodeBuilder::new().cache_under(env!("CARGO_TARGET_TMPDIR"), "scheduling-components");
 
-fn engine(dir: &Path, limits: Limits) -> Engine {
-    NODE.engine_with(open_store(dir), limits)
+async fn engine(dir: &Path, limits: Limits) -> Engine {
+    NODE.engine_with(open_test_store(dir).await, limits)
 }
 
 async fn define(engine: &Engine, tenant: &str, workflow: &str, priority: i32) {
@@ -76,14 +76,15 @@ fn span(s: &RunState) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_slot_higher_priority_starts_first_and_runs_never_share_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = NodeDir::new();
     let e = engine(
         dir.path(),
         Limits {
             slots: 1,
             ..Limits::default()
         },
-    );
+    )
+    .await;
     define(&e, "t", "first", 0).await;
     define(&e, "t", "low", 0).await;
     define(&e, "t", "high", 5).await;
@@ -102,7 +103,7 @@ async fn with_one_slot_higher_priority_starts_first_and_runs_never_share_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_limit_lets_another_tenant_through() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = NodeDir::new();
     let e = engine(
         dir.path(),
         Limits {
@@ -110,7 +111,8 @@ async fn a_tenant_limit_lets_another_tenant_through() {
             per_tenant: Some(1),
             ..Limits::default()
         },
-    );
+    )
+    .await;
     for w in ["big-1", "big-2", "big-3"] {
         define(&e, "big", w, 0).await;
     }
@@ -163,8 +165,8 @@ async fn events_of(engine: &Engine, run: sluice_store::RunId) -> Vec<sluice_stor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_attempt_is_stopped_heartbeats_and_is_retried_by_policy() {
     use sluice_store::log::EventKind;
-    let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path(), Limits::default());
+    let dir = NodeDir::new();
+    let e = engine(dir.path(), Limits::default()).await;
     // Each batch takes 5 s; an attempt that commits nothing for 1 s is stuck.
     sleeper(&e, 5_000, json!({"timeouts": {"heartbeat_secs": 1}})).await;
     let run = e.start("slow", Trigger::Manual).await.unwrap();
@@ -191,8 +193,8 @@ async fn a_stuck_attempt_is_stopped_heartbeats_and_is_retried_by_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_past_its_timeout_is_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path(), Limits::default());
+    let dir = NodeDir::new();
+    let e = engine(dir.path(), Limits::default()).await;
     // A batch takes 3 s, well within the 10 s heartbeat timeout, but the run may
     // last only 1 s.
     sleeper(
@@ -257,8 +259,8 @@ fn rand_tail(seed: &str) -> [u8; 10] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
     use sluice_store::log::{AttemptFailed, EventKind, FailureKind, Heartbeat};
-    let dir = tempfile::tempdir().unwrap();
-    let e = engine(dir.path(), Limits::default());
+    let dir = NodeDir::new();
+    let e = engine(dir.path(), Limits::default()).await;
     define(&e, "t", "expired", 0).await;
     define(&e, "t", "alive", 0).await;
     let now = chrono::Utc::now().timestamp_millis();

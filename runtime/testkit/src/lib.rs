@@ -23,6 +23,6 @@ pub mod process;
 pub mod servers;
 
 #[cfg(feature = "node")]
-pub use node::{NodeBuilder, TempNode};
+pub use node::{NodeBuilder, NodeDir, TempNode};
 #[cfg(feature = "node")]
 pub use servers::serve;

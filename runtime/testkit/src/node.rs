@@ -9,10 +9,17 @@
 //!     .pool(64, 512 << 20)
 //!     .cache_under(env!("CARGO_TARGET_TMPDIR"), "engine-test-components");
 //!
-//! let node = NODE.temp();                  // an engine over a store of its own
-//! let engine = NODE.engine_at(dir.path()); // or over a given directory
-//! let host = NODE.host();                  // or just the host
+//! let node = NODE.temp().await;                       // an engine over a store of its own
+//! let engine = NODE.test_engine_at(dir.path()).await; // or of the node in a directory
+//! let host = NODE.host();                             // or just the host
 //! ```
+//!
+//! The store is on the backend the tests run on, chosen by `SLUICE_TEST_STORE`
+//! ([`TestBackend::from_env`]): the embedded sled store in the node's directory (unset, or
+//! `sled`), or a PostgreSQL schema of its own in the test database (`postgres`; see
+//! [`crate::pg`]), named in the node's directory so that a node opened again on the
+//! directory (a restart) finds its store. A [`NodeDir`] drops that schema with the
+//! directory.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use sluice_engine::{Aging, ConnectionDef, Connectors, Engine, Limits, Trigger, WorkflowDef};
 use sluice_host::{Host, HostSettings};
-use sluice_store::{RunId, RunState, Store};
+use sluice_store::{Location, RunId, RunState, Store};
 
 /// The connectors every node built here knows by name: the first-party `sample` and
 /// `rest`, and the `hostile` test component.
@@ -155,32 +162,126 @@ impl<'a> NodeBuilder<'a> {
         )
     }
 
-    /// An engine over the store in `dir` (opened, or made there).
+    /// An engine over the sled store in `dir` (opened, or made there), whatever the
+    /// backend the tests run on: for benchmarks. Tests take [`Self::test_engine_at`].
     pub fn engine_at(&self, dir: &Path) -> Engine {
         self.engine(open_store(dir))
     }
 
-    /// An engine over a store of its own, in a temporary directory.
-    pub fn temp(&self) -> TempNode {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary directory: {e}"));
-        TempNode {
-            engine: self.engine_at(dir.path()),
-            dir,
-        }
+    /// An engine over the store of the node whose files are in `dir`, on the backend
+    /// the tests run on ([`open_test_store`]). A new engine on the same `dir` is the
+    /// node restarted.
+    pub async fn test_engine_at(&self, dir: &Path) -> Engine {
+        self.engine(open_test_store(dir).await)
+    }
+
+    /// An engine over a store of its own, on the backend the tests run on, with its
+    /// files in a temporary directory.
+    pub async fn temp(&self) -> TempNode {
+        let dir = NodeDir::new();
+        let engine = self.test_engine_at(dir.path()).await;
+        TempNode { engine, dir }
     }
 }
 
-/// The store in `dir`, opened (or made there).
+/// The sled store in `dir`, opened (or made there), whatever the backend the tests
+/// run on: for benchmarks. Tests take [`open_test_store`].
 pub fn open_store(dir: &Path) -> Store {
     Store::open(dir).unwrap_or_else(|e| panic!("cannot open the store in {}: {e}", dir.display()))
 }
 
-/// An engine over a store in a temporary directory that lives as long as it.
+/// The variable that chooses the store the tests run on ([`TestBackend::from_env`]).
+pub const STORE_VAR: &str = "SLUICE_TEST_STORE";
+
+/// A backend of the store the tests can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestBackend {
+    /// The embedded sled store, in the node's directory.
+    Sled,
+    /// A PostgreSQL schema of its own in the test database ([`crate::pg`]).
+    Postgres,
+}
+
+impl TestBackend {
+    /// The backend `SLUICE_TEST_STORE` names: `sled` (also when unset or empty) or
+    /// `postgres`. Panics, naming the choices, on anything else, so that a typo
+    /// never runs the tests on a backend nobody chose.
+    pub fn from_env() -> TestBackend {
+        let value = std::env::var(STORE_VAR).unwrap_or_default();
+        match value.trim() {
+            "" | "sled" => TestBackend::Sled,
+            "postgres" | "postgresql" => TestBackend::Postgres,
+            other => panic!("{STORE_VAR}={other:?}: the tests run on `sled` or `postgres`"),
+        }
+    }
+}
+
+/// Where the store of the node whose files are in `dir` is, on the backend the tests
+/// run on: `dir` itself for sled, the schema `dir` names (made on first use) for
+/// PostgreSQL.
+pub async fn store_location(dir: &Path) -> Location {
+    match TestBackend::from_env() {
+        TestBackend::Sled => Location::Dir(dir.to_path_buf()),
+        TestBackend::Postgres => Location::Postgres(crate::pg::node_url(dir).await),
+    }
+}
+
+/// The store of the node whose files are in `dir`, opened (or made), on the backend
+/// the tests run on ([`TestBackend::from_env`]). Opening the same `dir` again opens the
+/// same store.
+pub async fn open_test_store(dir: &Path) -> Store {
+    let location = store_location(dir).await;
+    location
+        .open(dir)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the store at {location}: {e}"))
+}
+
+/// A temporary directory for a node's files (and its sled store), removed when
+/// dropped, with the PostgreSQL schema of the node's store if it has one.
+pub struct NodeDir {
+    dir: tempfile::TempDir,
+}
+
+impl NodeDir {
+    /// A new, empty directory.
+    pub fn new() -> NodeDir {
+        NodeDir {
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary directory: {e}")),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for NodeDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AsRef<Path> for NodeDir {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
+
+impl Drop for NodeDir {
+    fn drop(&mut self) {
+        crate::pg::drop_node_schema(self.dir.path());
+    }
+}
+
+/// An engine over a store of its own that lives as long as it.
 pub struct TempNode {
     /// The engine.
     pub engine: Engine,
-    /// The store's directory, removed when the node is dropped.
-    pub dir: tempfile::TempDir,
+    /// The node's directory, removed (with its store) when the node is dropped, after
+    /// the engine.
+    pub dir: NodeDir,
 }
 
 /// Defines the connection `def` (as a user writes it in JSON) on `engine`.
