@@ -20,7 +20,9 @@
 //! in each phase — the server's backends serving this benchmark (found by their
 //! `application_name` in `pg_stat_activity`, read from `/proc`) and its background
 //! writers (WAL writer, checkpointer, background writer; shared with anything else the
-//! server does at the time).
+//! server does at the time) — and how long they were ready to run but waited for a
+//! CPU: for each other (the node's threads and the server share the cores), or for
+//! other work on the machine, whose share makes a run's figures not the machine's.
 
 #![allow(
     clippy::unwrap_used,
@@ -42,7 +44,8 @@ use sluice_testkit::NodeBuilder;
 use sluice_testkit::node::{self, run_id};
 use sluice_testkit::pg::TestSchema;
 use sluice_testkit::stats::{
-    BenchStore, CpuReading, bench_postgres_url, bench_stores, env_or, own_cpu, rate,
+    BenchStore, ProcTimes, TimesReading, bench_postgres_url, bench_stores, env_or, own_times,
+    process_times, rate,
 };
 
 /// The batch size whose store the restart benchmark reopens (or the first one run).
@@ -144,15 +147,15 @@ struct Server {
 /// A reading of the server's processes: those serving this benchmark, the background
 /// writers.
 struct ServerReading {
-    backends: CpuReading,
-    background: CpuReading,
+    backends: TimesReading,
+    background: TimesReading,
 }
 
-/// The server's CPU time in one phase.
+/// The server's times in one phase.
 #[derive(Clone, Copy)]
-struct ServerCpu {
-    backends: Duration,
-    background: Duration,
+struct ServerTimes {
+    backends: ProcTimes,
+    background: ProcTimes,
 }
 
 impl Server {
@@ -180,7 +183,7 @@ impl Server {
             .await
             .ok()?;
         let pid: i32 = row.get(0);
-        if sluice_testkit::stats::process_cpu(pid as u32).is_none() {
+        if process_times(pid as u32).is_none() {
             println!("(no server CPU figures: the PostgreSQL server is not on this machine)");
             return None;
         }
@@ -205,8 +208,8 @@ impl Server {
                 .collect::<Vec<_>>()
         };
         ServerReading {
-            backends: CpuReading::of(pids(true)),
-            background: CpuReading::of(pids(false)),
+            backends: TimesReading::of(pids(true)),
+            background: TimesReading::of(pids(false)),
         }
     }
 }
@@ -218,8 +221,8 @@ struct Row {
     phase: &'static str,
     records: u64,
     elapsed: Duration,
-    node_cpu: Duration,
-    server_cpu: Option<ServerCpu>,
+    node: ProcTimes,
+    server: Option<ServerTimes>,
 }
 
 async fn timed_run(
@@ -233,16 +236,16 @@ async fn timed_run(
         Some(s) => Some(s.reading().await),
         None => None,
     };
-    let cpu_before = own_cpu();
+    let node_before = own_times();
     let t = Instant::now();
     let run = engine.start(&site.workflow, Trigger::Manual).await.unwrap();
     let state = engine.wait(run).await.unwrap();
     let elapsed = t.elapsed();
-    let node_cpu = own_cpu().saturating_sub(cpu_before);
-    let server_cpu = match (server, server_before) {
+    let node = own_times().since(node_before);
+    let server = match (server, server_before) {
         (Some(s), Some(before)) => {
             let after = s.reading().await;
-            Some(ServerCpu {
+            Some(ServerTimes {
                 backends: after.backends.since(&before.backends),
                 background: after.background.since(&before.background),
             })
@@ -268,8 +271,8 @@ async fn timed_run(
         phase,
         records: state.total_records(),
         elapsed,
-        node_cpu,
-        server_cpu,
+        node,
+        server,
     }
 }
 
@@ -291,7 +294,7 @@ async fn phases(site: &Site, cache: &Path, records: u64, batch: u32, rows: &mut 
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:>5}  {:<26} {:>9} {:>8} {:>10}  {:>8}  {:>22}  {:>13}",
+        "{:<8} {:>5}  {:<26} {:>9} {:>8} {:>10}  {:>8}  {:>22}  {:>13}  {:>17}",
         "store",
         "batch",
         "phase",
@@ -300,44 +303,55 @@ fn print_table(rows: &[Row]) {
         "records/s",
         "node CPU",
         "server CPU (ours + bg)",
-        "CPU µs/record"
+        "CPU µs/record",
+        "waited for a CPU"
     );
     for r in rows {
         let secs = |d: Duration| d.as_secs_f64();
         let per_record = |d: Duration| d.as_secs_f64() * 1e6 / r.records.max(1) as f64;
-        let (server, per) = match r.server_cpu {
-            Some(s) => (
-                format!(
-                    "{:.2} s ({:.2} + {:.2})",
-                    secs(s.backends + s.background),
-                    secs(s.backends),
-                    secs(s.background)
-                ),
-                format!(
-                    "{:.1} + {:.1}",
-                    per_record(r.node_cpu),
-                    per_record(s.backends + s.background)
-                ),
+        let (server, per, waited) = match r.server {
+            Some(s) => {
+                let total = s.backends + s.background;
+                (
+                    format!(
+                        "{:.2} s ({:.2} + {:.2})",
+                        secs(total.cpu),
+                        secs(s.backends.cpu),
+                        secs(s.background.cpu)
+                    ),
+                    format!(
+                        "{:.1} + {:.1}",
+                        per_record(r.node.cpu),
+                        per_record(total.cpu)
+                    ),
+                    format!("{:.2} + {:.2} s", secs(r.node.waited), secs(total.waited)),
+                )
+            }
+            None => (
+                "-".to_owned(),
+                format!("{:.1}", per_record(r.node.cpu)),
+                format!("{:.2} s", secs(r.node.waited)),
             ),
-            None => ("-".to_owned(), format!("{:.1}", per_record(r.node_cpu))),
         };
         println!(
-            "{:<8} {:>5}  {:<26} {:>9} {:>8.2} {:>10.0}  {:>6.2} s  {:>22}  {:>13}",
+            "{:<8} {:>5}  {:<26} {:>9} {:>8.2} {:>10.0}  {:>6.2} s  {:>22}  {:>13}  {:>17}",
             r.store,
             r.batch,
             r.phase,
             r.records,
             secs(r.elapsed),
             rate(r.records, r.elapsed),
-            secs(r.node_cpu),
+            secs(r.node.cpu),
             server,
-            per
+            per,
+            waited
         );
     }
     println!(
-        "(CPU µs/record: node + server. The node runs the connector, the engine and the \
-         store's client side; \"bg\" is the server's WAL writer, checkpointer and \
-         background writer.)"
+        "(CPU µs/record and waited: node + server. The node runs the connector, the engine \
+         and the store's client side; \"bg\" is the server's WAL writer, checkpointer and \
+         background writer. Waited for a CPU: time ready to run while every core was busy, \
+         with each other or with other work.)"
     );
 }
 

@@ -126,6 +126,43 @@ pub fn bench_postgres_url() -> Option<String> {
 /// every architecture a benchmark runs on.
 const TICKS_PER_SECOND: u64 = 100;
 
+/// What a process did with its time: ran on a CPU, or was ready to run and waited for
+/// one (the machine was busy with other work).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcTimes {
+    /// User + system CPU time, all threads (10 ms resolution).
+    pub cpu: Duration,
+    /// Time its threads were runnable but waited for a CPU (threads that have ended
+    /// are not counted).
+    pub waited: Duration,
+}
+
+impl std::ops::Add for ProcTimes {
+    type Output = ProcTimes;
+    fn add(self, o: ProcTimes) -> ProcTimes {
+        ProcTimes {
+            cpu: self.cpu + o.cpu,
+            waited: self.waited + o.waited,
+        }
+    }
+}
+
+impl std::iter::Sum for ProcTimes {
+    fn sum<I: Iterator<Item = ProcTimes>>(iter: I) -> ProcTimes {
+        iter.fold(ProcTimes::default(), |a, b| a + b)
+    }
+}
+
+impl ProcTimes {
+    /// What happened since `before` (never negative).
+    pub fn since(self, before: ProcTimes) -> ProcTimes {
+        ProcTimes {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            waited: self.waited.saturating_sub(before.waited),
+        }
+    }
+}
+
 /// User + system CPU time in a `/proc/<pid>/stat` line.
 fn cpu_in_stat(stat: &str) -> Option<Duration> {
     // `pid (comm) state ppid ...`: the name may hold spaces and parentheses, so the
@@ -138,48 +175,68 @@ fn cpu_in_stat(stat: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
-/// The CPU time (user + system, all threads) process `pid` has used, from
-/// `/proc/<pid>/stat`, at 10 ms resolution; `None` if it is gone or there is no
+/// The run-queue wait in a `/proc/<pid>/task/<tid>/schedstat` line (on-CPU ns, waiting
+/// ns, time slices).
+fn wait_in_schedstat(schedstat: &str) -> Option<Duration> {
+    let ns = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// The times of the process whose `/proc` directory is `dir`.
+fn times_in(dir: &str) -> Option<ProcTimes> {
+    let cpu = cpu_in_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+    let waited = std::fs::read_dir(format!("{dir}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| {
+                    let path = t.ok()?.path().join("schedstat");
+                    wait_in_schedstat(&std::fs::read_to_string(path).ok()?)
+                })
+                .sum()
+        })
+        .unwrap_or_default();
+    Some(ProcTimes { cpu, waited })
+}
+
+/// The times of process `pid`, from `/proc`; `None` if it is gone or there is no
 /// `/proc`.
-pub fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    cpu_in_stat(&stat)
+pub fn process_times(pid: u32) -> Option<ProcTimes> {
+    times_in(&format!("/proc/{pid}"))
 }
 
-/// The CPU time (user + system, all threads) this process has used; zero where there
-/// is no `/proc`.
-pub fn own_cpu() -> Duration {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| cpu_in_stat(&stat))
-        .unwrap_or_default()
+/// The times of this process; zero where there is no `/proc`.
+pub fn own_times() -> ProcTimes {
+    times_in("/proc/self").unwrap_or_default()
 }
 
-/// The CPU time of a set of processes between two readings: processes that started
-/// in between count whole, processes that ended in between are lost.
+/// The times of a set of processes, to subtract from a later reading: processes that
+/// started in between count whole, processes that ended in between are lost.
 #[derive(Clone, Debug, Default)]
-pub struct CpuReading {
-    by_pid: std::collections::HashMap<u32, Duration>,
+pub struct TimesReading {
+    by_pid: std::collections::HashMap<u32, ProcTimes>,
 }
 
-impl CpuReading {
-    /// The CPU time each of `pids` has used so far (the ones still running).
+impl TimesReading {
+    /// The times of each of `pids` so far (the ones still running).
     pub fn of(pids: impl IntoIterator<Item = u32>) -> Self {
-        CpuReading {
+        TimesReading {
             by_pid: pids
                 .into_iter()
-                .filter_map(|pid| Some((pid, process_cpu(pid)?)))
+                .filter_map(|pid| Some((pid, process_times(pid)?)))
                 .collect(),
         }
     }
 
-    /// The CPU time used since `before`.
-    pub fn since(&self, before: &CpuReading) -> Duration {
+    /// Whether it read no process.
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    /// The times used since `before`.
+    pub fn since(&self, before: &TimesReading) -> ProcTimes {
         self.by_pid
             .iter()
-            .map(|(pid, now)| {
-                now.saturating_sub(before.by_pid.get(pid).copied().unwrap_or_default())
-            })
+            .map(|(pid, now)| now.since(before.by_pid.get(pid).copied().unwrap_or_default()))
             .sum()
     }
 }
@@ -222,21 +279,31 @@ mod tests {
     }
 
     #[test]
-    fn cpu_times_from_proc_stat() {
+    fn process_times_from_proc() {
         // A name with a space and a parenthesis; utime 250 and stime 50 ticks.
         let stat = "42 (post gres)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 100 20 20 0 1 0";
         assert_eq!(cpu_in_stat(stat), Some(Duration::from_secs(3)));
         assert_eq!(cpu_in_stat("42 (x) S 1"), None);
+        assert_eq!(
+            wait_in_schedstat("1185867 79957 2\n"),
+            Some(Duration::from_nanos(79957))
+        );
         if std::path::Path::new("/proc/self/stat").exists() {
-            assert!(process_cpu(std::process::id()).is_some());
+            assert!(process_times(std::process::id()).is_some());
+            assert!(!TimesReading::of([std::process::id()]).is_empty());
         }
-        let before = CpuReading {
-            by_pid: [(1, Duration::from_secs(1)), (2, Duration::from_secs(5))].into(),
+        let t = |cpu, waited| ProcTimes {
+            cpu: Duration::from_secs(cpu),
+            waited: Duration::from_secs(waited),
         };
-        let after = CpuReading {
+        let before = TimesReading {
+            by_pid: [(1, t(1, 1)), (2, t(5, 0))].into(),
+        };
+        let after = TimesReading {
             // 2 ended, 3 started.
-            by_pid: [(1, Duration::from_secs(3)), (3, Duration::from_secs(1))].into(),
+            by_pid: [(1, t(3, 1)), (3, t(1, 2))].into(),
         };
-        assert_eq!(after.since(&before), Duration::from_secs(3));
+        assert_eq!(after.since(&before), t(3, 2));
+        assert_eq!(t(1, 0).since(t(2, 0)), t(0, 0));
     }
 }
