@@ -45,12 +45,14 @@ use crate::{Store, StoreError};
 /// follows its bytes, between [`MIN_PAGE`] and [`MAX_PAGE`] entries.
 const PAGE: usize = 8_192;
 const MIN_PAGE: usize = 64;
-const MAX_PAGE: usize = 32_768;
+const MAX_PAGE: usize = 65_536;
 /// A page of more bytes than this halves the next one; of less than a quarter of it,
 /// doubles it.
-const PAGE_BYTES: usize = 8 << 20;
+const PAGE_BYTES: usize = 16 << 20;
 /// Feed entries looked at per page when reading live records.
 const LIVE_PAGE: usize = 16_384;
+/// Feed entries read at once when verifying.
+const VERIFY_PAGE: usize = 65_536;
 /// Run appends queued and not yet acknowledged, at most.
 const IN_FLIGHT_APPENDS: usize = 1_024;
 /// Where a store keeps registered connectors' components, beside it.
@@ -596,25 +598,61 @@ async fn verify_runs(from: &Store, to: &Store, v: &mut Verified) -> Result<(), C
     Ok(())
 }
 
-/// What `store` holds of one stream: cursor, counts and digests.
+/// What `store` holds of one stream: cursor, counts and digests (the feed and the
+/// live records read side by side).
 pub async fn stream_facts(
     store: &Store,
     connection: &str,
     stream: &str,
 ) -> Result<StreamFacts, StoreError> {
+    let (feed, live, cursor, count) = tokio::join!(
+        feed_digest(store, connection, stream),
+        live_digest(store, connection, stream),
+        store.hub().stream_cursor(connection, stream),
+        store.hub().count(connection, stream),
+    );
+    let ((changes, feed_digest), (live_listed, live_digest)) = (feed?, live?);
+    Ok(StreamFacts {
+        connection: connection.to_owned(),
+        stream: stream.to_owned(),
+        cursor: cursor?,
+        live: count?,
+        live_listed,
+        changes,
+        feed_digest,
+        live_digest,
+    })
+}
+
+/// The number and digest of the stream's feed entries.
+async fn feed_digest(
+    store: &Store,
+    connection: &str,
+    stream: &str,
+) -> Result<(u64, String), StoreError> {
     let mut feed = FeedDigest::default();
     let mut after = 0;
     loop {
-        let (page, next) = store.hub().feed(connection, stream, after, PAGE).await?;
+        let (page, next) = store
+            .hub()
+            .feed(connection, stream, after, VERIFY_PAGE)
+            .await?;
         if page.is_empty() {
-            break;
+            return Ok(feed.finish());
         }
         page.iter().for_each(|c| feed.add(c));
         after = next;
     }
-    let (changes, feed_digest) = feed.finish();
+}
+
+/// The number and digest of the stream's live records, as listed.
+async fn live_digest(
+    store: &Store,
+    connection: &str,
+    stream: &str,
+) -> Result<(u64, String), StoreError> {
     let mut live = Sha256::new();
-    let mut live_listed = 0u64;
+    let mut listed = 0u64;
     let mut after = 0;
     loop {
         let (records, next) = store
@@ -622,24 +660,14 @@ pub async fn stream_facts(
             .live_records(connection, stream, after, LIVE_PAGE)
             .await?;
         if next == after {
-            break;
+            return Ok((listed, hex(&live.finalize())));
         }
         for r in &records {
             add_record(&mut live, r);
         }
-        live_listed += records.len() as u64;
+        listed += records.len() as u64;
         after = next;
     }
-    Ok(StreamFacts {
-        connection: connection.to_owned(),
-        stream: stream.to_owned(),
-        cursor: store.hub().stream_cursor(connection, stream).await?,
-        live: store.hub().count(connection, stream).await?,
-        live_listed,
-        changes,
-        feed_digest,
-        live_digest: hex(&live.finalize()),
-    })
 }
 
 fn add_record(hash: &mut Sha256, r: &Record) {
@@ -647,4 +675,49 @@ fn add_record(hash: &mut Sha256, r: &Record) {
     hash.update(r.version.to_be_bytes());
     hash.update(r.content_hash.to_be_bytes());
     put(hash, r.data.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_follows_its_bytes_within_bounds() {
+        assert_eq!(next_limit(8_192, 1 << 20), 16_384);
+        assert_eq!(next_limit(MAX_PAGE, 1 << 20), MAX_PAGE);
+        assert_eq!(next_limit(16_384, PAGE_BYTES / 2), 16_384);
+        assert_eq!(next_limit(16_384, PAGE_BYTES * 2), 8_192);
+        assert_eq!(next_limit(MIN_PAGE, PAGE_BYTES * 2), MIN_PAGE);
+    }
+
+    #[test]
+    fn the_feed_digest_tells_kind_key_version_and_data_apart() {
+        let c = |kind, pk: &str, version, data: Option<&str>| Change {
+            cursor: 0,
+            kind,
+            primary_key: pk.into(),
+            version,
+            data: data.map(str::to_owned),
+        };
+        let digest = |changes: &[Change]| {
+            let mut d = FeedDigest::default();
+            changes.iter().for_each(|x| d.add(x));
+            d.finish()
+        };
+        let base = digest(&[c(ChangeKind::Created, "[1]", 1, Some("{}"))]);
+        for other in [
+            c(ChangeKind::Updated, "[1]", 1, Some("{}")),
+            c(ChangeKind::Created, "[2]", 1, Some("{}")),
+            c(ChangeKind::Created, "[1]", 2, Some("{}")),
+            c(ChangeKind::Created, "[1]", 1, Some("{ }")),
+            c(ChangeKind::Created, "[1]", 1, None),
+        ] {
+            assert_ne!(digest(&[other]), base);
+        }
+        // Cursors are the store's own: they do not count.
+        let mut moved = c(ChangeKind::Created, "[1]", 1, Some("{}"));
+        moved.cursor = 99;
+        assert_eq!(digest(&[moved]), base);
+        assert_eq!(base.0, 1);
+    }
 }

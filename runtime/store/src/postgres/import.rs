@@ -4,17 +4,22 @@
 //! An import is one transaction of its own (not the committer's: it carries no run
 //! event): it locks the stream's row as every writer does, reads the state of the
 //! records it touches, checks every change against it before anything is written,
-//! then writes the changes, the records' new state, a batch row per batch and the
-//! stream's row with a statement per table over arrays (`unnest`), never a statement
-//! per record. The rows are the ones `hub` writes, with the same meaning (positions
+//! then writes the changes and the rows of records new to the stream with `COPY`
+//! (binary), and the others' new state, a batch row per batch and the stream's row
+//! with a statement per table over arrays (`unnest`): never a statement per record. The rows are the ones `hub` writes, with the same meaning (positions
 //! `batch << 24 | index + 1`, a batch per at most [`MAX_BATCH_RECORDS`] changes), so
 //! every reader and writer takes them as its own. It must never classify a change
-//! (the kind given is the kind stored).
+//! (the kind given is the kind stored). After an import that doubled its stream's
+//! batches it analyzes the hub's tables ([`doubles`]), so that the reads right after
+//! a bulk import are planned for the tables' real size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::errors::{describe, describe_pool};
@@ -62,22 +67,29 @@ const STREAM: &str = "SELECT id, refreshed_generation, refreshed_at_ms FROM hub_
      WHERE connection = $1 AND stream = $2";
 
 /// The next `$3` changes after `$2`, and for those that are their live record's
-/// latest change, the record.
-const LIVE: &str = "WITH page AS (SELECT position, pk, data FROM hub_changes \
-     WHERE stream_id = $1 AND position > $2 ORDER BY position LIMIT $3) \
-     SELECT p.position, coalesce(NOT r.deleted, false), p.pk, r.version, r.content_hash, \
-     b.source_cursor, r.first_seen_ms, r.last_seen_ms, r.last_seen_generation, \
-     CASE WHEN NOT r.deleted THEN p.data END \
-     FROM page p \
-     LEFT JOIN hub_records r ON r.stream_id = $1 AND r.pk = p.pk AND r.position = p.position \
-     LEFT JOIN hub_batches b ON b.stream_id = $1 AND b.batch = p.position >> 24 AND NOT r.deleted \
+/// latest change, the record. Each change's record is looked up by its key
+/// (`LATERAL`: an index probe per change, whatever the planner thinks of the
+/// tables' sizes, never a scan of every record per page).
+const LIVE: &str = "SELECT p.position, coalesce(r.position = p.position AND NOT r.deleted, false), \
+     p.pk, r.version, r.content_hash, b.source_cursor, r.first_seen_ms, r.last_seen_ms, \
+     r.last_seen_generation, CASE WHEN r.position = p.position AND NOT r.deleted THEN p.data END \
+     FROM (SELECT position, pk, data FROM hub_changes \
+           WHERE stream_id = $1 AND position > $2 ORDER BY position LIMIT $3) p \
+     LEFT JOIN LATERAL (SELECT version, content_hash, position, deleted, first_seen_ms, \
+           last_seen_ms, last_seen_generation FROM hub_records \
+           WHERE stream_id = $1 AND pk = p.pk) r ON true \
+     LEFT JOIN LATERAL (SELECT source_cursor FROM hub_batches \
+           WHERE stream_id = $1 AND batch = p.position >> 24) b ON true \
      ORDER BY p.position";
 
 const PRIOR: &str = "SELECT pk, version, deleted, content_hash, position, first_seen_ms, \
      last_seen_ms, last_seen_generation FROM hub_records WHERE stream_id = $1 AND pk = ANY($2)";
 
-const INSERT_CHANGES: &str = "INSERT INTO hub_changes (stream_id, position, kind, pk, version, data) \
-     SELECT $1, * FROM unnest($2::int8[], $3::int2[], $4::text[], $5::int8[], $6::text[])";
+const COPY_CHANGES: &str =
+    "COPY hub_changes (stream_id, position, kind, pk, version, data) FROM STDIN BINARY";
+
+const COPY_RECORDS: &str = "COPY hub_records (stream_id, pk, version, content_hash, position, \
+     first_seen_ms, last_seen_ms, last_seen_generation, deleted) FROM STDIN BINARY";
 
 const UPSERT_RECORDS: &str = "INSERT INTO hub_records (stream_id, pk, version, content_hash, \
      position, first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
@@ -93,6 +105,20 @@ const INSERT_BATCHES: &str = "INSERT INTO hub_batches (stream_id, batch, generat
 
 const UPDATE_STREAM: &str = "UPDATE hub_streams SET next_batch = $2, live = live + $3, \
      cursor = coalesce($4, cursor) WHERE id = $1";
+
+/// Brings the statistics of the hub's tables up to date.
+const ANALYZE: &str = "ANALYZE hub_changes, hub_records, hub_batches, hub_streams";
+
+/// Whether an import that wrote `batches` of its stream doubled the stream's batches
+/// (from 4 on). A bulk import leaves the planner's statistics far behind the tables
+/// (autovacuum catches up only later), and a plan made for a near-empty table reads
+/// and sorts a whole stream to page through it; analyzing whenever a stream doubles
+/// keeps them within a factor of two of the truth at a cost of a few samples per
+/// stream.
+fn doubles(batches: Range<i64>) -> bool {
+    let (before, after) = (batches.start - 1, batches.end - 1);
+    after >= 4 && (before < 4 || before.leading_zeros() != after.leading_zeros())
+}
 
 /// A record's state as the import leaves it (the columns of `hub_records`).
 #[derive(Clone, Copy)]
@@ -161,6 +187,97 @@ struct RecordColumns<'a> {
     deleted: Vec<bool>,
 }
 
+impl<'a> RecordColumns<'a> {
+    fn push(&mut self, pk: &'a str, s: &State) {
+        self.pk.push(pk);
+        self.version.push(s.version);
+        self.hash.push(Uuid::from_u128(s.content_hash));
+        self.position.push(s.position);
+        self.first_seen.push(s.first_seen_ms);
+        self.last_seen.push(s.last_seen_ms);
+        self.generation.push(s.last_seen_generation);
+        self.deleted.push(s.deleted);
+    }
+}
+
+/// Writes the changes with `COPY` (binary): the cheapest way into a table.
+async fn copy_changes(
+    tx: &Transaction<'_>,
+    stream_id: i64,
+    rows: &Columns<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    if rows.position.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(COPY_CHANGES).await?;
+    let types = [
+        Type::INT8,
+        Type::INT8,
+        Type::INT2,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for i in 0..rows.position.len() {
+        writer
+            .as_mut()
+            .write(&[
+                &stream_id,
+                &rows.position[i],
+                &rows.kind[i],
+                &rows.pk[i],
+                &rows.version[i],
+                &rows.data[i],
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Inserts the rows of records new to the stream with `COPY` (binary).
+async fn copy_records(
+    tx: &Transaction<'_>,
+    stream_id: i64,
+    rows: &RecordColumns<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    if rows.pk.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(COPY_RECORDS).await?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::UUID,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::BOOL,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for i in 0..rows.pk.len() {
+        writer
+            .as_mut()
+            .write(&[
+                &stream_id,
+                &rows.pk[i],
+                &rows.version[i],
+                &rows.hash[i],
+                &rows.position[i],
+                &rows.first_seen[i],
+                &rows.last_seen[i],
+                &rows.generation[i],
+                &rows.deleted[i],
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
 /// Creates the stream's row if new and locks it; returns its id and next batch.
 async fn lock_stream(
     tx: &Transaction<'_>,
@@ -215,12 +332,13 @@ async fn prior<'k>(
 }
 
 impl PgStore {
-    /// Writes an import in the transaction `tx`; `Ok(Err(why))` if a change does not
-    /// follow its record's state (then nothing may be committed).
+    /// Writes an import in the transaction `tx`; returns the batches it wrote, or
+    /// `Ok(Err(why))` if a change does not follow its record's state (then nothing may
+    /// be committed).
     async fn import_in(
         tx: &Transaction<'_>,
         import: &StreamImport,
-    ) -> Result<Result<(), String>, tokio_postgres::Error> {
+    ) -> Result<Result<Range<i64>, String>, tokio_postgres::Error> {
         let (stream_id, first_batch) = lock_stream(tx, &import.connection, &import.stream).await?;
         let at = import.at_unix_ms;
         let mut pks: Vec<&str> = import
@@ -231,6 +349,7 @@ impl PgStore {
         pks.sort_unstable();
         pks.dedup();
         let mut states = prior(tx, stream_id, &pks).await?;
+        let existed: HashSet<&str> = states.keys().copied().collect();
         let mut changes = Columns::default();
         let mut batches = Vec::new();
         let mut live = 0i64;
@@ -257,60 +376,41 @@ impl PgStore {
                 changes.data.push(c.data.as_deref());
             }
         }
-        let mut records = RecordColumns::default();
+        // The records' new state: rows to insert for keys new to the stream, to update
+        // for the others (only those this import changed: all were read for it).
+        let mut inserted = RecordColumns::default();
+        let mut updated = RecordColumns::default();
         for (pk, s) in &states {
-            // Only the records this import changed (the others were read, not moved).
-            if s.position < position(first_batch, 0) {
-                continue;
-            }
-            records.pk.push(*pk);
-            records.version.push(s.version);
-            records.hash.push(Uuid::from_u128(s.content_hash));
-            records.position.push(s.position);
-            records.first_seen.push(s.first_seen_ms);
-            records.last_seen.push(s.last_seen_ms);
-            records.generation.push(s.last_seen_generation);
-            records.deleted.push(s.deleted);
+            let rows = if existed.contains(pk) {
+                &mut updated
+            } else {
+                &mut inserted
+            };
+            rows.push(pk, s);
         }
         let next_batch = first_batch + batches.len() as i64;
-        let insert_changes = tx.prepare_cached(INSERT_CHANGES).await?;
+        copy_changes(tx, stream_id, &changes).await?;
+        copy_records(tx, stream_id, &inserted).await?;
         let upsert_records = tx.prepare_cached(UPSERT_RECORDS).await?;
         let insert_batches = tx.prepare_cached(INSERT_BATCHES).await?;
         let update_stream = tx.prepare_cached(UPDATE_STREAM).await?;
-        let (a, b, c, d) = tokio::join!(
+        let (b, c, d) = tokio::join!(
             async {
-                if changes.position.is_empty() {
-                    return Ok(0);
-                }
-                tx.execute(
-                    &insert_changes,
-                    &[
-                        &stream_id,
-                        &changes.position,
-                        &changes.kind,
-                        &changes.pk,
-                        &changes.version,
-                        &changes.data,
-                    ],
-                )
-                .await
-            },
-            async {
-                if records.pk.is_empty() {
+                if updated.pk.is_empty() {
                     return Ok(0);
                 }
                 tx.execute(
                     &upsert_records,
                     &[
                         &stream_id,
-                        &records.pk,
-                        &records.version,
-                        &records.hash,
-                        &records.position,
-                        &records.first_seen,
-                        &records.last_seen,
-                        &records.generation,
-                        &records.deleted,
+                        &updated.pk,
+                        &updated.version,
+                        &updated.hash,
+                        &updated.position,
+                        &updated.first_seen,
+                        &updated.last_seen,
+                        &updated.generation,
+                        &updated.deleted,
                     ],
                 )
                 .await
@@ -330,11 +430,10 @@ impl PgStore {
                 .await
             }
         );
-        a?;
         b?;
         c?;
         d?;
-        Ok(Ok(()))
+        Ok(Ok(first_batch..next_batch))
     }
 }
 
@@ -436,10 +535,29 @@ impl HubBulk for PgStore {
             .await
             .map_err(|e| StoreError::Storage(describe_pool(&e)))?;
         let tx = client.transaction().await.map_err(db)?;
-        match Self::import_in(&tx, &import).await.map_err(db)? {
-            Ok(()) => tx.commit().await.map_err(db),
+        let batches = match Self::import_in(&tx, &import).await.map_err(db)? {
+            Ok(batches) => batches,
             // Dropping the transaction rolls it back: nothing was written.
-            Err(why) => Err(refused(why)),
+            Err(why) => return Err(refused(why)),
+        };
+        tx.commit().await.map_err(db)?;
+        if doubles(batches) {
+            client.batch_execute(ANALYZE).await.map_err(db)?;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_are_analyzed_each_time_a_stream_doubles_from_four_batches() {
+        let analyzed: Vec<i64> = (1..=70).filter(|&b| doubles(b..b + 1)).collect();
+        assert_eq!(analyzed, [4, 8, 16, 32, 64]);
+        assert!(doubles(1..40), "one import of many batches");
+        assert!(!doubles(1..3));
+        assert!(!doubles(9..12));
     }
 }
