@@ -93,7 +93,13 @@ fn files_dir(location: &Location, data_dir: &std::path::Path) -> PathBuf {
 
 async fn copy(from: &str, to: &str, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let (from, to) = (Location::parse(from), Location::parse(to));
-    if from == to {
+    let same = match (&from, &to) {
+        (Location::Dir(a), Location::Dir(b)) => {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        }
+        (a, b) => a == b,
+    };
+    if same {
         bail!("--from and --to name the same store ({from}): nothing to copy");
     }
     if let Location::Dir(dir) = &from
