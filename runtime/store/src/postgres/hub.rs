@@ -161,19 +161,21 @@ struct Final<'a> {
 const EXISTING: &str = "SELECT pk, version, content_hash, deleted FROM hub_records \
      WHERE stream_id = $1 AND pk = ANY($2)";
 
-const INSERT_CHANGES: &str = "INSERT INTO hub_changes (stream_id, position, kind, pk, version, data) \
-     SELECT $1, * FROM unnest($2::int8[], $3::int2[], $4::text[], $5::int8[], $6::text[])";
-
-const UPSERT_RECORDS: &str = "INSERT INTO hub_records AS r (stream_id, pk, version, content_hash, \
+// New keys (the batch's read found no row, and the stream's lock keeps it so): a
+// plain insert, which costs no conflict check.
+const INSERT_RECORDS: &str = "INSERT INTO hub_records (stream_id, pk, version, content_hash, \
      position, first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
      SELECT $1, u.pk, u.version, u.hash, u.position, $6, $6, $7, false \
+     FROM unnest($2::text[], $3::int8[], $4::uuid[], $5::int8[]) AS u(pk, version, hash, position)";
+
+// Keys with a row: updated, or created again after a deletion.
+const UPDATE_RECORDS: &str = "UPDATE hub_records AS r SET version = u.version, \
+     content_hash = u.hash, position = u.position, \
+     first_seen_ms = CASE WHEN r.deleted THEN $6 ELSE r.first_seen_ms END, \
+     last_seen_ms = $6, last_seen_generation = greatest(r.last_seen_generation, $7), \
+     deleted = false \
      FROM unnest($2::text[], $3::int8[], $4::uuid[], $5::int8[]) AS u(pk, version, hash, position) \
-     ON CONFLICT (stream_id, pk) DO UPDATE SET version = excluded.version, \
-     content_hash = excluded.content_hash, position = excluded.position, \
-     first_seen_ms = CASE WHEN r.deleted THEN excluded.first_seen_ms ELSE r.first_seen_ms END, \
-     last_seen_ms = excluded.last_seen_ms, \
-     last_seen_generation = greatest(r.last_seen_generation, excluded.last_seen_generation), \
-     deleted = false";
+     WHERE r.stream_id = $1 AND r.pk = u.pk";
 
 const INSERT_BATCH: &str = "INSERT INTO hub_batches (stream_id, batch, generation, at_ms, source_cursor, seen) \
      VALUES ($1, $2, $3, $4, $5, $6)";
@@ -255,49 +257,42 @@ pub(crate) async fn write_batch(
                 },
             );
         }
-        let mut records = Records::default();
+        let (mut fresh, mut known) = (Records::default(), Records::default());
         for f in finals.values() {
-            records.push(f);
+            if prev.contains_key(f.pk) {
+                known.push(f);
+            } else {
+                fresh.push(f);
+            }
         }
-        let insert_changes = tx.prepare_cached(INSERT_CHANGES).await?;
-        let upsert_records = tx.prepare_cached(UPSERT_RECORDS).await?;
+        let insert_records = tx.prepare_cached(INSERT_RECORDS).await?;
+        let update_records = tx.prepare_cached(UPDATE_RECORDS).await?;
         let insert_batch = tx.prepare_cached(INSERT_BATCH).await?;
         let seen = (!seen.is_empty()).then_some(seen);
         let (a, b, c) = tokio::join!(
+            copy_changes(tx, stream.id, &changes),
             async {
-                if changes.position.is_empty() {
-                    return Ok(0);
+                let mut written = 0;
+                for (records, statement) in [(&fresh, &insert_records), (&known, &update_records)] {
+                    if records.pk.is_empty() {
+                        continue;
+                    }
+                    written += tx
+                        .execute(
+                            statement,
+                            &[
+                                &stream.id,
+                                &records.pk,
+                                &records.version,
+                                &records.hash,
+                                &records.position,
+                                &time_ms,
+                                &generation,
+                            ],
+                        )
+                        .await?;
                 }
-                tx.execute(
-                    &insert_changes,
-                    &[
-                        &stream.id,
-                        &changes.position,
-                        &changes.kind,
-                        &changes.pk,
-                        &changes.version,
-                        &changes.data,
-                    ],
-                )
-                .await
-            },
-            async {
-                if records.pk.is_empty() {
-                    return Ok(0);
-                }
-                tx.execute(
-                    &upsert_records,
-                    &[
-                        &stream.id,
-                        &records.pk,
-                        &records.version,
-                        &records.hash,
-                        &records.position,
-                        &time_ms,
-                        &generation,
-                    ],
-                )
-                .await
+                Ok(written)
             },
             async {
                 tx.execute(
@@ -342,6 +337,52 @@ pub(crate) async fn write_batch(
         deleted: 0,
     };
     Ok((event, outcome))
+}
+
+/// Writes a batch's feed rows with `COPY … (FORMAT binary)`: the server parses no
+/// statement and no arrays, and the rows are only appended (their positions are new).
+async fn copy_changes(
+    tx: &Transaction<'_>,
+    stream: i64,
+    changes: &Changes<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    if changes.position.is_empty() {
+        return Ok(0);
+    }
+    let sink = tx
+        .copy_in(
+            "COPY hub_changes (stream_id, position, kind, pk, version, data) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT2,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+        ],
+    );
+    let mut writer = std::pin::pin!(writer);
+    for i in 0..changes.position.len() {
+        writer
+            .as_mut()
+            .write(&[
+                &stream,
+                &changes.position[i],
+                &changes.kind[i],
+                &changes.pk[i],
+                &changes.version[i],
+                &changes.data[i],
+            ])
+            .await?;
+    }
+    writer.finish().await
 }
 
 /// The feed rows of a batch, as columns.

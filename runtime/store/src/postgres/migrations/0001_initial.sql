@@ -1,14 +1,17 @@
 -- Sluice store schema, version 1: the run log, the catalog, the per-run logs and the hub.
 -- Applied by the node at start (or by `sluice store migrate`), in one transaction.
+-- Keys and names compare bytewise (COLLATE "C"): the same order on every server, the
+-- embedded store's order, and a memcmp instead of a locale's collation in every index
+-- probe (the hub's primary keys are probed once per record).
 
 -- The run log. A run's summary, kept with its events in the same transaction.
 CREATE TABLE runs (
     run_id        uuid PRIMARY KEY,
-    workflow      text   NOT NULL,
-    connection    text   NOT NULL,
-    tenant        text   NOT NULL,
+    workflow      text COLLATE "C"   NOT NULL,
+    connection    text COLLATE "C"   NOT NULL,
+    tenant        text COLLATE "C"   NOT NULL,
     priority      int4   NOT NULL,
-    status        text   NOT NULL,
+    status        text COLLATE "C"   NOT NULL,
     created_at_ms int8   NOT NULL,
     updated_at_ms int8   NOT NULL,
     last_seq      int8   NOT NULL,
@@ -40,8 +43,8 @@ CREATE TABLE commits (
 
 -- Named definitions (connections, workflows, connectors, schedule progress, ...).
 CREATE TABLE catalog (
-    kind     text  NOT NULL,
-    name     text  NOT NULL,
+    kind     text COLLATE "C"  NOT NULL,
+    name     text COLLATE "C"  NOT NULL,
     document bytea NOT NULL,
     PRIMARY KEY (kind, name)
 );
@@ -60,8 +63,8 @@ CREATE TABLE run_logs (
 -- taken in commit order and a reader never skips a change a slower writer commits.
 CREATE TABLE hub_streams (
     id                   int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    connection           text NOT NULL,
-    stream               text NOT NULL,
+    connection           text COLLATE "C" NOT NULL,
+    stream               text COLLATE "C" NOT NULL,
     next_batch           int8 NOT NULL DEFAULT 1,
     live                 int8 NOT NULL DEFAULT 0,
     cursor               text,
@@ -100,7 +103,7 @@ CREATE TABLE hub_changes (
 -- column changes) keep room on their page.
 CREATE TABLE hub_records (
     stream_id            int8 NOT NULL,
-    pk                   text NOT NULL,
+    pk                   text COLLATE "C" NOT NULL,
     version              int8 NOT NULL,
     content_hash         uuid NOT NULL,
     position             int8 NOT NULL,
