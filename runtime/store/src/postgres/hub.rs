@@ -161,13 +161,6 @@ struct Final<'a> {
 const EXISTING: &str = "SELECT pk, version, content_hash, deleted FROM hub_records \
      WHERE stream_id = $1 AND pk = ANY($2)";
 
-// New keys (the batch's read found no row, and the stream's lock keeps it so): a
-// plain insert, which costs no conflict check.
-const INSERT_RECORDS: &str = "INSERT INTO hub_records (stream_id, pk, version, content_hash, \
-     position, first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
-     SELECT $1, u.pk, u.version, u.hash, u.position, $6, $6, $7, false \
-     FROM unnest($2::text[], $3::int8[], $4::uuid[], $5::int8[]) AS u(pk, version, hash, position)";
-
 // Keys with a row: updated, or created again after a deletion.
 const UPDATE_RECORDS: &str = "UPDATE hub_records AS r SET version = u.version, \
      content_hash = u.hash, position = u.position, \
@@ -265,34 +258,30 @@ pub(crate) async fn write_batch(
                 fresh.push(f);
             }
         }
-        let insert_records = tx.prepare_cached(INSERT_RECORDS).await?;
         let update_records = tx.prepare_cached(UPDATE_RECORDS).await?;
         let insert_batch = tx.prepare_cached(INSERT_BATCH).await?;
         let seen = (!seen.is_empty()).then_some(seen);
         let (a, b, c) = tokio::join!(
             copy_changes(tx, stream.id, &changes),
             async {
-                let mut written = 0;
-                for (records, statement) in [(&fresh, &insert_records), (&known, &update_records)] {
-                    if records.pk.is_empty() {
-                        continue;
-                    }
+                let mut written = copy_records(tx, stream.id, &fresh, time_ms, generation).await?;
+                if !known.pk.is_empty() {
                     written += tx
                         .execute(
-                            statement,
+                            &update_records,
                             &[
                                 &stream.id,
-                                &records.pk,
-                                &records.version,
-                                &records.hash,
-                                &records.position,
+                                &known.pk,
+                                &known.version,
+                                &known.hash,
+                                &known.position,
                                 &time_ms,
                                 &generation,
                             ],
                         )
                         .await?;
                 }
-                Ok(written)
+                Ok::<u64, tokio_postgres::Error>(written)
             },
             async {
                 tx.execute(
@@ -379,6 +368,58 @@ async fn copy_changes(
                 &changes.pk[i],
                 &changes.version[i],
                 &changes.data[i],
+            ])
+            .await?;
+    }
+    writer.finish().await
+}
+
+/// Writes a batch's new records (the batch's read found no row for them, and the
+/// stream's lock keeps it so) with `COPY … (FORMAT binary)`.
+async fn copy_records(
+    tx: &Transaction<'_>,
+    stream: i64,
+    records: &Records<'_>,
+    time_ms: i64,
+    generation: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    if records.pk.is_empty() {
+        return Ok(0);
+    }
+    let sink = tx
+        .copy_in(
+            "COPY hub_records (stream_id, pk, version, content_hash, position, \
+             first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::UUID,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::BOOL,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for i in 0..records.pk.len() {
+        writer
+            .as_mut()
+            .write(&[
+                &stream,
+                &records.pk[i],
+                &records.version[i],
+                &records.hash[i],
+                &records.position[i],
+                &time_ms,
+                &time_ms,
+                &generation,
+                &false,
             ])
             .await?;
     }
