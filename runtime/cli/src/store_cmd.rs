@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use sluice_store::Location;
-use sluice_store::copy::{CopyReport, Progress};
+use sluice_store::copy::{CopyError, CopyReport, Progress};
 use sluice_store::postgres::PgStore;
 
 /// Work on a store without running a node.
@@ -141,9 +141,18 @@ async fn copy(from: &str, to: &str, data_dir: &std::path::Path, json: bool) -> a
         *last = Instant::now();
         eprintln!("{line}");
     };
-    let report = sluice_store::copy::copy(&source, &target, &progress)
-        .await
-        .with_context(|| format!("copying {from} to {to}"))?;
+    let report = match sluice_store::copy::copy(&source, &target, &progress).await {
+        Ok(report) => report,
+        Err(e @ CopyError::TargetNotEmpty(_)) => {
+            return Err(anyhow::Error::new(e).context(format!("copying {from} to {to}")));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "copying {from} to {to} (the target may hold part of the copy now: empty \
+                 it before copying again)"
+            )));
+        }
+    };
     let elapsed = began.elapsed();
     if json {
         println!("{}", report_json(&from, &to, &report, elapsed));

@@ -9,12 +9,16 @@
 //! with a statement per table over arrays (`unnest`): never a statement per record. The rows are the ones `hub` writes, with the same meaning (positions
 //! `batch << 24 | index + 1`, a batch per at most [`MAX_BATCH_RECORDS`] changes), so
 //! every reader and writer takes them as its own. It must never classify a change
-//! (the kind given is the kind stored). After an import that doubled its stream's
+//! (the kind given is the kind stored). An import that a conflict or a database
+//! gone away stopped runs again, for up to [`IMPORT_PATIENCE`]; one whose COMMIT
+//! went unanswered is first looked for (its stream's next batch tells whether it
+//! landed), so it never lands twice. After an import that doubled its stream's
 //! batches it analyzes the hub's tables ([`doubles`]), so that the reads right after
 //! a bulk import are planned for the tables' real size.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -22,7 +26,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::errors::{describe, describe_pool};
+use super::errors::{Class, classify, classify_pool, describe, describe_pool};
 use super::pool::read;
 use super::store::PgStore;
 use crate::StoreError;
@@ -528,23 +532,96 @@ impl HubBulk for PgStore {
                 c.primary_key
             )));
         }
-        let mut client = self
-            .reader
-            .pool()
-            .get()
-            .await
-            .map_err(|e| StoreError::Storage(describe_pool(&e)))?;
-        let tx = client.transaction().await.map_err(db)?;
-        let batches = match Self::import_in(&tx, &import).await.map_err(db)? {
+        let began = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let failure = match self.attempt(&import).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(why)) => return Err(refused(why)),
+                Err(failure) => failure,
+            };
+            let (class, message) = match &failure {
+                Failure::Db(e) => (classify(e), describe(e)),
+                Failure::Pool(e) => (classify_pool(e), describe_pool(e)),
+                Failure::InDoubt { error, .. } => (Class::Unavailable, describe(error)),
+            };
+            if let Failure::InDoubt { landed_at, .. } = failure
+                && self.landed(&import, landed_at).await?
+            {
+                return Ok(());
+            }
+            if class == Class::Fatal || began.elapsed() >= IMPORT_PATIENCE {
+                return Err(StoreError::Storage(message));
+            }
+            failures += 1;
+            tracing::warn!(error = %message, "an import into the store failed; trying it again");
+            tokio::time::sleep(Duration::from_millis((50u64 << failures.min(6)).min(2_000))).await;
+        }
+    }
+}
+
+/// How long an import waits for a database that went away (or keeps getting in its
+/// way) before it gives up.
+const IMPORT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Why one attempt of an import failed.
+enum Failure {
+    Db(tokio_postgres::Error),
+    Pool(deadpool_postgres::PoolError),
+    /// COMMIT was sent and its answer lost: the import landed if its stream's next
+    /// batch is `landed_at` (0: nothing tells, as for a cursor alone, which is safe
+    /// to write again).
+    InDoubt {
+        error: tokio_postgres::Error,
+        landed_at: i64,
+    },
+}
+
+impl PgStore {
+    /// One attempt: the import in a transaction of its own, then the tables analyzed
+    /// if it doubled its stream; `Ok(Err(why))` if it was refused.
+    async fn attempt(&self, import: &StreamImport) -> Result<Result<(), String>, Failure> {
+        let mut client = self.reader.pool().get().await.map_err(Failure::Pool)?;
+        let tx = client.transaction().await.map_err(Failure::Db)?;
+        let batches = match Self::import_in(&tx, import).await.map_err(Failure::Db)? {
             Ok(batches) => batches,
             // Dropping the transaction rolls it back: nothing was written.
-            Err(why) => return Err(refused(why)),
+            Err(why) => return Ok(Err(why)),
         };
-        tx.commit().await.map_err(db)?;
+        let landed_at = if batches.is_empty() { 0 } else { batches.end };
+        tx.commit()
+            .await
+            .map_err(|error| Failure::InDoubt { error, landed_at })?;
         if doubles(batches) {
-            client.batch_execute(ANALYZE).await.map_err(db)?;
+            // Statistics only: an import that landed is not failed by them.
+            if let Err(e) = client.batch_execute(ANALYZE).await {
+                tracing::debug!(error = %describe(&e), "analyzing the hub's tables failed");
+            }
         }
-        Ok(())
+        Ok(Ok(()))
+    }
+
+    /// Whether an import whose COMMIT went unanswered landed: its stream's next batch
+    /// moved to `landed_at` (an import writes a stream alone, so nothing else moves
+    /// it there).
+    async fn landed(&self, import: &StreamImport, landed_at: i64) -> Result<bool, StoreError> {
+        if landed_at == 0 {
+            return Ok(false);
+        }
+        let (connection, stream) = (&import.connection, &import.stream);
+        let row = read!(self.reader, c, async {
+            c.query_opt(
+                "SELECT next_batch FROM hub_streams WHERE connection = $1 AND stream = $2",
+                &[connection, stream],
+            )
+            .await
+        })
+        .map_err(StoreError::Storage)?;
+        let next: i64 = match row {
+            Some(row) => row.try_get(0).map_err(db)?,
+            None => 0,
+        };
+        Ok(next >= landed_at)
     }
 }
 
