@@ -609,10 +609,11 @@ const GET: &str = "SELECT r.pk, r.version, r.content_hash, b.source_cursor, r.fi
      LEFT JOIN hub_batches b ON b.stream_id = r.stream_id AND b.batch = r.position >> 24 \
      WHERE s.connection = $1 AND s.stream = $2 AND r.pk = $3 AND NOT r.deleted";
 
-const FEED: &str = "SELECT c.position, c.kind, c.pk, c.version, c.data FROM hub_streams s \
-     JOIN hub_changes c ON c.stream_id = s.id \
-     WHERE s.connection = $1 AND s.stream = $2 AND c.position > $3 \
-     ORDER BY c.position LIMIT $4";
+// The stream's id as a scalar subquery (evaluated once, before the scan), so the
+// feed is read in `hub_changes`' primary key order from the cursor on, never sorted.
+const FEED: &str = "SELECT c.position, c.kind, c.pk, c.version, c.data FROM hub_changes c \
+     WHERE c.stream_id = (SELECT id FROM hub_streams WHERE connection = $1 AND stream = $2) \
+     AND c.position > $3 ORDER BY c.position LIMIT $4";
 
 #[async_trait]
 impl Hub for PgHub {
