@@ -162,8 +162,14 @@ impl Supervised<'_> {
                             attempt,
                             lease_until_unix_ms: lease.until(now_unix_ms()),
                         });
-                        if let Err(e) = log.append(run, vec![heartbeat]).await {
-                            return Err(AttemptEnd::Store(e.into()));
+                        match log.append(run, vec![heartbeat]).await {
+                            Ok(_) => {}
+                            // Queued behind the attempt's own last commit, which ended
+                            // the run: the attempt's result says how it ended.
+                            Err(sluice_store::LogError::Refused { .. }) => {
+                                tracing::debug!(%run, "heartbeat refused: the run moved on");
+                            }
+                            Err(e) => return Err(AttemptEnd::Store(e.into())),
                         }
                     }
                 }
