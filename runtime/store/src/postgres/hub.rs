@@ -26,6 +26,7 @@ use deadpool_postgres::{Pool, Transaction};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::copy_in::copy_rows;
 use super::errors::describe;
 use super::pool::{Reader, read};
 use crate::hub::{BatchOutcome, Change, ChangeKind, Hub, HubError, MAX_BATCH_RECORDS, Record};
@@ -328,27 +329,19 @@ pub(crate) async fn write_batch(
     Ok((event, outcome))
 }
 
-/// Writes a batch's feed rows with `COPY … (FORMAT binary)`: the server parses no
-/// statement and no arrays, and the rows are only appended (their positions are new).
+/// Writes a batch's feed rows by binary `COPY` (their positions are new: only
+/// appended).
 async fn copy_changes(
     tx: &Transaction<'_>,
     stream: i64,
     changes: &Changes<'_>,
 ) -> Result<u64, tokio_postgres::Error> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
-    if changes.position.is_empty() {
-        return Ok(0);
-    }
-    let sink = tx
-        .copy_in(
-            "COPY hub_changes (stream_id, position, kind, pk, version, data) \
-             FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
+    copy_rows(
+        tx,
+        "COPY hub_changes (stream_id, position, kind, pk, version, data) \
+         FROM STDIN (FORMAT binary)",
+        [
             Type::INT8,
             Type::INT8,
             Type::INT2,
@@ -356,26 +349,23 @@ async fn copy_changes(
             Type::INT8,
             Type::TEXT,
         ],
-    );
-    let mut writer = std::pin::pin!(writer);
-    for i in 0..changes.position.len() {
-        writer
-            .as_mut()
-            .write(&[
+        changes.position.len(),
+        |i| {
+            [
                 &stream,
                 &changes.position[i],
                 &changes.kind[i],
                 &changes.pk[i],
                 &changes.version[i],
                 &changes.data[i],
-            ])
-            .await?;
-    }
-    writer.finish().await
+            ]
+        },
+    )
+    .await
 }
 
 /// Writes a batch's new records (the batch's read found no row for them, and the
-/// stream's lock keeps it so) with `COPY … (FORMAT binary)`.
+/// stream's lock keeps it so) by binary `COPY`.
 async fn copy_records(
     tx: &Transaction<'_>,
     stream: i64,
@@ -383,34 +373,26 @@ async fn copy_records(
     time_ms: i64,
     generation: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
-    if records.pk.is_empty() {
-        return Ok(0);
-    }
-    let sink = tx
-        .copy_in(
-            "COPY hub_records (stream_id, pk, version, content_hash, position, \
-             first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
-             FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let types = [
-        Type::INT8,
-        Type::TEXT,
-        Type::INT8,
-        Type::UUID,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::BOOL,
-    ];
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for i in 0..records.pk.len() {
-        writer
-            .as_mut()
-            .write(&[
+    copy_rows(
+        tx,
+        "COPY hub_records (stream_id, pk, version, content_hash, position, \
+         first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
+         FROM STDIN (FORMAT binary)",
+        [
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::UUID,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::BOOL,
+        ],
+        records.pk.len(),
+        |i| {
+            [
                 &stream,
                 &records.pk[i],
                 &records.version[i],
@@ -420,10 +402,10 @@ async fn copy_records(
                 &time_ms,
                 &generation,
                 &false,
-            ])
-            .await?;
-    }
-    writer.finish().await
+            ]
+        },
+    )
+    .await
 }
 
 /// The feed rows of a batch, as columns.

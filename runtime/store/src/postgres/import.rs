@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use super::copy_in::copy_rows;
 use super::errors::{Class, classify, classify_pool, describe, describe_pool};
 use super::pool::read;
 use super::store::PgStore;
@@ -210,10 +210,6 @@ async fn copy_changes(
     stream_id: i64,
     rows: &Columns<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    if rows.position.is_empty() {
-        return Ok(());
-    }
-    let sink = tx.copy_in(COPY_CHANGES).await?;
     let types = [
         Type::INT8,
         Type::INT8,
@@ -222,21 +218,17 @@ async fn copy_changes(
         Type::INT8,
         Type::TEXT,
     ];
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for i in 0..rows.position.len() {
-        writer
-            .as_mut()
-            .write(&[
-                &stream_id,
-                &rows.position[i],
-                &rows.kind[i],
-                &rows.pk[i],
-                &rows.version[i],
-                &rows.data[i],
-            ])
-            .await?;
-    }
-    writer.finish().await?;
+    copy_rows(tx, COPY_CHANGES, types, rows.position.len(), |i| {
+        [
+            &stream_id,
+            &rows.position[i],
+            &rows.kind[i],
+            &rows.pk[i],
+            &rows.version[i],
+            &rows.data[i],
+        ]
+    })
+    .await?;
     Ok(())
 }
 
@@ -246,10 +238,6 @@ async fn copy_records(
     stream_id: i64,
     rows: &RecordColumns<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    if rows.pk.is_empty() {
-        return Ok(());
-    }
-    let sink = tx.copy_in(COPY_RECORDS).await?;
     let types = [
         Type::INT8,
         Type::TEXT,
@@ -261,24 +249,20 @@ async fn copy_records(
         Type::INT8,
         Type::BOOL,
     ];
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for i in 0..rows.pk.len() {
-        writer
-            .as_mut()
-            .write(&[
-                &stream_id,
-                &rows.pk[i],
-                &rows.version[i],
-                &rows.hash[i],
-                &rows.position[i],
-                &rows.first_seen[i],
-                &rows.last_seen[i],
-                &rows.generation[i],
-                &rows.deleted[i],
-            ])
-            .await?;
-    }
-    writer.finish().await?;
+    copy_rows(tx, COPY_RECORDS, types, rows.pk.len(), |i| {
+        [
+            &stream_id,
+            &rows.pk[i],
+            &rows.version[i],
+            &rows.hash[i],
+            &rows.position[i],
+            &rows.first_seen[i],
+            &rows.last_seen[i],
+            &rows.generation[i],
+            &rows.deleted[i],
+        ]
+    })
+    .await?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 mod catalog;
 mod committer;
 mod connect;
+mod copy_in;
 mod errors;
 mod hub;
 mod import;
