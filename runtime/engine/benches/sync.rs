@@ -141,6 +141,8 @@ fn with_application_name(url: &str, name: &str) -> String {
 /// on this machine).
 struct Server {
     client: tokio_postgres::Client,
+    /// The store's URL, to connect again after losing the server.
+    url: String,
     application: String,
 }
 
@@ -175,6 +177,7 @@ impl Server {
         tokio::spawn(connection);
         let server = Server {
             client,
+            url: url.to_owned(),
             application: application_name(),
         };
         let row = server
@@ -190,8 +193,10 @@ impl Server {
         Some(server)
     }
 
-    async fn reading(&self) -> ServerReading {
-        let rows = self
+    /// The times of the server's processes now; `None` (said why) if the server cannot
+    /// be asked, when the probe connects again for the next reading.
+    async fn reading(&mut self) -> Option<ServerReading> {
+        let rows = match self
             .client
             .query(
                 "SELECT pid, application_name = $1 FROM pg_stat_activity \
@@ -200,17 +205,28 @@ impl Server {
                 &[&self.application],
             )
             .await
-            .unwrap();
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The server restarted, say: its processes are new, this phase's
+                // figures are lost.
+                println!("(no server CPU figures for this phase: {e})");
+                if let Some(again) = Server::connect(&self.url).await {
+                    *self = again;
+                }
+                return None;
+            }
+        };
         let pids = |ours: bool| {
             rows.iter()
                 .filter(move |r| r.get::<_, bool>(1) == ours)
                 .map(|r| r.get::<_, i32>(0) as u32)
                 .collect::<Vec<_>>()
         };
-        ServerReading {
+        Some(ServerReading {
             backends: TimesReading::of(pids(true)),
             background: TimesReading::of(pids(false)),
-        }
+        })
     }
 }
 
@@ -228,12 +244,12 @@ struct Row {
 async fn timed_run(
     engine: &Engine,
     site: &Site,
-    server: Option<&Server>,
+    mut server: Option<&mut Server>,
     batch: u32,
     phase: &'static str,
 ) -> Row {
-    let server_before = match server {
-        Some(s) => Some(s.reading().await),
+    let server_before = match server.as_deref_mut() {
+        Some(s) => s.reading().await,
         None => None,
     };
     let node_before = own_times();
@@ -243,13 +259,10 @@ async fn timed_run(
     let elapsed = t.elapsed();
     let node = own_times().since(node_before);
     let server = match (server, server_before) {
-        (Some(s), Some(before)) => {
-            let after = s.reading().await;
-            Some(ServerTimes {
-                backends: after.backends.since(&before.backends),
-                background: after.background.since(&before.background),
-            })
-        }
+        (Some(s), Some(before)) => s.reading().await.map(|after| ServerTimes {
+            backends: after.backends.since(&before.backends),
+            background: after.background.since(&before.background),
+        }),
         _ => None,
     };
     assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
@@ -279,16 +292,21 @@ async fn timed_run(
 /// The three phases on a fresh store: first sync, the same again, a tenth changed.
 async fn phases(site: &Site, cache: &Path, records: u64, batch: u32, rows: &mut Vec<Row>) {
     let engine = site.engine(cache).await;
-    let server = match &site.url {
+    let mut server = match &site.url {
         Some(url) => Server::connect(url).await,
         None => None,
     };
-    let server = server.as_ref();
     site.define(&engine, records, batch, 0).await;
-    rows.push(timed_run(&engine, site, server, batch, "first sync (all created)").await);
-    rows.push(timed_run(&engine, site, server, batch, "again (all unchanged)").await);
-    site.define(&engine, records, batch, 1).await;
-    rows.push(timed_run(&engine, site, server, batch, "10% changed").await);
+    for (generation, phase) in [
+        (0, "first sync (all created)"),
+        (0, "again (all unchanged)"),
+        (1, "10% changed"),
+    ] {
+        if generation > 0 {
+            site.define(&engine, records, batch, generation).await;
+        }
+        rows.push(timed_run(&engine, site, server.as_mut(), batch, phase).await);
+    }
 }
 
 fn print_table(rows: &[Row]) {
