@@ -246,18 +246,29 @@ fn postgres_restarted_twice_mid_sync_the_run_waits_and_completes_once() {
         restarts.push((before, after));
     }
 
-    let status = loop {
-        if let Some(status) = sluice.child.try_wait().expect("poll sluice") {
-            break status;
+    // Wait for sluice to exit; a watchdog kills it only if it hangs past
+    // SYNC_PATIENCE (no word from this thread by then).
+    let pid = sluice.child.id();
+    let (exited, watch) = std::sync::mpsc::channel::<()>();
+    let left = SYNC_PATIENCE.saturating_sub(began.elapsed());
+    let watchdog = std::thread::spawn(move || {
+        let hung = matches!(
+            watch.recv_timeout(left),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        if hung {
+            sluice_testkit::process::send_signal(pid, "-KILL");
         }
-        if began.elapsed() > SYNC_PATIENCE {
-            panic!(
-                "the sync did not end after the restarts ({restarts:?})\n{}",
-                sluice.output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        hung
+    });
+    let status = sluice.child.wait().expect("wait for sluice");
+    let _ = exited.send(());
+    let hung = watchdog.join().unwrap_or(false);
+    assert!(
+        !hung,
+        "the sync did not end after the restarts ({restarts:?})\n{}",
+        sluice.output()
+    );
     let output = sluice.output();
     assert!(
         status.success(),
