@@ -26,7 +26,7 @@ use deadpool_postgres::{Pool, Transaction};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::copy_in::copy_rows;
+use super::copy_in::{CHANGES, RECORDS, copy_rows};
 use super::errors::describe;
 use super::pool::{Reader, read};
 use crate::hub::{BatchOutcome, Change, ChangeKind, Hub, HubError, MAX_BATCH_RECORDS, Record};
@@ -336,31 +336,16 @@ async fn copy_changes(
     stream: i64,
     changes: &Changes<'_>,
 ) -> Result<u64, tokio_postgres::Error> {
-    use tokio_postgres::types::Type;
-    copy_rows(
-        tx,
-        "COPY hub_changes (stream_id, position, kind, pk, version, data) \
-         FROM STDIN (FORMAT binary)",
+    copy_rows(tx, CHANGES, changes.position.len(), |i| {
         [
-            Type::INT8,
-            Type::INT8,
-            Type::INT2,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-        ],
-        changes.position.len(),
-        |i| {
-            [
-                &stream,
-                &changes.position[i],
-                &changes.kind[i],
-                &changes.pk[i],
-                &changes.version[i],
-                &changes.data[i],
-            ]
-        },
-    )
+            &stream,
+            &changes.position[i],
+            &changes.kind[i],
+            &changes.pk[i],
+            &changes.version[i],
+            &changes.data[i],
+        ]
+    })
     .await
 }
 
@@ -373,38 +358,19 @@ async fn copy_records(
     time_ms: i64,
     generation: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    use tokio_postgres::types::Type;
-    copy_rows(
-        tx,
-        "COPY hub_records (stream_id, pk, version, content_hash, position, \
-         first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
-         FROM STDIN (FORMAT binary)",
+    copy_rows(tx, RECORDS, records.pk.len(), |i| {
         [
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::UUID,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::BOOL,
-        ],
-        records.pk.len(),
-        |i| {
-            [
-                &stream,
-                &records.pk[i],
-                &records.version[i],
-                &records.hash[i],
-                &records.position[i],
-                &time_ms,
-                &time_ms,
-                &generation,
-                &false,
-            ]
-        },
-    )
+            &stream,
+            &records.pk[i],
+            &records.version[i],
+            &records.hash[i],
+            &records.position[i],
+            &time_ms,
+            &time_ms,
+            &generation,
+            &false,
+        ]
+    })
     .await
 }
 

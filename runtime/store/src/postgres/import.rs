@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::copy_in::copy_rows;
+use super::copy_in::{CHANGES, RECORDS, copy_rows};
 use super::errors::{Class, classify, classify_pool, describe, describe_pool};
 use super::pool::read;
 use super::store::PgStore;
@@ -88,12 +87,6 @@ const LIVE: &str = "SELECT p.position, coalesce(r.position = p.position AND NOT 
 
 const PRIOR: &str = "SELECT pk, version, deleted, content_hash, position, first_seen_ms, \
      last_seen_ms, last_seen_generation FROM hub_records WHERE stream_id = $1 AND pk = ANY($2)";
-
-const COPY_CHANGES: &str =
-    "COPY hub_changes (stream_id, position, kind, pk, version, data) FROM STDIN BINARY";
-
-const COPY_RECORDS: &str = "COPY hub_records (stream_id, pk, version, content_hash, position, \
-     first_seen_ms, last_seen_ms, last_seen_generation, deleted) FROM STDIN BINARY";
 
 const UPSERT_RECORDS: &str = "INSERT INTO hub_records (stream_id, pk, version, content_hash, \
      position, first_seen_ms, last_seen_ms, last_seen_generation, deleted) \
@@ -210,15 +203,7 @@ async fn copy_changes(
     stream_id: i64,
     rows: &Columns<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let types = [
-        Type::INT8,
-        Type::INT8,
-        Type::INT2,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-    ];
-    copy_rows(tx, COPY_CHANGES, types, rows.position.len(), |i| {
+    copy_rows(tx, CHANGES, rows.position.len(), |i| {
         [
             &stream_id,
             &rows.position[i],
@@ -238,18 +223,7 @@ async fn copy_records(
     stream_id: i64,
     rows: &RecordColumns<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let types = [
-        Type::INT8,
-        Type::TEXT,
-        Type::INT8,
-        Type::UUID,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::BOOL,
-    ];
-    copy_rows(tx, COPY_RECORDS, types, rows.pk.len(), |i| {
+    copy_rows(tx, RECORDS, rows.pk.len(), |i| {
         [
             &stream_id,
             &rows.pk[i],
