@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use sluice_store::postgres::SCHEMA_VERSION;
 use sluice_testkit::pg::{TestSchema, execute};
 use sluice_testkit::process::{stderr, stdout};
 
@@ -69,7 +70,7 @@ async fn migrate_applies_the_schema_once_and_a_newer_schema_is_refused() {
     let first = sluice(&migrate, dir.path());
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("from schema version 0 to 1"),
+        stdout(&first).contains(&format!("from schema version 0 to {SCHEMA_VERSION}")),
         "{}",
         stdout(&first)
     );
@@ -91,7 +92,7 @@ async fn migrate_applies_the_schema_once_and_a_newer_schema_is_refused() {
     assert!(!refused.status.success());
     let err = stderr(&refused);
     assert!(
-        err.contains("version 99") && err.contains("version 1 "),
+        err.contains("version 99") && err.contains(&format!("version {SCHEMA_VERSION} ")),
         "names both versions: {err}"
     );
 }

@@ -104,6 +104,10 @@ pub struct RunScheduled {
 pub struct RunStarted {
     /// Which node or worker took it; informational.
     pub worker: String,
+    /// The run holds its workflow alone (every overlap policy but `allow_all`): on a
+    /// store several nodes share, it starts only while no other run of the workflow
+    /// is running or waiting for a retry.
+    pub exclusive: bool,
 }
 
 /// An attempt (1, 2, ...) began; its worker holds a lease on the run until
@@ -148,6 +152,8 @@ pub struct StreamCompleted {
     pub stream: String,
     /// Whether it was a full refresh that read every record (deletion detection).
     pub full_refresh: bool,
+    /// The attempt that read it to its end (0: not recorded).
+    pub attempt: u32,
 }
 
 /// An attempt failed.

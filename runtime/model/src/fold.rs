@@ -19,7 +19,9 @@
 //!
 //! Ordering of the other events (attempts, checkpoints, heartbeats) is not policed:
 //! the engine writes them, and refusing an odd but harmless order would make a
-//! committed log unreadable.
+//! committed log unreadable. What is policed is who may append them: [`fence`], which
+//! the stores apply to every append (never to a stored log), refuses an event of an
+//! attempt that is no longer the run's current one.
 
 use std::collections::BTreeMap;
 
@@ -280,6 +282,51 @@ pub enum FoldError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An event of an attempt that is no longer the run's current one: its worker
+    /// lost the lease (another node took the run over, or the run moved on).
+    #[error(
+        "attempt {attempt} no longer holds the run (its current attempt is {current}, {status}): \
+         its worker lost the lease"
+    )]
+    Fenced {
+        /// The attempt the event belongs to.
+        attempt: u32,
+        /// The run's current attempt.
+        current: u32,
+        /// The run's status.
+        status: &'static str,
+    },
+}
+
+/// The attempt an event belongs to, for the events an attempt's worker appends while
+/// it runs (0: not recorded, as in events written before it was).
+pub fn attempt_of(kind: &EventKind) -> u32 {
+    match kind {
+        EventKind::CheckpointCommitted(c) => c.attempt,
+        EventKind::StreamCompleted(s) => s.attempt,
+        EventKind::AttemptFailed(f) => f.attempt,
+        EventKind::Heartbeat(h) => h.attempt,
+        _ => 0,
+    }
+}
+
+/// Whether the worker of an event's attempt still holds the run, given the run's
+/// status and its current attempt (the last one begun): the fencing check every
+/// append passes. An attempt is a fencing token — a node takes a run over only by
+/// beginning a higher one — so a worker that was frozen, cut off or just slow past
+/// its lease can never append to the run again, whatever it was doing. Events of no
+/// attempt (a cancel, a retry decision) and records written before attempts were
+/// recorded pass.
+pub fn fence(status: StatusKind, current: u32, kind: &EventKind) -> Result<(), FoldError> {
+    let attempt = attempt_of(kind);
+    if attempt == 0 || current == 0 || (status == StatusKind::Running && attempt == current) {
+        return Ok(());
+    }
+    Err(FoldError::Fenced {
+        attempt,
+        current,
+        status: status.as_str(),
+    })
 }
 
 /// The status an event leads to from `from` (after `last_seq` events), or why it

@@ -20,8 +20,8 @@ pub use event::{
 };
 pub use failure::FailureKind;
 pub use fold::{
-    Failure, FoldError, Lease, RunState, RunStatus, StatusKind, StreamProgress, apply, fold,
-    transition,
+    Failure, FoldError, Lease, RunState, RunStatus, StatusKind, StreamProgress, apply, attempt_of,
+    fence, fold, transition,
 };
 pub use run_id::{BadRunId, RunId};
 pub use trigger::Trigger;

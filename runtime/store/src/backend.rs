@@ -65,6 +65,13 @@ pub trait Backend: Send + Sync {
 
     /// Bytes the store takes on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;
+
+    /// Whether several nodes may share the store at once (a cluster). A store that is
+    /// not shared is open in one process at a time, so every run in flight when it
+    /// opens belongs to a stopped node.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Errors of the store.

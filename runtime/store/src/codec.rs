@@ -74,6 +74,7 @@ fn kind_to_wire(kind: &EventKind) -> v1::run_event::Kind {
         }),
         EventKind::RunStarted(s) => W::RunStarted(v1::RunStarted {
             worker: s.worker.clone(),
+            exclusive: s.exclusive,
         }),
         EventKind::AttemptBegun(a) => W::AttemptBegun(v1::AttemptBegun {
             attempt: a.attempt,
@@ -94,6 +95,7 @@ fn kind_to_wire(kind: &EventKind) -> v1::run_event::Kind {
         EventKind::StreamCompleted(s) => W::StreamCompleted(v1::StreamCompleted {
             stream: s.stream.clone(),
             full_refresh: s.full_refresh,
+            attempt: s.attempt,
         }),
         EventKind::AttemptFailed(f) => W::AttemptFailed(v1::AttemptFailed {
             attempt: f.attempt,
@@ -136,7 +138,10 @@ fn kind_from_wire(kind: v1::run_event::Kind) -> EventKind {
             streams: s.streams,
             fire_at_unix_ms: s.fire_at_unix_ms,
         }),
-        W::RunStarted(s) => EventKind::RunStarted(RunStarted { worker: s.worker }),
+        W::RunStarted(s) => EventKind::RunStarted(RunStarted {
+            worker: s.worker,
+            exclusive: s.exclusive,
+        }),
         W::AttemptBegun(a) => EventKind::AttemptBegun(AttemptBegun {
             attempt: a.attempt,
             worker: a.worker,
@@ -156,6 +161,7 @@ fn kind_from_wire(kind: v1::run_event::Kind) -> EventKind {
         W::StreamCompleted(s) => EventKind::StreamCompleted(StreamCompleted {
             stream: s.stream,
             full_refresh: s.full_refresh,
+            attempt: s.attempt,
         }),
         W::AttemptFailed(f) => EventKind::AttemptFailed(AttemptFailed {
             attempt: f.attempt,
@@ -247,6 +253,9 @@ pub(crate) fn summary_to_wire(s: &RunSummary) -> v1::StoredRunSummary {
         updated_at_unix_ms: s.updated_at_unix_ms,
         last_seq: s.last_seq,
         recent: Vec::new(),
+        attempt: s.attempt,
+        worker: s.worker.clone(),
+        lease_until_unix_ms: s.lease_until_unix_ms,
     }
 }
 
@@ -263,6 +272,9 @@ pub(crate) fn summary_from_wire(run_id: RunId, s: v1::StoredRunSummary) -> Optio
         created_at_unix_ms: s.created_at_unix_ms,
         updated_at_unix_ms: s.updated_at_unix_ms,
         last_seq: s.last_seq,
+        attempt: s.attempt,
+        worker: s.worker,
+        lease_until_unix_ms: s.lease_until_unix_ms,
     })
 }
 
@@ -337,7 +349,10 @@ mod tests {
                 trigger: Trigger::Cron,
                 fire_at_unix_ms: 42,
             }),
-            EventKind::RunStarted(RunStarted { worker: "n".into() }),
+            EventKind::RunStarted(RunStarted {
+                worker: "n".into(),
+                exclusive: true,
+            }),
             EventKind::AttemptBegun(AttemptBegun {
                 attempt: 2,
                 worker: "n".into(),
@@ -357,6 +372,7 @@ mod tests {
             EventKind::StreamCompleted(StreamCompleted {
                 stream: "a".into(),
                 full_refresh: true,
+                attempt: 2,
             }),
             EventKind::AttemptFailed(AttemptFailed {
                 attempt: 2,

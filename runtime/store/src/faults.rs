@@ -267,4 +267,8 @@ impl Backend for FaultyBackend {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.size_on_disk().await
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }

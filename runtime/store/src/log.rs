@@ -11,9 +11,13 @@
 //! - an append is acknowledged only once durable; all events of one call commit
 //!   together or not at all, in the order queued, and a later append by the same
 //!   caller is refused if an earlier one was;
-//! - an event that may not follow the run's log ([`transition`]) is refused with
+//! - an event that may not follow the run's log ([`transition`]), or whose attempt is
+//!   no longer the run's current one ([`fence`]), is refused with
 //!   [`LogError::Refused`]; a conditional append whose expected seq is stale fails
 //!   with [`LogError::Conflict`]; neither writes anything;
+//! - on a store several nodes share, a second run for one schedule fire is refused
+//!   ([`LogError::FireTaken`]), and so is a run's start while another run of its
+//!   workflow holds it ([`LogError::WorkflowBusy`]), when its `RunStarted` is exclusive;
 //! - reads see every acknowledged append, and a stored event this version cannot read
 //!   is reported with its run and seq, never skipped.
 
@@ -25,7 +29,7 @@ pub use sluice_model::{
     AttemptBegun, AttemptFailed, BadRunId, CheckpointCommitted, EventKind, Failure, FailureKind,
     FoldError, Heartbeat, Lease, ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted,
     RunDeadLettered, RunEvent, RunId, RunScheduled, RunStarted, RunState, RunStatus, StatusKind,
-    StreamCompleted, StreamProgress, Trigger, apply, transition,
+    StreamCompleted, StreamProgress, Trigger, apply, fence, transition,
 };
 
 /// The current time in Unix milliseconds: the stamp of appends that give none.
@@ -209,6 +213,39 @@ pub enum LogError {
     /// The log is closed (its committer stopped).
     #[error("the log is closed")]
     Closed,
+    /// Another run was already created for this schedule fire (by another node).
+    #[error("workflow `{workflow}` already has a run for its fire at {fire_at_unix_ms} ms")]
+    FireTaken {
+        /// The workflow.
+        workflow: String,
+        /// The fire (Unix ms).
+        fire_at_unix_ms: i64,
+    },
+    /// A run may not start while another run of its workflow is running or waiting
+    /// for a retry (runs of one workflow never overlap).
+    #[error("run {run} of workflow `{workflow}` waits: run {holder} of it is in flight")]
+    WorkflowBusy {
+        /// The run that may not start.
+        run: RunId,
+        /// Its workflow.
+        workflow: String,
+        /// The run in flight.
+        holder: RunId,
+    },
+}
+
+impl LogError {
+    /// Whether the append was refused because its attempt no longer holds the run
+    /// (see [`fence`]): its worker lost the lease to another.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            LogError::Refused {
+                error: FoldError::Fenced { .. },
+                ..
+            }
+        )
+    }
 }
 
 impl LogError {
@@ -263,6 +300,78 @@ pub struct RunSummary {
     pub updated_at_unix_ms: i64,
     /// Seq of its last event.
     pub last_seq: u64,
+    /// Its current attempt: the last one begun (0: none yet).
+    pub attempt: u32,
+    /// The worker of its current attempt (empty: none yet).
+    pub worker: String,
+    /// While it runs, when its worker's lease ends (Unix ms); 0 otherwise.
+    pub lease_until_unix_ms: i64,
+}
+
+/// The `RunScheduled` of a run's first event, or an empty one (the event will be
+/// refused: a run's first event must be `RunScheduled`).
+pub(crate) fn scheduled_of(kind: &EventKind) -> &RunScheduled {
+    static NONE: std::sync::OnceLock<RunScheduled> = std::sync::OnceLock::new();
+    match kind {
+        EventKind::RunScheduled(s) => s,
+        _ => NONE.get_or_init(RunScheduled::default),
+    }
+}
+
+impl RunSummary {
+    /// The summary of a run whose first event, `scheduled`, lands at `seq` (1).
+    pub(crate) fn scheduled(run: RunId, s: &RunScheduled, seq: u64, at_unix_ms: i64) -> Self {
+        RunSummary {
+            run_id: run,
+            workflow: s.workflow.clone(),
+            connection: s.connection.clone(),
+            tenant: s.tenant.clone(),
+            priority: s.priority,
+            status: StatusKind::Scheduled,
+            created_at_unix_ms: at_unix_ms,
+            updated_at_unix_ms: at_unix_ms,
+            last_seq: seq,
+            attempt: 0,
+            worker: String::new(),
+            lease_until_unix_ms: 0,
+        }
+    }
+
+    /// Checks that `kind` may follow the run's log as this summary leaves it
+    /// ([`transition`], then [`fence`]); returns the status it leads to.
+    pub(crate) fn check(&self, run: RunId, kind: &EventKind) -> Result<StatusKind, LogError> {
+        let refused = |error| LogError::Refused { run, error };
+        let status =
+            transition(self.status, self.last_seq, self.last_seq + 1, kind).map_err(refused)?;
+        fence(self.status, self.attempt, kind).map_err(refused)?;
+        Ok(status)
+    }
+
+    /// Moves the summary past `kind`, which [`RunSummary::check`] let through, landing
+    /// at `at_unix_ms` with `status`.
+    pub(crate) fn follow(&mut self, kind: &EventKind, status: StatusKind, at_unix_ms: i64) {
+        match kind {
+            EventKind::RunStarted(s) => self.worker.clone_from(&s.worker),
+            EventKind::AttemptBegun(a) => {
+                self.attempt = a.attempt;
+                if !a.worker.is_empty() {
+                    self.worker.clone_from(&a.worker);
+                }
+                self.lease_until_unix_ms = a.lease_until_unix_ms;
+            }
+            EventKind::Heartbeat(h) if h.attempt == self.attempt => {
+                self.lease_until_unix_ms = self.lease_until_unix_ms.max(h.lease_until_unix_ms);
+            }
+            EventKind::AttemptFailed(_) => self.lease_until_unix_ms = 0,
+            _ => {}
+        }
+        if status != StatusKind::Running {
+            self.lease_until_unix_ms = 0;
+        }
+        self.status = status;
+        self.last_seq += 1;
+        self.updated_at_unix_ms = at_unix_ms;
+    }
 }
 
 /// Which runs [`RunLog::list`] returns: all given

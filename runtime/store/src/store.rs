@@ -85,6 +85,11 @@ impl Store {
         self.backend.size_on_disk().await
     }
 
+    /// See [`Backend::shared`].
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
     /// See [`Backend::commit_batch`].
     pub async fn commit_batch(
         &self,

@@ -17,19 +17,20 @@
 //!
 //! It must never answer a job before the transaction that holds it has committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::{Pool, Transaction};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::claims::{self, Holds};
 use super::errors::{Class, classify, classify_pool, describe, describe_pool};
 use super::hub::{self, BatchWork, RefreshWork, StreamIds};
 use crate::codec::wire_event;
 use crate::hub::BatchOutcome;
-use crate::log::{LogError, RunSummary, now_unix_ms};
-use sluice_model::{CheckpointCommitted, EventKind, RunId, StatusKind, transition};
+use crate::log::{LogError, RunSummary, now_unix_ms, scheduled_of};
+use sluice_model::{CheckpointCommitted, EventKind, RunId};
 
 /// Most jobs one transaction commits.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -236,20 +237,28 @@ struct Row {
     bytes: Vec<u8>,
 }
 
-const LOCK_RUNS: &str = "SELECT run_id, workflow, connection, tenant, priority, status, \
-     created_at_ms, updated_at_ms, last_seq FROM runs WHERE run_id = ANY($1) \
-     ORDER BY run_id FOR UPDATE";
+/// Locks the group's runs, in id order: two nodes' groups never wait on each other in
+/// a cycle.
+fn lock_runs() -> String {
+    format!(
+        "SELECT {} FROM runs WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE",
+        super::log::SUMMARY_COLUMNS
+    )
+}
 
 const INSERT_EVENTS: &str = "INSERT INTO run_events (run_id, seq, at_ms, event) \
      SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::bytea[])";
 
 const UPSERT_RUNS: &str = "INSERT INTO runs AS r (run_id, workflow, connection, tenant, \
-     priority, status, created_at_ms, updated_at_ms, last_seq, in_flight) \
+     priority, status, created_at_ms, updated_at_ms, last_seq, in_flight, attempt, worker, \
+     lease_until_ms) \
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], \
-     $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[]) \
+     $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[], $11::int4[], $12::text[], \
+     $13::int8[]) \
      ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, \
      updated_at_ms = excluded.updated_at_ms, last_seq = excluded.last_seq, \
-     in_flight = excluded.in_flight";
+     in_flight = excluded.in_flight, attempt = excluded.attempt, worker = excluded.worker, \
+     lease_until_ms = excluded.lease_until_ms";
 
 const UPSERT_DOCUMENT: &str = "INSERT INTO catalog (kind, name, document) VALUES ($1, $2, $3) \
      ON CONFLICT (kind, name) DO UPDATE SET document = excluded.document";
@@ -267,7 +276,7 @@ impl Committer {
         let mut ids: Vec<Uuid> = group.iter().map(|j| Uuid::from_bytes(j.run.0)).collect();
         ids.sort_unstable();
         ids.dedup();
-        let lock = tx.prepare_cached(LOCK_RUNS).await?;
+        let lock = tx.prepare_cached(&lock_runs()).await?;
         let mut heads: HashMap<RunId, Head> = HashMap::with_capacity(ids.len());
         for row in tx.query(&lock, &[&ids]).await? {
             let summary = super::log::summary_from_row(&row).map_err(GroupError::Internal)?;
@@ -279,6 +288,14 @@ impl Committer {
                 },
             );
         }
+        let starts: BTreeSet<&str> = group
+            .iter()
+            .filter_map(|job| {
+                let summary = heads.get(&job.run).and_then(|h| h.summary.as_ref());
+                claims::exclusive_start(summary, &job.kinds)
+            })
+            .collect();
+        let mut holds = Holds::lock(&tx, starts).await?;
         let time_ms = now_unix_ms();
         let mut events: Vec<Row> = Vec::new();
         let mut results = Vec::with_capacity(group.len());
@@ -288,6 +305,18 @@ impl Committer {
                 touched: false,
             });
             if let Err(e) = check(job, head) {
+                results.push(Err(e));
+                continue;
+            }
+            if let Some(workflow) = claims::exclusive_start(head.summary.as_ref(), &job.kinds)
+                && let Err(e) = holds.check(workflow, job.run)
+            {
+                results.push(Err(e));
+                continue;
+            }
+            if let Some((workflow, fire)) = claims::fire_of(&job.kinds)
+                && let Err(e) = claims::record_fire(&tx, workflow, fire, job.run).await?
+            {
                 results.push(Err(e));
                 continue;
             }
@@ -331,6 +360,9 @@ impl Committer {
             // `check` let these events through, so this fails only on a bug; the
             // work above must then not commit without them.
             let seqs = apply(job, head, &kinds, &mut events).map_err(GroupError::Internal)?;
+            if let Some(summary) = &head.summary {
+                holds.note(summary);
+            }
             results.push(Ok(Done { seqs, outcome }));
         }
         self.write_runs(&tx, &heads, &events, id).await?;
@@ -419,6 +451,9 @@ impl Committer {
                         &runs.updated,
                         &runs.last_seq,
                         &runs.in_flight,
+                        &runs.attempt,
+                        &runs.worker,
+                        &runs.lease_until,
                     ],
                 )
                 .await
@@ -448,6 +483,9 @@ struct Runs<'a> {
     updated: Vec<i64>,
     last_seq: Vec<i64>,
     in_flight: Vec<bool>,
+    attempt: Vec<i32>,
+    worker: Vec<&'a str>,
+    lease_until: Vec<i64>,
 }
 
 impl<'a> Runs<'a> {
@@ -463,6 +501,10 @@ impl<'a> Runs<'a> {
         self.last_seq
             .push(i64::try_from(s.last_seq).unwrap_or(i64::MAX));
         self.in_flight.push(!s.status.is_terminal());
+        self.attempt
+            .push(i32::try_from(s.attempt).unwrap_or(i32::MAX));
+        self.worker.push(&s.worker);
+        self.lease_until.push(s.lease_until_unix_ms);
     }
 }
 
@@ -481,20 +523,13 @@ fn check(job: &Job, head: &Head) -> Result<(), LogError> {
             actual,
         });
     }
-    let stand_in = match job.work {
-        Work::Batch(_) | Work::Refresh(_) => Some(EventKind::CheckpointCommitted(
-            CheckpointCommitted::default(),
-        )),
+    let stand_in = match &job.work {
+        Work::Batch(b) => Some(stand_in(b.attempt)),
+        Work::Refresh(r) => Some(stand_in(r.attempt)),
         Work::Events | Work::Document { .. } => None,
     };
-    let (mut status, mut last) = head
-        .summary
-        .as_ref()
-        .map_or((StatusKind::Scheduled, 0), |s| (s.status, s.last_seq));
+    let mut now = None;
     for kind in stand_in.iter().chain(&job.kinds) {
-        status = transition(status, last, last + 1, kind)
-            .map_err(|error| LogError::Refused { run, error })?;
-        last += 1;
         if let EventKind::RunScheduled(s) = kind {
             for v in [&s.workflow, &s.connection, &s.tenant] {
                 if v.contains('\0') {
@@ -502,8 +537,23 @@ fn check(job: &Job, head: &Head) -> Result<(), LogError> {
                 }
             }
         }
+        let head = now.get_or_insert_with(|| {
+            head.summary.clone().unwrap_or_else(|| {
+                RunSummary::scheduled(run, scheduled_of(kind), 0, job.at_unix_ms)
+            })
+        });
+        let status = head.check(run, kind)?;
+        head.follow(kind, status, job.at_unix_ms);
     }
     Ok(())
+}
+
+/// What a batch's `CheckpointCommitted` is checked as before the batch is written.
+fn stand_in(attempt: u32) -> EventKind {
+    EventKind::CheckpointCommitted(CheckpointCommitted {
+        attempt,
+        ..CheckpointCommitted::default()
+    })
 }
 
 /// Appends `kinds` to the run's head and to the group's events; returns their seqs.
@@ -516,32 +566,12 @@ fn apply(
     let run = job.run;
     let mut seqs = Vec::with_capacity(kinds.len());
     for kind in kinds {
-        let (status, last) = head
-            .summary
-            .as_ref()
-            .map_or((StatusKind::Scheduled, 0), |s| (s.status, s.last_seq));
-        let seq = last + 1;
-        let status = transition(status, last, seq, kind)
-            .map_err(|error| LogError::Refused { run, error })?;
-        if let EventKind::RunScheduled(s) = kind {
-            head.summary = Some(RunSummary {
-                run_id: run,
-                workflow: s.workflow.clone(),
-                connection: s.connection.clone(),
-                tenant: s.tenant.clone(),
-                priority: s.priority,
-                status,
-                created_at_unix_ms: job.at_unix_ms,
-                updated_at_unix_ms: job.at_unix_ms,
-                last_seq: seq,
-            });
-        }
-        let Some(now) = head.summary.as_mut() else {
-            return Err(LogError::Invalid("run has no RunScheduled".into()));
-        };
-        now.status = status;
-        now.last_seq = seq;
-        now.updated_at_unix_ms = job.at_unix_ms;
+        let now = head.summary.get_or_insert_with(|| {
+            RunSummary::scheduled(run, scheduled_of(kind), 0, job.at_unix_ms)
+        });
+        let status = now.check(run, kind)?;
+        now.follow(kind, status, job.at_unix_ms);
+        let seq = now.last_seq;
         head.touched = true;
         events.push(Row {
             run: Uuid::from_bytes(run.0),

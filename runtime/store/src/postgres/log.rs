@@ -119,8 +119,8 @@ const STATUSES: [StatusKind; 6] = [
     StatusKind::Cancelled,
 ];
 
-const SUMMARY_COLUMNS: &str = "run_id, workflow, connection, tenant, priority, status, \
-     created_at_ms, updated_at_ms, last_seq";
+pub(crate) const SUMMARY_COLUMNS: &str = "run_id, workflow, connection, tenant, priority, \
+     status, created_at_ms, updated_at_ms, last_seq, attempt, worker, lease_until_ms";
 
 /// A run's summary from a row of [`SUMMARY_COLUMNS`].
 pub(crate) fn summary_from_row(row: &Row) -> Result<RunSummary, LogError> {
@@ -150,6 +150,9 @@ pub(crate) fn summary_from_row(row: &Row) -> Result<RunSummary, LogError> {
         created_at_unix_ms: row.try_get(6).map_err(corrupt)?,
         updated_at_unix_ms: row.try_get(7).map_err(corrupt)?,
         last_seq: u64::try_from(row.try_get::<_, i64>(8).map_err(corrupt)?).unwrap_or(0),
+        attempt: u32::try_from(row.try_get::<_, i32>(9).map_err(corrupt)?).unwrap_or(0),
+        worker: row.try_get(10).map_err(corrupt)?,
+        lease_until_unix_ms: row.try_get(11).map_err(corrupt)?,
     })
 }
 

@@ -11,11 +11,13 @@ use super::errors::describe;
 use crate::StoreError;
 
 /// The newest schema version this node knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each version's name and SQL, in order.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (2, "cluster", include_str!("migrations/0002_cluster.sql")),
+];
 
 /// What [`migrate`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! the database is the truth, so nodes never disagree with it.
 
 mod catalog;
+mod claims;
 mod committer;
 mod connect;
 mod copy_in;

@@ -155,6 +155,10 @@ impl Backend for PgStore {
         self
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let row = read!(self.reader, c, async {
             c.query_one(
@@ -192,6 +196,7 @@ impl Backend for PgStore {
         let mut completed = vec![EventKind::StreamCompleted(StreamCompleted {
             stream: end.stream.clone(),
             full_refresh: end.full_refresh,
+            attempt: end.attempt,
         })];
         if end.completes_run {
             completed.push(EventKind::RunCompleted(RunCompleted {}));

@@ -160,6 +160,7 @@ impl Backend for SledStore {
         let mut completed = vec![EventKind::StreamCompleted(StreamCompleted {
             stream: end.stream.clone(),
             full_refresh: end.full_refresh,
+            attempt: end.attempt,
         })];
         if end.completes_run {
             completed.push(EventKind::RunCompleted(RunCompleted {}));

@@ -8,7 +8,7 @@ use sluice_store::RunLog;
 use sluice_store::log::{
     AttemptBegun, AttemptFailed, EventKind, FailureKind, FoldError, Heartbeat, LogError,
     ManualRetryRequested, RetryScheduled, RunCancelled, RunCompleted, RunDeadLettered, RunFilter,
-    RunId, RunStatus, StatusKind,
+    RunId, RunScheduled, RunStarted, RunStatus, StatusKind, StreamCompleted, Trigger,
 };
 
 use crate::{Site, begun, checkpoint, run_id, scheduled};
@@ -391,19 +391,28 @@ pub async fn a_lease_is_taken_by_an_attempt_extended_by_heartbeats_and_released_
     );
     assert!(!lease.expired(4_999) && lease.expired(5_000));
 
-    // A heartbeat of the attempt extends it; one of another attempt does not.
+    // A heartbeat of the attempt extends it; one of another attempt is refused.
     let beat = |attempt, until| {
         EventKind::Heartbeat(Heartbeat {
             attempt,
             lease_until_unix_ms: until,
         })
     };
-    log.append(r, vec![beat(1, 9_000), beat(2, 20_000)])
-        .await
-        .unwrap();
+    log.append(r, vec![beat(1, 9_000)]).await.unwrap();
+    let other = log.append(r, vec![beat(2, 20_000)]).await;
+    assert!(matches!(&other, Err(e) if e.is_fenced()), "{other:?}");
     assert_eq!(
         log.state(r).await.unwrap().lease.unwrap().until_unix_ms,
         9_000
+    );
+    let summary = log.summary(r).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            summary.attempt,
+            summary.worker.as_str(),
+            summary.lease_until_unix_ms
+        ),
+        (1, "node-b", 9_000)
     );
 
     // The attempt's end releases it.
@@ -415,6 +424,171 @@ pub async fn a_lease_is_taken_by_an_attempt_extended_by_heartbeats_and_released_
     });
     log.append(r, vec![failed]).await.unwrap();
     assert_eq!(log.state(r).await.unwrap().lease, None);
+    assert_eq!(
+        log.summary(r).await.unwrap().unwrap().lease_until_unix_ms,
+        0
+    );
+}
+
+pub async fn events_of_an_attempt_that_lost_the_run_are_fenced_off(site: &dyn Site) {
+    let store = site.open().await;
+    let log = store.log();
+    let r = run_id(9);
+    let of = |attempt| {
+        vec![
+            EventKind::Heartbeat(Heartbeat {
+                attempt,
+                lease_until_unix_ms: 1,
+            }),
+            EventKind::StreamCompleted(StreamCompleted {
+                stream: "users".into(),
+                full_refresh: false,
+                attempt,
+            }),
+            EventKind::AttemptFailed(AttemptFailed {
+                attempt,
+                kind: FailureKind::Transient,
+                message: "late".into(),
+                retry_after_ms: 0,
+            }),
+        ]
+    };
+    log.append(r, vec![scheduled("wf", "c", "t"), begun(1)])
+        .await
+        .unwrap();
+    // A node takes the run over from attempt 1's worker.
+    let taken = log
+        .append(r, vec![of(1).remove(2), begun(2)])
+        .await
+        .unwrap();
+    let last = *taken.last().unwrap();
+    for event in of(1) {
+        let name = event.name();
+        let refused = log.append(r, vec![event]).await;
+        match refused {
+            Err(LogError::Refused {
+                error:
+                    FoldError::Fenced {
+                        attempt: 1,
+                        current: 2,
+                        ..
+                    },
+                ..
+            }) => {}
+            other => panic!("{name} of attempt 1 after attempt 2 began: {other:?}"),
+        }
+    }
+    assert_eq!(log.summary(r).await.unwrap().unwrap().last_seq, last);
+    // Attempt 2's events land; once it failed and a retry waits, no attempt holds
+    // the run, so even its own late events are refused.
+    log.append(r, of(2)).await.unwrap();
+    log.append(
+        r,
+        vec![EventKind::RetryScheduled(RetryScheduled {
+            attempt: 3,
+            not_before_unix_ms: 0,
+        })],
+    )
+    .await
+    .unwrap();
+    let late = log.append(r, vec![of(2).remove(0)]).await;
+    assert!(matches!(&late, Err(e) if e.is_fenced()), "{late:?}");
+}
+
+/// `RunScheduled` of `workflow`'s fire at `fire_at_unix_ms`.
+fn fired(workflow: &str, fire_at_unix_ms: i64) -> EventKind {
+    match scheduled(workflow, "c", "t") {
+        EventKind::RunScheduled(s) => EventKind::RunScheduled(RunScheduled {
+            trigger: Trigger::Interval,
+            fire_at_unix_ms,
+            ..s
+        }),
+        other => other,
+    }
+}
+
+pub async fn on_a_shared_store_a_fire_creates_one_run(site: &dyn Site) {
+    let store = site.open().await;
+    if !store.shared() {
+        return; // One node: its scheduler handles each fire once.
+    }
+    let log = store.log();
+    log.append(run_id(1), vec![fired("wf", 2_000)])
+        .await
+        .unwrap();
+    // Another node, a moment behind, decides the same fire, or an earlier one.
+    for (n, fire) in [(2, 2_000), (3, 1_000)] {
+        let refused = log.append(run_id(n), vec![fired("wf", fire)]).await;
+        assert!(
+            matches!(&refused, Err(LogError::FireTaken { workflow, fire_at_unix_ms })
+                if workflow == "wf" && *fire_at_unix_ms == fire),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            log.read(run_id(n)).await.as_deref(),
+            Ok([]) | Err(LogError::UnknownRun(_))
+        ));
+    }
+    // Later fires, and other workflows' fires, create their runs.
+    log.append(run_id(4), vec![fired("wf", 3_000)])
+        .await
+        .unwrap();
+    log.append(run_id(5), vec![fired("other", 2_000)])
+        .await
+        .unwrap();
+}
+
+pub async fn on_a_shared_store_a_run_starts_only_when_its_workflow_is_free(site: &dyn Site) {
+    let store = site.open().await;
+    if !store.shared() {
+        return; // One node: its ready queue never starts two runs of a workflow.
+    }
+    let log = store.log();
+    let start = |exclusive| {
+        vec![
+            EventKind::RunStarted(RunStarted {
+                worker: "n".into(),
+                exclusive,
+            }),
+            begun(1),
+        ]
+    };
+    let (first, second, third) = (run_id(1), run_id(2), run_id(3));
+    for r in [first, second, third] {
+        log.append(r, vec![scheduled("wf", "c", "t")])
+            .await
+            .unwrap();
+    }
+    log.append(first, start(true)).await.unwrap();
+    let busy = log.append(second, start(true)).await;
+    assert!(
+        matches!(&busy, Err(LogError::WorkflowBusy { run, workflow, holder })
+            if *run == second && workflow == "wf" && *holder == first),
+        "{busy:?}"
+    );
+    assert_eq!(
+        log.summary(second).await.unwrap().unwrap().status,
+        StatusKind::Scheduled
+    );
+    // A workflow that lets its runs overlap starts them at once.
+    log.append(third, start(false)).await.unwrap();
+    // A run waiting for a retry still holds its workflow; its end frees it.
+    log.append(
+        first,
+        vec![EventKind::RetryScheduled(RetryScheduled {
+            attempt: 2,
+            not_before_unix_ms: 0,
+        })],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        log.append(second, start(true)).await,
+        Err(LogError::WorkflowBusy { .. })
+    ));
+    log.append(first, vec![cancelled()]).await.unwrap();
+    log.append(third, vec![completed()]).await.unwrap();
+    log.append(second, start(true)).await.unwrap();
 }
 
 pub async fn a_conditional_append_fails_when_the_run_moved_on_and_writes_nothing(site: &dyn Site) {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use sluice_store::hub::{ChangeKind, HubError};
-use sluice_store::log::{EventKind, RunCompleted, RunId};
+use sluice_store::log::{AttemptFailed, EventKind, FailureKind, RunCompleted, RunId, StatusKind};
 use sluice_store::{BatchCommit, Store, StoreError, StreamEnd};
 
 use crate::{Site, begun, run_id, scheduled};
@@ -455,4 +455,59 @@ pub async fn a_fire_and_its_document_commit_together(site: &dyn Site) {
     let state = store.log().state(run).await.unwrap();
     assert_eq!(state.workflow, "wf");
     assert_eq!(state.scheduled_at_unix_ms, 1_700_000_000_010);
+}
+
+pub async fn a_batch_or_completion_of_a_fenced_attempt_is_refused_and_writes_nothing(
+    site: &dyn Site,
+) {
+    let store = site.open().await;
+    let run = run_id(8);
+    started(&store, run).await;
+    store.commit_batch(run, batch(0..5, "5", 0)).await.unwrap();
+    // Another node takes the run over: attempt 1 is cut off, attempt 2 begins.
+    let last = store.log().summary(run).await.unwrap().unwrap().last_seq;
+    let cut_off = EventKind::AttemptFailed(AttemptFailed {
+        attempt: 1,
+        kind: FailureKind::Orchestration,
+        message: "lease expired".into(),
+        retry_after_ms: 0,
+    });
+    store
+        .log()
+        .append_expecting(run, last, vec![cut_off, begun(2)])
+        .await
+        .unwrap();
+    let before = store.log().read(run).await.unwrap();
+
+    // The first attempt's worker wakes up mid-batch: nothing it commits lands.
+    let late = store.commit_batch(run, batch(5..10, "10", 0)).await;
+    assert!(
+        matches!(&late, Err(StoreError::Log(e)) if e.is_fenced()),
+        "{late:?}"
+    );
+    let end = StreamEnd {
+        full_refresh: false,
+        ..end(0, "10", true)
+    };
+    let late = store.complete_stream(run, end.clone()).await;
+    assert!(
+        matches!(&late, Err(StoreError::Log(e)) if e.is_fenced()),
+        "{late:?}"
+    );
+    assert_eq!(store.hub().count("c", "users").await.unwrap(), 5);
+    assert_eq!(store.log().read(run).await.unwrap(), before);
+
+    // The attempt that holds the run commits.
+    let current = BatchCommit {
+        attempt: 2,
+        ..batch(5..10, "10", 0)
+    };
+    store.commit_batch(run, current).await.unwrap();
+    store
+        .complete_stream(run, StreamEnd { attempt: 2, ..end })
+        .await
+        .unwrap();
+    assert_eq!(store.hub().count("c", "users").await.unwrap(), 10);
+    let state = store.log().state(run).await.unwrap();
+    assert_eq!(state.status.kind(), StatusKind::Completed);
 }

@@ -48,10 +48,9 @@ use super::active::{ACTIVE_FROM, first_id_at};
 use super::index::Postings;
 use super::keys::{Head, Watermark, event_batch_key, event_key};
 use crate::codec::{v1, wire_event};
-use crate::log::LogError;
-use crate::log::RunSummary;
+use crate::log::{LogError, RunSummary, scheduled_of};
 use crate::sled::staged::{Staged, StagedTree};
-use sluice_model::{EventKind, RunId, StatusKind, transition};
+use sluice_model::{EventKind, RunId, StatusKind};
 
 pub(crate) use crate::sled::layout::{
     AT_ACTIVE as ACTIVE, AT_BY_CONNECTION as BY_CONNECTION, AT_BY_STATUS as BY_STATUS,
@@ -347,39 +346,24 @@ fn write_group<'c>(
             );
         }
         for kind in req.kinds.iter().chain(extra.iter()) {
-            let (status, last) = p
-                .now
-                .as_ref()
-                .map_or((StatusKind::Scheduled, 0), |h| (h.status, h.last_seq));
-            let seq = last + 1;
-            let status = match transition(status, last, seq, kind) {
-                Ok(s) => s,
-                Err(error) => return abort(i, LogError::Refused { run, error }),
-            };
             if let EventKind::RunScheduled(s) = kind {
                 for v in [&s.workflow, &s.connection, &s.tenant] {
                     if v.as_bytes().contains(&0) {
                         return abort(i, LogError::Invalid("names may not contain NUL".into()));
                     }
                 }
-                p.now = Some(RunSummary {
-                    run_id: run,
-                    workflow: s.workflow.clone(),
-                    connection: s.connection.clone(),
-                    tenant: s.tenant.clone(),
-                    priority: s.priority,
-                    status,
-                    created_at_unix_ms: req.at_unix_ms,
-                    updated_at_unix_ms: req.at_unix_ms,
-                    last_seq: seq,
-                });
             }
-            let Some(now) = p.now.as_mut() else {
-                return abort(i, LogError::Invalid("run has no RunScheduled".into()));
+            // A run's first event makes its summary; any other first event is refused
+            // by the check, as it would be by the fold.
+            let now = p.now.get_or_insert_with(|| {
+                RunSummary::scheduled(run, scheduled_of(kind), 0, req.at_unix_ms)
+            });
+            let status = match now.check(run, kind) {
+                Ok(s) => s,
+                Err(e) => return abort(i, e),
             };
-            now.status = status;
-            now.last_seq = seq;
-            now.updated_at_unix_ms = req.at_unix_ms;
+            now.follow(kind, status, req.at_unix_ms);
+            let seq = now.last_seq;
             p.events.push(wire_event(run, seq, req.at_unix_ms, kind));
             seqs.push(seq);
         }
