@@ -12,6 +12,7 @@ mod connections;
 mod connectors;
 mod convert;
 mod metrics_http;
+mod nodes;
 mod rate_limits;
 mod records;
 mod runs;

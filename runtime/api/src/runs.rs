@@ -65,34 +65,53 @@ impl RunsApi {
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<RunUpdate, Status>> + Send>>;
 
 /// Sends the run's state now, then at most every `WATCH_INTERVAL` while its
-/// progress changes, then once more when it ends; stops when the client goes.
+/// progress changes, then once more when it ends; stops when the client goes. A run
+/// another node drives (on a shared store) is followed through its log.
 async fn watch(api: RunsApi, id: RunId, tx: mpsc::Sender<Result<RunUpdate, Status>>) {
     let mut live = api.engine.watch(id);
+    let shared = api.engine.store().shared();
+    let mut last_seen = None;
     loop {
         let progress: Option<Progress> = live.as_ref().map(|rx| rx.borrow().clone());
-        let finished = progress.as_ref().is_none_or(|p| p.finished);
-        let update = match api.run(id, false).await {
-            Ok(run) => Ok(RunUpdate {
-                records_per_sec: progress.as_ref().map_or(0.0, |p| p.records_per_sec),
-                current_stream: progress
-                    .as_ref()
-                    .and_then(|p| p.stream.clone())
-                    .unwrap_or_default(),
-                finished,
-                run: Some(run),
-            }),
-            Err(e) => Err(e),
+        let (ended, seq) = match api.engine.state(id).await {
+            Ok(state) => (state.status.kind().is_terminal(), Some(state.last_seq)),
+            Err(_) => (true, None),
         };
-        let failed = update.is_err();
-        if tx.send(update).await.is_err() || failed || finished {
+        let finished = match &progress {
+            Some(p) => p.finished,
+            None => ended || !shared,
+        };
+        if progress.is_some() || finished || seq != last_seen {
+            last_seen = seq;
+            let update = match api.run(id, false).await {
+                Ok(run) => Ok(RunUpdate {
+                    records_per_sec: progress.as_ref().map_or(0.0, |p| p.records_per_sec),
+                    current_stream: progress
+                        .as_ref()
+                        .and_then(|p| p.stream.clone())
+                        .unwrap_or_default(),
+                    finished,
+                    run: Some(run),
+                }),
+                Err(e) => Err(e),
+            };
+            let failed = update.is_err();
+            if tx.send(update).await.is_err() || failed || finished {
+                return;
+            }
+        } else if tx.is_closed() {
             return;
         }
         tokio::time::sleep(WATCH_INTERVAL).await;
-        if let Some(rx) = live.as_mut()
-            && rx.changed().await.is_err()
-        {
-            // The driver is gone: one last update shows how the run ended.
-            live = None;
+        match live.as_mut() {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    // The driver is gone: one last update shows how the run ended.
+                    live = None;
+                }
+            }
+            // It may have come to this node meanwhile.
+            None => live = api.engine.watch(id),
         }
     }
 }

@@ -12,8 +12,10 @@ use tonic::service::interceptor::InterceptedService;
 use crate::auth::Tokens;
 use crate::connections::ConnectionsApi;
 use crate::connectors::ConnectorsApi;
+use crate::nodes::NodesApi;
 use crate::pb::connections_server::ConnectionsServer;
 use crate::pb::connectors_server::ConnectorsServer;
+use crate::pb::nodes_server::NodesServer;
 use crate::pb::rate_limits_server::RateLimitsServer;
 use crate::pb::records_server::RecordsServer;
 use crate::pb::runs_server::RunsServer;
@@ -113,6 +115,7 @@ impl ApiServer {
         reporter
             .set_serving::<RateLimitsServer<RateLimitsApi>>()
             .await;
+        reporter.set_serving::<NodesServer<NodesApi>>().await;
         // Both reflection versions: grpcurl before 1.9 and many tools speak v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -167,7 +170,13 @@ impl ApiServer {
                 check(self.tokens.clone()),
             ))
             .add_service(RateLimitsServer::with_interceptor(
-                RateLimitsApi { engine },
+                RateLimitsApi {
+                    engine: engine.clone(),
+                },
+                check(self.tokens.clone()),
+            ))
+            .add_service(NodesServer::with_interceptor(
+                NodesApi { engine },
                 check(self.tokens),
             ))
             .serve_with_incoming_shutdown(incoming(listener), shutdown)

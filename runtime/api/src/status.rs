@@ -17,11 +17,13 @@ pub(crate) fn of(e: EngineError) -> Status {
         EngineError::UnknownWorkflow(_)
         | EngineError::UnknownConnection(_)
         | EngineError::UnknownRun(_)
-        | EngineError::UnknownConnector(_) => Status::not_found(message),
+        | EngineError::UnknownConnector(_)
+        | EngineError::UnknownNode(_) => Status::not_found(message),
         EngineError::AlreadyRunning { .. }
         | EngineError::WrongStatus { .. }
         | EngineError::FirstPartyConnector(_)
-        | EngineError::ConnectorInUse { .. } => Status::failed_precondition(message),
+        | EngineError::ConnectorInUse { .. }
+        | EngineError::Cluster(_) => Status::failed_precondition(message),
         EngineError::CorruptDefinition { .. } => Status::data_loss(message),
         EngineError::Store(StoreError::Log(LogError::Conflict { .. })) => Status::aborted(message),
         EngineError::Store(StoreError::Log(LogError::Closed)) => Status::unavailable(message),

@@ -84,12 +84,27 @@ pub async fn engine(
     data_dir: &std::path::Path,
     limits: Limits,
 ) -> anyhow::Result<Engine> {
+    engine_named(
+        location,
+        data_dir,
+        limits,
+        format!("pid-{}", std::process::id()),
+    )
+    .await
+}
+
+/// An engine whose attempts name `worker` as their holder (a node's id).
+pub async fn engine_named(
+    location: &Location,
+    data_dir: &std::path::Path,
+    limits: Limits,
+    worker: String,
+) -> anyhow::Result<Engine> {
     let store = open_store(location, data_dir).await?;
     let host = Host::new(HostSettings::default()).context("starting the connector host")?;
     let named = sluice_artifacts::FIRST_PARTY
         .iter()
         .map(|c| (c.name.to_owned(), c.wasm));
-    let worker = format!("pid-{}", std::process::id());
     Ok(Engine::with_limits(
         store,
         Connectors::new(host, named),

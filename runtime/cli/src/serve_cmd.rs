@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use sluice_api::{ApiServer, Scope, Tls, Tokens, serve_metrics};
-use sluice_engine::Trigger;
+use sluice_engine::{ClusterSettings, Trigger};
 
-use crate::run_cmd::{define, engine, limits, location, read_definitions, report, run_duration};
+use crate::run_cmd::{
+    define, engine_named, limits, location, read_definitions, report, run_duration,
+};
 
 /// Run a node in the foreground until stopped.
 #[derive(Args)]
@@ -70,6 +72,43 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub(crate) read_tokens: Vec<String>,
+    /// The node's name in a cluster (default: the host's name); its id adds the
+    /// process and start time, so a restarted node is a new node.
+    #[arg(long, env = "SLUICE_NODE_NAME")]
+    pub(crate) node_name: Option<String>,
+    /// In a cluster: how often the node renews its record (milliseconds).
+    #[arg(long, env = "SLUICE_HEARTBEAT_MS", default_value_t = 1_000)]
+    pub(crate) heartbeat_ms: u64,
+    /// In a cluster: a node silent this long is lost, and its workflows move to
+    /// the others (milliseconds). Its runs move as their leases expire (each
+    /// workflow's `timeouts.heartbeat_secs`).
+    #[arg(long, env = "SLUICE_NODE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) node_timeout_ms: u64,
+    /// In a cluster: how often the node looks for runs to take over or pick up
+    /// (milliseconds).
+    #[arg(long, env = "SLUICE_SWEEP_MS", default_value_t = 1_000)]
+    pub(crate) sweep_ms: u64,
+    /// In a cluster: on SIGTERM, drain first (start nothing new, let the runs driven
+    /// here finish) for at most this many seconds, then hand the rest over.
+    #[arg(long, env = "SLUICE_DRAIN_SECS", default_value_t = 0)]
+    pub(crate) drain_secs: u64,
+}
+
+/// The node's id: its name, its process and its start time, unique per start.
+fn node_id(name: &str) -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() % 1_000_000);
+    format!("{name}-{}-{started:06}", std::process::id())
+}
+
+/// The host's name, or `node` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned())
 }
 
 /// A listener on `addr` (port 0: any free port) and the address it got.
@@ -90,12 +129,16 @@ async fn bind(
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let defs = read_definitions(&args.file)?;
     let location = location(args.store.as_deref(), &args.data_dir);
-    let engine = engine(
+    let name = args.node_name.clone().unwrap_or_else(host_name);
+    let id = node_id(&name);
+    let engine = engine_named(
         &location,
         &args.data_dir,
         limits(args.slots, args.per_tenant)?,
+        id.clone(),
     )
     .await?;
+    let clustered = engine.store().shared();
     define(&engine, &defs).await?;
     let mut ended = engine.subscribe_ended();
     let recovery = engine.recover().await.context("resuming runs in flight")?;
@@ -105,16 +148,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for (run, error) in &recovery.unreadable {
         eprintln!("warning: run {run} cannot be resumed: {error}");
     }
+    let (listener, addr) = bind(&args.listen, "the API").await?;
+    if clustered {
+        let settings = ClusterSettings {
+            name,
+            address: addr.to_string(),
+            heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+            node_timeout: Duration::from_millis(args.node_timeout_ms.max(1)),
+            sweep: Duration::from_millis(args.sweep_ms.max(1)),
+            slots: args.slots,
+        };
+        engine
+            .join_cluster(settings, sluice_store::postgres::SCHEMA_VERSION)
+            .await
+            .context("joining the cluster")?;
+        eprintln!("node {id} joined the cluster");
+    }
     if !args.no_initial_runs {
         for w in &defs.workflows {
-            if engine.in_flight_run(&w.name).await?.is_none() {
+            // In a cluster, each workflow's owner starts its initial run.
+            if engine.owns(&w.name) && engine.in_flight_run(&w.name).await?.is_none() {
                 let run = engine.start(&w.name, Trigger::Manual).await?;
                 eprintln!("started run {run} of workflow {}", w.name);
             }
         }
     }
     engine.start_scheduler(Duration::from_secs(1));
-    let (listener, addr) = bind(&args.listen, "the API").await?;
     eprintln!("API listening on {addr}");
     let tokens = Tokens::new(
         args.tokens
@@ -148,10 +207,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
+    let mut terminated = false;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = sigterm.recv() => {
+                terminated = true;
+                break;
+            }
+            // Asked to drain (`sluice nodes drain`): once the runs driven here are
+            // over, the node leaves.
+            () = async {
+                while !engine.draining() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                engine.drained().await;
+            }, if clustered => {
+                eprintln!("drained: every run driven here is over");
+                break;
+            }
             run = ended.recv() => {
                 let Ok(run) = run else { continue };
                 match engine.state(run).await {
@@ -161,7 +235,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("stopping; runs in flight resume on the next start");
+    if clustered {
+        if terminated && args.drain_secs > 0 && !engine.draining() {
+            eprintln!("draining for at most {} s", args.drain_secs);
+            engine.drain().await.context("draining")?;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(args.drain_secs), engine.drained()).await;
+        }
+        engine
+            .leave_cluster()
+            .await
+            .context("leaving the cluster")?;
+        eprintln!("node {id} left the cluster; its runs go on on the other nodes");
+    } else {
+        eprintln!("stopping; runs in flight resume on the next start");
+    }
     let _ = stop_api.send(());
     let _ = stop_metrics.send(());
     if let Ok(Err(e)) = api.await {

@@ -64,6 +64,9 @@ pub(crate) enum AttemptEnd {
     Cancelled,
     /// The store failed: nothing more can be recorded for this run now.
     Store(StoreError),
+    /// The node could not renew the attempt's lease before it ran out (the store was
+    /// out of reach): another node may take the run over, so this one stops.
+    LeaseLost,
 }
 
 fn host_failure(context: &str, e: HostError) -> AttemptEnd {

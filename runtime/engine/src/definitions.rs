@@ -35,6 +35,10 @@ pub(crate) mod kind {
     pub(crate) const SCHEDULER: &str = "scheduler";
     /// A connector registered through the API (module `registry`).
     pub(crate) const CONNECTOR: &str = "connector";
+    /// A node of the cluster, by node id (module `cluster`).
+    pub(crate) const NODE: &str = "node";
+    /// A request that a node drain, by node id (module `cluster`).
+    pub(crate) const DRAIN: &str = "node-drain";
 }
 
 /// Connections and workflows: the catalog's, with parsed copies by name.
@@ -53,6 +57,36 @@ fn remember<T>(map: &RwLock<HashMap<String, Arc<T>>>, name: &str, def: Arc<T>) {
     if let Ok(mut m) = map.write() {
         m.insert(name.to_owned(), def);
     }
+}
+
+/// Drops the copies in `map` that `documents` (the catalog's, by name) no longer
+/// match; returns whether any document is new, changed or gone.
+fn stale<T: serde::Serialize>(
+    map: &RwLock<HashMap<String, Arc<T>>>,
+    documents: &[(String, Vec<u8>)],
+) -> bool {
+    let Ok(mut m) = map.write() else {
+        return false;
+    };
+    let mut changed = false;
+    let names: std::collections::HashSet<&str> =
+        documents.iter().map(|(n, _)| n.as_str()).collect();
+    m.retain(|name, _| {
+        let keep = names.contains(name.as_str());
+        changed |= !keep;
+        keep
+    });
+    for (name, raw) in documents {
+        let same = m
+            .get(name)
+            .and_then(|def| serde_json::to_vec(def.as_ref()).ok())
+            .is_some_and(|mine| mine == *raw);
+        if !same {
+            changed = true;
+            m.remove(name);
+        }
+    }
+    changed
 }
 
 fn corrupt(kind: &'static str, name: &str, e: &serde_json::Error) -> EngineError {
@@ -166,6 +200,19 @@ impl DefinitionService {
             out.push(wf);
         }
         Ok(out)
+    }
+
+    /// Forgets the parsed copies that differ from the catalog's documents (written by
+    /// another node sharing the store), so the next read takes the catalog's; a
+    /// workflow changed, added or removed moves the generation (schedules rebuild).
+    pub(crate) async fn resync(&self) -> Result<(), EngineError> {
+        let connections = self.store.catalog().list(kind::CONNECTION).await?;
+        stale(&self.connections, &connections);
+        let workflows = self.store.catalog().list(kind::WORKFLOW).await?;
+        if stale(&self.workflows, &workflows) {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Changes whenever a workflow is written or removed.

@@ -245,6 +245,29 @@ impl Dispatch {
             .collect()
     }
 
+    /// Whether the node holds `run` (waiting or driven).
+    pub(crate) fn holds(&self, run: RunId) -> bool {
+        self.held().contains_key(&run)
+    }
+
+    /// The runs waiting in the queue (not driven).
+    pub(crate) fn waiting(&self) -> Vec<RunId> {
+        self.held()
+            .iter()
+            .filter(|(_, h)| !h.driving)
+            .map(|(run, _)| *run)
+            .collect()
+    }
+
+    /// The runs being driven.
+    pub(crate) fn driven(&self) -> Vec<RunId> {
+        self.held()
+            .iter()
+            .filter(|(_, h)| h.driving)
+            .map(|(run, _)| *run)
+            .collect()
+    }
+
     /// Runs waiting and runs driven.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let q = self.queue();

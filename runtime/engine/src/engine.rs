@@ -26,6 +26,7 @@ use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::{new_run_id, now_unix_ms};
+use crate::cluster::Membership;
 use crate::connectors::Connectors;
 use crate::cpu::CpuTimed;
 use crate::definition::{ConnectionDef, WorkflowDef};
@@ -46,9 +47,9 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) connectors: Connectors,
-    worker: String,
-    dispatch: Dispatch,
-    definitions: Arc<DefinitionService>,
+    pub(crate) worker: String,
+    pub(crate) dispatch: Dispatch,
+    pub(crate) definitions: Arc<DefinitionService>,
     schedules: Schedules,
     metrics: EngineMetrics,
     /// Wakes the dispatcher: a run was queued or gave back its slot.
@@ -62,6 +63,11 @@ pub(crate) struct Inner {
     /// Set once the connectors registered in the catalog are resolvable (module
     /// `registry`).
     pub(crate) registered_loaded: tokio::sync::OnceCell<()>,
+    /// This node among the nodes sharing the store, once it joined (module
+    /// `cluster`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<Membership>>,
+    /// The node drains: the dispatcher starts nothing more.
+    pub(crate) draining: AtomicBool,
 }
 
 /// What [`Engine::recover`] found.
@@ -112,6 +118,8 @@ impl Engine {
                 ended: tokio::sync::broadcast::channel(1024).0,
                 starting: tokio::sync::Mutex::new(()),
                 registered_loaded: tokio::sync::OnceCell::new(),
+                cluster: std::sync::OnceLock::new(),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -286,18 +294,19 @@ impl Engine {
 
     /// Drives again every run that was in flight when the node stopped, from its last
     /// committed checkpoint.
+    ///
+    /// On a store other nodes share, runs in flight may be theirs: a node that joined
+    /// the cluster picks up only what its sweeps find left (module `cluster`), and
+    /// this finds nothing.
     pub async fn recover(&self) -> Result<Recovery, EngineError> {
         let mut recovery = Recovery::default();
+        if self.inner.store.shared() {
+            return Ok(recovery);
+        }
         for run in self.inner.store.log().in_flight().await? {
             match self.inner.store.log().state(run).await {
                 Ok(state) => {
-                    let due = match state.status {
-                        RunStatus::RetryWaiting {
-                            not_before_unix_ms, ..
-                        } => not_before_unix_ms,
-                        _ => now_unix_ms(),
-                    };
-                    self.enqueue(run, due).await?;
+                    self.enqueue(run, due_of(&state)).await?;
                     recovery.resumed.push(run);
                 }
                 Err(e) => {
@@ -307,6 +316,12 @@ impl Engine {
             }
         }
         Ok(recovery)
+    }
+
+    /// Queues a run in flight from its log: due now, or a retry when it is due.
+    pub(crate) async fn resume(&self, run: RunId) -> Result<(), EngineError> {
+        let state = self.inner.store.log().state(run).await?;
+        self.enqueue(run, due_of(&state)).await
     }
 
     /// Takes over the runs another worker was running whose lease expired by
@@ -495,7 +510,11 @@ impl Engine {
                 let next = {
                     let Some(inner) = weak.upgrade() else { return };
                     let engine = Engine { inner };
-                    let (ready, next) = engine.inner.dispatch.take_ready(now_unix_ms());
+                    let (ready, next) = if engine.inner.draining.load(Ordering::Acquire) {
+                        (Vec::new(), None)
+                    } else {
+                        engine.inner.dispatch.take_ready(now_unix_ms())
+                    };
                     for r in ready {
                         engine.drive_in_background(r);
                     }
@@ -594,10 +613,28 @@ impl Engine {
     }
 }
 
+/// When a run in flight is due: a retry at its time, anything else now.
+fn due_of(state: &RunState) -> i64 {
+    match state.status {
+        RunStatus::RetryWaiting {
+            not_before_unix_ms, ..
+        } => not_before_unix_ms,
+        _ => now_unix_ms(),
+    }
+}
+
 /// A schedule pass queues and cancels runs through the engine, like any other start.
 impl Runs for Engine {
     fn held(&self, workflow: &str) -> Vec<(RunId, bool)> {
-        self.inner.dispatch.of_workflow(workflow)
+        let mut held = self.inner.dispatch.of_workflow(workflow);
+        if let Some(cluster) = self.inner.cluster.get() {
+            held.extend(cluster.elsewhere(workflow));
+        }
+        held
+    }
+
+    fn owns(&self, workflow: &str) -> bool {
+        Engine::owns(self, workflow)
     }
 
     fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>) {

@@ -80,6 +80,12 @@ pub enum EngineError {
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No node of that id or name shares the store.
+    #[error("no node `{0}` shares this store (see `sluice nodes list`)")]
+    UnknownNode(String),
+    /// The node cannot take part in the cluster as asked.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl From<LogError> for EngineError {

@@ -20,6 +20,7 @@
 
 mod attempt;
 mod clock;
+mod cluster;
 mod connectors;
 mod cpu;
 mod definition;
@@ -36,8 +37,10 @@ mod registry;
 mod retry;
 mod run_log;
 mod schedules;
+mod sweep;
 
 pub use attempt::Failure;
+pub use cluster::{ClusterSettings, NodeInfo, NodeRecord, NodeState};
 pub use connectors::Connectors;
 pub use definition::{
     ConnectionDef, DEFAULT_BATCH_SIZE, Definitions, ScheduleDef, StreamDef, Timeouts, WorkflowDef,

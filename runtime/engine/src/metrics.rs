@@ -36,6 +36,12 @@ pub(crate) struct EngineMetrics {
     pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub records: Counter,
     pub batches: Counter,
+    /// Appends refused because their attempt had lost the run (its lease).
+    pub fenced_commits: Counter,
+    /// Runs this node took over from a worker whose lease expired.
+    pub runs_taken_over: Counter,
+    /// Attempts this node stopped because it could not renew their lease in time.
+    pub leases_lost: Counter,
     pub runs_waiting: Gauge,
     pub runs_driven: Gauge,
     pub store_bytes: Gauge,
@@ -58,6 +64,9 @@ impl EngineMetrics {
             rate_limit_wait_seconds: Counter::default(),
             records: Counter::default(),
             batches: Counter::default(),
+            fenced_commits: Counter::default(),
+            runs_taken_over: Counter::default(),
+            leases_lost: Counter::default(),
             runs_waiting: Gauge::default(),
             runs_driven: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -99,6 +108,23 @@ impl EngineMetrics {
             "batches",
             "Batches committed to the hub with their checkpoint",
             m.batches.clone(),
+        );
+        registry.register(
+            "fenced_commits",
+            "Commits and events of this node refused because their attempt had lost the \
+             run to another node (its lease expired)",
+            m.fenced_commits.clone(),
+        );
+        registry.register(
+            "runs_taken_over",
+            "Runs this node took over from a worker whose lease expired",
+            m.runs_taken_over.clone(),
+        );
+        registry.register(
+            "leases_lost",
+            "Attempts this node stopped because it could not renew their lease in time \
+             (the store was out of reach); the run goes on wherever it is taken over",
+            m.leases_lost.clone(),
         );
         registry.register(
             "runs_waiting",

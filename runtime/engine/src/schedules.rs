@@ -17,7 +17,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_model::{RunId, RunState};
 use sluice_scheduler::{Candidate, OnFire, OverlapPolicy, OverlapState, Schedule, TriggerDef};
-use sluice_store::Store;
+use sluice_store::{LogError, Store, StoreError};
 
 use crate::clock::{new_run_id, now_unix_ms};
 use crate::definition::WorkflowDef;
@@ -42,6 +42,10 @@ pub(crate) trait Runs: Sync {
 
     /// Queues a run just recorded, with the state its first event folds to.
     fn hold(&self, workflow: &str, candidate: Candidate, known: Option<RunState>);
+
+    /// Whether this node handles the workflow's fires (in a cluster, each workflow
+    /// has one owner among the live nodes).
+    fn owns(&self, workflow: &str) -> bool;
 
     /// Cancels a run a newer fire replaces.
     fn cancel(
@@ -203,10 +207,19 @@ impl Schedules {
         let now_ms = now.timestamp_millis();
         // Workflows fire concurrently, so their appends share group commits; the fires
         // of one workflow go in order, each seeing the runs the previous one queued.
+        // Another node handles the fires of the workflows it owns; one that moves here
+        // starts from the catalog's progress, which that node kept.
+        for e in &mut table.entries {
+            if !runs.owns(&e.wf.name) {
+                e.progress = None;
+                e.next_ms = None;
+            }
+        }
         let due: Vec<_> = table
             .entries
             .iter()
             .enumerate()
+            .filter(|(_, e)| runs.owns(&e.wf.name))
             .filter(|(_, e)| e.next_ms.is_none_or(|n| n <= now_ms))
             .map(|(i, e)| (i, Arc::clone(&e.wf), Arc::clone(&e.schedule), e.progress))
             .collect();
@@ -381,7 +394,8 @@ impl Schedules {
         let run = new_run_id();
         let at = now_unix_ms();
         let event = wf.scheduled(&conn, trigger, fire.timestamp_millis());
-        self.store
+        let appended = self
+            .store
             .append_with_document(
                 run,
                 at,
@@ -390,7 +404,13 @@ impl Schedules {
                 &wf.name,
                 json(&progress),
             )
-            .await?;
+            .await;
+        match appended {
+            Ok(_) => {}
+            // Another node decided this fire (it owned the workflow a moment ago).
+            Err(StoreError::Log(LogError::FireTaken { .. })) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
         let known = sluice_model::fold(&[sluice_model::RunEvent::new(run, 1, at, event)]).ok();
         runs.hold(
             &wf.name,

@@ -1,4 +1,4 @@
-//! `sluice runs|workflows|connectors|connections|rate-limits …`: client commands over
+//! `sluice runs|workflows|connectors|connections|rate-limits|nodes …`: client commands over
 //! the gRPC API of a running node (`sluice serve`).
 //!
 //! This module owns what every client command shares: the flags naming the node
@@ -15,6 +15,7 @@
 
 mod connections;
 mod connectors;
+mod nodes;
 mod rate_limits;
 mod render;
 mod runs;
@@ -91,6 +92,13 @@ pub enum ClientCommand {
         #[command(flatten)]
         filter: rate_limits::RateLimitsFilter,
     },
+    /// The nodes sharing the store, over a node's API: list, drain.
+    Nodes {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: nodes::NodesCommand,
+    },
 }
 
 impl ClientCommand {
@@ -100,7 +108,8 @@ impl ClientCommand {
             | ClientCommand::Workflows { client, .. }
             | ClientCommand::Connectors { client, .. }
             | ClientCommand::Connections { client, .. }
-            | ClientCommand::RateLimits { client, .. } => client,
+            | ClientCommand::RateLimits { client, .. }
+            | ClientCommand::Nodes { client, .. } => client,
         }
     }
 }
@@ -116,6 +125,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Connectors { command, .. } => connectors::run(&client, out, command).await,
         ClientCommand::Connections { command, .. } => connections::run(&client, out, command).await,
         ClientCommand::RateLimits { filter, .. } => rate_limits::run(&client, out, filter).await,
+        ClientCommand::Nodes { command, .. } => nodes::run(&client, out, command).await,
     }
 }
 

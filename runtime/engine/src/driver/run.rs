@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use sluice_model::{
     AttemptBegun, AttemptFailed, EventKind, FailureKind, RetryScheduled, RunCancelled,
-    RunCompleted, RunDeadLettered, RunId, RunStarted, RunState,
+    RunCompleted, RunDeadLettered, RunId, RunStarted, RunState, StatusKind,
 };
+use sluice_scheduler::OverlapPolicy;
 use sluice_store::{LogError, Store, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,9 @@ use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use crate::progress::Progress;
 use crate::retry::Decision;
+
+/// How long a run whose workflow another run holds waits before it tries again.
+const BUSY_WAIT_MS: i64 = 500;
 
 /// How a driver stopped.
 pub(crate) enum Driven {
@@ -102,6 +106,7 @@ impl Driver<'_> {
                     now_unix_ms: now_unix_ms(),
                     cancelled: cancel.is_cancelled(),
                     origin,
+                    shared: self.store.shared(),
                 };
                 let step = next_step(&state, &seen);
                 // A run left to another driver is not this one's to show.
@@ -180,7 +185,11 @@ impl Driver<'_> {
             .append_expecting(run, last_seq, vec![failed])
             .await
         {
-            Ok(seqs) => Ok(Some(seqs.last().copied().unwrap_or(last_seq))),
+            Ok(seqs) => {
+                self.metrics.runs_taken_over.inc();
+                tracing::info!(%run, attempt, %holder, "took the run over: its attempt was cut off");
+                Ok(Some(seqs.last().copied().unwrap_or(last_seq)))
+            }
             Err(LogError::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -197,17 +206,23 @@ impl Driver<'_> {
         let (run, attempt) = (b.run, b.attempt);
         let started_at_unix_ms = b.state.started_at_unix_ms.or(Some(now_unix_ms()));
         let mut events = Vec::with_capacity(2);
-        if b.first {
+        let wf = self.definitions.workflow(&b.state.workflow).await;
+        // A start out of `Scheduled` (the first, or after a manual retry) says whether
+        // the run holds its workflow alone, which a shared store checks.
+        if b.first || b.state.status.kind() == StatusKind::Scheduled {
             events.push(EventKind::RunStarted(RunStarted {
                 worker: self.worker.to_owned(),
+                exclusive: wf
+                    .as_ref()
+                    .map_or(true, |w| w.overlap != OverlapPolicy::AllowAll),
             }));
         }
-        let wf = self.definitions.workflow(&b.state.workflow).await;
         let lease = Lease::of(&wf);
+        let lease_until_unix_ms = lease.until(now_unix_ms());
         events.push(EventKind::AttemptBegun(AttemptBegun {
             attempt,
             worker: self.worker.to_owned(),
-            lease_until_unix_ms: lease.until(now_unix_ms()),
+            lease_until_unix_ms,
         }));
         // The attempt starts while its beginning is held back and then made durable
         // (neither is part of the latency from due to started); the supervisor checks
@@ -218,6 +233,11 @@ impl Driver<'_> {
             .log()
             .hold_expecting(run, b.last_seq, events)
             .await?;
+        // Other nodes may race for the run or its workflow: the beginning goes to the
+        // store at once, so a lost race stops the attempt before it has done much.
+        if self.store.shared() {
+            self.store.log().release(run).await?;
+        }
         progress.send_modify(|p| {
             p.attempt = attempt;
             p.retry_at_unix_ms = None;
@@ -233,6 +253,7 @@ impl Driver<'_> {
             workflow: &wf,
             cancel,
             progress,
+            lease_until_unix_ms,
         };
         let end = match supervised.run(begun).await {
             Ok(done) => {
@@ -261,9 +282,35 @@ impl Driver<'_> {
                 known: Some(Box::new(self.state(run).await?)),
                 origin: Origin::Refused,
             }),
+            // Another run of the workflow holds it (on another node): this one waits.
+            AttemptEnd::Store(StoreError::Log(LogError::WorkflowBusy { holder, .. })) => {
+                tracing::debug!(%run, %holder, "waiting for the workflow's run in flight");
+                Ok(Then::Stop(Driven::WaitUntil(
+                    now_unix_ms().saturating_add(BUSY_WAIT_MS),
+                )))
+            }
+            AttemptEnd::Store(StoreError::Log(e)) => self.refused(run, e).await,
             AttemptEnd::Store(e) => Err(e.into()),
+            AttemptEnd::LeaseLost => Ok(Then::Stop(Driven::Elsewhere)),
             AttemptEnd::Failed(failure) => self.failed(run, attempt, failure, wf).await,
         }
+    }
+
+    /// How the driver stops after the log refused one of the attempt's appends: the
+    /// attempt lost the run to another node (fenced), or the run ended meanwhile (a
+    /// cancel from another node); anything else is the store's failure.
+    async fn refused(&self, run: RunId, e: LogError) -> Result<Then, EngineError> {
+        if e.is_fenced() {
+            self.metrics.fenced_commits.inc();
+            tracing::warn!(%run, error = %e, "this node lost the run to another; its late commit was refused");
+            return Ok(Then::Stop(Driven::Elsewhere));
+        }
+        if matches!(e, LogError::Refused { .. })
+            && self.state(run).await?.status.kind().is_terminal()
+        {
+            return Ok(Then::Stop(Driven::Ended));
+        }
+        Err(StoreError::Log(e).into())
     }
 
     /// Records a failed attempt, then the retry or the dead letter its policy decides.
@@ -282,15 +329,13 @@ impl Driver<'_> {
                 .retry_after
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         });
-        match self.store.log().append(run, vec![failed]).await {
-            Ok(_) => {}
+        let failed_seq = match self.store.log().append(run, vec![failed]).await {
+            Ok(seqs) => seqs.last().copied().unwrap_or_default(),
             // A timeout can stop the attempt while its last commit, which completes
             // the run, is already on its way: then the run ended and nothing failed.
-            Err(LogError::Refused { .. }) if self.state(run).await?.status.kind().is_terminal() => {
-                return Ok(Then::Stop(Driven::Ended));
-            }
-            Err(e) => return Err(e.into()),
-        }
+            // Or another node took the run over meanwhile.
+            Err(e) => return self.refused(run, e).await,
+        };
         tracing::warn!(%run, attempt, kind = ?failure.kind, error = %failure.message, "attempt failed");
         self.metrics
             .attempt_failed(failure.kind, failure.retry_after);
@@ -307,7 +352,18 @@ impl Driver<'_> {
                 message: failure.message,
             }),
         };
-        self.store.log().append(run, vec![next]).await?;
+        // Only if nothing came between: once the failure is recorded the run has no
+        // lease, and another node may take it over.
+        match self
+            .store
+            .log()
+            .append_expecting(run, failed_seq, vec![next])
+            .await
+        {
+            Ok(_) => {}
+            Err(LogError::Conflict { .. }) => return Ok(Then::Stop(Driven::Elsewhere)),
+            Err(e) => return Err(e.into()),
+        }
         Ok(Then::Again {
             known: None,
             origin: Origin::Queued,

@@ -35,6 +35,9 @@ pub(crate) struct Seen {
     pub cancelled: bool,
     /// How the driver came to the state.
     pub origin: Origin,
+    /// The store is shared with other nodes: a running attempt whose lease has not
+    /// expired is its holder's, even when this node queued the run.
+    pub shared: bool,
 }
 
 /// What the driver does next with a run.
@@ -83,6 +86,15 @@ pub(crate) fn next_step(state: &RunState, seen: &Seen) -> Step {
         }
         RunStatus::Running { attempt } => match seen.origin {
             Origin::Refused => return Step::Elsewhere,
+            Origin::Queued
+                if seen.shared
+                    && state
+                        .lease
+                        .as_ref()
+                        .is_some_and(|l| !l.expired(seen.now_unix_ms)) =>
+            {
+                return Step::Elsewhere;
+            }
             // A cancelled run is taken over all the same: the cut-off attempt is
             // recorded before the cancellation.
             Origin::Queued => {
@@ -184,6 +196,7 @@ mod tests {
             now_unix_ms: NOW,
             cancelled,
             origin,
+            shared: false,
         }
     }
 

@@ -70,6 +70,8 @@ pub(crate) struct Supervised<'a> {
     pub workflow: &'a Result<Arc<WorkflowDef>, EngineError>,
     pub cancel: &'a CancellationToken,
     pub progress: &'a watch::Sender<Progress>,
+    /// When the lease the attempt began with ends (Unix ms).
+    pub lease_until_unix_ms: i64,
 }
 
 impl Supervised<'_> {
@@ -78,6 +80,11 @@ impl Supervised<'_> {
     /// nothing for `heartbeat_secs` is stopped as stuck (transient: retried); a run
     /// past `run_secs` is stopped for good (permanent: dead-lettered). If `begun`
     /// (the attempt's own beginning) fails, so does the attempt, with its error.
+    ///
+    /// Heartbeats are queued, not waited for, so a store out of reach never stalls
+    /// the attempt's own checks. On a store several nodes share, an attempt whose
+    /// lease ran out before a heartbeat renewed it stops: another node may have taken
+    /// the run over, and whatever this one still committed would be refused.
     pub(crate) async fn run(&self, begun: Appending) -> Result<Done, AttemptEnd> {
         let (run, attempt) = (self.run, self.attempt);
         let log = self.store.log();
@@ -108,6 +115,10 @@ impl Supervised<'_> {
         let held = tokio::time::sleep(BEGIN_HELD);
         tokio::pin!(held);
         let mut holding = true;
+        let shared = self.store.shared();
+        let mut lease_until = self.lease_until_unix_ms;
+        // The heartbeat on its way, and the lease's end once it lands.
+        let mut beating: Option<(Appending, i64)> = None;
         loop {
             tokio::select! {
                 () = &mut held, if holding => {
@@ -156,21 +167,36 @@ impl Supervised<'_> {
                             ),
                         )));
                     }
-                    if last_beat.elapsed() >= beat {
+                    if shared && now_unix_ms() >= lease_until {
+                        self.metrics.leases_lost.inc();
+                        tracing::warn!(%run, attempt, "lease ran out before a heartbeat renewed it; leaving the run to whichever node takes it over");
+                        return Err(AttemptEnd::LeaseLost);
+                    }
+                    if beating.is_none() && last_beat.elapsed() >= beat {
                         last_beat = tokio::time::Instant::now();
+                        let until = lease.until(now_unix_ms());
                         let heartbeat = EventKind::Heartbeat(Heartbeat {
                             attempt,
-                            lease_until_unix_ms: lease.until(now_unix_ms()),
+                            lease_until_unix_ms: until,
                         });
-                        match log.append(run, vec![heartbeat]).await {
-                            Ok(_) => {}
-                            // Queued behind the attempt's own last commit, which ended
-                            // the run: the attempt's result says how it ended.
-                            Err(sluice_store::LogError::Refused { .. }) => {
-                                tracing::debug!(%run, "heartbeat refused: the run moved on");
-                            }
-                            Err(e) => return Err(AttemptEnd::Store(e.into())),
+                        let queued = log
+                            .enqueue(run, vec![heartbeat])
+                            .await
+                            .map_err(|e| AttemptEnd::Store(e.into()))?;
+                        beating = Some((queued, until));
+                    }
+                }
+                landed = async { (&mut beating.as_mut()?.0).await.err() }, if beating.is_some() => {
+                    let until = beating.take().map_or(lease_until, |(_, until)| until);
+                    match landed {
+                        None => lease_until = lease_until.max(until),
+                        Some(e) if e.is_fenced() => return Err(AttemptEnd::Store(e.into())),
+                        // Queued behind the attempt's own last commit, which ended
+                        // the run: the attempt's result says how it ended.
+                        Some(sluice_store::LogError::Refused { .. }) => {
+                            tracing::debug!(%run, "heartbeat refused: the run moved on");
                         }
+                        Some(e) => return Err(AttemptEnd::Store(e.into())),
                     }
                 }
             }
