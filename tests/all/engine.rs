@@ -947,6 +947,8 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
             vec![
                 EventKind::RunStarted(RunStarted {
                     worker: "old-node".into(),
+                    exclusive: true,
+                    tenant_slots: 0,
                 }),
                 EventKind::AttemptBegun(AttemptBegun {
                     attempt: 1,
@@ -975,6 +977,8 @@ async fn recover_resumes_runs_left_scheduled_waiting_or_running() {
             vec![
                 EventKind::RunStarted(RunStarted {
                     worker: "old-node".into(),
+                    exclusive: true,
+                    tenant_slots: 0,
                 }),
                 EventKind::AttemptBegun(AttemptBegun {
                     attempt: 1,

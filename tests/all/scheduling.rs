@@ -237,6 +237,8 @@ async fn run_of_another_node(engine: &Engine, workflow: &str, lease_until: i64) 
         }),
         EventKind::RunStarted(RunStarted {
             worker: "node-b".into(),
+            exclusive: true,
+            tenant_slots: 0,
         }),
         EventKind::AttemptBegun(AttemptBegun {
             attempt: 1,

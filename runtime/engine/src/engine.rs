@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     pub(crate) cluster: std::sync::OnceLock<Arc<Membership>>,
     /// The node drains: the dispatcher starts nothing more.
     pub(crate) draining: AtomicBool,
+    /// Runs per tenant at once (0: no limit), which a start on a shared store checks
+    /// across the nodes.
+    tenant_slots: u32,
 }
 
 /// What [`Engine::recover`] found.
@@ -104,6 +107,9 @@ impl Engine {
     ) -> Self {
         let limiter = connectors.host().limiter().clone();
         let definitions = Arc::new(DefinitionService::new(store.clone()));
+        let tenant_slots = limits
+            .per_tenant
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         Engine {
             inner: Arc::new(Inner {
                 schedules: Schedules::new(store.clone(), Arc::clone(&definitions)),
@@ -120,6 +126,7 @@ impl Engine {
                 registered_loaded: tokio::sync::OnceCell::new(),
                 cluster: std::sync::OnceLock::new(),
                 draining: AtomicBool::new(false),
+                tenant_slots,
             }),
         }
     }
@@ -564,6 +571,7 @@ impl Engine {
                 connectors: engine.connectors().await,
                 metrics: &inner.metrics,
                 worker: &inner.worker,
+                tenant_slots: inner.tenant_slots,
             };
             let result = driver
                 .drive(run, &cancel, &progress, known, &free_slot)

@@ -108,6 +108,10 @@ pub struct RunStarted {
     /// store several nodes share, it starts only while no other run of the workflow
     /// is running or waiting for a retry.
     pub exclusive: bool,
+    /// On a store several nodes share, the run starts only while fewer runs of its
+    /// tenant than this are running (the starting node's per-tenant slots); 0: no
+    /// limit.
+    pub tenant_slots: u32,
 }
 
 /// An attempt (1, 2, ...) began; its worker holds a lease on the run until

@@ -98,7 +98,11 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
             Action::ManualRetry(_) => continue,
             Action::Start => {
                 status = StatusKind::Running;
-                EventKind::RunStarted(RunStarted { worker: "w".into() })
+                EventKind::RunStarted(RunStarted {
+                    worker: "w".into(),
+                    exclusive: true,
+                    tenant_slots: 0,
+                })
             }
             Action::Begin => {
                 attempt += 1;
@@ -132,6 +136,7 @@ fn build(actions: &[Action]) -> (Vec<RunEvent>, [u64; 3]) {
             Action::StreamDone(s) => EventKind::StreamCompleted(StreamCompleted {
                 stream: STREAMS[*s].into(),
                 full_refresh: false,
+                attempt,
             }),
             Action::Fail(k) => EventKind::AttemptFailed(AttemptFailed {
                 attempt,

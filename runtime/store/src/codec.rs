@@ -75,6 +75,7 @@ fn kind_to_wire(kind: &EventKind) -> v1::run_event::Kind {
         EventKind::RunStarted(s) => W::RunStarted(v1::RunStarted {
             worker: s.worker.clone(),
             exclusive: s.exclusive,
+            tenant_slots: s.tenant_slots,
         }),
         EventKind::AttemptBegun(a) => W::AttemptBegun(v1::AttemptBegun {
             attempt: a.attempt,
@@ -141,6 +142,7 @@ fn kind_from_wire(kind: v1::run_event::Kind) -> EventKind {
         W::RunStarted(s) => EventKind::RunStarted(RunStarted {
             worker: s.worker,
             exclusive: s.exclusive,
+            tenant_slots: s.tenant_slots,
         }),
         W::AttemptBegun(a) => EventKind::AttemptBegun(AttemptBegun {
             attempt: a.attempt,
@@ -352,6 +354,7 @@ mod tests {
             EventKind::RunStarted(RunStarted {
                 worker: "n".into(),
                 exclusive: true,
+                tenant_slots: 4,
             }),
             EventKind::AttemptBegun(AttemptBegun {
                 attempt: 2,

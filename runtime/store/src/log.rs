@@ -17,7 +17,9 @@
 //!   with [`LogError::Conflict`]; neither writes anything;
 //! - on a store several nodes share, a second run for one schedule fire is refused
 //!   ([`LogError::FireTaken`]), and so is a run's start while another run of its
-//!   workflow holds it ([`LogError::WorkflowBusy`]), when its `RunStarted` is exclusive;
+//!   workflow holds it ([`LogError::WorkflowBusy`]), when its `RunStarted` is exclusive,
+//!   and while its tenant has as many runs running as the start allows
+//!   ([`LogError::TenantBusy`]);
 //! - reads see every acknowledged append, and a stored event this version cannot read
 //!   is reported with its run and seq, never skipped.
 
@@ -231,6 +233,17 @@ pub enum LogError {
         workflow: String,
         /// The run in flight.
         holder: RunId,
+    },
+    /// A run may not start while its tenant has as many runs running as its start
+    /// allows (the tenant's slots across the nodes sharing the store).
+    #[error("run {run} of tenant `{tenant}` waits: the tenant has {limit} run(s) running")]
+    TenantBusy {
+        /// The run that may not start.
+        run: RunId,
+        /// Its tenant.
+        tenant: String,
+        /// The tenant's slots.
+        limit: u32,
     },
 }
 

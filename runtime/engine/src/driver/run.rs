@@ -66,6 +66,9 @@ pub(crate) struct Driver<'a> {
     pub metrics: &'a EngineMetrics,
     /// This node's name in the log.
     pub worker: &'a str,
+    /// The node's runs per tenant at once; on a shared store, a start checks it across
+    /// the nodes (0: no limit).
+    pub tenant_slots: u32,
 }
 
 /// Shows a watcher what the log says of the run.
@@ -215,6 +218,7 @@ impl Driver<'_> {
                 exclusive: wf
                     .as_ref()
                     .map_or(true, |w| w.overlap != OverlapPolicy::AllowAll),
+                tenant_slots: self.tenant_slots,
             }));
         }
         let lease = Lease::of(&wf);
@@ -282,9 +286,12 @@ impl Driver<'_> {
                 known: Some(Box::new(self.state(run).await?)),
                 origin: Origin::Refused,
             }),
-            // Another run of the workflow holds it (on another node): this one waits.
-            AttemptEnd::Store(StoreError::Log(LogError::WorkflowBusy { holder, .. })) => {
-                tracing::debug!(%run, %holder, "waiting for the workflow's run in flight");
+            // Another run of the workflow holds it, or the tenant's slots are taken (on
+            // other nodes): this one waits.
+            AttemptEnd::Store(StoreError::Log(
+                e @ (LogError::WorkflowBusy { .. } | LogError::TenantBusy { .. }),
+            )) => {
+                tracing::debug!(%run, error = %e, "waiting to start");
                 Ok(Then::Stop(Driven::WaitUntil(
                     now_unix_ms().saturating_add(BUSY_WAIT_MS),
                 )))

@@ -288,14 +288,14 @@ impl Committer {
                 },
             );
         }
-        let starts: BTreeSet<&str> = group
-            .iter()
-            .filter_map(|job| {
-                let summary = heads.get(&job.run).and_then(|h| h.summary.as_ref());
-                claims::exclusive_start(summary, &job.kinds)
-            })
-            .collect();
-        let mut holds = Holds::lock(&tx, starts).await?;
+        let mut starts = BTreeSet::new();
+        let mut tenants = BTreeSet::new();
+        for job in group {
+            let summary = heads.get(&job.run).and_then(|h| h.summary.as_ref());
+            starts.extend(claims::exclusive_start(summary, &job.kinds));
+            tenants.extend(claims::limited_start(summary, &job.kinds).map(|(t, _)| t));
+        }
+        let mut holds = Holds::lock(&tx, starts, tenants).await?;
         let time_ms = now_unix_ms();
         let mut events: Vec<Row> = Vec::new();
         let mut results = Vec::with_capacity(group.len());
@@ -310,6 +310,12 @@ impl Committer {
             }
             if let Some(workflow) = claims::exclusive_start(head.summary.as_ref(), &job.kinds)
                 && let Err(e) = holds.check(workflow, job.run)
+            {
+                results.push(Err(e));
+                continue;
+            }
+            if let Some((tenant, limit)) = claims::limited_start(head.summary.as_ref(), &job.kinds)
+                && let Err(e) = holds.check_tenant(tenant, limit, job.run)
             {
                 results.push(Err(e));
                 continue;

@@ -549,6 +549,7 @@ pub async fn on_a_shared_store_a_run_starts_only_when_its_workflow_is_free(site:
             EventKind::RunStarted(RunStarted {
                 worker: "n".into(),
                 exclusive,
+                tenant_slots: 0,
             }),
             begun(1),
         ]
@@ -862,4 +863,46 @@ pub async fn a_run_dead_lettered_twice_is_listed_once(site: &dyn Site) {
     log.append(r, vec![dead_lettered()]).await.unwrap();
     assert_eq!(listed(log, dead).await, vec![r]);
     assert_eq!(log.in_flight().await.unwrap(), vec![]);
+}
+
+pub async fn on_a_shared_store_a_run_starts_only_within_its_tenants_slots(site: &dyn Site) {
+    let store = site.open().await;
+    if !store.shared() {
+        return; // One node: its ready queue keeps the tenant's slots.
+    }
+    let log = store.log();
+    let start = |slots| {
+        vec![
+            EventKind::RunStarted(RunStarted {
+                worker: "n".into(),
+                exclusive: false,
+                tenant_slots: slots,
+            }),
+            begun(1),
+        ]
+    };
+    let runs: Vec<RunId> = (1..=4).map(run_id).collect();
+    for (i, r) in runs.iter().enumerate() {
+        log.append(*r, vec![scheduled(&format!("wf{i}"), "c", "acme")])
+            .await
+            .unwrap();
+    }
+    log.append(runs[0], start(2)).await.unwrap();
+    log.append(runs[1], start(2)).await.unwrap();
+    let busy = log.append(runs[2], start(2)).await;
+    assert!(
+        matches!(&busy, Err(LogError::TenantBusy { run, tenant, limit: 2 })
+            if *run == runs[2] && tenant == "acme"),
+        "{busy:?}"
+    );
+    // A start with no limit is not held back, and its run counts all the same.
+    log.append(runs[3], start(0)).await.unwrap();
+    log.append(runs[0], vec![completed()]).await.unwrap();
+    assert!(matches!(
+        log.append(runs[2], start(2)).await,
+        Err(LogError::TenantBusy { .. })
+    ));
+    // Runs that end free their slots.
+    log.append(runs[3], vec![completed()]).await.unwrap();
+    log.append(runs[2], start(2)).await.unwrap();
 }

@@ -128,6 +128,7 @@ contract_tests! {
         log::events_of_an_attempt_that_lost_the_run_are_fenced_off,
         log::on_a_shared_store_a_fire_creates_one_run,
         log::on_a_shared_store_a_run_starts_only_when_its_workflow_is_free,
+        log::on_a_shared_store_a_run_starts_only_within_its_tenants_slots,
         store::a_batch_or_completion_of_a_fenced_attempt_is_refused_and_writes_nothing,
         bulk::catalog_kinds_are_listed_sorted_and_go_with_their_last_document,
         bulk::hub_streams_are_listed_with_every_stream_written,
