@@ -141,12 +141,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let clustered = engine.store().shared();
     define(&engine, &defs).await?;
     let mut ended = engine.subscribe_ended();
-    let recovery = engine.recover().await.context("resuming runs in flight")?;
-    for run in &recovery.resumed {
-        eprintln!("resuming run {run} from its last checkpoint");
-    }
-    for (run, error) in &recovery.unreadable {
-        eprintln!("warning: run {run} cannot be resumed: {error}");
+    // A node of a cluster leaves the runs in flight to the sweeps: other nodes may be
+    // driving them.
+    if !clustered {
+        let recovery = engine.recover().await.context("resuming runs in flight")?;
+        for run in &recovery.resumed {
+            eprintln!("resuming run {run} from its last checkpoint");
+        }
+        for (run, error) in &recovery.unreadable {
+            eprintln!("warning: run {run} cannot be resumed: {error}");
+        }
     }
     let (listener, addr) = bind(&args.listen, "the API").await?;
     if clustered {

@@ -302,14 +302,11 @@ impl Engine {
     /// Drives again every run that was in flight when the node stopped, from its last
     /// committed checkpoint.
     ///
-    /// On a store other nodes share, runs in flight may be theirs: a node that joined
-    /// the cluster picks up only what its sweeps find left (module `cluster`), and
-    /// this finds nothing.
+    /// For a process that uses the store alone (`sluice run`, one node): a node of a
+    /// cluster does not call it, but picks up what its sweeps find left (module
+    /// `sweep`).
     pub async fn recover(&self) -> Result<Recovery, EngineError> {
         let mut recovery = Recovery::default();
-        if self.inner.store.shared() {
-            return Ok(recovery);
-        }
         for run in self.inner.store.log().in_flight().await? {
             match self.inner.store.log().state(run).await {
                 Ok(state) => {
@@ -572,6 +569,7 @@ impl Engine {
                 metrics: &inner.metrics,
                 worker: &inner.worker,
                 tenant_slots: inner.tenant_slots,
+                clustered: inner.cluster.get().is_some(),
             };
             let result = driver
                 .drive(run, &cancel, &progress, known, &free_slot)

@@ -69,6 +69,9 @@ pub(crate) struct Driver<'a> {
     /// The node's runs per tenant at once; on a shared store, a start checks it across
     /// the nodes (0: no limit).
     pub tenant_slots: u32,
+    /// The node is one of a cluster: other nodes' leases are respected, and an
+    /// attempt whose lease cannot be renewed stops.
+    pub clustered: bool,
 }
 
 /// Shows a watcher what the log says of the run.
@@ -109,7 +112,7 @@ impl Driver<'_> {
                     now_unix_ms: now_unix_ms(),
                     cancelled: cancel.is_cancelled(),
                     origin,
-                    shared: self.store.shared(),
+                    clustered: self.clustered,
                 };
                 let step = next_step(&state, &seen);
                 // A run left to another driver is not this one's to show.
@@ -258,6 +261,7 @@ impl Driver<'_> {
             cancel,
             progress,
             lease_until_unix_ms,
+            clustered: self.clustered,
         };
         let end = match supervised.run(begun).await {
             Ok(done) => {

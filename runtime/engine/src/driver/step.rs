@@ -35,9 +35,9 @@ pub(crate) struct Seen {
     pub cancelled: bool,
     /// How the driver came to the state.
     pub origin: Origin,
-    /// The store is shared with other nodes: a running attempt whose lease has not
-    /// expired is its holder's, even when this node queued the run.
-    pub shared: bool,
+    /// The node is one of a cluster: a running attempt whose lease has not expired
+    /// is its holder's, even when this node queued the run.
+    pub clustered: bool,
 }
 
 /// What the driver does next with a run.
@@ -87,7 +87,7 @@ pub(crate) fn next_step(state: &RunState, seen: &Seen) -> Step {
         RunStatus::Running { attempt } => match seen.origin {
             Origin::Refused => return Step::Elsewhere,
             Origin::Queued
-                if seen.shared
+                if seen.clustered
                     && state
                         .lease
                         .as_ref()
@@ -196,7 +196,7 @@ mod tests {
             now_unix_ms: NOW,
             cancelled,
             origin,
-            shared: false,
+            clustered: false,
         }
     }
 

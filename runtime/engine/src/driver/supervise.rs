@@ -72,6 +72,8 @@ pub(crate) struct Supervised<'a> {
     pub progress: &'a watch::Sender<Progress>,
     /// When the lease the attempt began with ends (Unix ms).
     pub lease_until_unix_ms: i64,
+    /// The node is one of a cluster: an attempt whose lease ran out stops.
+    pub clustered: bool,
 }
 
 impl Supervised<'_> {
@@ -82,8 +84,8 @@ impl Supervised<'_> {
     /// (the attempt's own beginning) fails, so does the attempt, with its error.
     ///
     /// Heartbeats are queued, not waited for, so a store out of reach never stalls
-    /// the attempt's own checks. On a store several nodes share, an attempt whose
-    /// lease ran out before a heartbeat renewed it stops: another node may have taken
+    /// the attempt's own checks. On a node of a cluster, an attempt whose lease ran
+    /// out before a heartbeat renewed it stops: another node may have taken
     /// the run over, and whatever this one still committed would be refused.
     pub(crate) async fn run(&self, begun: Appending) -> Result<Done, AttemptEnd> {
         let (run, attempt) = (self.run, self.attempt);
@@ -115,7 +117,6 @@ impl Supervised<'_> {
         let held = tokio::time::sleep(BEGIN_HELD);
         tokio::pin!(held);
         let mut holding = true;
-        let shared = self.store.shared();
         let mut lease_until = self.lease_until_unix_ms;
         // The heartbeat on its way, and the lease's end once it lands.
         let mut beating: Option<(Appending, i64)> = None;
@@ -167,7 +168,7 @@ impl Supervised<'_> {
                             ),
                         )));
                     }
-                    if shared && now_unix_ms() >= lease_until {
+                    if self.clustered && now_unix_ms() >= lease_until {
                         self.metrics.leases_lost.inc();
                         tracing::warn!(%run, attempt, "lease ran out before a heartbeat renewed it; leaving the run to whichever node takes it over");
                         return Err(AttemptEnd::LeaseLost);
