@@ -162,6 +162,8 @@ pub(crate) struct Membership {
     /// Runs in flight that this node does not hold, by workflow: (run, whether an
     /// attempt of it runs). A schedule's overlap decision counts them.
     elsewhere: RwLock<HashMap<String, Vec<(RunId, bool)>>>,
+    /// Nodes already reported as knowing a newer store schema.
+    newer: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Membership {
@@ -188,7 +190,19 @@ impl Membership {
             record: RwLock::new(record),
             owners: RwLock::new(vec![id]),
             elsewhere: RwLock::default(),
+            newer: std::sync::Mutex::default(),
         }
+    }
+
+    /// Whether `node` is newly seen knowing a newer store schema than this node
+    /// (reported once per node).
+    pub(crate) fn first_seen_newer(&self, record: &NodeRecord) -> bool {
+        let known = self.record.read().map_or(0, |r| r.schema_version);
+        record.schema_version > known
+            && self
+                .newer
+                .lock()
+                .is_ok_and(|mut seen| seen.insert(record.id.clone()))
     }
 
     /// This node's id.

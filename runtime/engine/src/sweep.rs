@@ -123,6 +123,18 @@ impl Engine {
             self.drain().await?;
         }
         let records = self.records().await?;
+        for r in records.iter().filter(|r| membership.first_seen_newer(r)) {
+            tracing::warn!(
+                node = %r.id,
+                version = %r.version,
+                "node {} knows store schema version {}, newer than this node: upgrade this \
+                 node (it refuses to start on a newer schema; running, it may not read what \
+                 the newer nodes record)",
+                r.name,
+                r.schema_version
+            );
+        }
+        let now = now_unix_ms();
         let in_flight = self
             .inner
             .store
@@ -145,7 +157,6 @@ impl Engine {
         if membership.draining() {
             return Ok(());
         }
-        let now = now_unix_ms();
         for s in &in_flight {
             if self.inner.dispatch.holds(s.run_id) {
                 continue;
