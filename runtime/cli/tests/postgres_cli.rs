@@ -149,3 +149,127 @@ async fn tls_to_the_database_checks_the_servers_certificate() {
         stdout(&out)
     );
 }
+
+/// A `sluice serve` node on `store`, its stderr read until it says where its API
+/// listens; killed on drop.
+struct Node {
+    child: std::process::Child,
+    api: String,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(file: &str, store: &str, data: &Path, name: &str) -> Node {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", file, "--store", store, "--no-initial-runs"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--node-name",
+                name,
+                "--heartbeat-ms",
+                "200",
+                "--sweep-ms",
+                "200",
+            ])
+            .env("SLUICE_DATA_DIR", data.join(name))
+            .env_remove("SLUICE_STORE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sluice serve");
+        let (tx, stderr) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut node = Node {
+            child,
+            api: String::new(),
+            stderr,
+        };
+        let line = node.wait_line("API listening on");
+        node.api = format!("http://{}", line.rsplit(' ').next().unwrap_or_default());
+        node
+    }
+
+    /// The first stderr line from now on that contains `text`.
+    fn wait_line(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with `{text}` from the node: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nodes(api: &str, dir: &Path) -> Vec<serde_json::Value> {
+    let out = sluice(&["nodes", "list", "--json", "--server", api], dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("a JSON list of nodes")
+}
+
+#[tokio::test]
+async fn nodes_of_a_cluster_are_listed_from_any_node_and_a_drained_one_leaves() {
+    let schema = TestSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = definitions(dir.path(), 10);
+    let first = Node::start(&file, schema.url(), dir.path(), "first");
+    let mut second = Node::start(&file, schema.url(), dir.path(), "second");
+
+    let listed = nodes(&first.api, dir.path());
+    let mut names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, [("first", "live"), ("second", "live")], "{listed:?}");
+
+    // Drained through the first node's API, the second starts nothing and leaves.
+    let drain = sluice(
+        &["nodes", "drain", "second", "--server", &first.api],
+        dir.path(),
+    );
+    assert!(drain.status.success(), "{}", stderr(&drain));
+    second.wait_line("left the cluster");
+    let status = second.child.wait().expect("the drained node exits");
+    assert!(status.success(), "{status:?}");
+    let listed = nodes(&first.api, dir.path());
+    let second_now = listed.iter().find(|n| n["name"] == "second").unwrap();
+    assert_eq!(second_now["state"], "stopped", "{listed:?}");
+
+    // The remaining node still answers for the cluster; an unknown node is named.
+    let trigger = sluice(
+        &[
+            "workflows",
+            "trigger",
+            "users",
+            "--json",
+            "--server",
+            &first.api,
+        ],
+        dir.path(),
+    );
+    assert!(trigger.status.success(), "{}", stderr(&trigger));
+    let unknown = sluice(
+        &["nodes", "drain", "nobody", "--server", &first.api],
+        dir.path(),
+    );
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("nobody"), "{}", stderr(&unknown));
+}
