@@ -338,15 +338,7 @@ impl Engine {
     /// no lease check: the embedded store is open in one process at a time, so every
     /// lease it holds at start belongs to a stopped process.
     pub async fn take_over_expired(&self, at_unix_ms: i64) -> Result<Vec<RunId>, EngineError> {
-        let running = self
-            .inner
-            .store
-            .log()
-            .list(&RunFilter {
-                status: Some(StatusKind::Running),
-                ..RunFilter::default()
-            })
-            .await?;
+        let running = self.running().await?;
         let mut taken = Vec::new();
         for summary in running {
             let run = summary.run_id;
@@ -361,6 +353,15 @@ impl Engine {
             }
         }
         Ok(taken)
+    }
+
+    /// The summaries of every run with an attempt running, on any node.
+    pub(crate) async fn running(&self) -> Result<Vec<sluice_store::log::RunSummary>, EngineError> {
+        let filter = RunFilter {
+            status: Some(StatusKind::Running),
+            ..RunFilter::default()
+        };
+        Ok(self.inner.store.log().list(&filter).await?)
     }
 
     /// The run's folded state.

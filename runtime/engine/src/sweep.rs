@@ -182,15 +182,7 @@ impl Engine {
             .map_or(ClusterSettings::default().node_timeout, |c| {
                 c.settings.node_timeout
             });
-        let running = self
-            .inner
-            .store
-            .log()
-            .list(&RunFilter {
-                status: Some(StatusKind::Running),
-                ..RunFilter::default()
-            })
-            .await?;
+        let running = self.running().await?;
         let mut driven = cluster::driven_by(&running);
         let now = now_unix_ms();
         let mut nodes: Vec<NodeInfo> = self
