@@ -13,6 +13,7 @@
 
 mod bulk;
 mod catalog;
+mod cluster;
 mod faults;
 mod log;
 mod run_logs;
@@ -125,10 +126,10 @@ contract_tests! {
         log::held_events_wait_for_the_runs_next_append_or_their_release,
         log::runs_committed_together_list_in_order,
         log::a_run_dead_lettered_twice_is_listed_once,
-        log::events_of_an_attempt_that_lost_the_run_are_fenced_off,
-        log::on_a_shared_store_a_fire_creates_one_run,
-        log::on_a_shared_store_a_run_starts_only_when_its_workflow_is_free,
-        log::on_a_shared_store_a_run_starts_only_within_its_tenants_slots,
+        cluster::events_of_an_attempt_that_lost_the_run_are_fenced_off,
+        cluster::on_a_shared_store_a_fire_creates_one_run,
+        cluster::on_a_shared_store_a_run_starts_only_when_its_workflow_is_free,
+        cluster::on_a_shared_store_a_run_starts_only_within_its_tenants_slots,
         store::a_batch_or_completion_of_a_fenced_attempt_is_refused_and_writes_nothing,
         bulk::catalog_kinds_are_listed_sorted_and_go_with_their_last_document,
         bulk::hub_streams_are_listed_with_every_stream_written,
