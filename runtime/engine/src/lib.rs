@@ -37,6 +37,7 @@ mod registry;
 mod retry;
 mod run_log;
 mod schedules;
+mod shared_budget;
 mod sweep;
 
 pub use attempt::Failure;
@@ -51,6 +52,7 @@ pub use progress::Progress;
 pub use registry::ConnectorInfo;
 pub use retry::{Decision, Failures, RetryPolicy};
 pub use schedules::{FIRE_AHEAD, Tick};
+pub use shared_budget::{StoreBudgets, share_limiter_budgets, share_rate_budgets};
 /// Why a run starts.
 pub use sluice_model::Trigger;
 pub use sluice_scheduler::{Aging, Limits};

@@ -110,6 +110,13 @@ impl Budget {
 
     /// Start a request now if the budget allows.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Blocked> {
+        self.try_take_within(now, None)
+    }
+
+    /// Start a request now if the budget allows and the declared window holds fewer
+    /// than `cap` requests (the slots this node holds of a budget shared by a
+    /// cluster); `None` for no cap beyond the declared limit.
+    pub fn try_take_within(&mut self, now: Instant, cap: Option<u32>) -> Result<(), Blocked> {
         let mut until: Option<Instant> = None;
         let mut later = |at: Instant| until = Some(until.map_or(at, |u| u.max(at)));
         let mut on_release = false;
@@ -139,7 +146,8 @@ impl Budget {
                 w.leaving.pop_front();
             }
             let used = w.leaving.len() as u64 + u64::from(self.in_flight);
-            if used >= u64::from(w.limit) {
+            let limit = cap.map_or(w.limit, |c| c.min(w.limit));
+            if used >= u64::from(limit) {
                 match w.leaving.front() {
                     Some(t) => later(*t),
                     None => on_release = true,
@@ -212,6 +220,30 @@ impl Budget {
             let leaving = w.leaving.iter().filter(|t| **t > now).count() as u64;
             (leaving + u64::from(self.in_flight), w.limit)
         })
+    }
+
+    /// The declared window: its limit and interval.
+    pub fn declared(&self) -> Option<(u32, Duration)> {
+        self.window.as_ref().map(|w| (w.limit, w.period))
+    }
+
+    /// Requests in the declared window right after [`Budget::try_take_within`] at
+    /// the same instant (which dropped those that left): without a second pass.
+    pub fn used_after_take(&self) -> u64 {
+        self.window.as_ref().map_or(0, |w| w.leaving.len() as u64) + u64::from(self.in_flight)
+    }
+
+    /// Pause until `until`, as another node learned the API asks: like a throttle
+    /// seen here, but without counting it towards this node's backoff. Returns
+    /// whether the pause grew.
+    pub fn pause_until(&mut self, until: Instant) -> bool {
+        if self.paused_until.is_some_and(|p| p >= until) {
+            return false;
+        }
+        self.paused_until = Some(until);
+        self.learned = None;
+        self.probe = true;
+        true
     }
 
     /// Requests the API said are left, while its window lasts.

@@ -6,7 +6,9 @@
 //! budget combines what is declared (a [`RateLimitRule`]: requests per interval,
 //! requests in flight) with what the API says ([`Signals`]: `Retry-After`,
 //! remaining/reset headers), and pauses after a throttle. Each host has a circuit
-//! breaker.
+//! breaker. The nodes of a cluster share each key's declared budget through a
+//! [`BudgetSource`] ([`Limiter::share`]): a node sends only within the slots it
+//! holds there, and pauses learned on one node reach the others.
 //!
 //! This crate decides who may send when; it never sends, never retries and never
 //! reads a body. The host's egress does those.
@@ -15,6 +17,7 @@ mod breaker;
 mod budget;
 mod limiter;
 mod rules;
+mod shared;
 mod signals;
 
 pub use breaker::BreakerState;
@@ -25,4 +28,5 @@ pub use rules::{
     BreakerSettings, MAX_REQUESTS_PER_INTERVAL, RateLimitRule, RateLimits, RuleError, matching,
     validate_rules,
 };
+pub use shared::{Ask, BudgetSource, Grant, Plan, Share, ShareSettings, SourceError, SyncFuture};
 pub use signals::{MAX_HINT, Signals, retry_after};

@@ -1,15 +1,17 @@
 //! The node's one limiter: a budget per key, shared by every run, and the breaker
 //! of every host. Requests wait for their key in priority order, then arrival.
 //!
-//! Owns waiting and waking; the rules of a budget live in [`budget`](crate::budget)
-//! and of a breaker in [`breaker`](crate::breaker). It must never hold a lock
-//! across an await, and never let a granted slot leak: a permit returns its slot
-//! when dropped, wherever it is (even unreceived in a channel).
+//! Owns waiting and waking, and, when the node shares its budgets with a cluster,
+//! each active key's sync task; the rules of a budget live in
+//! [`budget`](crate::budget), of a shared holding in [`shared`](crate::shared) and
+//! of a breaker in [`breaker`](crate::breaker). It must never hold a lock across an
+//! await, and never let a granted slot leak: a permit returns its slot when
+//! dropped, wherever it is (even unreceived in a channel).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -19,6 +21,7 @@ use tokio::time::Instant;
 use crate::breaker::{Breaker, BreakerState, Pass};
 use crate::budget::{Blocked, Budget};
 use crate::rules::{BreakerSettings, RateLimitRule};
+use crate::shared::{Ask, BudgetSource, Share, ShareSettings};
 use crate::signals::Signals;
 
 /// What requests share a budget under: a connector, a credential and an
@@ -90,6 +93,9 @@ pub struct KeyView {
     pub learned_left: Option<u64>,
     /// How much longer the key is paused after a throttle.
     pub paused_for: Option<Duration>,
+    /// Slots of the declared window this node holds of the cluster's budget, when
+    /// the node shares its budgets.
+    pub held: Option<u32>,
 }
 
 /// One host's breaker, for the CLI, the API and metrics.
@@ -122,6 +128,8 @@ struct Core {
     /// sleep until they are granted or out of time, so a key with many waiters
     /// wakes one task per change, not all of them.
     alarm: Option<(Instant, WaiterId)>,
+    /// The key's holding of a budget shared by the cluster, when the node shares.
+    share: Option<Share>,
 }
 
 impl Core {
@@ -137,6 +145,26 @@ impl Core {
     }
 }
 
+/// Start a request now if the budget, and the key's shared holding if any, allow.
+/// (Over the two fields, so a caller may hold the waiters meanwhile.)
+fn try_take(budget: &mut Budget, share: &mut Option<Share>, now: Instant) -> Result<(), Blocked> {
+    let Some(share) = share else {
+        return budget.try_take(now);
+    };
+    if !share.ready() {
+        // The key's pause and holding are unknown until its first sync.
+        share.poke();
+        return Err(Blocked::OnRelease);
+    }
+    let Some((limit, _)) = budget.declared() else {
+        return budget.try_take(now);
+    };
+    let allowed = share.allowed(now);
+    let taken = budget.try_take_within(now, Some(allowed));
+    share.note_use(limit, allowed, budget.used_after_take());
+    taken
+}
+
 struct Cell {
     key: Key,
     core: Mutex<Core>,
@@ -144,6 +172,9 @@ struct Cell {
     /// sleeping waiter knows of: a release can turn "when something ends" into "at
     /// this instant". The waken one takes the alarm.
     changed: Notify,
+    /// Wakes the key's sync task before its next poll (more slots needed, a pause
+    /// to publish).
+    sync_wake: Notify,
 }
 
 impl Cell {
@@ -152,15 +183,22 @@ impl Cell {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wake the key's sync task if its holding asked for a sync.
+    fn poke_sync(&self, core: &mut Core) {
+        if core.share.as_mut().is_some_and(Share::take_poke) {
+            self.sync_wake.notify_one();
+        }
+    }
+
     /// Grant budget to waiters, best first, while there is some. Permits whose
     /// waiter left are returned, to be dropped once the lock is released.
     fn dispatch(self: &Arc<Self>, core: &mut Core, now: Instant) -> (Option<Instant>, Vec<Permit>) {
         let mut undelivered = Vec::new();
-        loop {
+        let outcome = loop {
             let Some(entry) = core.waiters.first_entry() else {
-                return (None, undelivered);
+                break (None, undelivered);
             };
-            match core.budget.try_take(now) {
+            match try_take(&mut core.budget, &mut core.share, now) {
                 Ok(()) => {
                     let waiter = entry.remove();
                     core.stats.requests += 1;
@@ -174,10 +212,12 @@ impl Cell {
                         undelivered.push(permit);
                     }
                 }
-                Err(Blocked::Until(t)) => return (Some(t), undelivered),
-                Err(Blocked::OnRelease) => return (None, undelivered),
+                Err(Blocked::Until(t)) => break (Some(t), undelivered),
+                Err(Blocked::OnRelease) => break (None, undelivered),
             }
-        }
+        };
+        self.poke_sync(core);
+        outcome
     }
 
     /// After a change: grant what can be granted, and make sure a waiter wakes
@@ -224,8 +264,20 @@ impl Permit {
     /// was a throttle.
     pub fn observe(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
         let signals = Signals::read(status, headers, SystemTime::now());
+        let now = Instant::now();
         let mut core = self.cell.lock();
-        let pause = core.budget.observe(&signals, Instant::now());
+        let pause = core.budget.observe(&signals, now);
+        if let Some(share) = &mut core.share {
+            // Every node pauses for a throttle, or for a window the API says is
+            // used up until its reset.
+            let exhausted = (signals.remaining == Some(0))
+                .then_some(signals.reset)
+                .flatten()
+                .filter(|r| !r.is_zero());
+            if let Some(until) = pause.or(exhausted).map(|p| now + p) {
+                share.publish(until);
+            }
+        }
         if signals.throttled {
             core.stats.throttled += 1;
             tracing::info!(
@@ -308,12 +360,19 @@ impl Drop for HostPass {
     }
 }
 
+/// Where the node shares its keys' budgets, and how.
+struct Sharing {
+    source: Arc<dyn BudgetSource>,
+    settings: ShareSettings,
+}
+
 /// Budgets and breakers for every connector request on the node.
 #[derive(Default)]
 pub struct Limiter {
     keys: Mutex<HashMap<Key, Arc<Cell>>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     arrivals: AtomicU64,
+    sharing: OnceLock<Sharing>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -344,8 +403,10 @@ impl Limiter {
                         waiters: BTreeMap::new(),
                         stats: KeyStats::default(),
                         alarm: None,
+                        share: None,
                     }),
                     changed: Notify::new(),
+                    sync_wake: Notify::new(),
                 })
             })
             .clone();
@@ -356,6 +417,37 @@ impl Limiter {
         }
         drop(core);
         cell
+    }
+
+    /// Share every key's budget with the other nodes of a cluster through `source`:
+    /// from now on a key with a declared window sends only within the slots this
+    /// node holds of it there, and pauses learned on any node reach every node.
+    /// Returns `false`, changing nothing, if the limiter already shares.
+    pub fn share(&self, source: Arc<dyn BudgetSource>, settings: ShareSettings) -> bool {
+        self.sharing.set(Sharing { source, settings }).is_ok()
+    }
+
+    /// Whether the limiter shares its keys' budgets with a cluster.
+    pub fn shares(&self) -> bool {
+        self.sharing.get().is_some()
+    }
+
+    /// When sharing: give the key its holding, and start its sync task if none runs.
+    fn start_sharing(&self, cell: &Arc<Cell>, core: &mut Core, now: Instant) {
+        let Some(sharing) = self.sharing.get() else {
+            return;
+        };
+        let share = core
+            .share
+            .get_or_insert_with(|| Share::new(sharing.settings, now));
+        if !share.running {
+            share.running = true;
+            tokio::spawn(keep_in_sync(
+                cell.clone(),
+                sharing.source.clone(),
+                sharing.settings,
+            ));
+        }
     }
 
     /// Wait for budget on `key` under `rule`, behind waiters of higher `priority`
@@ -376,8 +468,12 @@ impl Limiter {
         );
         let mut rx = {
             let mut core = cell.lock();
+            self.start_sharing(&cell, &mut core, since);
             if core.waiters.is_empty() {
-                match core.budget.try_take(since) {
+                let Core { budget, share, .. } = &mut *core;
+                let taken = try_take(budget, share, since);
+                cell.poke_sync(&mut core);
+                match taken {
                     Ok(()) => {
                         core.stats.requests += 1;
                         return Ok(Permit {
@@ -500,6 +596,11 @@ impl Limiter {
                     window: core.budget.window_used(now),
                     learned_left: core.budget.learned_left(now),
                     paused_for: core.budget.paused_until(now).map(|p| p - now),
+                    held: core
+                        .share
+                        .as_ref()
+                        .filter(|_| core.budget.declared().is_some())
+                        .map(Share::held),
                 }
             })
             .collect();
@@ -531,5 +632,105 @@ impl Limiter {
             .collect();
         views.sort_by(|a, b| a.host.cmp(&b.host));
         views
+    }
+}
+
+/// The sync task of one key while it is active: renews its holding every poll, syncs
+/// sooner when it needs more slots or has a pause to publish, applies what the
+/// source answers, and stops once the key is idle.
+async fn keep_in_sync(cell: Arc<Cell>, source: Arc<dyn BudgetSource>, settings: ShareSettings) {
+    let mut failing = false;
+    let mut next_poll = Instant::now();
+    let mut wait_out = false;
+    loop {
+        let now = Instant::now();
+        let ask = {
+            let mut core = cell.lock();
+            let declared = core.budget.declared();
+            let used = core
+                .budget
+                .window_used(now)
+                .map_or(0, |(used, _)| u32::try_from(used).unwrap_or(u32::MAX));
+            let waiting = core.waiters.len();
+            let requests = core.stats.requests;
+            let Some(share) = core.share.as_mut() else {
+                return;
+            };
+            if share.idle(now, used, waiting) {
+                share.stop();
+                return;
+            }
+            let limit = declared.map_or(0, |(limit, _)| limit);
+            let plan = share.plan(now, limit, used, waiting, requests);
+            // Woken early with nothing new to ask: the poll renews in time.
+            if now < next_poll && !share.worth_syncing(&plan) {
+                share.unplan();
+                None
+            } else {
+                Some(Ask {
+                    key: cell.key.clone(),
+                    limit,
+                    hold: plan.hold,
+                    wanting: plan.wanting,
+                    hold_for: declared
+                        .map_or(Duration::ZERO, |(_, period)| period + settings.grace),
+                    pause: plan.pause,
+                })
+            }
+        };
+        if let Some(ask) = ask {
+            // Taken before the store sees the sync, so the holding it confirms is
+            // counted from no later than this.
+            let sent = Instant::now();
+            let outcome = source.sync(&ask).await;
+            next_poll = sent + settings.poll;
+            let mut core = cell.lock();
+            let now = Instant::now();
+            let Some(share) = core.share.as_mut() else {
+                return;
+            };
+            let pause = share.settle(sent, ask.limit, outcome.as_ref(), now);
+            wait_out = share.starved();
+            if let Some(until) = pause
+                && core.budget.pause_until(until)
+            {
+                tracing::debug!(
+                    connector = %cell.key.connector, endpoint = %cell.key.endpoint,
+                    pause_ms = until.saturating_duration_since(now).as_millis() as u64,
+                    "key paused as the cluster learned"
+                );
+            }
+            // New slots or a pause: grant or reschedule the waiters.
+            cell.changed(core);
+            match &outcome {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(
+                        connector = %cell.key.connector, endpoint = %cell.key.endpoint,
+                        error = %e,
+                        "cannot sync the key's shared budget; it sends only within what it holds"
+                    );
+                }
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!(
+                        connector = %cell.key.connector, endpoint = %cell.key.endpoint,
+                        "the key's shared budget syncs again"
+                    );
+                }
+                _ => {}
+            }
+        }
+        let poked = cell.sync_wake.notified();
+        if wait_out {
+            // The others hold the rest (or the store failed): asking again before
+            // the poll would only load the store; they give back within a poll.
+            tokio::time::sleep_until(next_poll).await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_poll) => {}
+                () = poked => {}
+            }
+        }
     }
 }

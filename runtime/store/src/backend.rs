@@ -72,6 +72,13 @@ pub trait Backend: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+
+    /// A new client of the rate-limit budgets the nodes sharing the store share
+    /// ([`crate::budgets`]); a node takes one, at start. `None` for a store open in
+    /// one process only: that node's limiter is the whole budget.
+    fn shared_budgets(&self) -> Option<std::sync::Arc<dyn crate::budgets::SharedBudgets>> {
+        None
+    }
 }
 
 /// Errors of the store.

@@ -4,7 +4,8 @@
 //! The contract is the traits [`log::RunLog`], [`hub::Hub`] (and [`hub::HubBulk`], the
 //! bulk reads and writes that copying a store takes), [`catalog::Catalog`],
 //! [`run_logs::RunLogs`] and [`Backend`] (the writes that span them), with the types
-//! they share; [`Store`] is its front door. [`copy`] copies a whole store to another
+//! they share; [`budgets::SharedBudgets`] is the rate-limit budgets the nodes of a
+//! cluster share; [`Store`] is its front door. [`copy`] copies a whole store to another
 //! backend through the contract alone. Backends: [`sled`] (embedded, the
 //! default), [`postgres`] (shared by the nodes of a cluster), chosen by a
 //! [`Location`]; [`faults::FaultyBackend`] wraps any backend to fail chosen
@@ -13,6 +14,7 @@
 //! backend's trees, tables or keys, and no backend type crosses the contract.
 
 mod backend;
+pub mod budgets;
 pub mod catalog;
 pub mod codec;
 pub mod copy;
@@ -27,6 +29,7 @@ pub mod sled;
 mod store;
 
 pub use backend::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
+pub use budgets::SharedBudgets;
 pub use catalog::Catalog;
 pub use hub::{Hub, HubBulk};
 pub use location::Location;

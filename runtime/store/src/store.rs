@@ -90,6 +90,11 @@ impl Store {
         self.backend.shared()
     }
 
+    /// See [`Backend::shared_budgets`].
+    pub fn shared_budgets(&self) -> Option<Arc<dyn crate::budgets::SharedBudgets>> {
+        self.backend.shared_budgets()
+    }
+
     /// See [`Backend::commit_batch`].
     pub async fn commit_batch(
         &self,

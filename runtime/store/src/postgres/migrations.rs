@@ -11,12 +11,17 @@ use super::errors::describe;
 use crate::StoreError;
 
 /// The newest schema version this node knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each version's name and SQL, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "cluster", include_str!("migrations/0002_cluster.sql")),
+    (
+        3,
+        "rate budgets",
+        include_str!("migrations/0003_rate_budgets.sql"),
+    ),
 ];
 
 /// What [`migrate`] did.

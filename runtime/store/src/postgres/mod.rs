@@ -8,11 +8,13 @@
 //!   group; waits out a database that went away.
 //! - `log`, `hub`, `catalog`, `run_logs`: each part of the contract on its tables.
 //! - `import`: the hub's bulk reads and writes (`HubBulk`), for copying a store.
+//! - `budgets`: the rate-limit budgets the nodes share (`SharedBudgets`).
 //! - `pool`: reads, patient with a database that is briefly away.
 //!
 //! Nothing in it keeps a run's or a record's state in memory beyond one transaction:
 //! the database is the truth, so nodes never disagree with it.
 
+mod budgets;
 mod catalog;
 mod claims;
 mod committer;
@@ -27,6 +29,7 @@ mod pool;
 mod run_logs;
 mod store;
 
+pub use budgets::PgBudgets;
 pub use catalog::PgCatalog;
 pub use connect::{PgOptions, is_postgres_url, redact_url};
 pub use hub::PgHub;

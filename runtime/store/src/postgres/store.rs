@@ -159,6 +159,12 @@ impl Backend for PgStore {
         true
     }
 
+    fn shared_budgets(&self) -> Option<std::sync::Arc<dyn crate::budgets::SharedBudgets>> {
+        Some(std::sync::Arc::new(super::budgets::PgBudgets::new(
+            self.reader.pool().clone(),
+        )))
+    }
+
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let row = read!(self.reader, c, async {
             c.query_one(
