@@ -105,13 +105,17 @@ pub async fn engine_named(
     let named = sluice_artifacts::FIRST_PARTY
         .iter()
         .map(|c| (c.name.to_owned(), c.wasm));
-    Ok(Engine::with_limits(
+    let engine = Engine::with_limits(
         store,
         Connectors::new(host, named),
         worker,
         limits,
         Aging::default(),
-    ))
+    );
+    // On a store several nodes share, a credential's declared budget is the
+    // cluster's: nodes hold slots of each window in the store.
+    sluice_engine::share_rate_budgets(&engine);
+    Ok(engine)
 }
 
 /// The concurrency limits from `--slots` and `--per-tenant`.
