@@ -54,6 +54,11 @@ pub fn is_postgres_url(location: &str) -> bool {
 /// a database on the same host or network needs none), `prefer`, or `require` (also
 /// spelled `verify-ca` or `verify-full`: the server's certificate and name are always
 /// checked), against the web's root authorities or the PEM file `sslrootcert` names.
+/// How long the server lets a session of this store sit idle inside a transaction
+/// before it ends it, releasing its locks: a bound on how long a frozen or cut-off
+/// node holds up the others.
+pub(crate) const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+
 pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Pool, StoreError> {
     let shown = redact_url(url);
     let unreachable = |reason: String| StoreError::Unreachable {
@@ -69,6 +74,15 @@ pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Pool, Stor
     if config.get_application_name().is_none() {
         config.application_name("sluice");
     }
+    // A node frozen or cut off in the middle of a transaction keeps its row locks
+    // until the server notices it is gone, which without this takes the kernel's
+    // keepalive (hours): every other node's commit for those runs would wait. Our
+    // transactions never idle between statements but for a node that stopped.
+    let startup = config.get_options().unwrap_or_default().to_owned();
+    config.options(
+        format!("{startup} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}")
+            .trim_start(),
+    );
     let tls = tls(root_cert.as_deref()).map_err(|e| unreachable(format!("TLS: {e}")))?;
     let manager = Manager::from_config(
         config,
