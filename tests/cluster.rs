@@ -35,9 +35,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cluster_support::{
-    Cluster, Netns, RunFacts, assert_counted_once, assert_each_fire_once, assert_fires_table,
-    assert_hub_tables, assert_no_overlap, assert_no_stale_events, env_u64, json_text,
-    open_transactions, run_facts, seed, serial, via, wait_ended, wait_for,
+    Cluster, Netns, RunFacts, Verdicts, assert_counted_once, assert_each_fire_once,
+    assert_fires_table, assert_hub_tables, assert_no_overlap, assert_no_stale_events, env_u64,
+    json_text, open_transactions, run_facts, seed, serial, via, wait_ended, wait_for,
 };
 use crash_support::assert_exactly_once;
 use serde_json::{Value, json};
@@ -332,58 +332,79 @@ fn killed_nodes_lose_no_fire_double_no_run_and_land_every_record_once() {
     }
     eprintln!("kill: drained and stopped at {:.1?}", began.elapsed());
 
-    // Checks.
+    // Checks: all of them, whichever fail.
+    let checking = Instant::now();
     let runs = run_facts(&cluster.probe);
-    let not_completed: Vec<&RunFacts> = runs
-        .iter()
-        .filter(|r| r.status != StatusKind::Completed)
-        .collect();
-    assert!(
-        not_completed.is_empty(),
-        "runs that did not complete: {not_completed:#?}"
-    );
-    let fires = assert_each_fire_once(&runs);
-    assert_fires_table(&cluster.url, &runs);
-    assert_no_overlap(&runs, &BTreeSet::new());
-    assert_no_stale_events(&cluster.probe, &runs);
-    assert!(
-        overlaps.is_empty(),
-        "runs of one workflow in flight at once, seen in {snapshots} reads of the store:\n{}",
-        overlaps.join("\n")
-    );
-    let mut per_workflow: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &runs {
-        *per_workflow.entry(&r.workflow).or_default() += 1;
-    }
-    for i in 0..TICKS {
-        let name = format!("tick-{i:02}");
+    let mut verdicts = Verdicts::default();
+    verdicts.check("every run completed", || {
+        let not_completed: Vec<&RunFacts> = runs
+            .iter()
+            .filter(|r| r.status != StatusKind::Completed)
+            .collect();
         assert!(
-            per_workflow.get(name.as_str()).copied().unwrap_or(0) >= 2,
-            "{name} hardly ran: {per_workflow:?}"
+            not_completed.is_empty(),
+            "runs that did not complete: {not_completed:#?}"
         );
-    }
+    });
+    let mut fires = 0;
+    verdicts.check("one run per fire", || fires = assert_each_fire_once(&runs));
+    verdicts.check("the fires table", || {
+        assert_fires_table(&cluster.url, &runs)
+    });
+    verdicts.check("no overlap in the log", || {
+        assert_no_overlap(&runs, &BTreeSet::new());
+    });
+    verdicts.check("no overlap seen live", || {
+        assert!(
+            overlaps.is_empty(),
+            "runs of one workflow in flight at once, seen in {snapshots} reads of the store:\n{}",
+            overlaps.join("\n")
+        );
+    });
+    verdicts.check("no late event of a lost attempt", || {
+        assert_no_stale_events(&cluster.probe, &runs);
+    });
+    verdicts.check("every schedule ran", || {
+        let mut per_workflow: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &runs {
+            *per_workflow.entry(&r.workflow).or_default() += 1;
+        }
+        for i in 0..TICKS {
+            let name = format!("tick-{i:02}");
+            assert!(
+                per_workflow.get(name.as_str()).copied().unwrap_or(0) >= 2,
+                "{name} hardly ran: {per_workflow:?}"
+            );
+        }
+    });
     let mut taken_over = 0;
     for (workflow, connection, stream, records) in longs {
-        assert_counted_once(&cluster.probe, &runs, workflow, stream, records);
-        assert_exactly_once(cluster.test_store(), workflow, connection, stream, records);
-        assert_hub_tables(&cluster.url, connection, stream, records);
-        let facts = runs
-            .iter()
-            .find(|r| r.workflow == workflow)
-            .expect("long run");
-        taken_over += facts.attempts.len().saturating_sub(1);
-        eprintln!("kill: {workflow}: attempts {:?}", facts.attempts);
+        verdicts.check(&format!("{workflow} counted each record once"), || {
+            assert_counted_once(&cluster.probe, &runs, workflow, stream, records);
+        });
+        verdicts.check(&format!("{workflow} landed each record once"), || {
+            assert_exactly_once(cluster.test_store(), workflow, connection, stream, records);
+            assert_hub_tables(&cluster.url, connection, stream, records);
+        });
+        if let Some(facts) = runs.iter().find(|r| r.workflow == workflow) {
+            taken_over += facts.attempts.len().saturating_sub(1);
+            eprintln!("kill: {workflow}: attempts {:?}", facts.attempts);
+        }
     }
-    assert!(
-        mid_sync >= 1,
-        "no kill landed on a node driving a long sync: {kills:?}"
-    );
+    verdicts.check("a kill landed mid-sync", || {
+        assert!(
+            mid_sync >= 1,
+            "no kill landed on a node driving a long sync: {kills:?}"
+        );
+    });
     eprintln!(
-        "kill: {} runs, {fires} fires each with one run, no overlap ({snapshots} live \
-         reads), long syncs exact, {taken_over} restarts of long syncs; {:.1?} in all",
+        "kill: {} runs, {fires} fires, {snapshots} live reads, {taken_over} restarts of long \
+         syncs; checked in {:.1?}; {:.1?} in all",
         runs.len(),
+        checking.elapsed(),
         began.elapsed()
     );
+    verdicts.finish();
     drop(cluster);
     drop(probe_rt);
 }

@@ -955,6 +955,48 @@ pub fn via(url: &str, addr: SocketAddr) -> (String, String) {
 // ---------------------------------------------------------------------------------
 // The checks.
 
+/// Runs several checks and fails with every one that failed, not just the first.
+#[derive(Default)]
+pub struct Verdicts {
+    failed: Vec<String>,
+    passed: Vec<String>,
+}
+
+impl Verdicts {
+    /// Runs check `what`; a panic in it is kept as its failure.
+    pub fn check(&mut self, what: &str, f: impl FnOnce()) {
+        let began = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        eprintln!(
+            "check {what}: {} in {:.1?}",
+            if outcome.is_ok() { "ok" } else { "FAILED" },
+            began.elapsed()
+        );
+        match outcome {
+            Ok(()) => self.passed.push(what.to_owned()),
+            Err(e) => {
+                let message = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                self.failed.push(format!("{what}: {message}"));
+            }
+        }
+    }
+
+    /// Fails with every failed check, naming the ones that passed.
+    pub fn finish(self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} check(s) failed (passed: {:?}):\n\n{}",
+            self.failed.len(),
+            self.passed,
+            self.failed.join("\n\n")
+        );
+    }
+}
+
 /// What the log says of one run, for the cluster-wide checks.
 #[derive(Debug)]
 pub struct RunFacts {
@@ -1275,6 +1317,12 @@ pub fn assert_counted_once(probe: &Probe, runs: &[RunFacts], workflow: &str, str
     let mine: Vec<&RunFacts> = runs.iter().filter(|r| r.workflow == workflow).collect();
     assert_eq!(mine.len(), 1, "runs of {workflow}: {mine:#?}");
     let state = probe.state(mine[0].run);
+    assert_eq!(
+        state.status.kind(),
+        StatusKind::Completed,
+        "{workflow}: {:#?}",
+        mine[0].timeline
+    );
     let p = state.progress.get(stream).cloned().unwrap_or_default();
     assert!(
         p.complete && (p.records, p.created, p.unchanged, p.updated) == (n, n, 0, 0),
