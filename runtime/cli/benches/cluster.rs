@@ -7,10 +7,15 @@
 //!    `skip`), run for a fixed time after a warm-up. Runs/s started and completed, due
 //!    → started latency (the run's first `AttemptBegun` against its fire's jittered
 //!    due time, clamped at 0: a fire is handled up to 100 ms ahead), runs per fire
-//!    (must be exactly 1), fires that started nothing, and the runs each node drove.
+//!    (must be exactly 1), fires that started nothing, and the runs each node drove;
+//!    beside it, from the nodes' `/metrics`, the runs driven and waiting (sampled every
+//!    second), the queue wait and the scheduler loops' own CPU, and from the log where
+//!    the latency goes (fire recorded, queued, run).
 //! 2. **Sync throughput**: several large `sample` syncs triggered together through
 //!    the nodes' API (`sluice workflows trigger`): records/s from the first start to
-//!    the last completion, and the runs and records each node drove.
+//!    the last completion, and the runs and records each node drove. Each run is
+//!    checked to have counted and created its records exactly once (and the hub to
+//!    hold them); one that did not is printed with its log as a `DEFECT`.
 //! 3. **Failover**: on 2 nodes, one long sync; once it committed a few batches its
 //!    driver (the `worker` of its latest `AttemptBegun`, the node id a node prints as
 //!    `node <id> joined the cluster`) is killed (SIGKILL), and the time from the kill
@@ -46,7 +51,9 @@
 //!   `timeouts.heartbeat_secs`, one measurement each: `3,9`; the lease is that long),
 //!   `SLUICE_BENCH_FAILOVER_AFTER_BATCHES` (batches committed before the kill, 5),
 //!   `SLUICE_BENCH_FAILOVER_FINISH` (`0`: do not wait for the sync to end and check
-//!   it).
+//!   it). The sync is triggered at a random moment of the nodes' sweep period, so the
+//!   wait for a sweep after the lease ends is a fair sample.
+//! - `SLUICE_BENCH_VERBOSE`: also print the schedules' runs begun per second by node.
 
 #![allow(
     clippy::unwrap_used,
@@ -195,6 +202,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum Said {
     Joined(String),
     Api(SocketAddr),
+    Metrics(SocketAddr),
     Ended,
 }
 
@@ -206,6 +214,8 @@ struct Node {
     /// Its id in the cluster: the `worker` of the attempts it runs.
     id: String,
     api: SocketAddr,
+    /// Its Prometheus endpoint.
+    metrics: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -319,6 +329,11 @@ impl Cluster {
                     {
                         let _ = tx.send(Said::Api(addr));
                     }
+                    if let Some(a) = line.strip_prefix("metrics on http://")
+                        && let Ok(addr) = a.trim().trim_end_matches("/metrics").parse()
+                    {
+                        let _ = tx.send(Said::Metrics(addr));
+                    }
                     let mut log = lock(&log2);
                     // The last 64 KiB, for a failure's message.
                     if log.len() > 128 * 1024 {
@@ -343,17 +358,19 @@ impl Cluster {
                 child: Some(child),
                 id: String::new(),
                 api: SocketAddr::from(([127, 0, 0, 1], 0)),
+                metrics: None,
                 log,
             };
-            let mut listening = false;
-            while !listening {
+            let mut api = false;
+            while !api || node.metrics.is_none() {
                 let left = START_PATIENCE.saturating_sub(began.elapsed());
                 match rx.recv_timeout(left) {
                     Ok(Said::Joined(id)) => node.id = id,
                     Ok(Said::Api(a)) => {
                         node.api = a;
-                        listening = true;
+                        api = true;
                     }
+                    Ok(Said::Metrics(a)) => node.metrics = Some(a),
                     Ok(Said::Ended) | Err(_) => {
                         node.kill();
                         panic!(
@@ -466,6 +483,78 @@ fn owner(ids: &[&str], workflow: &str) -> usize {
     (0..ids.len())
         .max_by_key(|&i| fnv(&[ids[i].as_bytes(), workflow.as_bytes()]))
         .unwrap_or(0)
+}
+
+/// The samples of a node's `/metrics` whose names start with `sluice_runs_` or
+/// `sluice_scheduler_cpu`: (name with labels, value). Empty if it does not answer.
+fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return HashMap::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return HashMap::new();
+    }
+    let mut text = String::new();
+    let _ = conn.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| {
+            l.starts_with("sluice_runs_")
+                || l.starts_with("sluice_scheduler_cpu")
+                || l.starts_with("sluice_queue_wait_seconds_sum")
+                || l.starts_with("sluice_queue_wait_seconds_count")
+        })
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Summed over the nodes: the scheduler loops' own CPU seconds so far (fire passes +
+/// dispatcher), and the sum and count of the queue-wait histogram (due -> dispatched).
+fn scheduler_figures(cluster: &Cluster) -> (f64, f64, f64) {
+    let (mut cpu, mut wait, mut count) = (0.0, 0.0, 0.0);
+    for node in &cluster.nodes {
+        let Some(a) = node.metrics else { continue };
+        for (k, v) in scrape(a) {
+            if k.starts_with("sluice_scheduler_cpu_seconds_total") {
+                cpu += v;
+            } else if k.starts_with("sluice_queue_wait_seconds_sum") {
+                wait += v;
+            } else if k.starts_with("sluice_queue_wait_seconds_count") {
+                count += v;
+            }
+        }
+    }
+    (cpu, wait, count)
+}
+
+/// Samples every node's runs driven and waiting once a second until `until`; returns
+/// the averages of their sums over the nodes: (driven, waiting).
+fn sample_queue(cluster: &Cluster, until: Instant) -> (f64, f64) {
+    let (mut driven, mut waiting, mut samples) = (0.0, 0.0, 0u32);
+    while Instant::now() < until {
+        let next = Instant::now() + Duration::from_secs(1);
+        let (mut d, mut w) = (0.0, 0.0);
+        for node in &cluster.nodes {
+            if let Some(a) = node.metrics {
+                let m = scrape(a);
+                d += m.get("sluice_runs_driven").copied().unwrap_or(0.0);
+                w += m.get("sluice_runs_waiting").copied().unwrap_or(0.0);
+            }
+        }
+        driven += d;
+        waiting += w;
+        samples += 1;
+        std::thread::sleep(next.min(until).saturating_duration_since(Instant::now()));
+    }
+    let n = f64::from(samples.max(1));
+    (driven / n, waiting / n)
 }
 
 // ---------------------------------------------------------------------------------
@@ -811,6 +900,38 @@ fn read_facts(rt: &tokio::runtime::Runtime, store: &Store, runs: Vec<RunId>) -> 
     })
 }
 
+/// A run's log, one event a line, its workers named by node.
+fn describe(cluster: &Cluster, events: &[RunEvent]) -> String {
+    let t0 = events.first().map_or(0, |e| e.at_unix_ms);
+    events
+        .iter()
+        .map(|e| {
+            let what = match &e.kind {
+                EventKind::AttemptBegun(b) => format!(
+                    "AttemptBegun attempt {} by {}",
+                    b.attempt,
+                    cluster.name_of(&b.worker)
+                ),
+                EventKind::CheckpointCommitted(c) => format!(
+                    "CheckpointCommitted attempt {} records {} created {} unchanged {} \
+                     checkpoint {}",
+                    c.attempt, c.records, c.created, c.unchanged, c.checkpoint
+                ),
+                EventKind::Heartbeat(h) => format!("Heartbeat attempt {}", h.attempt),
+                EventKind::AttemptFailed(f) => {
+                    format!(
+                        "AttemptFailed attempt {} {:?}: {}",
+                        f.attempt, f.kind, f.message
+                    )
+                }
+                other => other.name().to_owned(),
+            };
+            format!("    {:>4} +{:>6} ms  {what}", e.seq, e.at_unix_ms - t0)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 // ---------------------------------------------------------------------------------
 // 1. Schedules.
 
@@ -830,6 +951,20 @@ struct ScheduleRow {
     by_node: Vec<usize>,
     /// Runs begun by their workflow's owner among all the nodes.
     by_owner: usize,
+    /// Started -> completed, ms, sorted.
+    durations: Vec<i64>,
+    /// Due -> the fire's run recorded (`RunScheduled`), ms, sorted (negative: ahead).
+    recorded: Vec<i64>,
+    /// Recorded -> started, ms, sorted.
+    queued: Vec<i64>,
+    /// Runs driven and waiting, summed over the nodes, on average.
+    driven: f64,
+    waiting: f64,
+    /// The nodes' scheduler loops (fire passes, dispatcher), cores.
+    scheduler: f64,
+    /// Due -> dispatched (the nodes' queue-wait histogram), mean ms, for the runs
+    /// dispatched in the window.
+    dispatched_wait_ms: f64,
     cpu: CpuUse,
 }
 
@@ -869,10 +1004,15 @@ fn schedule_phase(
     let mut cluster = Cluster::start(rt, s, cache, n, &schedule_definitions(s));
     std::thread::sleep(Duration::from_secs(s.warmup_secs));
     let before = CpuReading::take(&cluster.pids());
+    let scheduler0 = scheduler_figures(&cluster);
     let t0 = now_ms();
-    std::thread::sleep(Duration::from_secs(s.secs));
+    let (driven, waiting) = sample_queue(&cluster, Instant::now() + Duration::from_secs(s.secs));
     let t1 = now_ms();
     let after = CpuReading::take(&cluster.pids());
+    let scheduler1 = scheduler_figures(&cluster);
+    let scheduler = (scheduler1.0 - scheduler0.0) / ((t1 - t0) as f64 / 1e3);
+    let dispatched_wait_ms =
+        (scheduler1.1 - scheduler0.1) * 1e3 / (scheduler1.2 - scheduler0.2).max(1.0);
     let cpu = CpuUse::between(&before, &after);
     // The fires due by the window's end, jitter included, get time to start.
     std::thread::sleep(Duration::from_millis(s.jitter_ms + 2_000));
@@ -951,6 +1091,9 @@ fn schedule_phase(
     let mut dead = 0;
     let mut by_node = vec![0; n];
     let mut by_owner = 0;
+    let mut durations = Vec::new();
+    let mut recorded = Vec::new();
+    let mut queued = Vec::new();
     let ids: Vec<&str> = cluster.nodes.iter().map(|n| n.id.as_str()).collect();
     for f in &facts {
         if f.fire_at == 0 || !(t0..t1).contains(&f.fire_at) {
@@ -965,6 +1108,8 @@ fn schedule_phase(
                 early += 1;
             }
             latency.push((at - due_at).max(0));
+            recorded.push(f.scheduled_at - due_at);
+            queued.push(at - f.scheduled_at);
             if let Some(i) = cluster.node_of(worker) {
                 by_node[i] += 1;
                 if owner(&ids, &f.workflow) == i {
@@ -972,8 +1117,11 @@ fn schedule_phase(
                 }
             }
         }
-        if f.completed_at.is_some() {
+        if let Some(done) = f.completed_at {
             completed += 1;
+            if let Some((at, _)) = &f.begun {
+                durations.push(done - at);
+            }
         }
         if f.dead_lettered {
             dead += 1;
@@ -1002,6 +1150,9 @@ fn schedule_phase(
         );
     }
     latency.sort_unstable();
+    durations.sort_unstable();
+    recorded.sort_unstable();
+    queued.sort_unstable();
     let row = ScheduleRow {
         nodes: n,
         secs: (t1 - t0) as f64 / 1e3,
@@ -1017,6 +1168,13 @@ fn schedule_phase(
         dead,
         by_node,
         by_owner,
+        durations,
+        recorded,
+        queued,
+        driven,
+        waiting,
+        scheduler,
+        dispatched_wait_ms,
         cpu,
     };
     println!(
@@ -1111,10 +1269,25 @@ fn print_schedule_table(s: &Settings, rows: &[ScheduleRow]) {
     for r in rows {
         let per_run = |c: f64| c * r.secs * 1e6 / r.started.max(1) as f64;
         println!(
-            "  {} node(s): CPU per run started: node {:.0} µs, PG {:.0} µs (backends) + {:.0} µs (bg); \
-             waited for a core: nodes {:.2}, PG backends {:.2} cores; due {}, dead-lettered {}; \
-             other processes: {}",
+            "  {} node(s): due -> run recorded p50 {} ms, p99 {} ms; recorded -> started p50 {} ms, \
+             p99 {} ms; due -> dispatched mean {:.0} ms (the nodes' queue wait), due -> started \
+             mean {:.0} ms; run started -> completed p50 {} ms, p99 {} ms; runs driven at once {:.0} \
+             of {} slots, waiting {:.0}, on average; the scheduler loops' own CPU {:.2} cores; CPU per run started: node {:.0} µs, PG {:.0} µs \
+             (backends) + {:.0} µs (bg); waited for a core: nodes {:.2}, PG backends {:.2} \
+             cores; due {}, dead-lettered {}; other processes: {}",
             r.nodes,
+            percentile(&r.recorded, 0.5),
+            percentile(&r.recorded, 0.99),
+            percentile(&r.queued, 0.5),
+            percentile(&r.queued, 0.99),
+            r.dispatched_wait_ms,
+            r.latency.iter().sum::<i64>() as f64 / r.latency.len().max(1) as f64,
+            percentile(&r.durations, 0.5),
+            percentile(&r.durations, 0.99),
+            r.driven,
+            r.nodes * s.slots,
+            r.waiting,
+            r.scheduler,
             per_run(r.cpu.node_total()),
             per_run(r.cpu.backends),
             per_run(r.cpu.background),
@@ -1141,6 +1314,8 @@ struct SyncRow {
     statuses: String,
     by_node: Vec<(usize, u64)>,
     moved: usize,
+    /// Runs that did not land their records exactly once.
+    twice: usize,
     cpu: CpuUse,
 }
 
@@ -1239,6 +1414,35 @@ fn sync_phase(rt: &tokio::runtime::Runtime, s: &Settings, cache: &Path, n: usize
             }
         }
     }
+    // Each sync must land its records exactly once: counted once in its log, created
+    // once in the hub.
+    let mut twice = 0;
+    for f in &facts {
+        let hub = rt
+            .block_on(cluster.store.hub().count(&f.workflow, STREAM))
+            .unwrap();
+        if f.records == s.sync_records && f.created == s.sync_records && hub == s.sync_records {
+            continue;
+        }
+        twice += 1;
+        let run = f.run.unwrap();
+        let through = targets
+            .iter()
+            .find(|(w, _)| *w == f.workflow)
+            .map_or(0, |(_, i)| *i);
+        println!(
+            "  DEFECT: run {run} of {} counted {} records, created {}, the hub holds {hub} \
+             (expected {} each); triggered through {}, the workflow's owner is {}; its log:",
+            f.workflow,
+            f.records,
+            f.created,
+            s.sync_records,
+            cluster.nodes[through].name,
+            cluster.nodes[owner(&ids, &f.workflow)].name
+        );
+        let events = rt.block_on(cluster.store.log().read(run)).unwrap();
+        println!("{}", describe(&cluster, &events));
+    }
     let records = facts.iter().map(|f| f.records).sum();
     let row = SyncRow {
         nodes: n,
@@ -1251,6 +1455,7 @@ fn sync_phase(rt: &tokio::runtime::Runtime, s: &Settings, cache: &Path, n: usize
             .join(", "),
         by_node,
         moved,
+        twice,
         cpu,
     };
     println!(
@@ -1327,11 +1532,13 @@ fn print_sync_table(s: &Settings, rows: &[SyncRow]) {
     );
     for r in rows {
         println!(
-            "  {} node(s): {}; runs with more than one attempt: {}; waited for a core: \
-             nodes {:.2}, PG backends {:.2} cores; other processes: {}",
+            "  {} node(s): {}; runs with more than one attempt: {}; runs that did not land \
+             their records exactly once: {}; waited for a core: nodes {:.2}, PG backends \
+             {:.2} cores; other processes: {}",
             r.nodes,
             r.statuses,
             r.moved,
+            r.twice,
             r.cpu.nodes_waited,
             r.cpu.backends_waited,
             r.cpu.other_text()
