@@ -140,7 +140,13 @@ fn fnv(parts: &[&[u8]]) -> u64 {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    h
+    // FNV-1a's last bytes reach only its low bits: a finalizer (murmur3's fmix64)
+    // spreads them, so names that differ at the end go to different owners.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// The node owning `workflow` among `owners` (rendezvous hashing: when a node joins
@@ -283,6 +289,8 @@ pub(crate) fn driven_by(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn ids(n: usize) -> Vec<String> {
@@ -306,6 +314,11 @@ mod tests {
         // Spread over every node, roughly evenly.
         assert_eq!(counts.len(), 3);
         assert!(counts.values().all(|&c| c > 800), "{counts:?}");
+        // Names that differ only at the end spread too.
+        let short: HashSet<&str> = (0..6)
+            .filter_map(|i| owner(&three, &format!("s{i}")))
+            .collect();
+        assert!(short.len() > 1, "s0..s5 all on one node");
         assert_eq!(owner(&[], "wf"), None);
     }
 

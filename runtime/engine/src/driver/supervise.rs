@@ -114,6 +114,17 @@ impl Supervised<'_> {
         let work = self.attempt();
         tokio::pin!(work);
         let mut begun = Some(begun);
+        // On a node of a cluster another node may begin the same attempt at the same
+        // moment: only the one whose beginning landed may do the attempt's work, so
+        // the attempt number is one holder's fencing token.
+        if self.clustered
+            && let Some(b) = begun.take()
+        {
+            log.release(run)
+                .await
+                .map_err(|e| AttemptEnd::Store(e.into()))?;
+            b.await.map_err(|e| AttemptEnd::Store(e.into()))?;
+        }
         let held = tokio::time::sleep(BEGIN_HELD);
         tokio::pin!(held);
         let mut holding = true;
