@@ -13,7 +13,8 @@
 //! once run the group again; a database that went away is waited for (runs stall,
 //! nothing is lost) and the group runs again once it is back. A commit whose answer
 //! was lost with the connection is settled by its id in the `commits` table: it
-//! landed, or it runs again — never twice.
+//! landed, or it runs again — never twice. A group waiting on locks held by a node
+//! frozen mid-statement ends that node's session (`stuck`).
 //!
 //! It must never answer a job before the transaction that holds it has committed.
 
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::claims::{self, Holds};
+use super::stuck;
 use super::errors::{Class, classify, classify_pool, describe, describe_pool};
 use super::hub::{self, BatchWork, RefreshWork, StreamIds};
 use crate::codec::wire_event;
@@ -171,7 +173,8 @@ impl Committer {
         let mut conflicts = 0u32;
         loop {
             let id = Uuid::new_v4();
-            let error = match self.try_commit(group, id).await {
+            let pool = self.pool.clone();
+            let error = match stuck::watched(&pool, self.try_commit(group, id)).await {
                 Ok(results) => return answer(group, results),
                 Err(e) => e,
             };

@@ -10,6 +10,7 @@
 //! - `import`: the hub's bulk reads and writes (`HubBulk`), for copying a store.
 //! - `budgets`: the rate-limit budgets the nodes share (`SharedBudgets`).
 //! - `pool`: reads, patient with a database that is briefly away.
+//! - `stuck`: ends the sessions of a node frozen mid-statement that block others.
 //!
 //! Nothing in it keeps a run's or a record's state in memory beyond one transaction:
 //! the database is the truth, so nodes never disagree with it.
@@ -28,6 +29,7 @@ mod migrations;
 mod pool;
 mod run_logs;
 mod store;
+mod stuck;
 
 pub use budgets::PgBudgets;
 pub use catalog::PgCatalog;
