@@ -22,6 +22,11 @@ const READ_CHUNK: u64 = 256 * 1024;
 /// Most bytes reserved up front from a `Content-Length` header, which the server
 /// controls; larger bodies grow as they arrive.
 const MAX_PREALLOCATION: usize = 64 * 1024 * 1024;
+/// Most bytes of an error answer's body quoted in the error.
+pub const ERROR_SNIPPET_BYTES: usize = 200;
+/// What ends a quoted body that was cut short; the host redacts a piece of a secret
+/// before it as it does at the end of a text.
+pub const CUT_MARKER: &str = "…";
 
 /// An HTTP request being built.
 #[derive(Debug, Clone)]
@@ -322,7 +327,7 @@ impl Response {
         if (200..300).contains(&status) {
             return Ok(self);
         }
-        let snippet = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
+        let snippet = snippet(&self.body, ERROR_SNIPPET_BYTES);
         let what = format!("{} answered {status}: {snippet}", self.url);
         let retry_after = self.header("retry-after").and_then(parse_retry_after);
         Err(match status {
@@ -334,6 +339,42 @@ impl Response {
             408 | 500..=599 => Error::transient(what),
             _ => Error::permanent(what),
         })
+    }
+}
+
+/// At most `max` bytes of the start of `body` as text, cut on a character boundary
+/// (never inside a UTF-8 sequence), ending in [`CUT_MARKER`] when cut.
+pub fn snippet(body: &[u8], max: usize) -> String {
+    let mut cut = body.len().min(max);
+    // Back off to the start of the character the cut falls in (a UTF-8 character is at
+    // most four bytes; continuation bytes are 0b10xxxxxx).
+    let mut back = 0;
+    while cut < body.len() && cut > 0 && back < 3 && body[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+        back += 1;
+    }
+    let text = String::from_utf8_lossy(&body[..cut]).into_owned();
+    if cut < body.len() {
+        text + CUT_MARKER
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::*;
+
+    #[test]
+    fn cuts_on_a_character_boundary_and_marks_the_cut() {
+        assert_eq!(snippet(b"short", 200), "short");
+        assert_eq!(snippet(b"abcdef", 3), "abc…");
+        // "é" is two bytes: a cut after its first byte drops it whole.
+        assert_eq!(snippet("aé".as_bytes(), 2), "a…");
+        assert_eq!(snippet("a✓b".as_bytes(), 3), "a…");
+        assert_eq!(snippet("a✓b".as_bytes(), 4), "a✓…");
+        // Bytes that are not UTF-8 at all are shown replaced, not dropped.
+        assert_eq!(snippet(b"\xff\xfeab", 3), "\u{fffd}\u{fffd}a…");
     }
 }
 
