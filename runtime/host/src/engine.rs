@@ -55,9 +55,14 @@ pub fn default_cache_dir() -> Option<std::path::PathBuf> {
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 
 /// Instance slots freed before their memory beyond the resident part is returned to
-/// the kernel in one go: one `madvise` round (and TLB shootdown) per batch, not per
-/// instance.
-const DECOMMIT_BATCH: usize = 32;
+/// the kernel. One: a slot's pages past `KEEP_RESIDENT_BYTES` go back as soon as its
+/// store is dropped. Batching saved a `madvise` (and TLB shootdown) per slot, but a
+/// queued slot keeps every page it touched resident until the batch fills, per
+/// thread shard: with a batch of 32, slots of connectors that grew to their caps
+/// kept gigabytes resident after their runs ended. Only slots that touched more
+/// than the resident part are queued at all (the rest are reset in place), so the
+/// `madvise` is paid by connectors that used real memory, once per store.
+const DECOMMIT_BATCH: usize = 1;
 
 /// The wasmtime configuration of the process's engine. Everything that affects
 /// compiled code is here.
