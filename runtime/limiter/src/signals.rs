@@ -103,7 +103,8 @@ fn reset_time(value: &str, now: SystemTime) -> Option<Duration> {
     if n < EPOCH_THRESHOLD {
         return Some(Duration::from_secs(n));
     }
-    let at = UNIX_EPOCH + Duration::from_secs(n);
+    // An epoch past what a `SystemTime` holds is garbage, not a reason to panic.
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(n))?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -212,6 +213,20 @@ mod tests {
         );
         let none = Signals::read(200, &headers(&[("x-ratelimit-remaining", "lots")]), now);
         assert!(!none.informed());
+    }
+
+    #[test]
+    fn resets_past_the_clock_s_range_are_not_believed() {
+        // An epoch this far out does not fit a `SystemTime`; adding it panicked.
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for huge in ["18446744073709551615", "1e300", "9223372036854775808"] {
+            let s = Signals::read(
+                429,
+                &headers(&[("x-ratelimit-reset", huge), ("x-ratelimit-remaining", "0")]),
+                now,
+            );
+            assert_eq!((s.remaining, s.reset), (Some(0), None), "{huge}");
+        }
     }
 
     #[test]
