@@ -15,6 +15,7 @@ use sluice_scheduler::{CatchUp, OverlapPolicy, Schedule, TriggerDef};
 
 use crate::error::DefinitionError;
 use crate::retry::RetryPolicy;
+use crate::secrets::{self, LabelKey, SecretsError};
 
 /// A connector with its configuration and secrets, for one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +33,9 @@ pub struct ConnectionDef {
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
     /// Secret parts of the configuration, with the same shape as `config` and merged
-    /// into it when the connector runs; redacted from logs.
+    /// into it when the connector runs; redacted from logs, sealed in the store. A
+    /// value may be a reference resolved on the node at each attempt:
+    /// `{"$env": "NAME"}` or `{"$file": "/path"}`.
     #[serde(default = "empty_object")]
     pub secrets: serde_json::Value,
     /// Hosts the connector may reach: `api.example.com`, `127.0.0.1:8080`,
@@ -217,27 +220,42 @@ impl ConnectionDef {
                 ));
             }
         }
+        secrets::validate_references(&self.secrets).map_err(|e| match e {
+            SecretsError::Reference { at: path, message } => {
+                DefinitionError::new(format!("{at}secrets.{path}"), message)
+            }
+            other => DefinitionError::new(format!("{at}secrets"), other.to_string()),
+        })?;
         self.rate_limits
             .validate()
             .map_err(|e| DefinitionError::new(format!("{at}rate_limits.{}", e.field), e.message))?;
         Ok(())
     }
 
-    /// Whose budget this connection's requests draw on: the credential it names,
-    /// else a digest of its secrets (connections with the same secrets share one
-    /// budget), else the node's anonymous budget.
+    /// Whose budget this connection's requests draw on: the credential it names
+    /// (a [resolved](Self::resolved) connection with secrets names the keyed label of
+    /// its secrets), else the node's anonymous budget.
     pub fn credential(&self) -> String {
-        if let Some(c) = &self.rate_limits.credential {
-            return c.clone();
+        self.rate_limits
+            .credential
+            .clone()
+            .unwrap_or_else(|| ANONYMOUS.to_owned())
+    }
+
+    /// The connection as its connector runs now: every secret reference resolved,
+    /// and, unless it names its credential, the label of its secrets keyed by
+    /// `labels` as its credential (connections with the same secrets share one
+    /// budget; the label says nothing of the secrets without the node's key).
+    pub(crate) fn resolved(&self, labels: &LabelKey) -> Result<ConnectionDef, SecretsError> {
+        let mut resolved = self.clone();
+        resolved.secrets = secrets::resolve(&self.secrets)?;
+        if resolved.rate_limits.credential.is_none() {
+            let values = resolved.secret_values();
+            if !values.is_empty() {
+                resolved.rate_limits.credential = Some(secrets::credential_label(labels, &values));
+            }
         }
-        let mut secrets = self.secret_values();
-        if secrets.is_empty() {
-            return ANONYMOUS.to_owned();
-        }
-        secrets.sort();
-        let digest = sluice_host::digest(secrets.join("\n").as_bytes());
-        let hex = digest.trim_start_matches("sha256:");
-        format!("secrets:{}", &hex[..hex.len().min(16)])
+        Ok(resolved)
     }
 
     /// How this connection's requests draw on the node's limiter, for a run of
@@ -428,5 +446,39 @@ mod tests {
             serde_json::json!({"auth":{"type":"bearer","token":"s3cret"},"base_url":"u"})
         );
         assert_eq!(c.secret_values(), vec!["s3cret".to_string()]);
+    }
+
+    #[test]
+    fn a_resolved_connection_is_labelled_by_a_keyed_hash_of_its_secrets() {
+        let c: ConnectionDef = serde_json::from_str(
+            r#"{"name":"c","connector":"rest","secrets":{"auth":{"token":"s3cret"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.credential(), ANONYMOUS);
+        let key = crate::secrets::SecretsKey::from_bytes([9; 32]);
+        let label = c.resolved(&key.label_key()).unwrap().credential();
+        assert!(label.starts_with("secrets:"), "{label}");
+        // Never the plain digest of the secret, which anyone could compute.
+        let plain = sluice_host::digest(b"s3cret");
+        assert!(
+            !plain.contains(label.trim_start_matches("secrets:")),
+            "{label}"
+        );
+        let other = crate::secrets::SecretsKey::from_bytes([8; 32]);
+        assert_ne!(c.resolved(&other.label_key()).unwrap().credential(), label);
+        // A credential the operator names is kept.
+        let mut named = c.clone();
+        named.rate_limits.credential = Some("acme-prod".into());
+        let resolved = named.resolved(&key.label_key()).unwrap();
+        assert_eq!(resolved.credential(), "acme-prod");
+    }
+
+    #[test]
+    fn a_malformed_secret_reference_is_refused_naming_the_field() {
+        let text = r#"{"connections":[{"name":"c","connector":"rest",
+            "secrets":{"auth":{"token":{"$file":"token.txt"}}}}]}"#;
+        let e = Definitions::from_json(text).unwrap_err();
+        assert_eq!(e.field, "connections[0].secrets.auth.token");
+        assert!(e.message.contains("absolute path"), "{e}");
     }
 }

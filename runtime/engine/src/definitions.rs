@@ -9,8 +9,12 @@
 //! of a short run's cost. Writes go through: the catalog first, then the copy, so this
 //! never serves a definition the catalog does not hold; a miss reads the catalog.
 //! `generation` changes with every workflow written, so the schedule table knows when
-//! to rebuild. It never starts, queues or drives runs, and owns no other kind of
-//! catalog document (it only names them all, in [`kind`]).
+//! to rebuild. Connections' secrets are sealed on the way in and opened on the way
+//! out by the node's [`SecretsPolicy`] (module `secrets` owns the formats): the
+//! catalog never holds a secret in plaintext once the node has a key, and the copies
+//! hold secrets opened but references unresolved ([`DefinitionService::resolve`]
+//! resolves them per attempt). It never starts, queues or drives runs, and owns no
+//! other kind of catalog document (it only names them all, in [`kind`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +24,8 @@ use sluice_store::Store;
 
 use crate::connectors::Connectors;
 use crate::definition::{ConnectionDef, WorkflowDef};
-use crate::error::EngineError;
+use crate::error::{DefinitionError, EngineError};
+use crate::secrets::{self, LabelKey, SealState, SecretsError, SecretsPolicy};
 
 /// The kinds of document the engine keeps in the store's catalog, named once: a
 /// misspelt kind would read as an empty catalog, not fail.
@@ -44,27 +49,59 @@ pub(crate) mod kind {
 /// Connections and workflows: the catalog's, with parsed copies by name.
 pub(crate) struct DefinitionService {
     store: Store,
-    connections: RwLock<HashMap<String, Arc<ConnectionDef>>>,
-    workflows: RwLock<HashMap<String, Arc<WorkflowDef>>>,
+    connections: Copies<ConnectionDef>,
+    workflows: Copies<WorkflowDef>,
     generation: AtomicU64,
+    secrets: RwLock<Arc<Secrets>>,
 }
 
-fn cached<T>(map: &RwLock<HashMap<String, Arc<T>>>, name: &str) -> Option<Arc<T>> {
-    map.read().ok().and_then(|m| m.get(name).cloned())
+/// The node's secrets policy and the key of its credential labels.
+struct Secrets {
+    policy: SecretsPolicy,
+    labels: LabelKey,
 }
 
-fn remember<T>(map: &RwLock<HashMap<String, Arc<T>>>, name: &str, def: Arc<T>) {
+impl Secrets {
+    fn new(policy: SecretsPolicy) -> Self {
+        let labels = match &policy {
+            SecretsPolicy::Sealed(keyring) => keyring.current().label_key(),
+            SecretsPolicy::Unsealed | SecretsPolicy::KeyRequired => LabelKey::of_process(),
+        };
+        Secrets { policy, labels }
+    }
+
+    fn keyring(&self) -> Option<&secrets::Keyring> {
+        match &self.policy {
+            SecretsPolicy::Sealed(keyring) => Some(keyring),
+            SecretsPolicy::Unsealed | SecretsPolicy::KeyRequired => None,
+        }
+    }
+}
+
+/// A parsed copy and the stored document it was parsed from (a sealed document is
+/// not the copy's serialization, and is sealed anew with each write).
+struct Held<T> {
+    def: Arc<T>,
+    stored: Vec<u8>,
+}
+
+type Copies<T> = RwLock<HashMap<String, Held<T>>>;
+
+fn cached<T>(map: &Copies<T>, name: &str) -> Option<Arc<T>> {
+    map.read()
+        .ok()
+        .and_then(|m| m.get(name).map(|h| Arc::clone(&h.def)))
+}
+
+fn remember<T>(map: &Copies<T>, name: &str, def: Arc<T>, stored: Vec<u8>) {
     if let Ok(mut m) = map.write() {
-        m.insert(name.to_owned(), def);
+        m.insert(name.to_owned(), Held { def, stored });
     }
 }
 
 /// Drops the copies in `map` that `documents` (the catalog's, by name) no longer
 /// match; returns whether any document is new, changed or gone.
-fn stale<T: serde::Serialize>(
-    map: &RwLock<HashMap<String, Arc<T>>>,
-    documents: &[(String, Vec<u8>)],
-) -> bool {
+fn stale<T>(map: &Copies<T>, documents: &[(String, Vec<u8>)]) -> bool {
     let Ok(mut m) = map.write() else {
         return false;
     };
@@ -77,10 +114,7 @@ fn stale<T: serde::Serialize>(
         keep
     });
     for (name, raw) in documents {
-        let same = m
-            .get(name)
-            .and_then(|def| serde_json::to_vec(def.as_ref()).ok())
-            .is_some_and(|mine| mine == *raw);
+        let same = m.get(name).is_some_and(|held| held.stored == *raw);
         if !same {
             changed = true;
             m.remove(name);
@@ -105,7 +139,94 @@ impl DefinitionService {
             connections: RwLock::default(),
             workflows: RwLock::default(),
             generation: AtomicU64::new(0),
+            secrets: RwLock::new(Arc::new(Secrets::new(SecretsPolicy::Unsealed))),
         }
+    }
+
+    /// Keeps secrets by `policy` from now on; the copies are forgotten, so every
+    /// connection is opened again with it.
+    pub(crate) fn set_secrets_policy(&self, policy: SecretsPolicy) {
+        if let Ok(mut s) = self.secrets.write() {
+            *s = Arc::new(Secrets::new(policy));
+        }
+        if let Ok(mut m) = self.connections.write() {
+            m.clear();
+        }
+    }
+
+    fn secrets(&self) -> Arc<Secrets> {
+        self.secrets
+            .read()
+            .map(|s| Arc::clone(&s))
+            .unwrap_or_else(|e| Arc::clone(&e.into_inner()))
+    }
+
+    /// `def` as its connector runs now: references resolved, credential labelled.
+    pub(crate) fn resolve(&self, def: &ConnectionDef) -> Result<ConnectionDef, SecretsError> {
+        def.resolved(&self.secrets().labels)
+    }
+
+    /// The document the catalog stores for `def`: its secrets sealed by the policy.
+    fn stored_connection(&self, def: &ConnectionDef) -> Result<Vec<u8>, EngineError> {
+        let mut doc =
+            serde_json::to_value(def).map_err(|e| corrupt(kind::CONNECTION, &def.name, &e))?;
+        if !def.secrets.as_object().is_some_and(|o| o.is_empty()) {
+            let secrets = self.secrets();
+            match &secrets.policy {
+                SecretsPolicy::Unsealed => {}
+                SecretsPolicy::Sealed(keyring) => {
+                    let sealed = secrets::seal(keyring.current(), &def.name, &def.secrets)
+                        .map_err(|e| DefinitionError::new("secrets", e.to_string()))?;
+                    doc["secrets"] = serde_json::Value::String(sealed);
+                }
+                SecretsPolicy::KeyRequired => {
+                    let e = SecretsError::NoKey {
+                        connection: def.name.clone(),
+                    };
+                    return Err(DefinitionError::new("secrets", e.to_string()).into());
+                }
+            }
+        }
+        serde_json::to_vec(&doc).map_err(|e| corrupt(kind::CONNECTION, &def.name, &e))
+    }
+
+    /// The connection a stored document holds, its secrets opened.
+    fn parse_connection(&self, name: &str, raw: &[u8]) -> Result<ConnectionDef, EngineError> {
+        let mut def: ConnectionDef =
+            serde_json::from_slice(raw).map_err(|e| corrupt(kind::CONNECTION, name, &e))?;
+        if let serde_json::Value::String(sealed) = &def.secrets {
+            let secrets = self.secrets();
+            def.secrets = secrets::open(secrets.keyring(), &def.name, sealed).map_err(|e| {
+                EngineError::CorruptDefinition {
+                    kind: kind::CONNECTION,
+                    name: name.to_owned(),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        Ok(def)
+    }
+
+    /// How each stored connection holds its secrets, after opening every sealed one
+    /// with the policy's keys: the first that does not open is the error (a node
+    /// refuses to start on it).
+    pub(crate) async fn check_stored_secrets(
+        &self,
+    ) -> Result<Vec<(String, SealState)>, SecretsError> {
+        let secrets = self.secrets();
+        let mut out = Vec::new();
+        for (name, raw) in self.catalog_connections().await? {
+            let (state, sealed) = state_of(&name, &raw)?;
+            if let Some(sealed) = sealed {
+                secrets::open(secrets.keyring(), &name, &sealed)?;
+            }
+            out.push((name, state));
+        }
+        Ok(out)
+    }
+
+    async fn catalog_connections(&self) -> Result<Vec<(String, Vec<u8>)>, SecretsError> {
+        stored_connections(&self.store).await
     }
 
     /// Stores (or replaces) a connection, after checking it and that its connector
@@ -122,8 +243,12 @@ impl DefinitionService {
                 reference: def.connector.clone(),
                 message: e.to_string(),
             })?;
-        self.put(kind::CONNECTION, &def.name, def).await?;
-        remember(&self.connections, &def.name, Arc::new(def.clone()));
+        let stored = self.stored_connection(def)?;
+        self.store
+            .catalog()
+            .put(kind::CONNECTION, &def.name, &stored)
+            .await?;
+        remember(&self.connections, &def.name, Arc::new(def.clone()), stored);
         Ok(())
     }
 
@@ -132,8 +257,8 @@ impl DefinitionService {
     pub(crate) async fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {
         def.validate("")?;
         self.connection(&def.connection).await?;
-        self.put(kind::WORKFLOW, &def.name, def).await?;
-        remember(&self.workflows, &def.name, Arc::new(def.clone()));
+        let stored = self.put(kind::WORKFLOW, &def.name, def).await?;
+        remember(&self.workflows, &def.name, Arc::new(def.clone()), stored);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -153,12 +278,14 @@ impl DefinitionService {
         if let Some(def) = cached(&self.connections, name) {
             return Ok(def);
         }
-        let def: Arc<ConnectionDef> = self
-            .get::<ConnectionDef>(kind::CONNECTION, name)
+        let raw = self
+            .store
+            .catalog()
+            .get(kind::CONNECTION, name)
             .await?
-            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))?
-            .into();
-        remember(&self.connections, &def.name, Arc::clone(&def));
+            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))?;
+        let def = Arc::new(self.parse_connection(name, &raw)?);
+        remember(&self.connections, &def.name, Arc::clone(&def), raw);
         Ok(def)
     }
 
@@ -167,18 +294,22 @@ impl DefinitionService {
         if let Some(def) = cached(&self.workflows, name) {
             return Ok(def);
         }
-        let def: Arc<WorkflowDef> = self
-            .get::<WorkflowDef>(kind::WORKFLOW, name)
-            .await?
-            .ok_or_else(|| EngineError::UnknownWorkflow(name.to_owned()))?
-            .into();
-        remember(&self.workflows, &def.name, Arc::clone(&def));
+        let Some(raw) = self.store.catalog().get(kind::WORKFLOW, name).await? else {
+            return Err(EngineError::UnknownWorkflow(name.to_owned()));
+        };
+        let def: Arc<WorkflowDef> =
+            Arc::new(serde_json::from_slice(&raw).map_err(|e| corrupt(kind::WORKFLOW, name, &e))?);
+        remember(&self.workflows, &def.name, Arc::clone(&def), raw);
         Ok(def)
     }
 
     /// Every connection, by name; an unreadable one fails the whole listing.
     pub(crate) async fn connections(&self) -> Result<Vec<Arc<ConnectionDef>>, EngineError> {
-        self.all(kind::CONNECTION).await
+        let mut out = Vec::new();
+        for (name, raw) in self.store.catalog().list(kind::CONNECTION).await? {
+            out.push(Arc::new(self.parse_connection(&name, &raw)?));
+        }
+        Ok(out)
     }
 
     /// Every workflow, by name; an unreadable one fails the whole listing.
@@ -196,7 +327,7 @@ impl DefinitionService {
                 continue;
             };
             let wf = Arc::new(wf);
-            remember(&self.workflows, &wf.name, Arc::clone(&wf));
+            remember(&self.workflows, &wf.name, Arc::clone(&wf), raw);
             out.push(wf);
         }
         Ok(out)
@@ -225,23 +356,10 @@ impl DefinitionService {
         kind: &'static str,
         name: &str,
         def: &T,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<u8>, EngineError> {
         let json = serde_json::to_vec(def).map_err(|e| corrupt(kind, name, &e))?;
         self.store.catalog().put(kind, name, &json).await?;
-        Ok(())
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        kind: &'static str,
-        name: &str,
-    ) -> Result<Option<T>, EngineError> {
-        let Some(raw) = self.store.catalog().get(kind, name).await? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| corrupt(kind, name, &e))
+        Ok(json)
     }
 
     async fn all<T: serde::de::DeserializeOwned>(
@@ -255,6 +373,96 @@ impl DefinitionService {
         }
         Ok(out)
     }
+}
+
+/// Every stored connection document, by name.
+async fn stored_connections(store: &Store) -> Result<Vec<(String, Vec<u8>)>, SecretsError> {
+    store
+        .catalog()
+        .list(kind::CONNECTION)
+        .await
+        .map_err(|e| SecretsError::Store(format!("reading the stored connections: {e}")))
+}
+
+/// How a stored document holds its secrets, and its sealed value if sealed.
+fn state_of(name: &str, raw: &[u8]) -> Result<(SealState, Option<String>), SecretsError> {
+    let doc: serde_json::Value = serde_json::from_slice(raw).map_err(|e| SecretsError::Format {
+        connection: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    let state = secrets::seal_state(&doc);
+    let sealed = match (&state, doc.get("secrets")) {
+        (SealState::Sealed(_), Some(serde_json::Value::String(s))) => Some(s.clone()),
+        _ => None,
+    };
+    Ok((state, sealed))
+}
+
+/// How each stored connection holds its secrets, without opening any.
+pub(crate) async fn seal_states(store: &Store) -> Result<Vec<(String, SealState)>, SecretsError> {
+    let mut out = Vec::new();
+    for (name, raw) in stored_connections(store).await? {
+        let (state, _) = state_of(&name, &raw)?;
+        out.push((name, state));
+    }
+    Ok(out)
+}
+
+/// Seals again, with `keyring`'s current key, the secrets of every connection of
+/// `store` not sealed with it (plaintext ones too), opening them with any of its
+/// keys; the rest of each document is written back as it is. Returns every
+/// connection's state before, and the names resealed. Safe to run again after a
+/// failure: what is done is skipped. Connections changed meanwhile by a node are
+/// left for the next run rather than overwritten with an older definition.
+pub(crate) async fn reseal_stored(
+    store: &Store,
+    keyring: &secrets::Keyring,
+) -> Result<(Vec<(String, SealState)>, Vec<String>), SecretsError> {
+    let current = keyring.current().id().to_owned();
+    let mut states = Vec::new();
+    let mut resealed = Vec::new();
+    for (name, raw) in stored_connections(store).await? {
+        let (state, sealed) = state_of(&name, &raw)?;
+        let plain = match (&state, sealed) {
+            (SealState::Empty, _) => None,
+            (SealState::Sealed(id), _) if *id == current => None,
+            (_, Some(sealed)) => Some(secrets::open(Some(keyring), &name, &sealed)?),
+            (_, None) => serde_json::from_slice::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|doc| doc.get("secrets").cloned()),
+        };
+        if let Some(plain) = plain {
+            let mut doc: serde_json::Value =
+                serde_json::from_slice(&raw).map_err(|e| SecretsError::Format {
+                    connection: name.clone(),
+                    message: e.to_string(),
+                })?;
+            doc["secrets"] =
+                serde_json::Value::String(secrets::seal(keyring.current(), &name, &plain)?);
+            let write_failed = |e: sluice_store::StoreError| {
+                SecretsError::Store(format!("writing connection `{name}` back: {e}"))
+            };
+            let now = store
+                .catalog()
+                .get(kind::CONNECTION, &name)
+                .await
+                .map_err(write_failed)?;
+            if now.as_deref() == Some(raw.as_slice()) {
+                let json = serde_json::to_vec(&doc).map_err(|e| SecretsError::Format {
+                    connection: name.clone(),
+                    message: e.to_string(),
+                })?;
+                store
+                    .catalog()
+                    .put(kind::CONNECTION, &name, &json)
+                    .await
+                    .map_err(write_failed)?;
+                resealed.push(name.clone());
+            }
+        }
+        states.push((name, state));
+    }
+    Ok((states, resealed))
 }
 
 #[cfg(test)]

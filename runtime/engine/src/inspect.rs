@@ -43,6 +43,17 @@ impl Engine {
         Ok(Arc::new(grant))
     }
 
+    /// The connection `name` as its connector runs now (references resolved).
+    async fn resolved(&self, name: &str) -> Result<Result<ConnectionDef, Failure>, EngineError> {
+        let connection = self.connection(name).await?;
+        Ok(self.inner.definitions.resolve(&connection).map_err(|e| {
+            Failure::new(
+                sluice_model::FailureKind::Config,
+                format!("connection `{name}`: {e}"),
+            )
+        }))
+    }
+
     async fn connector_of(
         &self,
         connection: &ConnectionDef,
@@ -59,7 +70,10 @@ impl Engine {
     /// Runs the connector's `check` on the connection: `None` when it passes, else
     /// the failure with its kind (config, auth, transient, ...).
     pub async fn check_connection(&self, name: &str) -> Result<Option<Failure>, EngineError> {
-        let connection = self.connection(name).await?;
+        let connection = match self.resolved(name).await? {
+            Ok(connection) => connection,
+            Err(failure) => return Ok(Some(failure)),
+        };
         let connector = self.connector_of(&connection).await?;
         let config = connection.effective_config().to_string();
         let grant = match self.grant(&connection, &connector, &config).await {
@@ -78,7 +92,10 @@ impl Engine {
         &self,
         name: &str,
     ) -> Result<Result<Vec<StreamDescriptor>, Failure>, EngineError> {
-        let connection = self.connection(name).await?;
+        let connection = match self.resolved(name).await? {
+            Ok(connection) => connection,
+            Err(failure) => return Ok(Err(failure)),
+        };
         let connector = self.connector_of(&connection).await?;
         let config = connection.effective_config().to_string();
         let grant = match self.grant(&connection, &connector, &config).await {

@@ -37,6 +37,8 @@ mod registry;
 mod retry;
 mod run_log;
 mod schedules;
+mod sealing;
+pub mod secrets;
 mod shared_budget;
 mod sweep;
 
@@ -52,6 +54,7 @@ pub use progress::Progress;
 pub use registry::ConnectorInfo;
 pub use retry::{Decision, Failures, RetryPolicy};
 pub use schedules::{FIRE_AHEAD, Tick};
+pub use sealing::{StoredSecrets, reseal_secrets, stored_secrets};
 pub use shared_budget::{StoreBudgets, share_limiter_budgets, share_rate_budgets};
 /// Why a run starts.
 pub use sluice_model::Trigger;

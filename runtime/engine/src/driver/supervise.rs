@@ -224,6 +224,10 @@ impl Supervised<'_> {
             .connection(&self.state.connection)
             .await
             .map_err(|e| config(e.to_string()))?;
+        let connection = self
+            .definitions
+            .resolve(&connection)
+            .map_err(|e| config(format!("connection `{}`: {e}", connection.name)))?;
         let connector = self
             .connectors
             .load(&connection.connector)
