@@ -11,6 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod api_paging;
+mod api_tenants;
 mod connector_contract;
 mod engine;
 mod hostile;

@@ -1,16 +1,19 @@
 //! The `Connections` service: define, read, check and discover connections.
+//!
+//! A connection belongs to its tenant: a caller sees and changes only those of its
+//! tenants. Its connector comes from the registry only (never a file of the node).
 
 use sluice_engine::{ConnectionDef, Engine};
 use tonic::{Request, Response, Status};
 
-use crate::auth::require_write;
-use crate::convert;
+use crate::auth::{caller, require_write};
 use crate::pb::connections_server::Connections;
 use crate::pb::{
     CheckConnectionResponse, Connection, DiscoverConnectionResponse, GetConnectionRequest,
     ListConnectionsRequest, ListConnectionsResponse, PutConnectionRequest, Stream,
 };
 use crate::status::{self, invalid, required};
+use crate::{convert, paging, visible};
 
 pub(crate) struct ConnectionsApi {
     pub engine: Engine,
@@ -22,12 +25,21 @@ impl Connections for ConnectionsApi {
         &self,
         request: Request<PutConnectionRequest>,
     ) -> Result<Response<Connection>, Status> {
-        require_write(&request)?;
+        let caller = require_write(&request)?;
         let text = &request.get_ref().definition_json;
         let def: ConnectionDef =
             serde_json::from_str(text).map_err(|e| invalid("definition_json", e))?;
+        caller.may_write_in(&def.tenant)?;
+        if caller.limited() {
+            let taken = self
+                .engine
+                .connection(&def.name)
+                .await
+                .is_ok_and(|old| !caller.sees(&old.tenant));
+            visible::name_free("connection", &def.name, taken)?;
+        }
         self.engine
-            .define_connection(&def)
+            .define_connection_from_registry(&def)
             .await
             .map_err(status::of)?;
         Ok(Response::new(convert::connection(&def)))
@@ -39,7 +51,7 @@ impl Connections for ConnectionsApi {
     ) -> Result<Response<Connection>, Status> {
         let name = &request.get_ref().name;
         required("name", name)?;
-        let def = self.engine.connection(name).await.map_err(status::of)?;
+        let def = visible::connection(&self.engine, &caller(&request), name).await?;
         Ok(Response::new(convert::connection(&def)))
     }
 
@@ -47,26 +59,32 @@ impl Connections for ConnectionsApi {
         &self,
         request: Request<ListConnectionsRequest>,
     ) -> Result<Response<ListConnectionsResponse>, Status> {
-        let tenant = &request.get_ref().tenant;
-        let connections = self
-            .engine
-            .connections()
-            .await
-            .map_err(status::of)?
-            .iter()
-            .filter(|c| tenant.is_empty() || &c.tenant == tenant)
-            .map(|c| convert::connection(c))
-            .collect();
-        Ok(Response::new(ListConnectionsResponse { connections }))
+        let caller = caller(&request);
+        let r = request.get_ref();
+        let all = self.engine.connections().await.map_err(status::of)?;
+        let (connections, next_page_token) = paging::by_name(
+            all.iter().filter(|c| {
+                (r.tenant.is_empty() || c.tenant == r.tenant) && caller.sees(&c.tenant)
+            }),
+            |c| c.name.as_str(),
+            |c| convert::connection(c),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(ListConnectionsResponse {
+            connections,
+            next_page_token,
+        }))
     }
 
     async fn check_connection(
         &self,
         request: Request<GetConnectionRequest>,
     ) -> Result<Response<CheckConnectionResponse>, Status> {
-        require_write(&request)?;
+        let caller = require_write(&request)?;
         let name = &request.get_ref().name;
         required("name", name)?;
+        visible::connection(&self.engine, &caller, name).await?;
         let failure = self
             .engine
             .check_connection(name)
@@ -89,9 +107,10 @@ impl Connections for ConnectionsApi {
         &self,
         request: Request<GetConnectionRequest>,
     ) -> Result<Response<DiscoverConnectionResponse>, Status> {
-        require_write(&request)?;
+        let caller = require_write(&request)?;
         let name = &request.get_ref().name;
         required("name", name)?;
+        visible::connection(&self.engine, &caller, name).await?;
         let streams = self
             .engine
             .discover_connection(name)

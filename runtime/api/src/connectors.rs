@@ -1,9 +1,14 @@
 //! The `Connectors` service: register, list, inspect and remove connectors.
+//!
+//! The registry belongs to no tenant: registering and removing need an admin token;
+//! every caller may list and inspect, but sees only its own tenants' connections
+//! among a connector's users.
 
 use sluice_engine::Engine;
 use tonic::{Request, Response, Status};
 
-use crate::auth::require_write;
+use crate::auth::{Caller, caller, require_admin};
+use crate::paging;
 use crate::pb::connectors_server::Connectors;
 use crate::pb::{
     ConnectorInfo, GetConnectorRequest, ListConnectorsRequest, ListConnectorsResponse,
@@ -13,6 +18,28 @@ use crate::status::{self, required};
 
 pub(crate) struct ConnectorsApi {
     pub engine: Engine,
+}
+
+/// `c` without the users the caller does not see.
+async fn seen_by(
+    engine: &Engine,
+    caller: &Caller,
+    mut c: sluice_engine::ConnectorInfo,
+) -> sluice_engine::ConnectorInfo {
+    if caller.limited() {
+        let mut used_by = Vec::new();
+        for name in c.used_by {
+            if engine
+                .connection(&name)
+                .await
+                .is_ok_and(|d| caller.sees(&d.tenant))
+            {
+                used_by.push(name);
+            }
+        }
+        c.used_by = used_by;
+    }
+    c
 }
 
 fn info(c: sluice_engine::ConnectorInfo) -> ConnectorInfo {
@@ -32,7 +59,7 @@ impl Connectors for ConnectorsApi {
         &self,
         request: Request<RegisterConnectorRequest>,
     ) -> Result<Response<ConnectorInfo>, Status> {
-        require_write(&request)?;
+        require_admin(&request)?;
         let r = request.into_inner();
         required("name", &r.name)?;
         if r.wasm.is_empty() {
@@ -48,17 +75,21 @@ impl Connectors for ConnectorsApi {
 
     async fn list_connectors(
         &self,
-        _request: Request<ListConnectorsRequest>,
+        request: Request<ListConnectorsRequest>,
     ) -> Result<Response<ListConnectorsResponse>, Status> {
-        let connectors = self
-            .engine
-            .connector_infos()
-            .await
-            .map_err(status::of)?
-            .into_iter()
-            .map(info)
-            .collect();
-        Ok(Response::new(ListConnectorsResponse { connectors }))
+        let caller = caller(&request);
+        let r = request.get_ref();
+        let mut all = Vec::new();
+        for c in self.engine.connector_infos().await.map_err(status::of)? {
+            all.push(seen_by(&self.engine, &caller, c).await);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (connectors, next_page_token) =
+            paging::by_name(all, |c| c.name.as_str(), info, r.page_size, &r.page_token)?;
+        Ok(Response::new(ListConnectorsResponse {
+            connectors,
+            next_page_token,
+        }))
     }
 
     async fn get_connector(
@@ -68,6 +99,7 @@ impl Connectors for ConnectorsApi {
         let name = &request.get_ref().name;
         required("name", name)?;
         let (c, spec) = self.engine.connector_info(name).await.map_err(status::of)?;
+        let c = seen_by(&self.engine, &caller(&request), c).await;
         Ok(Response::new(ConnectorInfo {
             spec_json: spec.to_string(),
             ..info(c)
@@ -78,7 +110,7 @@ impl Connectors for ConnectorsApi {
         &self,
         request: Request<GetConnectorRequest>,
     ) -> Result<Response<RemoveConnectorResponse>, Status> {
-        require_write(&request)?;
+        require_admin(&request)?;
         let name = &request.get_ref().name;
         required("name", name)?;
         self.engine

@@ -1,4 +1,7 @@
 //! The `Nodes` service: the nodes sharing the store, and draining one.
+//!
+//! Nodes belong to no tenant: listing needs a token of every tenant, draining an
+//! admin token.
 
 use sluice_engine::Engine;
 use tonic::{Request, Response, Status};
@@ -15,8 +18,9 @@ pub(crate) struct NodesApi {
 impl Nodes for NodesApi {
     async fn list_nodes(
         &self,
-        _request: Request<ListNodesRequest>,
+        request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        auth::require_all_tenants(&request)?;
         let nodes = self.engine.nodes().await.map_err(status::of)?;
         let nodes = nodes
             .into_iter()
@@ -43,7 +47,7 @@ impl Nodes for NodesApi {
         &self,
         request: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeResponse>, Status> {
-        auth::require_write(&request)?;
+        auth::require_admin(&request)?;
         let node = request.into_inner().node;
         if node.is_empty() {
             return Err(Status::invalid_argument("node: give a node's id or name"));

@@ -1,10 +1,40 @@
 //! The `RateLimits` service: the node's limiter state, read-only.
+//!
+//! A token limited to tenants sees only the keys of its tenants' connections'
+//! credentials (and anonymous keys of the connectors they use), and the breakers of
+//! their allowed hosts: another tenant's credentials stay hidden.
+
+use std::collections::HashSet;
 
 use sluice_engine::Engine;
 use tonic::{Request, Response, Status};
 
+use crate::auth::caller;
 use crate::pb::rate_limits_server::RateLimits;
 use crate::pb::{Breaker, ListRateLimitsRequest, ListRateLimitsResponse, RateLimitKey};
+use crate::status;
+
+/// What of the limiter a caller limited to tenants may see.
+struct Seen {
+    credentials: HashSet<String>,
+    connectors: HashSet<String>,
+    hosts: HashSet<String>,
+}
+
+impl Seen {
+    fn key(&self, connector: &str, credential: &str) -> bool {
+        self.credentials.contains(credential)
+            || (credential == ANONYMOUS && self.connectors.contains(connector))
+    }
+
+    fn host(&self, host: &str) -> bool {
+        let bare = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        self.hosts.contains(host) || self.hosts.contains(bare)
+    }
+}
+
+/// The credential label of requests no credential makes.
+const ANONYMOUS: &str = "anonymous";
 
 pub(crate) struct RateLimitsApi {
     pub engine: Engine,
@@ -20,13 +50,35 @@ impl RateLimits for RateLimitsApi {
         &self,
         request: Request<ListRateLimitsRequest>,
     ) -> Result<Response<ListRateLimitsResponse>, Status> {
+        let caller = caller(&request);
         let r = request.get_ref();
+        let seen = if caller.limited() {
+            let mine: Vec<_> = self
+                .engine
+                .connections()
+                .await
+                .map_err(status::of)?
+                .into_iter()
+                .filter(|c| caller.sees(&c.tenant))
+                .collect();
+            Some(Seen {
+                credentials: mine.iter().map(|c| c.credential()).collect(),
+                connectors: mine.iter().map(|c| c.connector.clone()).collect(),
+                hosts: mine.iter().flat_map(|c| c.allowed_hosts.clone()).collect(),
+            })
+        } else {
+            None
+        };
         let limiter = self.engine.limiter();
         let keys = limiter
             .keys()
             .into_iter()
             .filter(|k| r.connector.is_empty() || *k.key.connector == *r.connector)
             .filter(|k| r.credential.is_empty() || *k.key.credential == *r.credential)
+            .filter(|k| {
+                seen.as_ref()
+                    .is_none_or(|s| s.key(&k.key.connector, &k.key.credential))
+            })
             .map(|k| {
                 let (window_used, window_limit) = k.window.unwrap_or((0, 0));
                 RateLimitKey {
@@ -52,6 +104,7 @@ impl RateLimits for RateLimitsApi {
         let breakers = limiter
             .breaker_views()
             .into_iter()
+            .filter(|b| seen.as_ref().is_none_or(|s| s.host(&b.host)))
             .map(|b| Breaker {
                 host: b.host,
                 state: b.state.to_owned(),

@@ -42,8 +42,26 @@ fn incoming(
 }
 
 /// The largest component a client may register (Python and JavaScript components
-/// bundle their interpreter: tens of MB).
-const MAX_COMPONENT_BYTES: usize = 128 << 20;
+/// bundle their interpreter: tens of MB): the `Connectors` service's decoding limit.
+pub const MAX_COMPONENT_BYTES: usize = 128 << 20;
+/// The largest request every other service decodes (definitions are JSON of a few
+/// KiB; tonic's default).
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// The largest answer the server encodes. List answers are paged far below it (a
+/// page ends before 3 MiB of items); a single run with its events is what may grow.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// The largest answer a client of this crate should decode (the CLI sets it): the
+/// server's encoding limit, so whatever the server sends can be read.
+pub const CLIENT_MAX_DECODING_BYTES: usize = MAX_RESPONSE_BYTES;
+
+/// A generated service with the request and answer size limits.
+macro_rules! limited {
+    ($service:expr) => {
+        $service
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    };
+}
 
 /// Why the server stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -142,41 +160,42 @@ impl ApiServer {
                 ConnectorsServer::new(ConnectorsApi {
                     engine: engine.clone(),
                 })
-                .max_decoding_message_size(MAX_COMPONENT_BYTES),
+                .max_decoding_message_size(MAX_COMPONENT_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 check(self.tokens.clone()),
             ))
-            .add_service(ConnectionsServer::with_interceptor(
-                ConnectionsApi {
+            .add_service(InterceptedService::new(
+                limited!(ConnectionsServer::new(ConnectionsApi {
                     engine: engine.clone(),
-                },
+                })),
                 check(self.tokens.clone()),
             ))
-            .add_service(WorkflowsServer::with_interceptor(
-                WorkflowsApi {
+            .add_service(InterceptedService::new(
+                limited!(WorkflowsServer::new(WorkflowsApi {
                     engine: engine.clone(),
-                },
+                })),
                 check(self.tokens.clone()),
             ))
-            .add_service(RunsServer::with_interceptor(
-                RunsApi {
+            .add_service(InterceptedService::new(
+                limited!(RunsServer::new(RunsApi {
                     engine: engine.clone(),
-                },
+                })),
                 check(self.tokens.clone()),
             ))
-            .add_service(RecordsServer::with_interceptor(
-                RecordsApi {
+            .add_service(InterceptedService::new(
+                limited!(RecordsServer::new(RecordsApi {
                     engine: engine.clone(),
-                },
+                })),
                 check(self.tokens.clone()),
             ))
-            .add_service(RateLimitsServer::with_interceptor(
-                RateLimitsApi {
+            .add_service(InterceptedService::new(
+                limited!(RateLimitsServer::new(RateLimitsApi {
                     engine: engine.clone(),
-                },
+                })),
                 check(self.tokens.clone()),
             ))
-            .add_service(NodesServer::with_interceptor(
-                NodesApi { engine },
+            .add_service(InterceptedService::new(
+                limited!(NodesServer::new(NodesApi { engine })),
                 check(self.tokens),
             ))
             .serve_with_incoming_shutdown(incoming(listener), shutdown)

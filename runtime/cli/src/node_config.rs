@@ -28,6 +28,10 @@ pub struct NodeConfig {
     read_tokens: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tokens_file: Option<PathBuf>,
+    /// API tokens with roles and tenants, as in a tokens file.
+    api_tokens: Option<Vec<sluice_api::TokenEntry>>,
+    metrics_token: Option<String>,
 }
 
 impl NodeConfig {
@@ -76,4 +80,10 @@ pub fn apply(args: &mut ServeArgs, matches: &ArgMatches, config: NodeConfig) {
     fill!(read_tokens);
     fill!(tls_cert, optional);
     fill!(tls_key, optional);
+    fill!(tokens_file, optional);
+    fill!(metrics_token, optional);
+    // Not a flag: the file's entries add to the tokens file's.
+    if let Some(entries) = config.api_tokens {
+        args.api_tokens = entries;
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use sluice_api::{ApiServer, Scope, Tls, Tokens, serve_metrics};
+use sluice_api::{ApiServer, Scope, Tls, Tokens, serve_metrics_with_token};
 use sluice_engine::{ClusterSettings, Trigger};
 
 use crate::run_cmd::{
@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// JSON file of definitions: `{"connections": [...], "workflows": [...]}`.
     pub(crate) file: PathBuf,
     /// JSON file of node settings (`store`, `data_dir`, `listen`, `metrics_listen`, `slots`,
-    /// `per_tenant`, `tokens`, `read_tokens`); flags and environment win over it.
+    /// `per_tenant`, `tokens`, `read_tokens`, `tokens_file`, `api_tokens`,
+    /// `metrics_token`, `secrets_key_file`); flags and environment win over it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// Directory of the embedded store, and of the node's files beside any store.
@@ -46,8 +47,8 @@ pub struct ServeArgs {
     /// Address of the gRPC API (port 0: any free port, printed at start).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:7600")]
     pub(crate) listen: String,
-    /// API tokens allowed to read and write (comma-separated in the environment);
-    /// with none configured the API is open to every caller.
+    /// Admin API tokens: everything on every tenant (comma-separated in the
+    /// environment); with no token configured the API is open to every caller.
     #[arg(
         long = "token",
         env = "SLUICE_TOKENS",
@@ -64,7 +65,7 @@ pub struct ServeArgs {
     /// The TLS private key (PEM).
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
-    /// API tokens allowed only to read.
+    /// Read-only API tokens on every tenant.
     #[arg(
         long = "read-token",
         env = "SLUICE_READ_TOKENS",
@@ -72,6 +73,20 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub(crate) read_tokens: Vec<String>,
+    /// JSON file of API tokens with roles and tenants:
+    /// `[{"token" | "token_sha256": "…", "role": "admin" | "operator" | "read-only",
+    /// "tenants": ["…"]}]` (no tenants: every tenant). Keep `token_sha256` (hex
+    /// SHA-256 of the token) to store no usable secret.
+    #[arg(long, env = "SLUICE_TOKENS_FILE")]
+    pub(crate) tokens_file: Option<PathBuf>,
+    /// API token entries from the node config file (`api_tokens`), same shape as
+    /// the tokens file.
+    #[arg(skip)]
+    pub(crate) api_tokens: Vec<sluice_api::TokenEntry>,
+    /// Require this token (`Authorization: Bearer …`) to scrape `/metrics`; API
+    /// tokens are not accepted there. Without it `/metrics` is open.
+    #[arg(long, env = "SLUICE_METRICS_TOKEN", hide_env_values = true)]
+    pub(crate) metrics_token: Option<String>,
     /// The node's name in a cluster (default: the host's name); its id adds the
     /// process and start time, so a restarted node is a new node.
     #[arg(long, env = "SLUICE_NODE_NAME")]
@@ -123,6 +138,23 @@ async fn bind(
         .local_addr()
         .with_context(|| format!("the address of {what}"))?;
     Ok((listener, local))
+}
+
+/// The API tokens: `--token` (admin), `--read-token` (read-only), the tokens file
+/// and the config file's `api_tokens` (roles and tenants).
+fn api_tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
+    let mut entries = args.api_tokens.clone();
+    if let Some(file) = &args.tokens_file {
+        entries.extend(Tokens::read_file(file)?);
+    }
+    let tokens = Tokens::new(
+        args.tokens
+            .iter()
+            .map(|t| (t.clone(), Scope::Write))
+            .chain(args.read_tokens.iter().map(|t| (t.clone(), Scope::Read))),
+    )
+    .with_entries(&entries)?;
+    Ok(tokens)
 }
 
 /// Runs the command.
@@ -179,18 +211,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     engine.start_scheduler(Duration::from_secs(1));
     eprintln!("API listening on {addr}");
-    let tokens = Tokens::new(
-        args.tokens
-            .iter()
-            .map(|t| (t.clone(), Scope::Write))
-            .chain(args.read_tokens.iter().map(|t| (t.clone(), Scope::Read))),
-    );
+    let tokens = api_tokens(&args)?;
     let (metrics_listener, metrics_addr) = bind(&args.metrics_listen, "metrics").await?;
-    eprintln!("metrics on http://{metrics_addr}/metrics");
+    eprintln!(
+        "metrics on http://{metrics_addr}/metrics{}",
+        if args.metrics_token.is_some() {
+            " (token required)"
+        } else {
+            ""
+        }
+    );
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_metrics(engine.clone(), metrics_listener, async {
-        let _ = metrics_stopped.await;
-    }));
+    tokio::spawn(serve_metrics_with_token(
+        engine.clone(),
+        metrics_listener,
+        args.metrics_token.clone(),
+        async {
+            let _ = metrics_stopped.await;
+        },
+    ));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = ApiServer::new(engine.clone(), tokens);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {

@@ -687,3 +687,57 @@ fn rate_limits_show_the_budget_each_run_drew_on() {
     assert!(!stdout(&o).contains("\"endpoint\""), "{}", stdout(&o));
     assert!(node.stop().success());
 }
+
+#[test]
+fn a_tokens_file_limits_a_token_to_its_tenants_and_lists_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.json");
+    // The operator of tenant `other` is stored as its SHA-256 only.
+    std::fs::write(
+        &tokens,
+        serde_json::json!([
+            {"token": "root", "role": "admin"},
+            {"token_sha256": sluice_api::token_sha256("other-op"), "role": "operator",
+             "tenants": ["other"]}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let node = Node::start(&["--tokens-file", tokens.to_str().unwrap()]);
+    // The admin sees both connections, a page at a time with a hint to the next.
+    let o = node.sluice(&["connections", "list", "--limit", "1", "--token", "root"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(page.contains("sample") && !page.contains("vault"), "{page}");
+    let hint = page
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: --page-token "))
+        .unwrap_or_else(|| panic!("no next-page hint: {page}"));
+    let token = hint.split_whitespace().next().unwrap();
+    let o = node.sluice(&[
+        "connections", "list", "--limit", "1", "--page-token", token, "--token", "root",
+    ]);
+    assert!(stdout(&o).contains("vault") && !stdout(&o).contains("next page"), "{}", stdout(&o));
+    let all = json_of(&node.sluice(&[
+        "connections", "list", "--limit", "1", "--all", "--json", "--token", "root",
+    ]));
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+
+    // Tenant `other`'s operator sees only `vault`, and demo's workflow is not found.
+    let mine = json_of(&node.sluice(&["connections", "list", "--json", "--token", "other-op"]));
+    let names: Vec<&str> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vault"]);
+    let o = node.sluice(&["workflows", "trigger", "sample-users", "--token", "other-op"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no workflow named"), "{}", stderr(&o));
+    let runs = json_of(&node.sluice(&["runs", "list", "--json", "--token", "other-op"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0, "{runs}");
+    let o = node.sluice(&["nodes", "list", "--token", "other-op"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(node.stop().code(), Some(0));
+}

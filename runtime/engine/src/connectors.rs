@@ -69,12 +69,27 @@ impl From<PathBuf> for Component {
     }
 }
 
+/// A connector registered through the API, as references resolve it.
+#[derive(Debug, Clone)]
+pub(crate) struct Registration {
+    /// Its component file.
+    pub file: PathBuf,
+    /// The version given when it was registered.
+    pub version: String,
+    /// `sha256:<hex>` of its component.
+    pub digest: String,
+}
+
+/// The first bytes of every WebAssembly binary: a file without them is refused
+/// before compiling, so no parser ever quotes a file that is not a component.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
 /// Named connectors and loaded components.
 pub struct Connectors {
     host: Host,
     named: HashMap<String, Component>,
-    /// Connectors registered through the API, by name: their component files.
-    registered: RwLock<HashMap<String, PathBuf>>,
+    /// Connectors registered through the API, by name.
+    registered: RwLock<HashMap<String, Registration>>,
     loaded: Mutex<HashMap<String, Connector>>,
     /// Rate limits connectors declared, by (digest, config).
     declared: Mutex<Declarations>,
@@ -174,19 +189,75 @@ impl Connectors {
         self.named.contains_key(name)
     }
 
-    /// Resolves `name` to `file` from now on (a registered connector); `None` forgets
-    /// it. A loaded component of that name is dropped, so the next load reads `file`.
-    pub(crate) fn set_registered(&self, name: &str, file: Option<PathBuf>) {
+    /// Resolves `name` to `registration` from now on (a registered connector);
+    /// `None` forgets it. Loaded components of that name (and every digest reference)
+    /// are dropped, so the next load reads the new file.
+    pub(crate) fn set_registered(&self, name: &str, registration: Option<Registration>) {
         if let Ok(mut r) = self.registered.write() {
-            match file {
+            match registration {
                 Some(f) => r.insert(name.to_owned(), f),
                 None => r.remove(name),
             };
         }
-        self.cache().remove(name);
+        let versioned = format!("{name}@");
+        self.cache()
+            .retain(|k, _| k != name && !k.starts_with(&versioned) && !k.starts_with("sha256:"));
     }
 
-    /// The connector a reference names: a registered name, a first-party name or a
+    /// The registered connector a `name@version` or `sha256:<hex>` reference names.
+    fn registered_by_version_or_digest(&self, reference: &str) -> Option<Registration> {
+        let registered = self.registered.read().ok()?;
+        if reference.starts_with("sha256:") {
+            return registered.values().find(|r| r.digest == reference).cloned();
+        }
+        let (name, version) = reference.rsplit_once('@')?;
+        registered
+            .get(name)
+            .filter(|r| r.version == version)
+            .cloned()
+    }
+
+    /// The first-party connector whose component has the digest `reference`.
+    fn first_party_by_digest(&self, reference: &str) -> Option<String> {
+        if !reference.starts_with("sha256:") {
+            return None;
+        }
+        self.named
+            .keys()
+            .find(|name| self.load(name).is_ok_and(|c| c.digest() == reference))
+            .cloned()
+    }
+
+    /// Checks that `reference` names a connector of the registry: a first-party or
+    /// registered name, `name@version` of a registered one, or the `sha256:<hex>`
+    /// digest of either. Never looks at the node's files, so a reference given
+    /// through the API can only name what the node offers; the error says what is
+    /// accepted and echoes nothing but the reference.
+    pub fn check_registry_reference(&self, reference: &str) -> Result<(), String> {
+        let registered_name = self
+            .registered
+            .read()
+            .ok()
+            .is_some_and(|r| r.contains_key(reference));
+        if self.named.contains_key(reference)
+            || registered_name
+            || self.registered_by_version_or_digest(reference).is_some()
+            || self.first_party_by_digest(reference).is_some()
+        {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        Err(format!(
+            "not a first-party or registered connector: name one by `name`, `name@version` \
+             or `sha256:<digest>` (first-party: {}; `sluice connectors list` shows the \
+             registered ones), never by a file path",
+            names.join(", ")
+        ))
+    }
+
+    /// The connector a reference names: a registered name, a first-party name,
+    /// `name@version` or `sha256:<digest>` of a registered (or first-party) one, or a
     /// `.wasm` path.
     pub fn load(&self, reference: &str) -> Result<Connector, HostError> {
         if let Some(c) = self.cache().get(reference) {
@@ -198,10 +269,18 @@ impl Connectors {
             .ok()
             .and_then(|r| r.get(reference).cloned());
         let loaded = match (registered, self.named.get(reference)) {
-            (Some(file), _) => self.load_file(reference, &file),
+            (Some(r), _) => self.load_file(reference, &r.file),
             (None, Some(Component::Embedded(wasm))) => self.host.load(wasm),
             (None, Some(Component::File(file))) => self.load_file(reference, file),
-            (None, None) => self.load_file(reference, Path::new(reference)),
+            (None, None) => {
+                if let Some(r) = self.registered_by_version_or_digest(reference) {
+                    self.load_file(reference, &r.file)
+                } else if let Some(name) = self.first_party_by_digest(reference) {
+                    self.load(&name)
+                } else {
+                    self.load_file(reference, Path::new(reference))
+                }
+            }
         };
         let connector = loaded?.named(reference);
         self.cache().insert(reference.to_owned(), connector.clone());
@@ -210,6 +289,17 @@ impl Connectors {
 
     /// The component in `file`, which `reference` named.
     fn load_file(&self, reference: &str, file: &Path) -> Result<Connector, HostError> {
+        let mut magic = [0u8; 4];
+        let is_wasm = std::fs::File::open(file)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|()| &magic == WASM_MAGIC);
+        if file.is_file() && !is_wasm {
+            return Err(HostError::Compile {
+                what: reference.to_owned(),
+                message: "not a WebAssembly component (the file does not start with `\\0asm`)"
+                    .into(),
+            });
+        }
         if !file.is_file() {
             let mut names: Vec<&str> = self.named.keys().map(String::as_str).collect();
             names.sort_unstable();

@@ -153,6 +153,27 @@ impl Engine {
             .await
     }
 
+    /// Defines (or replaces) a connection whose connector must come from the
+    /// registry: a first-party or registered connector by name, `name@version` or
+    /// digest, never a file of the node (the API's way; files and the CLI may name a
+    /// local `.wasm`).
+    pub async fn define_connection_from_registry(
+        &self,
+        def: &ConnectionDef,
+    ) -> Result<(), EngineError> {
+        let connectors = self.connectors().await;
+        connectors
+            .check_registry_reference(&def.connector)
+            .map_err(|message| EngineError::Connector {
+                reference: def.connector.clone(),
+                message,
+            })?;
+        self.inner
+            .definitions
+            .define_connection(def, connectors)
+            .await
+    }
+
     /// Defines (or replaces) a workflow, after checking it and that its connection
     /// exists.
     pub async fn define_workflow(&self, def: &WorkflowDef) -> Result<(), EngineError> {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_unix_ms;
-use crate::connectors::Connectors;
+use crate::connectors::{Connectors, Registration};
 use crate::definition::ConnectionDef;
 use crate::definitions::kind::CONNECTOR;
 use crate::engine::Engine;
@@ -31,6 +31,16 @@ struct Registered {
     registered_at_unix_ms: i64,
 }
 
+impl Registered {
+    fn registration(&self) -> Registration {
+        Registration {
+            file: self.file.clone(),
+            version: self.version.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
 /// What a node knows of a connector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorInfo {
@@ -46,11 +56,18 @@ pub struct ConnectorInfo {
     pub used_by: Vec<String>,
 }
 
-/// The connections among `connections` that use the connector `name`.
-fn users(connections: &[std::sync::Arc<ConnectionDef>], name: &str) -> Vec<String> {
+/// The connections among `connections` that use the connector `name` (by its name,
+/// `name@version`, or its component's `digest`).
+fn users(connections: &[std::sync::Arc<ConnectionDef>], name: &str, digest: &str) -> Vec<String> {
     connections
         .iter()
-        .filter(|c| c.connector == name)
+        .filter(|c| {
+            c.connector == name
+                || (!digest.is_empty() && c.connector == digest)
+                || c.connector
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('@'))
+        })
         .map(|c| c.name.clone())
         .collect()
 }
@@ -93,7 +110,10 @@ impl Engine {
     async fn load_registered(&self) -> Result<(), EngineError> {
         for (name, raw) in self.inner.store.catalog().list(CONNECTOR).await? {
             match serde_json::from_slice::<Registered>(&raw) {
-                Ok(r) => self.inner.connectors.set_registered(&name, Some(r.file)),
+                Ok(r) => self
+                    .inner
+                    .connectors
+                    .set_registered(&name, Some(r.registration())),
                 Err(e) => {
                     tracing::error!(connector = %name, error = %e, "registered connector is unreadable; skipped");
                 }
@@ -102,8 +122,8 @@ impl Engine {
         Ok(())
     }
 
-    async fn used_by(&self, name: &str) -> Result<Vec<String>, EngineError> {
-        Ok(users(&self.connections().await?, name))
+    async fn used_by(&self, name: &str, digest: &str) -> Result<Vec<String>, EngineError> {
+        Ok(users(&self.connections().await?, name, digest))
     }
 
     /// Registers (or replaces) the connector `name` with the component `wasm`, after
@@ -154,13 +174,13 @@ impl Engine {
             .catalog()
             .put(CONNECTOR, name, &json)
             .await?;
-        connectors.set_registered(name, Some(file));
+        connectors.set_registered(name, Some(record.registration()));
         Ok(ConnectorInfo {
             name: name.to_owned(),
             version: version.to_owned(),
-            digest,
             first_party: false,
-            used_by: self.used_by(name).await?,
+            used_by: self.used_by(name, &digest).await?,
+            digest,
         })
     }
 
@@ -175,7 +195,7 @@ impl Engine {
                 .map(|c| c.digest().to_owned())
                 .unwrap_or_default();
             out.push(ConnectorInfo {
-                used_by: users(&connections, &name),
+                used_by: users(&connections, &name, &digest),
                 name,
                 version: String::new(),
                 digest,
@@ -187,7 +207,7 @@ impl Engine {
                 continue;
             };
             out.push(ConnectorInfo {
-                used_by: users(&connections, &name),
+                used_by: users(&connections, &name, &r.digest),
                 name,
                 version: r.version,
                 digest: r.digest,
@@ -231,7 +251,10 @@ impl Engine {
         let Some(raw) = self.inner.store.catalog().get(CONNECTOR, name).await? else {
             return Err(EngineError::UnknownConnector(name.to_owned()));
         };
-        let used_by = self.used_by(name).await?;
+        let digest = serde_json::from_slice::<Registered>(&raw)
+            .map(|r| r.digest)
+            .unwrap_or_default();
+        let used_by = self.used_by(name, &digest).await?;
         if !used_by.is_empty() {
             return Err(EngineError::ConnectorInUse {
                 name: name.to_owned(),

@@ -11,8 +11,8 @@ use serde_json::json;
 use sluice_api::pb;
 use sluice_api::pb::connections_client::ConnectionsClient;
 
-use super::Client;
 use super::render::{self, Render};
+use super::{Client, PageArgs, decode_limit, next_page_hint};
 
 /// Connections: list, check.
 #[derive(Subcommand)]
@@ -21,6 +21,8 @@ pub enum ConnectionsCommand {
     List {
         #[arg(long)]
         tenant: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Run the connector's check against the connection.
     Check { connection: String },
@@ -32,16 +34,24 @@ pub(super) async fn run(
     out: Render,
     command: ConnectionsCommand,
 ) -> anyhow::Result<()> {
-    let mut api = ConnectionsClient::new(client.channel());
+    let mut api = decode_limit!(ConnectionsClient::new(client.channel()));
     match command {
-        ConnectionsCommand::List { tenant } => {
-            let list = api
-                .list_connections(client.request(pb::ListConnectionsRequest {
-                    tenant: tenant.unwrap_or_default(),
-                }))
-                .await?
-                .into_inner()
-                .connections;
+        ConnectionsCommand::List { tenant, page } => {
+            let tenant = tenant.unwrap_or_default();
+            let (list, next) = page
+                .collect(|page_size, page_token| {
+                    let mut api = api.clone();
+                    let request = client.request(pb::ListConnectionsRequest {
+                        tenant: tenant.clone(),
+                        page_size,
+                        page_token,
+                    });
+                    async move {
+                        let r = api.list_connections(request).await?.into_inner();
+                        Ok((r.connections, r.next_page_token))
+                    }
+                })
+                .await?;
             let rows = list.iter().map(|c| {
                 vec![
                     c.name.clone(),
@@ -55,6 +65,7 @@ pub(super) async fn run(
                 &["connection", "tenant", "connector", "secrets"],
                 rows,
             );
+            next_page_hint(out, &next);
         }
         ConnectionsCommand::Check { connection } => {
             let r = api

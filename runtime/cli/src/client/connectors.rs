@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use sluice_api::pb;
 use sluice_api::pb::connectors_client::ConnectorsClient;
 
-use super::Client;
 use super::render::{self, Render};
+use super::{Client, PageArgs, decode_limit, next_page_hint};
 
 /// The largest request: a registered component travels in one message.
 const MAX_REQUEST_BYTES: usize = 128 << 20;
@@ -29,7 +29,10 @@ pub enum ConnectorsCommand {
         version: String,
     },
     /// List first-party and registered connectors.
-    List,
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Show a connector with the JSON Schema of its config.
     Get { name: String },
     /// Remove a registered connector no connection uses.
@@ -71,8 +74,8 @@ pub(super) async fn run(
     out: Render,
     command: ConnectorsCommand,
 ) -> anyhow::Result<()> {
-    let mut api =
-        ConnectorsClient::new(client.channel()).max_encoding_message_size(MAX_REQUEST_BYTES);
+    let mut api = decode_limit!(ConnectorsClient::new(client.channel()))
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
     match command {
         ConnectorsCommand::Register {
             name,
@@ -91,13 +94,22 @@ pub(super) async fn run(
                 .into_inner();
             list(out, &[info]);
         }
-        ConnectorsCommand::List => {
-            let connectors = api
-                .list_connectors(client.request(pb::ListConnectorsRequest {}))
-                .await?
-                .into_inner()
-                .connectors;
+        ConnectorsCommand::List { page } => {
+            let (connectors, next) = page
+                .collect(|page_size, page_token| {
+                    let mut api = api.clone();
+                    let request = client.request(pb::ListConnectorsRequest {
+                        page_size,
+                        page_token,
+                    });
+                    async move {
+                        let r = api.list_connectors(request).await?.into_inner();
+                        Ok((r.connectors, r.next_page_token))
+                    }
+                })
+                .await?;
             list(out, &connectors);
+            next_page_hint(out, &next);
         }
         ConnectorsCommand::Get { name } => {
             let info = api

@@ -53,6 +53,57 @@ pub struct ClientArgs {
     json: bool,
 }
 
+/// Which page of a list to print. Every list call of the API is paged: a table ends
+/// with a `next page: --page-token …` line when more follow (on stderr with
+/// `--json`, so stdout stays one document); `--all` follows every page.
+#[derive(Args, Clone, Default)]
+pub struct PageArgs {
+    /// Items per page (0 or none: the server's default; the server caps it).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Continue from the `next page` a previous listing printed.
+    #[arg(long)]
+    page_token: Option<String>,
+    /// Every page, one after another.
+    #[arg(long, conflicts_with = "page_token")]
+    all: bool,
+}
+
+impl PageArgs {
+    /// The items of the page asked for (or of every page with `--all`), and the
+    /// token of the page after them (empty: none). `fetch` makes one call for
+    /// (page size, page token).
+    async fn collect<T, F, Fut>(&self, mut fetch: F) -> anyhow::Result<(Vec<T>, String)>
+    where
+        F: FnMut(u32, String) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+    {
+        let mut token = self.page_token.clone().unwrap_or_default();
+        let mut items = Vec::new();
+        loop {
+            let (page, next) = fetch(self.limit.unwrap_or(0), token).await?;
+            items.extend(page);
+            if !self.all || next.is_empty() {
+                return Ok((items, next));
+            }
+            token = next;
+        }
+    }
+}
+
+/// Tells people how to read the page after this one, when there is one.
+fn next_page_hint(out: Render, next: &str) {
+    if next.is_empty() {
+        return;
+    }
+    let hint = format!("next page: --page-token {next}  (or --all for every page)");
+    if out.json() {
+        eprintln!("{hint}");
+    } else {
+        println!("{hint}");
+    }
+}
+
 /// The client commands, one per service of the node's API.
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -129,6 +180,15 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A generated client that decodes answers up to the server's encoding limit
+/// ([`sluice_api::CLIENT_MAX_DECODING_BYTES`]), not tonic's 4 MiB default.
+macro_rules! decode_limit {
+    ($client:expr) => {
+        $client.max_decoding_message_size(sluice_api::CLIENT_MAX_DECODING_BYTES)
+    };
+}
+pub(crate) use decode_limit;
+
 /// A connection to the node and the token each request carries.
 struct Client {
     channel: Channel,
@@ -167,7 +227,8 @@ impl Client {
     }
 
     /// The channel a service's generated client is built on (cheap to clone: one
-    /// connection under it).
+    /// connection under it). Clients built on it should decode answers up to
+    /// [`sluice_api::CLIENT_MAX_DECODING_BYTES`] (see [`decode_limit`]).
     fn channel(&self) -> Channel {
         self.channel.clone()
     }

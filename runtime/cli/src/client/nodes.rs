@@ -27,7 +27,7 @@ pub enum NodesCommand {
 }
 
 pub(super) async fn run(client: &Client, out: Render, command: NodesCommand) -> anyhow::Result<()> {
-    let mut nodes = NodesClient::new(client.channel());
+    let mut nodes = super::decode_limit!(NodesClient::new(client.channel()));
     match command {
         NodesCommand::List => {
             let r = nodes

@@ -29,7 +29,7 @@ pub(super) async fn run(
     out: Render,
     filter: RateLimitsFilter,
 ) -> anyhow::Result<()> {
-    let r = RateLimitsClient::new(client.channel())
+    let r = super::decode_limit!(RateLimitsClient::new(client.channel()))
         .list_rate_limits(client.request(pb::ListRateLimitsRequest {
             connector: filter.connector.unwrap_or_default(),
             credential: filter.credential.unwrap_or_default(),

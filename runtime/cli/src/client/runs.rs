@@ -13,8 +13,8 @@ use serde_json::json;
 use sluice_api::pb;
 use sluice_api::pb::runs_client::RunsClient;
 
-use super::Client;
 use super::render::{self, Render};
+use super::{Client, decode_limit, next_page_hint};
 use crate::exit::RunsFailed;
 
 /// Runs: list, inspect, watch, cancel, retry.
@@ -37,9 +37,16 @@ pub enum RunsCommand {
         #[arg(long)]
         oldest_first: bool,
         /// Only runs created before this time (RFC 3339, or Unix ms as listed in
-        /// `created_at_unix_ms`): the next page back.
+        /// `created_at_unix_ms`). To page, use `--page-token` (exact, even for runs
+        /// created in the same millisecond).
         #[arg(long, value_parser = parse_time)]
         before: Option<i64>,
+        /// Continue from the `next page` a previous listing printed.
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Every page, one after another (`--limit` runs per page).
+        #[arg(long, conflicts_with = "page_token")]
+        all: bool,
         /// Only runs created at or after this time (RFC 3339, or Unix ms).
         #[arg(long, value_parser = parse_time)]
         since: Option<i64>,
@@ -102,7 +109,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 /// `sluice runs …`
 pub(super) async fn run(client: &Client, out: Render, command: RunsCommand) -> anyhow::Result<()> {
-    let mut runs = RunsClient::new(client.channel());
+    let mut runs = decode_limit!(RunsClient::new(client.channel()));
     match command {
         RunsCommand::List {
             workflow,
@@ -113,21 +120,40 @@ pub(super) async fn run(client: &Client, out: Render, command: RunsCommand) -> a
             oldest_first,
             before,
             since,
+            page_token,
+            all,
         } => {
-            let list = runs
-                .list_runs(client.request(pb::ListRunsRequest {
-                    workflow: workflow.unwrap_or_default(),
-                    connection: connection.unwrap_or_default(),
-                    tenant: tenant.unwrap_or_default(),
-                    status: status.unwrap_or_default(),
-                    limit,
-                    oldest_first,
-                    created_before_unix_ms: before.unwrap_or(0),
-                    created_from_unix_ms: since.unwrap_or(0),
-                }))
-                .await?
-                .into_inner();
-            out.summaries(&list.runs);
+            let ask = pb::ListRunsRequest {
+                workflow: workflow.unwrap_or_default(),
+                connection: connection.unwrap_or_default(),
+                tenant: tenant.unwrap_or_default(),
+                status: status.unwrap_or_default(),
+                limit,
+                oldest_first,
+                created_before_unix_ms: before.unwrap_or(0),
+                created_from_unix_ms: since.unwrap_or(0),
+                page_token: page_token.unwrap_or_default(),
+            };
+            let page = super::PageArgs {
+                limit: Some(limit),
+                page_token: Some(ask.page_token.clone()),
+                all,
+            };
+            let (list, next) = page
+                .collect(|_, page_token| {
+                    let mut runs = runs.clone();
+                    let request = client.request(pb::ListRunsRequest {
+                        page_token,
+                        ..ask.clone()
+                    });
+                    async move {
+                        let r = runs.list_runs(request).await?.into_inner();
+                        Ok((r.runs, r.next_page_token))
+                    }
+                })
+                .await?;
+            out.summaries(&list);
+            next_page_hint(out, &next);
         }
         RunsCommand::Get { run } => {
             let r = runs
@@ -164,21 +190,36 @@ pub(super) async fn run(client: &Client, out: Render, command: RunsCommand) -> a
                 (_, true) => "lines",
                 _ => "",
             };
-            let entries = runs
-                .get_run_logs(client.request(pb::GetRunLogsRequest {
-                    run_id: run.unwrap_or_default(),
-                    workflow: workflow.unwrap_or_default(),
-                    connection: connection.unwrap_or_default(),
-                    tenant: tenant.unwrap_or_default(),
-                    min_level: level.unwrap_or_default(),
-                    kind: kind.to_owned(),
-                    attempt,
-                    limit,
-                    stream: stream.unwrap_or_default(),
-                }))
-                .await?
-                .into_inner()
-                .entries;
+            let ask = pb::GetRunLogsRequest {
+                run_id: run.unwrap_or_default(),
+                workflow: workflow.unwrap_or_default(),
+                connection: connection.unwrap_or_default(),
+                tenant: tenant.unwrap_or_default(),
+                min_level: level.unwrap_or_default(),
+                kind: kind.to_owned(),
+                attempt,
+                limit,
+                stream: stream.unwrap_or_default(),
+                ..pb::GetRunLogsRequest::default()
+            };
+            // `--limit` bounds the entries: read every page of them.
+            let every = super::PageArgs {
+                all: true,
+                ..super::PageArgs::default()
+            };
+            let (entries, _) = every
+                .collect(|_, page_token| {
+                    let mut runs = runs.clone();
+                    let request = client.request(pb::GetRunLogsRequest {
+                        page_token,
+                        ..ask.clone()
+                    });
+                    async move {
+                        let r = runs.get_run_logs(request).await?.into_inner();
+                        Ok((r.entries, r.next_page_token))
+                    }
+                })
+                .await?;
             out.lines(entries.iter().map(log_json), || {
                 for e in &entries {
                     println!("{}", log_line(e));

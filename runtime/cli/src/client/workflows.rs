@@ -10,14 +10,20 @@ use serde_json::json;
 use sluice_api::pb;
 use sluice_api::pb::workflows_client::WorkflowsClient;
 
-use super::Client;
 use super::render::{self, Render};
+use super::{Client, PageArgs, decode_limit, next_page_hint};
 
 /// Workflows: list, trigger, pause, resume, upcoming fires.
 #[derive(Subcommand)]
 pub enum WorkflowsCommand {
     /// List workflows.
-    List,
+    List {
+        /// Only workflows of this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Start a run now.
     Trigger { workflow: String },
     /// Stop the workflow's schedule from firing.
@@ -60,20 +66,31 @@ pub(super) async fn run(
     out: Render,
     command: WorkflowsCommand,
 ) -> anyhow::Result<()> {
-    let mut api = WorkflowsClient::new(client.channel());
+    let mut api = decode_limit!(WorkflowsClient::new(client.channel()));
     let by_name = |name: String| client.request(pb::GetWorkflowRequest { name });
     match command {
-        WorkflowsCommand::List => {
-            let list = api
-                .list_workflows(client.request(pb::ListWorkflowsRequest::default()))
-                .await?
-                .into_inner()
-                .workflows;
+        WorkflowsCommand::List { connection, page } => {
+            let connection = connection.unwrap_or_default();
+            let (list, next) = page
+                .collect(|page_size, page_token| {
+                    let mut api = api.clone();
+                    let request = client.request(pb::ListWorkflowsRequest {
+                        connection: connection.clone(),
+                        page_size,
+                        page_token,
+                    });
+                    async move {
+                        let r = api.list_workflows(request).await?.into_inner();
+                        Ok((r.workflows, r.next_page_token))
+                    }
+                })
+                .await?;
             out.list(
                 || render::definitions(list.iter().map(|w| w.definition_json.as_str())),
                 &HEADER,
                 list.iter().map(row),
             );
+            next_page_hint(out, &next);
         }
         WorkflowsCommand::Trigger { workflow } => {
             let s = api.trigger_workflow(by_name(workflow)).await?.into_inner();
