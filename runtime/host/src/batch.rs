@@ -26,8 +26,8 @@ impl Batch {
             .take(self.count as usize)
     }
 
-    /// Check a batch a source returned: within limits, `count` lines, each a JSON
-    /// object.
+    /// Check a batch a source returned: within limits (bytes, records, checkpoint,
+    /// each record), `count` lines, each a JSON object of valid UTF-8.
     pub(crate) fn accept(
         call: &'static str,
         batch: wit::Batch,
@@ -45,8 +45,17 @@ impl Batch {
                 max_records,
             });
         }
-        validate_ndjson(&batch.records, batch.count)
-            .map_err(|reason| HostError::MalformedOutput { call, reason })?;
+        if let Some(checkpoint) = &batch.checkpoint
+            && checkpoint.len() > limits.max_checkpoint_bytes
+        {
+            return Err(HostError::CheckpointTooLarge {
+                call,
+                bytes: checkpoint.len(),
+                limit: limits.max_checkpoint_bytes,
+            });
+        }
+        validate_records(&batch.records, batch.count, limits.max_record_bytes)
+            .map_err(|e| e.into_host_error(call))?;
         Ok(Self {
             records: batch.records,
             count: batch.count,
@@ -55,34 +64,163 @@ impl Batch {
     }
 }
 
-/// Check that `buf` is exactly `count` lines, each a JSON object followed by `\n`.
+/// Why a batch of NDJSON is refused. Records are numbered from 1 (their line in the
+/// batch); offsets are bytes from the batch's start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// `count` disagrees with the lines the batch holds.
+    #[error("batch says {count} records but holds {lines} lines")]
+    WrongCount {
+        /// What the batch says.
+        count: u32,
+        /// The lines it holds.
+        lines: u64,
+    },
+    /// The last record has no newline.
+    #[error("batch does not end with a newline")]
+    NoFinalNewline,
+    /// A record holds bytes that are not UTF-8.
+    #[error(
+        "record {record} (line {record}, byte {offset}) is not valid UTF-8: {reason} at byte {at} of the batch"
+    )]
+    NotUtf8 {
+        /// The record's line.
+        record: u64,
+        /// Where the record starts.
+        offset: usize,
+        /// Where the first invalid byte is.
+        at: usize,
+        /// What is wrong there.
+        reason: &'static str,
+    },
+    /// A record is not a JSON object.
+    #[error(
+        "record {record} (line {record}, byte {offset}) is not a JSON object: {detail}; it starts {preview:?}"
+    )]
+    NotAnObject {
+        /// The record's line.
+        record: u64,
+        /// Where the record starts.
+        offset: usize,
+        /// The parser's message.
+        detail: String,
+        /// The record's first bytes.
+        preview: String,
+    },
+    /// A record is larger than `max_record_bytes`.
+    #[error(
+        "record {record} (line {record}, byte {offset}) is {bytes} bytes; the limit (max_record_bytes) is {limit} bytes"
+    )]
+    RecordTooLarge {
+        /// The record's line.
+        record: u64,
+        /// Where the record starts.
+        offset: usize,
+        /// Its bytes, without the newline.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl BatchError {
+    /// The host error of `call` this refusal is.
+    pub(crate) fn into_host_error(self, call: &'static str) -> HostError {
+        match self {
+            BatchError::RecordTooLarge {
+                record,
+                offset,
+                bytes,
+                limit,
+            } => HostError::RecordTooLarge {
+                call,
+                record,
+                offset,
+                bytes,
+                limit,
+            },
+            other => HostError::MalformedOutput {
+                call,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Bytes of a bad record quoted in its error.
+const PREVIEW_BYTES: usize = 80;
+
+/// Check that `buf` is exactly `count` lines, each a JSON object followed by `\n`,
+/// with the default record limit ([`Limits::max_record_bytes`]).
 pub fn validate_ndjson(buf: &[u8], count: u32) -> Result<(), String> {
+    validate_records(buf, count, Limits::default().max_record_bytes).map_err(|e| e.to_string())
+}
+
+/// Check that `buf` is exactly `count` lines, each a JSON object of valid UTF-8 of at
+/// most `max_record_bytes`, followed by `\n`. What passes can be stored and read back
+/// as text.
+pub fn validate_records(buf: &[u8], count: u32, max_record_bytes: usize) -> Result<(), BatchError> {
     if buf.is_empty() {
         return if count == 0 {
             Ok(())
         } else {
-            Err(format!("batch says {count} records but holds none"))
+            Err(BatchError::WrongCount { count, lines: 0 })
         };
     }
     if buf.last() != Some(&b'\n') {
-        return Err("batch does not end with a newline".into());
+        return Err(BatchError::NoFinalNewline);
     }
+    // One pass over the whole batch (vectorised in std) costs less than one per line.
+    let text = std::str::from_utf8(buf).map_err(|e| not_utf8(buf, &e))?;
     let mut offset = 0usize;
-    let mut seen = 0u32;
-    for line in buf[..buf.len() - 1].split(|b| *b == b'\n') {
+    let mut seen = 0u64;
+    for line in text[..text.len() - 1].split('\n') {
         seen += 1;
-        if let Err(e) = serde_json::from_slice::<AnyObject>(line) {
-            let preview = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
-            return Err(format!(
-                "record {seen} (byte {offset}) is not a JSON object: {e}; it starts {preview:?}"
-            ));
+        if line.len() > max_record_bytes {
+            return Err(BatchError::RecordTooLarge {
+                record: seen,
+                offset,
+                bytes: line.len(),
+                limit: max_record_bytes,
+            });
+        }
+        if let Err(e) = serde_json::from_str::<AnyObject>(line) {
+            let preview = &line[..line.floor_char_boundary(PREVIEW_BYTES)];
+            return Err(BatchError::NotAnObject {
+                record: seen,
+                offset,
+                detail: e.to_string(),
+                preview: preview.to_owned(),
+            });
         }
         offset += line.len() + 1;
     }
-    if seen != count {
-        return Err(format!("batch says {count} records but holds {seen} lines"));
+    if seen != u64::from(count) {
+        return Err(BatchError::WrongCount { count, lines: seen });
     }
     Ok(())
+}
+
+/// The record holding the first invalid byte of `buf`, named.
+fn not_utf8(buf: &[u8], e: &std::str::Utf8Error) -> BatchError {
+    let at = e.valid_up_to();
+    let before = &buf[..at];
+    let record = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    let offset = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let reason = if e.error_len().is_some() {
+        "invalid byte sequence"
+    } else {
+        "incomplete character"
+    };
+    BatchError::NotUtf8 {
+        record,
+        offset,
+        at,
+        reason,
+    }
 }
 
 /// Deserializes any JSON object without allocating for its contents.
@@ -117,6 +255,62 @@ mod tests {
     fn accepts_objects_and_counts() {
         assert!(validate_ndjson(b"{\"a\":1}\n{}\n", 2).is_ok());
         assert!(validate_ndjson(b"", 0).is_ok());
+    }
+
+    #[test]
+    fn names_a_record_that_is_not_utf8_by_line_and_offset() {
+        let buf = b"{\"a\":1}\n{\"id\":2,\"v\":\"\xff\xfe\"}\n{}\n";
+        let e = validate_records(buf, 3, 1 << 20).unwrap_err();
+        assert_eq!(
+            e,
+            BatchError::NotUtf8 {
+                record: 2,
+                offset: 8,
+                at: 21,
+                reason: "invalid byte sequence"
+            }
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("record 2 (line 2, byte 8)") && text.contains("UTF-8"),
+            "{text}"
+        );
+        // A character cut at the end of a record, and in the first record.
+        let e = validate_records(b"{\"v\":\"\xc3\"}\n", 1, 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BatchError::NotUtf8 {
+                    record: 1,
+                    offset: 0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Valid multi-byte text passes.
+        assert!(validate_records("{\"v\":\"é✓\"}\n".as_bytes(), 1, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_record_past_the_limit_naming_it() {
+        let buf = b"{\"a\":1}\n{\"a\":\"0123456789\"}\n";
+        assert!(validate_records(buf, 2, 18).is_ok());
+        let e = validate_records(buf, 2, 17).unwrap_err();
+        assert_eq!(
+            e,
+            BatchError::RecordTooLarge {
+                record: 2,
+                offset: 8,
+                bytes: 18,
+                limit: 17
+            }
+        );
+        assert!(e.to_string().contains("max_record_bytes"), "{e}");
+        assert!(matches!(
+            e.into_host_error("x"),
+            HostError::RecordTooLarge { record: 2, .. }
+        ));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use sluice_model::FailureKind;
 /// The outcome of a guest call that may return a connector error.
 pub(crate) type GuestResult<R> = wasmtime::Result<Result<R, wit::ConnectorError>>;
 
-/// Run `f` against `store` under the grant's limits, and name what went wrong.
+/// Run `f` against `store` under the grant's limits, and name what went wrong. Every
+/// text of the error is redacted and cut to `max_error_bytes` ([`HostError::sealed`]).
 ///
 /// After an `Err` other than [`HostError::Connector`], the store must not be
 /// entered again: the instance may have trapped mid-call.
@@ -29,7 +30,7 @@ where
     let limit = store.data().grant.limits.call_timeout;
     let outcome = tokio::time::timeout(limit, f(store)).await;
     store.data_mut().end_call();
-    classify(store, call, limit, outcome)
+    classify(store, call, limit, outcome).map_err(|e| e.sealed(&store.data().grant))
 }
 
 fn classify<R>(
@@ -64,7 +65,7 @@ fn classify<R>(
                 kind = FailureKind::RateLimited;
                 retry_after_ms = Some(wait.as_millis() as u64);
             }
-            let message = state.grant.redact(&e.message);
+            let message = e.message;
             if let Some(open) = state.hooks.breaker_open()
                 && kind == FailureKind::Transient
             {
@@ -99,20 +100,14 @@ fn classify<R>(
     }
     let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
     if let Some(message) = panic_message(&stderr) {
-        return Err(HostError::Panic {
-            call,
-            message: state.grant.redact(&message),
-        });
+        return Err(HostError::Panic { call, message });
     }
     let mut message = format!("{trap:#}");
     if !stderr.trim().is_empty() {
         message.push_str("; stderr: ");
         message.push_str(stderr.trim());
     }
-    Err(HostError::Trap {
-        call,
-        message: state.grant.redact(&message),
-    })
+    Err(HostError::Trap { call, message })
 }
 
 /// The panic message a Rust guest printed to stderr before aborting.

@@ -232,9 +232,12 @@ impl Connector {
             })
             .await?
         };
-        serde_json::from_str(&text).map_err(|e| HostError::MalformedOutput {
-            call,
-            reason: format!("spec is not JSON: {e}"),
+        serde_json::from_str(&text).map_err(|e| {
+            HostError::MalformedOutput {
+                call,
+                reason: format!("spec is not JSON: {e}"),
+            }
+            .sealed(&grant)
         })
     }
 
@@ -269,9 +272,12 @@ impl Connector {
                 concurrent: r.concurrent,
             })
             .collect();
-        validate_rules(&rules, "rate-limits").map_err(|e| HostError::MalformedOutput {
-            call,
-            reason: e.to_string(),
+        validate_rules(&rules, "rate-limits").map_err(|e| {
+            HostError::MalformedOutput {
+                call,
+                reason: e.to_string(),
+            }
+            .sealed(grant)
         })?;
         Ok(rules)
     }
@@ -309,7 +315,7 @@ impl Connector {
         .await?;
         streams
             .into_iter()
-            .map(|d| StreamDescriptor::from_wit(call, d))
+            .map(|d| StreamDescriptor::from_wit(call, d).map_err(|e| e.sealed(grant)))
             .collect()
     }
 

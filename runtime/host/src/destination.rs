@@ -4,7 +4,7 @@ use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use crate::HostError;
-use crate::batch::validate_ndjson;
+use crate::batch::validate_records;
 use crate::bindings::destination::DestinationConnector;
 use crate::call::guarded;
 use crate::state::State;
@@ -34,9 +34,16 @@ impl DestinationWriter {
     /// Write `count` records of NDJSON. Returns the records durably written so far.
     pub async fn write(&mut self, ndjson: &[u8], count: u32) -> Result<u64, HostError> {
         let call = "destination.writer.write";
-        validate_ndjson(ndjson, count).map_err(|reason| HostError::MalformedOutput {
-            call,
-            reason: format!("refusing to send: {reason}"),
+        let grant = &self.store.data().grant;
+        validate_records(ndjson, count, grant.limits.max_record_bytes).map_err(|e| {
+            let e = match e.into_host_error(call) {
+                HostError::MalformedOutput { call, reason } => HostError::MalformedOutput {
+                    call,
+                    reason: format!("refusing to send: {reason}"),
+                },
+                other => other,
+            };
+            e.sealed(grant)
         })?;
         let Self {
             store,

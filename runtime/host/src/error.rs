@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use sluice_model::FailureKind;
 
+use crate::limits::Grant;
+
 /// Everything that can go wrong when the host runs a connector.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -134,6 +136,34 @@ pub enum HostError {
         /// Record limit.
         max_records: u32,
     },
+    /// A checkpoint larger than the host accepts (`max_checkpoint_bytes`).
+    #[error(
+        "{call} returned a checkpoint of {bytes} bytes; the limit (max_checkpoint_bytes) is {limit} bytes"
+    )]
+    CheckpointTooLarge {
+        /// The call.
+        call: &'static str,
+        /// Bytes in the checkpoint.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A record (one NDJSON line) larger than the host accepts (`max_record_bytes`).
+    #[error(
+        "{call}: record {record} (line {record}, byte {offset} of the batch) is {bytes} bytes; the limit (max_record_bytes) is {limit} bytes"
+    )]
+    RecordTooLarge {
+        /// The call.
+        call: &'static str,
+        /// The record's line number in the batch, from 1.
+        record: u64,
+        /// Where the record starts in the batch.
+        offset: usize,
+        /// Bytes in the record, without its newline.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A reader or writer that failed before cannot be used again.
     #[error(
         "{call}: this reader or writer failed earlier and cannot be used again; open a new one"
@@ -157,9 +187,10 @@ impl HostError {
             HostError::Timeout { .. } | HostError::Internal(_) | HostError::BreakerOpen { .. } => {
                 FailureKind::Transient
             }
-            HostError::MalformedOutput { .. } | HostError::BatchTooLarge { .. } => {
-                FailureKind::Schema
-            }
+            HostError::MalformedOutput { .. }
+            | HostError::BatchTooLarge { .. }
+            | HostError::CheckpointTooLarge { .. }
+            | HostError::RecordTooLarge { .. } => FailureKind::Schema,
             HostError::Compile { .. }
             | HostError::NotAConnector { .. }
             | HostError::MissingExport { .. }
@@ -184,6 +215,80 @@ impl HostError {
             } => Some(Duration::from_millis(*ms)),
             HostError::BreakerOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
+        }
+    }
+}
+
+impl HostError {
+    /// The error with every text that came from the connector, or may hold what it
+    /// was given, redacted of `grant`'s secrets and cut to its `max_error_bytes`: what
+    /// every public call of the host returns.
+    pub(crate) fn sealed(self, grant: &Grant) -> Self {
+        let redactor = grant.redactor();
+        let max = grant.limits.max_error_bytes;
+        let seal = |text: String| {
+            if redactor.is_empty() && text.len() <= max {
+                text
+            } else {
+                redactor.seal(&text, max, "max_error_bytes")
+            }
+        };
+        match self {
+            HostError::Connector {
+                call,
+                kind,
+                retry_after_ms,
+                message,
+            } => HostError::Connector {
+                call,
+                kind,
+                retry_after_ms,
+                message: seal(message),
+            },
+            HostError::Compile { what, message } => HostError::Compile {
+                what: seal(what),
+                message: seal(message),
+            },
+            HostError::NotAConnector { digest, reason } => HostError::NotAConnector {
+                digest,
+                reason: seal(reason),
+            },
+            HostError::DisallowedHost { call, host } => HostError::DisallowedHost {
+                call,
+                host: seal(host),
+            },
+            HostError::BreakerOpen {
+                call,
+                host,
+                retry_after,
+                message,
+            } => HostError::BreakerOpen {
+                call,
+                host: seal(host),
+                retry_after,
+                message: seal(message),
+            },
+            HostError::Panic { call, message } => HostError::Panic {
+                call,
+                message: seal(message),
+            },
+            HostError::Trap { call, message } => HostError::Trap {
+                call,
+                message: seal(message),
+            },
+            HostError::MalformedOutput { call, reason } => HostError::MalformedOutput {
+                call,
+                reason: seal(reason),
+            },
+            HostError::Internal(message) => HostError::Internal(seal(message)),
+            other @ (HostError::MissingExport { .. }
+            | HostError::Timeout { .. }
+            | HostError::CpuLimit { .. }
+            | HostError::MemoryLimit { .. }
+            | HostError::BatchTooLarge { .. }
+            | HostError::CheckpointTooLarge { .. }
+            | HostError::RecordTooLarge { .. }
+            | HostError::Poisoned { .. }) => other,
         }
     }
 }

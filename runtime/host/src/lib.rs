@@ -22,12 +22,13 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+pub mod redact;
 mod shared;
 mod source;
 mod state;
 
 pub use activity::{Activity, LogLine, RequestRecord};
-pub use batch::{Batch, validate_ndjson};
+pub use batch::{Batch, BatchError, validate_ndjson, validate_records};
 pub use cache::{Provenance, digest};
 pub use connector::{Connector, StreamDescriptor, SyncMode};
 pub use destination::DestinationWriter;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice_limiter::{BreakerSettings, RateLimitRule, RateLimits};
 
 use crate::activity::Activity;
+use crate::redact::Redactor;
 
 /// Resource limits for one connector store (one attempt, or one reader/writer).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,6 +40,16 @@ pub struct Limits {
     pub http_total_timeout: Duration,
     /// Bytes of guest stderr kept (it carries panic messages).
     pub stderr_bytes: usize,
+    /// Largest checkpoint a source may return with a batch, in bytes. A larger one
+    /// fails the call: the store and the API carry checkpoints whole.
+    pub max_checkpoint_bytes: usize,
+    /// Largest message of an error the host reports for a connector (its own
+    /// errors, panics, traps), in bytes: longer ones are cut, after redaction, with a
+    /// marker naming this limit.
+    pub max_error_bytes: usize,
+    /// Largest record (one NDJSON line) a source may return or a destination be
+    /// given, in bytes.
+    pub max_record_bytes: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +65,9 @@ impl Default for Limits {
             http_request_timeout: Duration::from_secs(120),
             http_total_timeout: Duration::from_secs(300),
             stderr_bytes: 64 << 10,
+            max_checkpoint_bytes: 64 << 10,
+            max_error_bytes: 4 << 10,
+            max_record_bytes: 4 << 20,
         }
     }
 }
@@ -142,13 +156,22 @@ impl Grant {
         })
     }
 
-    /// `text` with every secret replaced by `***`.
+    /// `text` with every secret replaced by `***`: as it is, encoded (URL, JSON,
+    /// base64) and cut short (see [`crate::redact`]).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in self.secrets.iter().filter(|s| s.len() >= 3) {
-            out = out.replace(secret.as_str(), "***");
-        }
-        out
+        self.redactor().redact(text)
+    }
+
+    /// `text` redacted, then cut to `max_error_bytes` with a marker if longer: every
+    /// message the host reports for the connector.
+    pub fn seal(&self, text: &str) -> String {
+        self.redactor()
+            .seal(text, self.limits.max_error_bytes, "max_error_bytes")
+    }
+
+    /// The redactor of the grant's secrets.
+    pub(crate) fn redactor(&self) -> Redactor {
+        Redactor::new(&self.secrets)
     }
 }
 

@@ -47,10 +47,12 @@ impl SourceReader {
                 .await
         })
         .await;
-        let limits = &self.store.data().grant.limits;
+        let grant = &self.store.data().grant;
         let result = result.and_then(|batch| {
             batch
-                .map(|b| Batch::accept(call, b, limits, max_records))
+                .map(|b| {
+                    Batch::accept(call, b, &grant.limits, max_records).map_err(|e| e.sealed(grant))
+                })
                 .transpose()
         });
         if let Err(e) = &result
