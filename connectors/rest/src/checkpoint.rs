@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use sluice_sdk::{Error, Result};
 
 /// A value of a stream's cursor field. Strings (ISO timestamps) compare as text,
@@ -27,13 +28,15 @@ impl Cursor {
         }
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    /// The cursor as JSON text. A number is written as it was read, never through
+    /// `f64`: a cursor past 2^64, or one `f64` parses a bit off, must come back from
+    /// a checkpoint as the same value.
+    fn to_raw(&self) -> Option<Box<RawValue>> {
         match self {
-            Cursor::Text(s) => serde_json::Value::String(s.clone()),
-            Cursor::Number(n) => n
-                .parse::<serde_json::Number>()
-                .map(serde_json::Value::Number)
-                .unwrap_or_else(|_| serde_json::Value::String(n.clone())),
+            Cursor::Text(s) => serde_json::value::to_raw_value(s).ok(),
+            Cursor::Number(n) => RawValue::from_string(n.clone())
+                .or_else(|_| serde_json::value::to_raw_value(n))
+                .ok(),
         }
     }
 
@@ -148,14 +151,14 @@ struct Wire {
     #[serde(default)]
     skip: u64,
     #[serde(default)]
-    cursor: Option<serde_json::Value>,
+    cursor: Option<Box<RawValue>>,
 }
 
 #[derive(Serialize)]
 struct WireOut<'a> {
     url: Option<&'a str>,
     skip: u64,
-    cursor: Option<serde_json::Value>,
+    cursor: Option<Box<RawValue>>,
 }
 
 /// Makes an `Option` field required (it may be null, not absent), so that `{}` is
@@ -176,13 +179,17 @@ impl Checkpoint {
             ))
         };
         let wire: Wire = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let cursor = match wire.cursor {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(Cursor::Text(s)),
-            Some(serde_json::Value::Number(n)) => Some(Cursor::Number(n.to_string())),
-            Some(other) => {
-                return Err(invalid(format!("cursor {other} is not a string or number")));
-            }
+        let cursor = match wire.cursor.as_deref().map(RawValue::get) {
+            None => None,
+            Some(raw) => match raw.as_bytes().first() {
+                Some(b'"') => Some(Cursor::Text(
+                    serde_json::from_str(raw).map_err(|e| invalid(e.to_string()))?,
+                )),
+                Some(b'-' | b'0'..=b'9') => Some(Cursor::Number(raw.to_owned())),
+                _ => {
+                    return Err(invalid(format!("cursor {raw} is not a string or number")));
+                }
+            },
         };
         Ok(Self {
             url: wire.url,
@@ -196,7 +203,7 @@ impl Checkpoint {
         let wire = WireOut {
             url: self.url.as_deref(),
             skip: self.skip,
-            cursor: self.cursor.as_ref().map(Cursor::to_json),
+            cursor: self.cursor.as_ref().and_then(Cursor::to_raw),
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
@@ -221,6 +228,25 @@ mod tests {
         };
         assert_eq!(done.to_json(), r#"{"url":null,"skip":0,"cursor":42}"#);
         assert_eq!(Checkpoint::parse(&done.to_json()).unwrap(), done);
+    }
+
+    #[test]
+    fn a_number_cursor_keeps_its_exact_text() {
+        // Found by fuzzing (target `rest_checkpoint`): a number cursor went through
+        // `f64`, so one past 2^64 came back from each checkpoint as another number.
+        for n in [
+            "117777771111111777770",
+            "1e5",
+            "-0.5",
+            "12345678901234567890123",
+            "1e400",
+        ] {
+            let text = format!(r#"{{"url":null,"skip":0,"cursor":{n}}}"#);
+            let cp = Checkpoint::parse(&text).unwrap();
+            assert_eq!(cp.cursor, Some(Cursor::Number(n.into())), "{n}");
+            assert_eq!(cp.to_json(), text);
+            assert_eq!(Checkpoint::parse(&cp.to_json()).unwrap(), cp);
+        }
     }
 
     #[test]
