@@ -46,7 +46,7 @@ pub(crate) fn wire_event(run: RunId, seq: u64, at_unix_ms: i64, kind: &EventKind
 }
 
 /// A stored event of `run` as a domain event.
-pub(crate) fn event_from_wire(run: RunId, event: v1::RunEvent) -> Result<RunEvent, FoldError> {
+pub fn event_from_wire(run: RunId, event: v1::RunEvent) -> Result<RunEvent, FoldError> {
     let seq = event.seq;
     if event.run_id.as_slice() != run.0.as_slice() {
         return Err(FoldError::WrongRun { seq });
@@ -263,7 +263,7 @@ pub(crate) fn summary_to_wire(s: &RunSummary) -> v1::StoredRunSummary {
 
 /// A stored summary record of `run_id`, or `None` if its status is unknown to this
 /// version.
-pub(crate) fn summary_from_wire(run_id: RunId, s: v1::StoredRunSummary) -> Option<RunSummary> {
+pub fn summary_from_wire(run_id: RunId, s: v1::StoredRunSummary) -> Option<RunSummary> {
     Some(RunSummary {
         run_id,
         status: status_from_wire(s.status)?,
