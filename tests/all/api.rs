@@ -216,6 +216,7 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
     let listed = connections
         .list_connections(pb::ListConnectionsRequest {
             tenant: "acme".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -225,6 +226,7 @@ async fn a_client_defines_triggers_watches_and_reads_what_a_run_synced() {
     let other = connections
         .list_connections(pb::ListConnectionsRequest {
             tenant: "globex".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -824,7 +826,7 @@ async fn connectors_are_registered_inspected_and_removed_only_when_unused() {
     let mut connectors = ConnectorsClient::new(ch.clone());
 
     let listed = connectors
-        .list_connectors(pb::ListConnectorsRequest {})
+        .list_connectors(pb::ListConnectorsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -919,7 +921,7 @@ async fn connectors_are_registered_inspected_and_removed_only_when_unused() {
         assert!(e.message().contains(says), "{name}: {}", e.message());
     }
     let registered: Vec<(String, Vec<String>)> = connectors
-        .list_connectors(pb::ListConnectorsRequest {})
+        .list_connectors(pb::ListConnectorsRequest::default())
         .await
         .unwrap()
         .into_inner()
