@@ -843,6 +843,26 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         Code::PermissionDenied,
     );
 
+    covered.mark("Workflows/DeleteWorkflow");
+    denied(
+        "delete b's workflow",
+        workflows.delete_workflow(req(wf("wf-b"), a)).await,
+        Code::NotFound,
+    );
+    workflows
+        .put_workflow(req(
+            pb::PutWorkflowRequest {
+                definition_json: workflow("wf-a-spare", "conn-a"),
+            },
+            a,
+        ))
+        .await
+        .unwrap();
+    workflows
+        .delete_workflow(req(wf("wf-a-spare"), a))
+        .await
+        .unwrap();
+
     // Every method of the API was called above; a new one needs a case here.
     let covered = covered.0.into_inner().unwrap();
     assert_eq!(covered, api_methods(), "methods without a tenant case");
