@@ -1,7 +1,7 @@
 //! Batches of records received from a source, and the checks that make malformed
 //! output fail the call instead of reaching the hub.
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::HostError;
 use crate::bindings::wit;
@@ -184,7 +184,14 @@ pub fn validate_records(buf: &[u8], count: u32, max_record_bytes: usize) -> Resu
                 limit: max_record_bytes,
             });
         }
-        if let Err(e) = serde_json::from_str::<AnyObject>(line) {
+        // Only an escape can spell what is not text (a lone surrogate, `\ud800`): a
+        // line with `\u` in it has its strings decoded; others are only scanned.
+        let parsed = if line.contains("\\u") {
+            serde_json::from_str::<StrictObject>(line).map(|_| ())
+        } else {
+            serde_json::from_str::<AnyObject>(line).map(|_| ())
+        };
+        if let Err(e) = parsed {
             let preview = &line[..line.floor_char_boundary(PREVIEW_BYTES)];
             return Err(BatchError::NotAnObject {
                 record: seen,
@@ -244,6 +251,69 @@ impl<'de> Visitor<'de> for AnyObjectVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(AnyObject)
+    }
+}
+
+/// Deserializes any JSON object, decoding every string (keys too), so that an escape
+/// that is not text (a lone surrogate) is refused.
+struct StrictObject;
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(StrictVisitor).map(|_| StrictObject)
+    }
+}
+
+/// Any JSON value, every string of it decoded and dropped.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON whose strings are text")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
     }
 }
 
@@ -311,6 +381,28 @@ mod tests {
             e.into_host_error("x"),
             HostError::RecordTooLarge { record: 2, .. }
         ));
+    }
+
+    #[test]
+    fn refuses_an_escape_that_is_not_text() {
+        let e = validate_records(b"{}\n{\"v\":\"\\ud800\"}\n", 2, 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                BatchError::NotAnObject {
+                    record: 2,
+                    offset: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // In a key too, and deep inside.
+        assert!(validate_records(b"{\"\\udc00\":1}\n", 1, 1 << 20).is_err());
+        assert!(validate_records(b"{\"a\":[{\"b\":\"\\ud800x\"}]}\n", 1, 1 << 20).is_err());
+        // Escapes that are text pass: a pair, and others.
+        let ok = b"{\"v\":\"\\ud83d\\ude00 \\u00e9 \\n\",\"n\":[1,-2,3.5,null,true]}\n";
+        assert!(validate_records(ok, 1, 1 << 20).is_ok());
     }
 
     #[test]
