@@ -16,6 +16,7 @@ mod api_tenants;
 mod connector_contract;
 mod engine;
 mod hostile;
+mod hostile_egress;
 mod rate_limits;
 mod rest_connector;
 mod schedules;

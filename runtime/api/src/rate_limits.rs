@@ -106,6 +106,7 @@ impl RateLimits for RateLimitsApi {
             .into_iter()
             .filter(|b| seen.as_ref().is_none_or(|s| s.host(&b.host)))
             .map(|b| Breaker {
+                credential: b.credential,
                 host: b.host,
                 state: b.state.to_owned(),
                 failures: b.failures,

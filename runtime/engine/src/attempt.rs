@@ -128,6 +128,8 @@ impl Attempt<'_> {
         let config = self.connection.effective_config().to_string();
         let mut grant = Grant {
             allowed_hosts: self.connection.allowed_hosts.clone(),
+            allowed_networks: self.connection.networks(),
+            pinned_names: Vec::new(),
             secrets: self.connection.secret_values(),
             limits: self.connection.limits.clone(),
             activity: self.activities.part(None),

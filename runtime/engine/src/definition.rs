@@ -42,6 +42,13 @@ pub struct ConnectionDef {
     /// `*.example.com`.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Networks the connector may reach although their addresses are refused by
+    /// default at connect time (loopback, private, link-local, unique-local, ...):
+    /// CIDRs such as `10.0.0.0/8` or single addresses. A host in `allowed_hosts`
+    /// that is a literal IP or `localhost` needs none; a name resolving to such an
+    /// address does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<String>,
     /// Resource limits of the connector's sandbox.
     #[serde(default)]
     pub limits: Limits,
@@ -229,7 +236,20 @@ impl ConnectionDef {
         self.rate_limits
             .validate()
             .map_err(|e| DefinitionError::new(format!("{at}rate_limits.{}", e.field), e.message))?;
+        for (i, network) in self.allowed_networks.iter().enumerate() {
+            sluice_host::parse_network(network)
+                .map_err(|m| DefinitionError::new(format!("{at}allowed_networks[{i}]"), m))?;
+        }
         Ok(())
+    }
+
+    /// The networks of `allowed_networks`, parsed (a definition that passed
+    /// [`validate`](Self::validate) has no other).
+    pub fn networks(&self) -> Vec<sluice_host::IpNet> {
+        self.allowed_networks
+            .iter()
+            .filter_map(|n| sluice_host::parse_network(n).ok())
+            .collect()
     }
 
     /// Whose budget this connection's requests draw on: the credential it names
@@ -446,6 +466,15 @@ mod tests {
             serde_json::json!({"auth":{"type":"bearer","token":"s3cret"},"base_url":"u"})
         );
         assert_eq!(c.secret_values(), vec!["s3cret".to_string()]);
+    }
+
+    #[test]
+    fn allowed_networks_are_cidrs_named_by_field() {
+        let text = r#"{"connections":[{"name":"c","connector":"rest",
+            "allowed_networks":["127.0.0.0/8","fd00::/8","example.com"]}]}"#;
+        let e = Definitions::from_json(text).unwrap_err();
+        assert_eq!(e.field, "connections[0].allowed_networks[2]");
+        assert!(e.message.contains("not a network"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ impl Engine {
     ) -> Result<Arc<Grant>, Failure> {
         let mut grant = Grant {
             allowed_hosts: connection.allowed_hosts.clone(),
+            allowed_networks: connection.networks(),
+            pinned_names: Vec::new(),
             secrets: connection.secret_values(),
             limits: connection.limits.clone(),
             activity: Arc::new(Activity::with_capacity(ACTIVITY_CAPACITY)),

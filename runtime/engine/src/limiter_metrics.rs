@@ -24,6 +24,7 @@ struct KeyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     host: String,
+    credential: String,
 }
 
 /// Encodes the limiter's state on each scrape.
@@ -131,6 +132,7 @@ impl Collector for LimiterCollector {
                 (
                     HostLabels {
                         host: b.host.clone(),
+                        credential: b.credential.clone(),
                     },
                     ConstGauge::new(i64::from(b.state != "closed")),
                 )
@@ -149,6 +151,7 @@ impl Collector for LimiterCollector {
                 (
                     HostLabels {
                         host: b.host.clone(),
+                        credential: b.credential.clone(),
                     },
                     ConstCounter::new(b.opened),
                 )

@@ -48,13 +48,25 @@ fn classify<R>(
                 limit: timeout,
             });
         }
-        Ok(Ok(Ok(value))) => return Ok(value),
+        Ok(Ok(Ok(value))) => {
+            // A refused request fails the call even when the connector made
+            // light of it: the refusal names a limit or rule it broke.
+            if let Some(refusal) = state.hooks.refused() {
+                return Err(HostError::EgressRefused { call, refusal });
+            }
+            return Ok(value);
+        }
         Ok(Ok(Err(e))) => {
             if let Some(host) = state.hooks.denied.first() {
                 return Err(HostError::DisallowedHost {
                     call,
                     host: host.clone(),
                 });
+            }
+            // Whatever the connector made of a refused request, the refusal says
+            // what to change.
+            if let Some(refusal) = state.hooks.refused() {
+                return Err(HostError::EgressRefused { call, refusal });
             }
             let (mut kind, mut retry_after_ms) = kind_of(&e.kind);
             // A request of this call was handed back rate limited: whatever the
@@ -85,6 +97,9 @@ fn classify<R>(
         }
         Ok(Err(trap)) => trap,
     };
+    if let Some(refusal) = crate::egress::refusal_of_trap(&trap, limits) {
+        return Err(HostError::EgressRefused { call, refusal });
+    }
     if let Some(requested) = state.violations.memory_requested {
         return Err(HostError::MemoryLimit {
             call,

@@ -83,6 +83,16 @@ pub enum HostError {
         /// The host it tried to reach.
         host: String,
     },
+    /// The host refused an HTTP request of the call: a limit of the sandbox's HTTP
+    /// (`max_request_bytes`, `max_header_bytes`, `max_concurrent_requests`), an
+    /// address denied at connect time, or a URL with user info.
+    #[error("{call}: the host refused an HTTP request: {refusal}")]
+    EgressRefused {
+        /// The call.
+        call: &'static str,
+        /// What was refused and by which limit or rule.
+        refusal: crate::egress::EgressRefusal,
+    },
     /// A request of the call failed at once because its host's circuit breaker is
     /// open after repeated failures; the connector's own error follows.
     #[error("{call}: {message} (the circuit breaker for {host} is open; it lets a probe through in {} ms)", retry_after.as_millis())]
@@ -195,6 +205,8 @@ impl HostError {
             | HostError::NotAConnector { .. }
             | HostError::MissingExport { .. }
             | HostError::DisallowedHost { .. } => FailureKind::Config,
+            HostError::EgressRefused { refusal, .. } if refusal.is_config() => FailureKind::Config,
+            HostError::EgressRefused { .. } => FailureKind::Sandbox,
             HostError::CpuLimit { .. }
             | HostError::MemoryLimit { .. }
             | HostError::Panic { .. }
@@ -282,6 +294,7 @@ impl HostError {
             },
             HostError::Internal(message) => HostError::Internal(seal(message)),
             other @ (HostError::MissingExport { .. }
+            | HostError::EgressRefused { .. }
             | HostError::Timeout { .. }
             | HostError::CpuLimit { .. }
             | HostError::MemoryLimit { .. }

@@ -28,6 +28,17 @@ pub struct Limits {
     pub max_batch_records: u32,
     /// Largest HTTP response body a connector may receive, in bytes.
     pub max_response_bytes: usize,
+    /// Largest HTTP request body a connector may send, in bytes: the host reads a
+    /// body as it streams in and refuses it once it passes this.
+    pub max_request_bytes: usize,
+    /// Bytes of header fields one HTTP request may carry (names and values), and
+    /// the most one `wasi:http` fields resource may hold as the connector builds it.
+    pub max_header_bytes: usize,
+    /// HTTP requests one store may have in flight at once; an answer counts until
+    /// the connector drops its body. One more fails at once. With
+    /// `max_response_bytes` and `max_request_bytes` this bounds a store's HTTP
+    /// buffers.
+    pub max_concurrent_requests: usize,
     /// Time to open one outbound TCP connection.
     #[serde(with = "millis")]
     pub http_connect_timeout: Duration,
@@ -61,6 +72,9 @@ impl Default for Limits {
             max_batch_bytes: 32 << 20,
             max_batch_records: 100_000,
             max_response_bytes: 64 << 20,
+            max_request_bytes: 16 << 20,
+            max_header_bytes: 64 << 10,
+            max_concurrent_requests: 8,
             http_connect_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(120),
             http_total_timeout: Duration::from_secs(300),
@@ -77,7 +91,18 @@ impl Default for Limits {
 pub struct Grant {
     /// Hosts the connector may reach over HTTP: `api.example.com`, `127.0.0.1:8080`
     /// (that port only) or `*.example.com` (any subdomain). Empty: no HTTP at all.
+    /// An entry that is a literal IP or `localhost` also grants that address
+    /// whatever its class (see [`crate::dial`]); a name never does.
     pub allowed_hosts: Vec<String>,
+    /// Networks the connector may reach although their addresses are denied by
+    /// default (loopback, private, link-local, ...): the connection's
+    /// `allowed_networks`, e.g. `10.0.0.0/8`.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Names resolved to these addresses instead of by DNS, as curl's `--resolve`
+    /// does; the addresses are checked like any resolved address. Set by the
+    /// embedding program (tests, a pinned API address), never from a connection's
+    /// JSON.
+    pub pinned_names: Vec<(String, Vec<std::net::IpAddr>)>,
     /// Secret values to redact from request logs and connector logs.
     pub secrets: Vec<String>,
     /// Resource limits.

@@ -53,7 +53,7 @@ impl State {
         Self {
             wasi,
             table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            http: crate::egress::http_ctx(&grant.limits),
             hooks: EgressHooks::new(egress, grant.clone()),
             limiter: MemoryCap {
                 cap: grant.limits.memory_bytes,

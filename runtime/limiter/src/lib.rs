@@ -5,8 +5,9 @@
 //! credential share one budget, and higher-priority runs get it first. A key's
 //! budget combines what is declared (a [`RateLimitRule`]: requests per interval,
 //! requests in flight) with what the API says ([`Signals`]: `Retry-After`,
-//! remaining/reset headers), and pauses after a throttle. Each host has a circuit
-//! breaker. The nodes of a cluster share each key's declared budget through a
+//! remaining/reset headers), and pauses after a throttle. Each credential has a
+//! circuit breaker per host ([`Destination`]: the normalised host and port rules
+//! and keys are matched by). The nodes of a cluster share each key's declared budget through a
 //! [`BudgetSource`] ([`Limiter::share`]): a node sends only within the slots it
 //! holds there, and pauses learned on one node reach the others.
 //!
@@ -15,12 +16,14 @@
 
 mod breaker;
 mod budget;
+mod destination;
 mod limiter;
 mod rules;
 mod shared;
 mod signals;
 
 pub use breaker::BreakerState;
+pub use destination::Destination;
 pub use limiter::{
     BreakerOpen, BreakerView, HostPass, Key, KeyStats, KeyView, Limiter, Permit, Saturated,
 };

@@ -1,5 +1,6 @@
-//! The node's one limiter: a budget per key, shared by every run, and the breaker
-//! of every host. Requests wait for their key in priority order, then arrival.
+//! The node's one limiter: a budget per key, shared by every run, and a breaker
+//! per credential and host (one tenant's failures or breaker settings never open
+//! the breaker of another credential). Requests wait for their key in priority order, then arrival.
 //!
 //! Owns waiting and waking, and, when the node shares its budgets with a cluster,
 //! each active key's sync task; the rules of a budget live in
@@ -44,10 +45,12 @@ pub struct Saturated {
     pub retry_after: Duration,
 }
 
-/// A host's breaker is open: the request fails at once.
+/// A host's breaker (for one credential) is open: the request fails at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("circuit breaker for {host} is open after repeated failures{}", until_text(.retry_after))]
 pub struct BreakerOpen {
+    /// The credential whose breaker it is.
+    pub credential: String,
     /// The host.
     pub host: String,
     /// When a probe may go, if known (unknown while another request probes).
@@ -98,9 +101,11 @@ pub struct KeyView {
     pub held: Option<u32>,
 }
 
-/// One host's breaker, for the CLI, the API and metrics.
+/// One credential's breaker of one host, for the CLI, the API and metrics.
 #[derive(Debug, Clone)]
 pub struct BreakerView {
+    /// The credential whose requests it counts.
+    pub credential: String,
     /// The host (`host[:port]`).
     pub host: String,
     /// `closed`, `open` or `probing`.
@@ -327,7 +332,7 @@ impl Drop for WaiterGuard<'_> {
 /// unreported counts as neither success nor failure.
 pub struct HostPass {
     limiter: Arc<Limiter>,
-    host: String,
+    key: BreakerKey,
     pass: Pass,
     settings: BreakerSettings,
     reported: bool,
@@ -339,11 +344,11 @@ impl HostPass {
     pub fn report(mut self, failed: bool) {
         self.reported = true;
         let mut breakers = self.limiter.breakers();
-        if let Some(b) = breakers.get_mut(&self.host) {
+        if let Some(b) = breakers.get_mut(&self.key) {
             let was_open = b.opened;
             b.report(self.pass, failed, &self.settings, Instant::now());
             if b.opened > was_open {
-                tracing::warn!(host = %self.host, cool_down_ms = self.settings.cool_down_ms,
+                tracing::warn!(host = %self.key.1, credential = %self.key.0, cool_down_ms = self.settings.cool_down_ms,
                     "circuit breaker opened after repeated failures");
             }
         }
@@ -353,7 +358,7 @@ impl HostPass {
 impl Drop for HostPass {
     fn drop(&mut self) {
         if !self.reported
-            && let Some(b) = self.limiter.breakers().get_mut(&self.host)
+            && let Some(b) = self.limiter.breakers().get_mut(&self.key)
         {
             b.abandon(self.pass, &self.settings, Instant::now());
         }
@@ -366,11 +371,14 @@ struct Sharing {
     settings: ShareSettings,
 }
 
+/// A breaker's key: (credential, host).
+type BreakerKey = (String, String);
+
 /// Budgets and breakers for every connector request on the node.
 #[derive(Default)]
 pub struct Limiter {
     keys: Mutex<HashMap<Key, Arc<Cell>>>,
-    breakers: Mutex<HashMap<String, Breaker>>,
+    breakers: Mutex<HashMap<BreakerKey, Breaker>>,
     arrivals: AtomicU64,
     sharing: OnceLock<Sharing>,
 }
@@ -387,7 +395,7 @@ impl Limiter {
         Arc::new(Self::default())
     }
 
-    fn breakers(&self) -> MutexGuard<'_, HashMap<String, Breaker>> {
+    fn breakers(&self) -> MutexGuard<'_, HashMap<BreakerKey, Breaker>> {
         self.breakers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -550,25 +558,30 @@ impl Limiter {
         }
     }
 
-    /// Let a request to `host` through its breaker, or fail it at once.
+    /// Let a request of `credential` to `host` through their breaker, or fail it
+    /// at once. Each credential has its own breaker of a host: its settings and
+    /// its failures concern its own requests only.
     pub fn pass(
         self: &Arc<Self>,
+        credential: &str,
         host: &str,
         settings: &BreakerSettings,
     ) -> Result<HostPass, BreakerOpen> {
         let now = Instant::now();
+        let key = (credential.to_owned(), host.to_owned());
         let mut breakers = self.breakers();
-        let breaker = breakers.entry(host.to_owned()).or_insert_with(Breaker::new);
+        let breaker = breakers.entry(key.clone()).or_insert_with(Breaker::new);
         match breaker.pass(now) {
             Ok(pass) => Ok(HostPass {
                 limiter: self.clone(),
-                host: host.to_owned(),
+                key,
                 pass,
                 settings: settings.clone(),
                 reported: false,
             }),
             Err(until) => Err(BreakerOpen {
-                host: host.to_owned(),
+                credential: key.0,
+                host: key.1,
                 retry_after: until.map(|u| u.saturating_duration_since(now)),
             }),
         }
@@ -608,13 +621,13 @@ impl Limiter {
         views
     }
 
-    /// Every host's breaker, ordered by host.
+    /// Every breaker, ordered by host, then credential.
     pub fn breaker_views(&self) -> Vec<BreakerView> {
         let now = Instant::now();
         let mut views: Vec<BreakerView> = self
             .breakers()
             .iter()
-            .map(|(host, b)| {
+            .map(|((credential, host), b)| {
                 let (state, failures, open_for) = match b.state {
                     BreakerState::Closed { failures } => ("closed", failures, None),
                     BreakerState::Open { until } if until > now => ("open", 0, Some(until - now)),
@@ -622,6 +635,7 @@ impl Limiter {
                     BreakerState::Probing => ("probing", 0, None),
                 };
                 BreakerView {
+                    credential: credential.clone(),
                     host: host.clone(),
                     state,
                     failures,
@@ -630,7 +644,7 @@ impl Limiter {
                 }
             })
             .collect();
-        views.sort_by(|a, b| a.host.cmp(&b.host));
+        views.sort_by(|a, b| (&a.host, &a.credential).cmp(&(&b.host, &b.credential)));
         views
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::destination::Destination;
+
 /// A mistake in rate-limit settings, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -94,21 +96,24 @@ impl RateLimitRule {
         Ok(())
     }
 
-    /// How well this rule matches a request to `authority` (`host` or `host:port`)
-    /// and `path`: `None` if it does not, otherwise higher for more specific rules.
-    pub fn specificity(&self, authority: &str, path: &str) -> Option<usize> {
+    /// How well this rule matches a request to `destination` and `path`: `None`
+    /// if it does not, otherwise higher for more specific rules. Ports compare as
+    /// numbers and a rule without a port matches every port, so neither the way a
+    /// URL spells its authority nor a default port left out changes the rule.
+    pub fn specificity(&self, destination: &Destination, path: &str) -> Option<usize> {
         let pattern = self.endpoint.trim().trim_end_matches('*');
         let (host_pattern, prefix) = match pattern.find('/') {
             Some(i) => (&pattern[..i], &pattern[i..]),
             None => (pattern, ""),
         };
-        let authority = authority.to_ascii_lowercase();
         let host_pattern = host_pattern.to_ascii_lowercase();
-        let (host, port) = split_port(&authority);
         let (pattern_host, pattern_port) = split_port(&host_pattern);
-        if pattern_port.is_some() && pattern_port != port {
-            return None;
+        let pattern_host = pattern_host.strip_suffix('.').unwrap_or(pattern_host);
+        match pattern_port {
+            Some(p) if p.parse::<u16>().ok() != Some(destination.port()) => return None,
+            _ => {}
         }
+        let host = destination.host();
         let exact = match pattern_host.strip_prefix("*.") {
             Some(suffix) => {
                 if !host.ends_with(suffix) || !host[..host.len() - suffix.len()].ends_with('.') {
@@ -252,12 +257,12 @@ pub fn validate_rules(rules: &[RateLimitRule], at: &str) -> Result<(), RuleError
 /// The most specific of `rules` matching a request, if any.
 pub fn matching<'r>(
     rules: &'r [RateLimitRule],
-    authority: &str,
+    destination: &Destination,
     path: &str,
 ) -> Option<&'r RateLimitRule> {
     rules
         .iter()
-        .filter_map(|r| r.specificity(authority, path).map(|s| (s, r)))
+        .filter_map(|r| r.specificity(destination, path).map(|s| (s, r)))
         .max_by_key(|(s, _)| *s)
         .map(|(_, r)| r)
 }
@@ -283,7 +288,14 @@ mod tests {
             rule("api.example.com/v2/search*"),
             rule("127.0.0.1:8080"),
         ];
-        let m = |a: &str, p: &str| matching(&rules, a, p).map(|r| r.endpoint.as_str());
+        let m = |a: &str, p: &str| {
+            let (host, port) = match a.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().unwrap()),
+                None => (a, 443),
+            };
+            let d = Destination::new(host, port, 443);
+            matching(&rules, &d, p).map(|r| r.endpoint.as_str())
+        };
         assert_eq!(
             m("api.example.com", "/v2/search?q=1"),
             Some("api.example.com/v2/search*")
@@ -294,6 +306,17 @@ mod tests {
         assert_eq!(m("badexample.com", "/"), None);
         assert_eq!(m("127.0.0.1:8080", "/x"), Some("127.0.0.1:8080"));
         assert_eq!(m("127.0.0.1:8081", "/x"), None);
+        assert_eq!(m("127.0.0.1:08080", "/x"), Some("127.0.0.1:8080"), "ports are numbers");
+        assert_eq!(m("api.example.com.", "/v2/users"), Some("api.example.com"));
+    }
+
+    #[test]
+    fn a_rule_with_the_default_port_matches_a_url_without_one() {
+        let rules = [rule("api.example.com:443")];
+        let d = Destination::new("api.example.com", 443, 443);
+        assert!(matching(&rules, &d, "/").is_some());
+        let d = Destination::new("api.example.com", 8443, 443);
+        assert!(matching(&rules, &d, "/").is_none());
     }
 
     #[test]

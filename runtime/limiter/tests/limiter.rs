@@ -229,29 +229,33 @@ async fn a_breaker_fails_fast_while_open_and_recovers_through_one_probe() {
     };
     for _ in 0..2 {
         limiter
-            .pass("api.example.com", &settings)
+            .pass("a", "api.example.com", &settings)
             .unwrap()
             .report(true);
     }
-    let open = limiter.pass("api.example.com", &settings).err().unwrap();
+    let open = limiter.pass("a", "api.example.com", &settings).err().unwrap();
     assert_eq!(open.retry_after, Some(Duration::from_millis(500)));
     assert!(open.to_string().contains("api.example.com"), "{open}");
     assert!(
-        limiter.pass("other.example.com", &settings).is_ok(),
+        limiter.pass("a", "other.example.com", &settings).is_ok(),
         "per host"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let probe = limiter.pass("api.example.com", &settings).unwrap();
     assert!(
-        limiter.pass("api.example.com", &settings).is_err(),
+        limiter.pass("b", "api.example.com", &settings).is_ok(),
+        "per credential"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = limiter.pass("a", "api.example.com", &settings).unwrap();
+    assert!(
+        limiter.pass("a", "api.example.com", &settings).is_err(),
         "one probe at a time"
     );
     probe.report(false);
-    assert!(limiter.pass("api.example.com", &settings).is_ok());
+    assert!(limiter.pass("a", "api.example.com", &settings).is_ok());
     let view = &limiter.breaker_views()[0];
     assert_eq!(
-        (view.host.as_str(), view.state, view.opened),
-        ("api.example.com", "closed", 1)
+        (view.credential.as_str(), view.host.as_str(), view.state, view.opened),
+        ("a", "api.example.com", "closed", 1)
     );
 }
 

@@ -18,7 +18,14 @@
 //! | `sleep` | blocks `millis` ms on a `wasi:clocks` pollable, then one record |
 //! | `error_kind` | an error of kind `kind` |
 //!
+//! | `get` | sends `GET url` over raw `wasi:http`, its authority as written, and returns one record with the status or error |
+//! | `big_body` | POSTs `bytes` bytes (default 64 MiB) to `url`, streamed without a declared length |
+//! | `big_headers` | GETs `url` with `count` header fields (default 16,000) of `field_bytes` bytes (default 120 KB) |
+//! | `concurrent_requests` | sends `count` GETs of `url` (default 20) before reading any answer |
+//!
 //! An unknown mode is an error of kind `config` from `open`.
+
+mod egress;
 
 use std::hint::black_box;
 
@@ -65,6 +72,12 @@ pub struct Config {
     /// `transient`, `permanent` or `schema`.
     #[serde(default)]
     pub kind: Option<String>,
+    /// Header fields of `big_headers`; requests of `concurrent_requests`.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Bytes of each `big_headers` field value.
+    #[serde(default)]
+    pub field_bytes: Option<u64>,
 }
 
 /// The misbehaviour a reader carries out, with its parameters.
@@ -81,10 +94,14 @@ enum Mode {
     OversizedBatch(u64),
     Sleep(u64),
     ErrorKind(ErrorKind),
+    Egress(egress::Misbehaviour),
 }
 
 impl Mode {
     fn from_config(config: Config) -> Result<Self> {
+        if let Some(egress) = egress::Misbehaviour::from_config(&config.mode, &config)? {
+            return Ok(Mode::Egress(egress));
+        }
         Ok(match config.mode.as_str() {
             "ok" => Mode::Ok,
             "infinite_loop" => Mode::InfiniteLoop,
@@ -133,6 +150,8 @@ impl Source for Hostile {
             "properties": {
                 "mode": {"type": "string"},
                 "url": {"type": "string"},
+                "count": {"type": "integer", "minimum": 0},
+                "field_bytes": {"type": "integer", "minimum": 0},
                 "bytes": {"type": "integer", "minimum": 0},
                 "millis": {"type": "integer", "minimum": 0},
                 "kind": {
@@ -215,6 +234,7 @@ impl StreamReader for HostileReader {
         }
         self.done = true;
         let batch = match &self.mode {
+            Mode::Egress(misbehaviour) => misbehaviour.run()?,
             Mode::DisallowedHost(url) => {
                 let response = Request::get(url)?.send()?;
                 let mut batch = Batch::new();
