@@ -46,7 +46,7 @@ enum Command {
     /// Run a node until stopped: resume runs, run each workflow, follow schedules,
     /// serve the gRPC API.
     #[command(alias = "server")]
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Work on a store without running a node (`sluice store migrate`).
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -102,7 +102,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Connector(cmd) => connector_cmd::run(cmd).await,
             Command::Run(args) => run_cmd::run(args).await,
-            Command::Serve(args) => serve_cmd::run(args).await,
+            Command::Serve(args) => serve_cmd::run(*args).await,
             Command::Store(command) => store_cmd::run(command).await,
             Command::Client(command) => client::run(command).await,
         }
