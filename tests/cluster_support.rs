@@ -499,6 +499,8 @@ impl Node {
             .env_remove("SLUICE_CONFIG")
             .env_remove("SLUICE_LISTEN")
             .env_remove("SLUICE_METRICS_LISTEN")
+            // The nodes of a cluster share one secrets key.
+            .env("SLUICE_SECRETS_KEY", "5e".repeat(32))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))

@@ -20,6 +20,7 @@ mod connector_cmd;
 mod exit;
 mod node_config;
 mod run_cmd;
+mod secrets_cmd;
 mod serve_cmd;
 mod store_cmd;
 
@@ -47,6 +48,10 @@ enum Command {
     /// serve the gRPC API.
     #[command(alias = "server")]
     Serve(Box<serve_cmd::ServeArgs>),
+    /// The key that seals connections' secrets in the store: generate one, re-seal
+    /// every stored secret with a new one, show how they are held.
+    #[command(subcommand)]
+    Secrets(secrets_cmd::SecretsCommand),
     /// Work on a store without running a node (`sluice store migrate`).
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -104,6 +109,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => run_cmd::run(args).await,
             Command::Serve(args) => serve_cmd::run(*args).await,
             Command::Store(command) => store_cmd::run(command).await,
+            Command::Secrets(command) => secrets_cmd::run(command).await,
             Command::Client(command) => client::run(command).await,
         }
     });

@@ -32,6 +32,7 @@ pub struct NodeConfig {
     /// API tokens with roles and tenants, as in a tokens file.
     api_tokens: Option<Vec<sluice_api::TokenEntry>>,
     metrics_token: Option<String>,
+    secrets_key_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -85,5 +86,10 @@ pub fn apply(args: &mut ServeArgs, matches: &ArgMatches, config: NodeConfig) {
     // Not a flag: the file's entries add to the tokens file's.
     if let Some(entries) = config.api_tokens {
         args.api_tokens = entries;
+    }
+    if let Some(v) = config.secrets_key_file
+        && !given(matches, "secrets_key_file")
+    {
+        args.secrets.secrets_key_file = Some(v);
     }
 }

@@ -53,6 +53,8 @@ pub struct RunArgs {
     /// Runs driven at once per tenant.
     #[arg(long)]
     per_tenant: Option<usize>,
+    #[command(flatten)]
+    secrets: crate::secrets_cmd::SecretsKeyArgs,
 }
 
 /// Where the store is: `store` if given, else the embedded store in `data_dir`.
@@ -178,6 +180,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = limits(args.slots, args.per_tenant)?;
     let location = location(args.store.as_deref(), &args.data_dir);
     let engine = engine(&location, &args.data_dir, limits).await?;
+    crate::secrets_cmd::unlock(&engine, &args.secrets, &location, &args.data_dir).await?;
     define(&engine, &defs).await?;
 
     if args.enqueue_only {

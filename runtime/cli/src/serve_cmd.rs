@@ -107,6 +107,8 @@ pub struct ServeArgs {
     /// here finish) for at most this many seconds, then hand the rest over.
     #[arg(long, env = "SLUICE_DRAIN_SECS", default_value_t = 0)]
     pub(crate) drain_secs: u64,
+    #[command(flatten)]
+    pub(crate) secrets: crate::secrets_cmd::SecretsKeyArgs,
 }
 
 /// The node's id: its name, its process and its start time, unique per start.
@@ -171,6 +173,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     let clustered = engine.store().shared();
+    crate::secrets_cmd::unlock(&engine, &args.secrets, &location, &args.data_dir).await?;
     define(&engine, &defs).await?;
     let mut ended = engine.subscribe_ended();
     // A node of a cluster leaves the runs in flight to the sweeps: other nodes may be
