@@ -522,7 +522,7 @@ impl WasiHttpHooks for EgressHooks {
             let limit = grant.limits.max_request_bytes;
             let body = match read_request_body(body, limit).await {
                 Ok(body) => body,
-                Err(Some(e)) => return Err(e.into()),
+                Err(Some(e)) => return Err(e),
                 Err(None) => {
                     let refusal = EgressRefusal::RequestTooLarge {
                         host: record.host.clone(),
@@ -533,7 +533,7 @@ impl WasiHttpHooks for EgressHooks {
                     record.error = Some(format!("refused: {refusal}"));
                     grant.activity.record_request(record);
                     mark_refused(&marks.refused, &refusal);
-                    return Err(refusal.code().into());
+                    return Err(refusal.code());
                 }
             };
             let sent = Sent {
