@@ -17,28 +17,28 @@ use sluice_host::{
 use sluice_testkit::NodeBuilder;
 
 /// The one stream of the hostile source.
-const STREAM: &str = "items";
+pub(crate) const STREAM: &str = "items";
 /// Records of the `ok` mode.
 const OK_RECORDS: u64 = 30;
 /// Records asked for per `next`.
-const MAX_RECORDS: u32 = 1000;
+pub(crate) const MAX_RECORDS: u32 = 1000;
 /// The panic message of the `panic` mode.
 const PANIC_MESSAGE: &str = "hostile connector panicked on purpose";
 const SOURCE_INTERFACE: &str = "sluice:connector/source@0.1.0";
 /// The call a reader's batches come from, where every violation happens.
-const NEXT: &str = "source.reader.next";
+pub(crate) const NEXT: &str = "source.reader.next";
 
 /// A host of its own for each test (`NODE.host()`): no on-disk cache, room for a few
 /// dozen instances of at most 256 MiB.
-const NODE: NodeBuilder = NodeBuilder::new().pool(32, 256 << 20);
+pub(crate) const NODE: NodeBuilder = NodeBuilder::new().pool(32, 256 << 20);
 
-fn hostile(host: &Host) -> Connector {
+pub(crate) fn hostile(host: &Host) -> Connector {
     host.load_file(Path::new(sluice_artifacts::TEST_HOSTILE))
         .expect("hostile component loads")
 }
 
 /// Small limits, so that every violation is quick to reach.
-fn limits() -> Limits {
+pub(crate) fn limits() -> Limits {
     Limits {
         memory_bytes: 64 << 20,
         cpu_per_call: Duration::from_secs(5),
@@ -47,7 +47,7 @@ fn limits() -> Limits {
     }
 }
 
-fn grant(limits: Limits) -> Arc<Grant> {
+pub(crate) fn grant(limits: Limits) -> Arc<Grant> {
     Arc::new(Grant {
         limits,
         ..Grant::default()
@@ -56,7 +56,7 @@ fn grant(limits: Limits) -> Arc<Grant> {
 
 /// Open a reader of `config` and return the result of its first `next`, with the
 /// reader (so a test can check it is poisoned).
-async fn first_batch(
+pub(crate) async fn first_batch(
     connector: &Connector,
     grant: &Arc<Grant>,
     config: Value,
@@ -80,7 +80,7 @@ async fn first_batch(
 
 /// The error of the first `next` of `config`, after checking that the reader it
 /// happened in is poisoned.
-async fn sandbox_failure(connector: &Connector, grant: &Arc<Grant>, config: Value) -> HostError {
+pub(crate) async fn sandbox_failure(connector: &Connector, grant: &Arc<Grant>, config: Value) -> HostError {
     let (mut reader, result) = first_batch(connector, grant, config.clone()).await;
     let err = match result {
         Ok(batch) => panic!("{config}: expected an error, got {batch:?}"),
@@ -95,7 +95,7 @@ async fn sandbox_failure(connector: &Connector, grant: &Arc<Grant>, config: Valu
 
 /// Read the `ok` mode to the end and check it: ids 1..=30 once each, in order,
 /// checkpoints "1", "2", "3".
-async fn read_ok(connector: &Connector, grant: &Arc<Grant>) {
+pub(crate) async fn read_ok(connector: &Connector, grant: &Arc<Grant>) {
     let config = json!({"mode": "ok"}).to_string();
     let mut reader = connector
         .open(grant, &config, STREAM, SyncMode::FullRefresh, None)
@@ -116,7 +116,7 @@ async fn read_ok(connector: &Connector, grant: &Arc<Grant>) {
 
 /// The host still serves: a fresh reader of the same connector and of the same
 /// component loaded again read the `ok` mode to the end.
-async fn still_serves(host: &Host, connector: &Connector) {
+pub(crate) async fn still_serves(host: &Host, connector: &Connector) {
     let grant = grant(limits());
     read_ok(connector, &grant).await;
     read_ok(&hostile(host), &grant).await;

@@ -17,6 +17,7 @@ mod connector_contract;
 mod engine;
 mod hostile;
 mod hostile_egress;
+mod hostile_footprint;
 mod rate_limits;
 mod rest_connector;
 mod schedules;

@@ -61,6 +61,26 @@ pub struct Limits {
     /// Largest record (one NDJSON line) a source may return or a destination be
     /// given, in bytes.
     pub max_record_bytes: usize,
+    /// Core instances one store may create: a component's core modules, each
+    /// instantiated (a connector built by the Rust toolchain has a handful).
+    pub max_instances: usize,
+    /// Linear memories one store may create, over all its core instances. Their
+    /// total size is capped by `memory_bytes`.
+    pub max_memories: usize,
+    /// Tables one store may create, over all its core instances.
+    pub max_tables: usize,
+    /// Table elements one store may hold, over all its tables.
+    pub table_elements: usize,
+    /// Bytes one `wasi:random` `get-random-bytes` (or `get-insecure-random-bytes`)
+    /// call may ask for: the host builds the answer in its own memory, and the time
+    /// it takes must stay short enough for the CPU budget to see (see `state`).
+    pub random_bytes_per_call: u64,
+    /// Bytes of one connector log line's message (and of its context) kept, after
+    /// redaction; the rest is cut with a marker naming this limit.
+    pub log_line_bytes: usize,
+    /// Connector log lines kept per second of a store's life (as many may come at
+    /// once); lines past it are dropped, and one line says how many.
+    pub log_lines_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -82,6 +102,13 @@ impl Default for Limits {
             max_checkpoint_bytes: 64 << 10,
             max_error_bytes: 4 << 10,
             max_record_bytes: 4 << 20,
+            max_instances: 32,
+            max_memories: 4,
+            max_tables: 8,
+            table_elements: 100_000,
+            random_bytes_per_call: 1 << 20,
+            log_line_bytes: 8 << 10,
+            log_lines_per_sec: 100,
         }
     }
 }

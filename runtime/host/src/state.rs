@@ -1,12 +1,25 @@
 //! The data of one connector store: the WASI context (empty: no files, no
-//! environment, no sockets), the HTTP hooks, the memory limiter and the per-call
-//! CPU accounting. A store lives for one attempt, or one reader/writer.
+//! environment, no sockets), the HTTP hooks, the resource limiter (`footprint`),
+//! the connector's log lines (`log_gate`) and the per-call CPU accounting. A store
+//! lives for one attempt, or one reader/writer.
+//!
+//! CPU budget: every epoch tick in which the guest runs costs one tick. Time the
+//! guest spends in a host call is charged the same way as long as each host call is
+//! short: a guest looping over host calls re-enters WebAssembly (and so meets its
+//! epoch deadline) in every tick. Host calls are therefore kept short — random
+//! bytes are capped per call (`random_bytes_per_call`), log lines are cut before
+//! anything else is done with them — and the one that can still take a while,
+//! `wasi:logging` on a line as large as the guest's memory, charges its own time.
+//! Waiting (for an HTTP answer, for rate-limit budget, on a clock) costs nothing:
+//! the guest does not run, so no tick is charged. Measuring the thread's CPU time
+//! per poll of the call would need the call's future, which `call` owns; the bound
+//! per host call gets the same answer from here.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -15,7 +28,9 @@ use crate::activity::LogLine;
 use crate::bindings::wit_logging;
 use crate::egress::{Egress, EgressHooks};
 use crate::engine::EPOCH_TICK;
+use crate::footprint::Footprint;
 use crate::limits::Grant;
+use crate::log_gate::{self, LogGate};
 
 /// What a call's sandbox observed, read after the call to name what went wrong.
 #[derive(Debug, Default)]
@@ -33,7 +48,8 @@ pub(crate) struct State {
     pub hooks: EgressHooks,
     pub grant: Arc<Grant>,
     pub stderr: MemoryOutputPipe,
-    limiter: MemoryCap,
+    limiter: Footprint,
+    logs: LogGate,
     pub violations: Violations,
     /// Epoch ticks left in the current call.
     pub cpu_ticks_left: u64,
@@ -49,16 +65,15 @@ impl State {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(grant.limits.random_bytes_per_call)
             .build();
         Self {
             wasi,
             table: ResourceTable::new(),
             http: crate::egress::http_ctx(&grant.limits),
             hooks: EgressHooks::new(egress, grant.clone()),
-            limiter: MemoryCap {
-                cap: grant.limits.memory_bytes,
-                requested: None,
-            },
+            limiter: Footprint::new(&grant.limits),
+            logs: LogGate::new(&grant.limits),
             grant,
             stderr,
             violations: Violations::default(),
@@ -72,13 +87,29 @@ impl State {
         let ticks = self.grant.limits.cpu_per_call.as_millis() / EPOCH_TICK.as_millis().max(1);
         self.cpu_ticks_left = (ticks as u64).max(1);
         self.violations = Violations::default();
-        self.limiter.requested = None;
+        self.limiter.take_requested();
         self.hooks.begin_call();
     }
 
     /// Collect what the sandbox saw during the call.
     pub fn end_call(&mut self) {
-        self.violations.memory_requested = self.limiter.requested;
+        self.violations.memory_requested = self.limiter.take_requested();
+        // Lines dropped at the end of a call are reported with it, not whenever the
+        // next line comes.
+        self.report_dropped_lines();
+    }
+
+    fn report_dropped_lines(&mut self) {
+        if let Some(report) = self.logs.take_report(&self.grant.limits) {
+            tracing::warn!(connector = &*self.connector, "{}", report.message);
+            self.grant.activity.record_line(report);
+        }
+    }
+
+    /// Charge `elapsed` of host work to the call's CPU budget.
+    fn charge(&mut self, elapsed: std::time::Duration) {
+        let ticks = log_gate::ticks(elapsed, EPOCH_TICK);
+        self.cpu_ticks_left = self.cpu_ticks_left.saturating_sub(ticks);
     }
 }
 
@@ -103,41 +134,6 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, state: State) -> Store<State>
     store
 }
 
-/// Caps linear memory growth and remembers what was asked for.
-struct MemoryCap {
-    cap: usize,
-    requested: Option<usize>,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.requested = Some(desired);
-            // Trap instead of returning -1 from memory.grow: Rust guests abort on
-            // allocation failure anyway, and a trap names the cause.
-            return Err(wasmtime::Error::msg(format!(
-                "memory cap of {} bytes exceeded (asked for {desired})",
-                self.cap
-            )));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -159,7 +155,13 @@ impl WasiHttpView for State {
 
 impl wit_logging::Host for State {
     async fn log(&mut self, level: wit_logging::Level, context: String, message: String) {
-        let message = self.grant.redact(&message);
+        let started = Instant::now();
+        if !self.logs.admit(started) {
+            return;
+        }
+        self.report_dropped_lines();
+        let message = log_gate::bound(&self.grant, &message);
+        let context = log_gate::bound(&self.grant, &context);
         let level_name = match level {
             wit_logging::Level::Trace => "trace",
             wit_logging::Level::Debug => "debug",
@@ -184,5 +186,9 @@ impl wit_logging::Host for State {
             context,
             message,
         });
+        // Redacting a line is the one host call here that can take a while (the line
+        // can be as large as the guest's memory): it costs the guest's CPU budget.
+        // An exhausted budget fails the call at the guest's next epoch check.
+        self.charge(started.elapsed());
     }
 }

@@ -17,6 +17,9 @@
 //! | `oversized_batch` | one batch of about `bytes` bytes of valid records |
 //! | `sleep` | blocks `millis` ms on a `wasi:clocks` pollable, then one record |
 //! | `error_kind` | an error of kind `kind` |
+//! | `random_loop` | asks `wasi:random` for `bytes` random bytes (default 64 MiB), forever |
+//! | `big_log_lines` | logs `log_lines` lines (default 40) of `bytes` bytes (default 50 MB) starting with `log_secret`, with `log_secret` as their context, then one record |
+//! | `log_flood` | logs `log_lines` short lines (default 100,000), then one record |
 //!
 //! | `get` | sends `GET url` over raw `wasi:http`, its authority as written, and returns one record with the status or error |
 //! | `big_body` | POSTs `bytes` bytes (default 64 MiB) to `url`, streamed without a declared length |
@@ -48,6 +51,14 @@ const OVERSIZED_RECORD_BYTES: u64 = 1024;
 const DEFAULT_SLEEP_MILLIS: u64 = 60_000;
 /// Retry-after of the `rate_limited` error kind.
 const RETRY_AFTER_MS: u64 = 1500;
+/// Default request of the `random_loop` mode: 64 MiB.
+const DEFAULT_RANDOM_BYTES: u64 = 64 * 1024 * 1024;
+/// Default lines of the `big_log_lines` mode.
+const DEFAULT_BIG_LOG_LINES: u64 = 40;
+/// Default size of a `big_log_lines` line: 50 MB.
+const DEFAULT_BIG_LOG_LINE_BYTES: u64 = 50_000_000;
+/// Default lines of the `log_flood` mode.
+const DEFAULT_FLOOD_LINES: u64 = 100_000;
 /// Chunk the `memory_bomb` mode allocates at a time.
 const MEMORY_BOMB_CHUNK: usize = 1024 * 1024;
 
@@ -78,6 +89,13 @@ pub struct Config {
     /// Bytes of each `big_headers` field value.
     #[serde(default)]
     pub field_bytes: Option<u64>,
+    /// Lines of the `big_log_lines` and `log_flood` modes.
+    #[serde(default)]
+    pub log_lines: Option<u64>,
+    /// What each `big_log_lines` line starts with, and its context: a secret the host
+    /// must redact.
+    #[serde(default)]
+    pub log_secret: Option<String>,
 }
 
 /// The misbehaviour a reader carries out, with its parameters.
@@ -95,6 +113,13 @@ enum Mode {
     Sleep(u64),
     ErrorKind(ErrorKind),
     Egress(egress::Misbehaviour),
+    RandomLoop(u64),
+    BigLogLines {
+        lines: u64,
+        bytes: u64,
+        secret: String,
+    },
+    LogFlood(u64),
 }
 
 impl Mode {
@@ -133,6 +158,13 @@ impl Mode {
                     )));
                 }
             }),
+            "random_loop" => Mode::RandomLoop(config.bytes.unwrap_or(DEFAULT_RANDOM_BYTES)),
+            "big_log_lines" => Mode::BigLogLines {
+                lines: config.log_lines.unwrap_or(DEFAULT_BIG_LOG_LINES),
+                bytes: config.bytes.unwrap_or(DEFAULT_BIG_LOG_LINE_BYTES),
+                secret: config.log_secret.unwrap_or_default(),
+            },
+            "log_flood" => Mode::LogFlood(config.log_lines.unwrap_or(DEFAULT_FLOOD_LINES)),
             other => return Err(Error::config(format!("unknown mode {other:?}"))),
         })
     }
@@ -264,6 +296,21 @@ impl StreamReader for HostileReader {
                 batch.checkpoint("1")
             }
             Mode::OversizedBatch(bytes) => oversized_batch(*bytes, max_records),
+            Mode::RandomLoop(bytes) => random_loop(*bytes),
+            Mode::BigLogLines {
+                lines,
+                bytes,
+                secret,
+            } => {
+                big_log_lines(*lines, *bytes, secret);
+                one_record("logged")?
+            }
+            Mode::LogFlood(lines) => {
+                for n in 0..*lines {
+                    sluice_sdk::log::info(&format!("flood line {n}"));
+                }
+                one_record("flooded")?
+            }
             Mode::Sleep(millis) => {
                 let nanos = millis.saturating_mul(1_000_000);
                 wasip2::clocks::monotonic_clock::subscribe_duration(nanos).block();
@@ -299,6 +346,35 @@ impl HostileReader {
         }
         Ok(Some(batch))
     }
+}
+
+/// Ask the host for `bytes` random bytes, forever: the time goes into host calls.
+fn random_loop(bytes: u64) -> ! {
+    loop {
+        black_box(wasip2::random::random::get_random_bytes(bytes));
+    }
+}
+
+/// Log `lines` lines of `bytes` bytes each, starting with `secret` and with `secret`
+/// as their context. The line is built once, at its exact size, so the guest's
+/// memory holds it once.
+fn big_log_lines(lines: u64, bytes: u64, secret: &str) {
+    let size = usize::try_from(bytes).unwrap_or(usize::MAX);
+    let mut line = String::with_capacity(size.max(secret.len()));
+    line.push_str(secret);
+    while line.len() < size {
+        line.push('x');
+    }
+    for _ in 0..lines {
+        sluice_sdk::log::emit(sluice_sdk::log::LogLevel::Info, secret, &line);
+    }
+}
+
+/// A batch of one record `{"id":1,"v":v}` with checkpoint `"1"`.
+fn one_record(v: &str) -> Result<Batch> {
+    let mut batch = Batch::new();
+    batch.push(&json!({"id": 1, "v": v}))?;
+    Ok(batch.checkpoint("1"))
 }
 
 /// Spin forever; `black_box` keeps the optimizer from removing the loop.
