@@ -18,6 +18,7 @@ mod engine;
 mod hostile;
 mod hostile_egress;
 mod hostile_footprint;
+mod hostile_outputs;
 mod rate_limits;
 mod rest_connector;
 mod schedules;

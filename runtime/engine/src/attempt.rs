@@ -23,6 +23,19 @@ use crate::progress::{Meter, Progress};
 /// Batches read ahead of the one being committed: enough to keep the connector busy
 /// while a commit flushes, few enough that a crash re-reads little.
 const READ_AHEAD: usize = 2;
+/// Most bytes of a checkpoint quoted in a failure's message: a checkpoint may be as
+/// long as the host's `max_checkpoint_bytes`, and a failure's message stays short.
+const CHECKPOINT_SHOWN_BYTES: usize = 120;
+
+/// `checkpoint` as a failure's message quotes it: cut on a character boundary, with
+/// its size when cut.
+fn shown(checkpoint: &str) -> std::borrow::Cow<'_, str> {
+    if checkpoint.len() <= CHECKPOINT_SHOWN_BYTES {
+        return checkpoint.into();
+    }
+    let head = &checkpoint[..checkpoint.floor_char_boundary(CHECKPOINT_SHOWN_BYTES)];
+    format!("{head}… ({} bytes)", checkpoint.len()).into()
+}
 
 /// A failed attempt, as the log records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,7 +310,7 @@ impl Attempt<'_> {
                 None => break,
                 Some(Err(e)) => {
                     return Err(host_failure(
-                        &format!("stream `{name}` after checkpoint `{checkpoint}`"),
+                        &format!("stream `{name}` after checkpoint `{}`", shown(&checkpoint)),
                         e,
                     ));
                 }
@@ -311,7 +324,10 @@ impl Attempt<'_> {
                 continue;
             }
             let bytes = batch.records.len() as u64;
-            let context = format!("stream `{name}`, batch after checkpoint `{checkpoint}`");
+            let context = format!(
+                "stream `{name}`, batch after checkpoint `{}`",
+                shown(&checkpoint)
+            );
             let committed = self
                 .store
                 .commit_batch(

@@ -20,6 +20,11 @@
 //! | `random_loop` | asks `wasi:random` for `bytes` random bytes (default 64 MiB), forever |
 //! | `big_log_lines` | logs `log_lines` lines (default 40) of `bytes` bytes (default 50 MB) starting with `log_secret`, with `log_secret` as their context, then one record |
 //! | `log_flood` | logs `log_lines` short lines (default 100,000), then one record |
+//! | `big_checkpoint` | one record with a checkpoint of `bytes` bytes (default 100 MB) |
+//! | `big_error` | an error of kind `kind` (default `permanent`) with a message of `bytes` bytes (default 20 MB) |
+//! | `big_record` | one record of about `bytes` bytes (default 8 MiB) |
+//! | `invalid_utf8` | a good record, then a record whose string holds bytes that are not UTF-8 |
+//! | `leak_secret` | sends `GET url?token=<token>` with `token` as bearer, logs a line ending in the token's first 18 bytes, and returns the SDK's error for the answer (`check` does the same) |
 //!
 //! | `get` | sends `GET url` over raw `wasi:http`, its authority as written, and returns one record with the status or error |
 //! | `big_body` | POSTs `bytes` bytes (default 64 MiB) to `url`, streamed without a declared length |
@@ -59,6 +64,14 @@ const DEFAULT_BIG_LOG_LINES: u64 = 40;
 const DEFAULT_BIG_LOG_LINE_BYTES: u64 = 50_000_000;
 /// Default lines of the `log_flood` mode.
 const DEFAULT_FLOOD_LINES: u64 = 100_000;
+/// Default checkpoint of the `big_checkpoint` mode: 100 MB.
+const DEFAULT_BIG_CHECKPOINT_BYTES: u64 = 100_000_000;
+/// Default message of the `big_error` mode: 20 MB.
+const DEFAULT_BIG_ERROR_BYTES: u64 = 20_000_000;
+/// Default record of the `big_record` mode: 8 MiB.
+const DEFAULT_BIG_RECORD_BYTES: u64 = 8 << 20;
+/// Bytes of the token the `leak_secret` mode logs: a secret cut short.
+const LEAKED_PREFIX_BYTES: usize = 18;
 /// Chunk the `memory_bomb` mode allocates at a time.
 const MEMORY_BOMB_CHUNK: usize = 1024 * 1024;
 
@@ -89,6 +102,9 @@ pub struct Config {
     /// Bytes of each `big_headers` field value.
     #[serde(default)]
     pub field_bytes: Option<u64>,
+    /// The secret the `leak_secret` mode gives away (from the connection's secrets).
+    #[serde(default)]
+    pub token: Option<String>,
     /// Lines of the `big_log_lines` and `log_flood` modes.
     #[serde(default)]
     pub log_lines: Option<u64>,
@@ -113,6 +129,14 @@ enum Mode {
     Sleep(u64),
     ErrorKind(ErrorKind),
     Egress(egress::Misbehaviour),
+    BigCheckpoint(u64),
+    BigError(ErrorKind, u64),
+    BigRecord(u64),
+    InvalidUtf8,
+    LeakSecret {
+        url: String,
+        token: String,
+    },
     RandomLoop(u64),
     BigLogLines {
         lines: u64,
@@ -165,6 +189,26 @@ impl Mode {
                 secret: config.log_secret.unwrap_or_default(),
             },
             "log_flood" => Mode::LogFlood(config.log_lines.unwrap_or(DEFAULT_FLOOD_LINES)),
+            "big_checkpoint" => {
+                Mode::BigCheckpoint(config.bytes.unwrap_or(DEFAULT_BIG_CHECKPOINT_BYTES))
+            }
+            "big_error" => Mode::BigError(
+                match config.kind.as_deref() {
+                    Some("transient") => ErrorKind::Transient,
+                    _ => ErrorKind::Permanent,
+                },
+                config.bytes.unwrap_or(DEFAULT_BIG_ERROR_BYTES),
+            ),
+            "big_record" => Mode::BigRecord(config.bytes.unwrap_or(DEFAULT_BIG_RECORD_BYTES)),
+            "invalid_utf8" => Mode::InvalidUtf8,
+            "leak_secret" => Mode::LeakSecret {
+                url: config
+                    .url
+                    .ok_or_else(|| Error::config("mode leak_secret needs a url"))?,
+                token: config
+                    .token
+                    .ok_or_else(|| Error::config("mode leak_secret needs a token"))?,
+            },
             other => return Err(Error::config(format!("unknown mode {other:?}"))),
         })
     }
@@ -193,7 +237,12 @@ impl Source for Hostile {
         })
     }
 
-    fn check(_config: &Config) -> Result<()> {
+    fn check(config: &Config) -> Result<()> {
+        if config.mode == "leak_secret"
+            && let (Some(url), Some(token)) = (&config.url, &config.token)
+        {
+            leak_secret(url, token)?;
+        }
         Ok(())
     }
 
@@ -262,6 +311,7 @@ impl StreamReader for HostileReader {
             Mode::ErrorKind(kind) => {
                 return Err(Error::new(*kind, "hostile connector failed on purpose"));
             }
+            Mode::BigError(kind, bytes) => return Err(big_error(*kind, *bytes)),
             _ => {}
         }
         self.done = true;
@@ -296,6 +346,30 @@ impl StreamReader for HostileReader {
                 batch.checkpoint("1")
             }
             Mode::OversizedBatch(bytes) => oversized_batch(*bytes, max_records),
+            Mode::BigCheckpoint(bytes) => {
+                let size = usize::try_from(*bytes).unwrap_or(usize::MAX);
+                let mut batch = Batch::new();
+                batch.push(&json!({"id": 1, "v": "x"}))?;
+                batch.checkpoint("c".repeat(size))
+            }
+            Mode::BigRecord(bytes) => {
+                let size = usize::try_from(*bytes).unwrap_or(usize::MAX);
+                let mut batch = Batch::new();
+                batch.push(&json!({"id": 1, "v": "x".repeat(size)}))?;
+                batch.checkpoint("1")
+            }
+            Mode::InvalidUtf8 => {
+                let mut batch = Batch::new();
+                batch.push_json(br#"{"id":1,"v":"x"}"#);
+                batch.push_json(b"{\"id\":2,\"v\":\"\xff\xfe\"}");
+                batch.checkpoint("1")
+            }
+            Mode::LeakSecret { url, token } => {
+                leak_secret(url, token)?;
+                let mut batch = Batch::new();
+                batch.push(&json!({"id": 1, "v": "not leaked"}))?;
+                batch.checkpoint("1")
+            }
             Mode::RandomLoop(bytes) => random_loop(*bytes),
             Mode::BigLogLines {
                 lines,
@@ -318,7 +392,12 @@ impl StreamReader for HostileReader {
                 batch.push(&json!({"id": 1, "v": "slept"}))?;
                 batch.checkpoint("1")
             }
-            Mode::Ok | Mode::InfiniteLoop | Mode::MemoryBomb | Mode::Panic | Mode::ErrorKind(_) => {
+            Mode::Ok
+            | Mode::InfiniteLoop
+            | Mode::MemoryBomb
+            | Mode::Panic
+            | Mode::ErrorKind(_)
+            | Mode::BigError(..) => {
                 return Ok(None);
             }
         };
@@ -375,6 +454,31 @@ fn one_record(v: &str) -> Result<Batch> {
     let mut batch = Batch::new();
     batch.push(&json!({"id": 1, "v": v}))?;
     Ok(batch.checkpoint("1"))
+}
+
+/// An error of `kind` whose message is `bytes` bytes long.
+fn big_error(kind: ErrorKind, bytes: u64) -> Error {
+    let size = usize::try_from(bytes).unwrap_or(usize::MAX);
+    let mut message = String::with_capacity(size);
+    message.push_str("hostile connector failed on purpose with a long message: ");
+    while message.len() < size {
+        message.push('e');
+    }
+    Error::new(kind, message)
+}
+
+/// Give `token` away every way a connector may by mistake: in the query and as bearer
+/// of a request, cut short at the end of a log line, and in the SDK's error for the
+/// answer (whose body the test server makes quote it).
+fn leak_secret(url: &str, token: &str) -> Result<()> {
+    let cut = token.floor_char_boundary(LEAKED_PREFIX_BYTES);
+    sluice_sdk::log::warn(&format!("about to send token {}", &token[..cut]));
+    Request::get(url)?
+        .query("token", token)
+        .bearer(token)
+        .send()?
+        .error_for_status()?;
+    Ok(())
 }
 
 /// Spin forever; `black_box` keeps the optimizer from removing the loop.
