@@ -459,7 +459,6 @@ async fn a_secret_cut_short_shows_nowhere() {
     let check = ConnectionsClient::new(node.ch.clone())
         .check_connection(pb::GetConnectionRequest {
             name: "leaky".into(),
-            ..Default::default()
         })
         .await
         .expect("check answers")
@@ -477,7 +476,6 @@ async fn a_secret_cut_short_shows_nowhere() {
     let connection = ConnectionsClient::new(node.ch.clone())
         .get_connection(pb::GetConnectionRequest {
             name: "leaky".into(),
-            ..Default::default()
         })
         .await
         .map(|r| format!("{:?}", r.into_inner()));
