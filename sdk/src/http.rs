@@ -361,6 +361,19 @@ pub fn snippet(body: &[u8], max: usize) -> String {
     }
 }
 
+/// Parse a `Retry-After` value: delay in seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 #[cfg(test)]
 mod snippet_tests {
     use super::*;
@@ -376,17 +389,4 @@ mod snippet_tests {
         // Bytes that are not UTF-8 at all are shown replaced, not dropped.
         assert_eq!(snippet(b"\xff\xfeab", 3), "\u{fffd}\u{fffd}a…");
     }
-}
-
-/// Parse a `Retry-After` value: delay in seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
