@@ -715,11 +715,29 @@ fn a_tokens_file_limits_a_token_to_its_tenants_and_lists_page() {
         .unwrap_or_else(|| panic!("no next-page hint: {page}"));
     let token = hint.split_whitespace().next().unwrap();
     let o = node.sluice(&[
-        "connections", "list", "--limit", "1", "--page-token", token, "--token", "root",
+        "connections",
+        "list",
+        "--limit",
+        "1",
+        "--page-token",
+        token,
+        "--token",
+        "root",
     ]);
-    assert!(stdout(&o).contains("vault") && !stdout(&o).contains("next page"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("vault") && !stdout(&o).contains("next page"),
+        "{}",
+        stdout(&o)
+    );
     let all = json_of(&node.sluice(&[
-        "connections", "list", "--limit", "1", "--all", "--json", "--token", "root",
+        "connections",
+        "list",
+        "--limit",
+        "1",
+        "--all",
+        "--json",
+        "--token",
+        "root",
     ]));
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
 
@@ -732,7 +750,13 @@ fn a_tokens_file_limits_a_token_to_its_tenants_and_lists_page() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["vault"]);
-    let o = node.sluice(&["workflows", "trigger", "sample-users", "--token", "other-op"]);
+    let o = node.sluice(&[
+        "workflows",
+        "trigger",
+        "sample-users",
+        "--token",
+        "other-op",
+    ]);
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     assert!(stderr(&o).contains("no workflow named"), "{}", stderr(&o));
     let runs = json_of(&node.sluice(&["runs", "list", "--json", "--token", "other-op"]));
