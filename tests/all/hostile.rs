@@ -80,7 +80,11 @@ pub(crate) async fn first_batch(
 
 /// The error of the first `next` of `config`, after checking that the reader it
 /// happened in is poisoned.
-pub(crate) async fn sandbox_failure(connector: &Connector, grant: &Arc<Grant>, config: Value) -> HostError {
+pub(crate) async fn sandbox_failure(
+    connector: &Connector,
+    grant: &Arc<Grant>,
+    config: Value,
+) -> HostError {
     let (mut reader, result) = first_batch(connector, grant, config.clone()).await;
     let err = match result {
         Ok(batch) => panic!("{config}: expected an error, got {batch:?}"),

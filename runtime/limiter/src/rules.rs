@@ -306,7 +306,11 @@ mod tests {
         assert_eq!(m("badexample.com", "/"), None);
         assert_eq!(m("127.0.0.1:8080", "/x"), Some("127.0.0.1:8080"));
         assert_eq!(m("127.0.0.1:8081", "/x"), None);
-        assert_eq!(m("127.0.0.1:08080", "/x"), Some("127.0.0.1:8080"), "ports are numbers");
+        assert_eq!(
+            m("127.0.0.1:08080", "/x"),
+            Some("127.0.0.1:8080"),
+            "ports are numbers"
+        );
         assert_eq!(m("api.example.com.", "/v2/users"), Some("api.example.com"));
     }
 

@@ -233,7 +233,10 @@ async fn a_breaker_fails_fast_while_open_and_recovers_through_one_probe() {
             .unwrap()
             .report(true);
     }
-    let open = limiter.pass("a", "api.example.com", &settings).err().unwrap();
+    let open = limiter
+        .pass("a", "api.example.com", &settings)
+        .err()
+        .unwrap();
     assert_eq!(open.retry_after, Some(Duration::from_millis(500)));
     assert!(open.to_string().contains("api.example.com"), "{open}");
     assert!(
@@ -254,7 +257,12 @@ async fn a_breaker_fails_fast_while_open_and_recovers_through_one_probe() {
     assert!(limiter.pass("a", "api.example.com", &settings).is_ok());
     let view = &limiter.breaker_views()[0];
     assert_eq!(
-        (view.credential.as_str(), view.host.as_str(), view.state, view.opened),
+        (
+            view.credential.as_str(),
+            view.host.as_str(),
+            view.state,
+            view.opened
+        ),
         ("a", "api.example.com", "closed", 1)
     );
 }

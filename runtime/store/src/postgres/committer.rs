@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::claims::{self, Holds};
-use super::stuck;
 use super::errors::{Class, classify, classify_pool, describe, describe_pool};
 use super::hub::{self, BatchWork, RefreshWork, StreamIds};
+use super::stuck;
 use crate::codec::wire_event;
 use crate::hub::BatchOutcome;
 use crate::log::{LogError, RunSummary, now_unix_ms, scheduled_of};
