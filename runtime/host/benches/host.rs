@@ -89,6 +89,31 @@ async fn main() {
         rest_wasm.len() / 1024
     );
 
+    // Validation of a batch: every record a JSON object of text, numbers in range.
+    {
+        let record = br#"{"id":123456,"name":"user-123456","email":"u123456@example.com","score":12.5,"tags":["a","b"],"bio":"line\u00e9 of text padded to two hundred bytes........................................"}"#;
+        let mut batch = Vec::new();
+        let count = 100_000u32;
+        for _ in 0..count {
+            batch.extend_from_slice(record);
+            batch.push(b'\n');
+        }
+        let mut s = Stats::new();
+        for _ in 0..(20 / scale).max(3) {
+            let t = Instant::now();
+            sluice_host::validate_records(&batch, count, 4 << 20).unwrap();
+            s.add(t.elapsed());
+        }
+        let p50 = s.pct(0.5);
+        println!(
+            "validate a batch ({} records, {} MB): p50 {} = {:.0} MB/s",
+            count,
+            batch.len() >> 20,
+            fmt(p50),
+            batch.len() as f64 / p50.as_secs_f64() / 1e6
+        );
+    }
+
     // Cold compile: cranelift on the whole component, no cache.
     for (name, wasm) in [("sample", &sample_wasm), ("rest", &rest_wasm)] {
         let mut s = Stats::new();

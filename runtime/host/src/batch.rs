@@ -1,7 +1,7 @@
 //! Batches of records received from a source, and the checks that make malformed
 //! output fail the call instead of reaching the hub.
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::HostError;
 use crate::bindings::wit;
@@ -184,14 +184,10 @@ pub fn validate_records(buf: &[u8], count: u32, max_record_bytes: usize) -> Resu
                 limit: max_record_bytes,
             });
         }
-        // Only an escape can spell what is not text (a lone surrogate, `\ud800`): a
-        // line with `\u` in it has its strings decoded; others are only scanned.
-        let parsed = if line.contains("\\u") {
-            serde_json::from_str::<StrictObject>(line).map(|_| ())
-        } else {
-            serde_json::from_str::<AnyObject>(line).map(|_| ())
-        };
-        if let Err(e) = parsed {
+        // Every string is decoded (an escape may spell what is not text: a lone
+        // surrogate, `\ud800`) and every number read (`1e400` is JSON no reader can
+        // hold): what the hub keeps, every reader can give back.
+        if let Err(e) = serde_json::from_str::<StrictObject>(line) {
             let preview = &line[..line.floor_char_boundary(PREVIEW_BYTES)];
             return Err(BatchError::NotAnObject {
                 record: seen,
@@ -230,32 +226,9 @@ fn not_utf8(buf: &[u8], e: &std::str::Utf8Error) -> BatchError {
     }
 }
 
-/// Deserializes any JSON object without allocating for its contents.
-struct AnyObject;
-
-impl<'de> Deserialize<'de> for AnyObject {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(AnyObjectVisitor)
-    }
-}
-
-struct AnyObjectVisitor;
-
-impl<'de> Visitor<'de> for AnyObjectVisitor {
-    type Value = AnyObject;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(AnyObject)
-    }
-}
-
-/// Deserializes any JSON object, decoding every string (keys too), so that an escape
-/// that is not text (a lone surrogate) is refused.
+/// Deserializes any JSON object, decoding every string (keys too) and reading every
+/// number, so that an escape that is not text (a lone surrogate) or a number out of
+/// range is refused.
 struct StrictObject;
 
 impl<'de> Deserialize<'de> for StrictObject {
@@ -381,6 +354,15 @@ mod tests {
             e.into_host_error("x"),
             HostError::RecordTooLarge { record: 2, .. }
         ));
+    }
+
+    #[test]
+    fn refuses_a_number_no_reader_can_hold() {
+        for record in [&b"{\"id\":25505555555555E5555}\n"[..], b"{\"a\":[1e400]}\n"] {
+            let e = validate_records(record, 1, 1 << 20).unwrap_err().to_string();
+            assert!(e.contains("record 1") && e.contains("number out of range"), "{e}");
+        }
+        assert!(validate_records(b"{\"a\":1e300,\"b\":-0.5e-400}\n", 1, 1 << 20).is_ok());
     }
 
     #[test]
