@@ -75,6 +75,10 @@ pub struct Limits {
     /// call may ask for: the host builds the answer in its own memory, and the time
     /// it takes must stay short enough for the CPU budget to see (see `state`).
     pub random_bytes_per_call: u64,
+    /// Host resources (HTTP requests and answers, header fields, bodies, streams,
+    /// pollables) one store may hold at once: each lives in the host's memory, a
+    /// header fields resource up to `max_header_bytes`.
+    pub max_host_resources: usize,
     /// Bytes of one connector log line's message (and of its context) kept, after
     /// redaction; the rest is cut with a marker naming this limit.
     pub log_line_bytes: usize,
@@ -102,11 +106,12 @@ impl Default for Limits {
             max_checkpoint_bytes: 64 << 10,
             max_error_bytes: 4 << 10,
             max_record_bytes: 4 << 20,
-            max_instances: 64,
-            max_memories: 8,
-            max_tables: 16,
+            max_instances: 32,
+            max_memories: 4,
+            max_tables: 8,
             table_elements: 100_000,
             random_bytes_per_call: 1 << 20,
+            max_host_resources: 1_024,
             log_line_bytes: 8 << 10,
             log_lines_per_sec: 100,
         }
