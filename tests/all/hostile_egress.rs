@@ -209,6 +209,29 @@ async fn huge_header_fields_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_fields_resources_held_at_once_are_capped_per_store() {
+    let (addr, _seen) = api().await;
+    let host = NODE.host();
+    let connector = hostile(&host);
+    let grant = grant(&[addr.to_string()]);
+    let limit = grant.limits.max_host_resources;
+    // 16,000 resources of 60 KB each would be ~1 GB of the host's memory.
+    let config = json!({"mode": "many_fields", "count": 16_000, "field_bytes": 60_000});
+    match read(&connector, &grant, config).await {
+        Err(e @ HostError::ResourceLimit { .. }) => {
+            assert_eq!(e.kind(), FailureKind::Sandbox);
+            assert!(e.to_string().contains("max_host_resources"), "{e}");
+        }
+        other => panic!("expected the host resource limit, got {other:?}"),
+    }
+    // Under the limit, the same misbehaviour is only wasteful.
+    let config = json!({"mode": "many_fields", "count": limit / 2, "field_bytes": 100});
+    let v = read(&connector, &grant, config).await.expect("within the limit");
+    assert_eq!(v, format!("held {} fields resources", limit / 2));
+    still_serves(&connector, addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_are_capped_per_store() {
     let (addr, seen) = api().await;
     let host = NODE.host();

@@ -2,7 +2,8 @@
 //!
 //! A token limited to tenants sees only the keys of its tenants' connections'
 //! credentials (and anonymous keys of the connectors they use), and the breakers of
-//! their allowed hosts: another tenant's credentials stay hidden.
+//! those credentials (and anonymous breakers of their allowed hosts): another
+//! tenant's credentials stay hidden.
 
 use std::collections::HashSet;
 
@@ -25,6 +26,12 @@ impl Seen {
     fn key(&self, connector: &str, credential: &str) -> bool {
         self.credentials.contains(credential)
             || (credential == ANONYMOUS && self.connectors.contains(connector))
+    }
+
+    /// A breaker is a credential's: its own, or an anonymous one of a host its
+    /// connections may reach.
+    fn breaker(&self, credential: &str, host: &str) -> bool {
+        self.credentials.contains(credential) || (credential == ANONYMOUS && self.host(host))
     }
 
     fn host(&self, host: &str) -> bool {
@@ -62,7 +69,7 @@ impl RateLimits for RateLimitsApi {
                 .filter(|c| caller.sees(&c.tenant))
                 .collect();
             Some(Seen {
-                credentials: mine.iter().map(|c| c.credential()).collect(),
+                credentials: mine.iter().map(|c| self.engine.credential_of(c)).collect(),
                 connectors: mine.iter().map(|c| c.connector.clone()).collect(),
                 hosts: mine.iter().flat_map(|c| c.allowed_hosts.clone()).collect(),
             })
@@ -104,7 +111,10 @@ impl RateLimits for RateLimitsApi {
         let breakers = limiter
             .breaker_views()
             .into_iter()
-            .filter(|b| seen.as_ref().is_none_or(|s| s.host(&b.host)))
+            .filter(|b| {
+                seen.as_ref()
+                    .is_none_or(|s| s.breaker(&b.credential, &b.host))
+            })
             .map(|b| Breaker {
                 credential: b.credential,
                 host: b.host,

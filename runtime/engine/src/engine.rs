@@ -195,6 +195,17 @@ impl Engine {
         self.inner.definitions.connections().await
     }
 
+    /// The credential label `connection`'s requests draw their budget under, as its
+    /// runs label it (a keyed label of its secrets unless it names one), so callers
+    /// can tell which rate-limit keys and breakers are the connection's.
+    pub fn credential_of(&self, connection: &ConnectionDef) -> String {
+        self.inner
+            .definitions
+            .resolve(connection)
+            .map(|resolved| resolved.credential())
+            .unwrap_or_else(|_| connection.credential())
+    }
+
     /// Every defined workflow, by name.
     pub async fn workflows(&self) -> Result<Vec<Arc<WorkflowDef>>, EngineError> {
         self.inner.definitions.workflows().await

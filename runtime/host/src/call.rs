@@ -100,6 +100,12 @@ fn classify<R>(
     if let Some(refusal) = crate::egress::refusal_of_trap(&trap, limits) {
         return Err(HostError::EgressRefused { call, refusal });
     }
+    if trap_is_full_table(&trap) {
+        return Err(HostError::ResourceLimit {
+            call,
+            limit: limits.max_host_resources,
+        });
+    }
     if let Some(requested) = state.violations.memory_requested {
         return Err(HostError::MemoryLimit {
             call,
@@ -123,6 +129,16 @@ fn classify<R>(
         message.push_str(stderr.trim());
     }
     Err(HostError::Trap { call, message })
+}
+
+/// Whether the trap is the store's resource table refusing one more entry.
+fn trap_is_full_table(trap: &wasmtime::Error) -> bool {
+    trap.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    })
 }
 
 /// The panic message a Rust guest printed to stderr before aborting.

@@ -65,6 +65,18 @@ pub enum HostError {
         /// The configured budget.
         limit: Duration,
     },
+    /// The connector held more host resources (HTTP requests, header fields,
+    /// streams, pollables) at once than its store may.
+    #[error(
+        "{call} held more than {limit} host resources at once (HTTP requests, header \
+         fields, streams); the limit (max_host_resources) is {limit}"
+    )]
+    ResourceLimit {
+        /// The call.
+        call: &'static str,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The connector tried to grow its memory past the cap.
     #[error("{call} exceeded the memory cap of {limit} bytes (asked for {requested} bytes)")]
     MemoryLimit {
@@ -209,6 +221,7 @@ impl HostError {
             HostError::EgressRefused { .. } => FailureKind::Sandbox,
             HostError::CpuLimit { .. }
             | HostError::MemoryLimit { .. }
+            | HostError::ResourceLimit { .. }
             | HostError::Panic { .. }
             | HostError::Trap { .. }
             | HostError::Poisoned { .. } => FailureKind::Sandbox,
@@ -298,6 +311,7 @@ impl HostError {
             | HostError::Timeout { .. }
             | HostError::CpuLimit { .. }
             | HostError::MemoryLimit { .. }
+            | HostError::ResourceLimit { .. }
             | HostError::BatchTooLarge { .. }
             | HostError::CheckpointTooLarge { .. }
             | HostError::RecordTooLarge { .. }

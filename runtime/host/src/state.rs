@@ -67,9 +67,13 @@ impl State {
             .allow_ip_name_lookup(false)
             .max_random_size(grant.limits.random_bytes_per_call)
             .build();
+        // Every resource the guest holds lives in the host's memory: their number
+        // is bounded, so is their footprint.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(grant.limits.max_host_resources);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             http: crate::egress::http_ctx(&grant.limits),
             hooks: EgressHooks::new(egress, grant.clone()),
             limiter: Footprint::new(&grant.limits),

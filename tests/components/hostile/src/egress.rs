@@ -17,6 +17,9 @@ const DEFAULT_BODY_BYTES: u64 = 64 << 20;
 const DEFAULT_FIELDS: u64 = 16_000;
 /// Default size of one `big_headers` field value: 120 KB.
 const DEFAULT_FIELD_BYTES: u64 = 120_000;
+/// Default size of the one field of each `many_fields` resource: just under the
+/// host's limit of one fields resource.
+const DEFAULT_MANY_FIELD_BYTES: u64 = 60_000;
 /// Default requests of `concurrent_requests`.
 const DEFAULT_CONCURRENT: u64 = 20;
 
@@ -35,6 +38,9 @@ pub enum Misbehaviour {
     },
     /// `concurrent_requests`: `count` GETs of `url` sent before any is read.
     Concurrent { url: String, count: u64 },
+    /// `many_fields`: `count` header fields resources of one `field_bytes` field
+    /// each, all held at once and never sent.
+    ManyFields { count: u64, field_bytes: u64 },
 }
 
 impl Misbehaviour {
@@ -56,6 +62,10 @@ impl Misbehaviour {
                 url: url()?,
                 fields: config.count.unwrap_or(DEFAULT_FIELDS),
                 field_bytes: config.field_bytes.unwrap_or(DEFAULT_FIELD_BYTES),
+            },
+            "many_fields" => Misbehaviour::ManyFields {
+                count: config.count.unwrap_or(DEFAULT_FIELDS),
+                field_bytes: config.field_bytes.unwrap_or(DEFAULT_MANY_FIELD_BYTES),
             },
             "concurrent_requests" => Misbehaviour::Concurrent {
                 url: url()?,
@@ -83,6 +93,18 @@ impl Misbehaviour {
                         .map_err(|e| Error::config(format!("header {i}: {e:?}")))?;
                 }
                 answer(send_empty(url, headers)?)
+            }
+            Misbehaviour::ManyFields { count, field_bytes } => {
+                let value = vec![b'v'; usize::try_from(*field_bytes).unwrap_or(usize::MAX)];
+                let mut held = Vec::new();
+                for i in 0..*count {
+                    let fields = Fields::new();
+                    fields
+                        .append("x-hostile", &value)
+                        .map_err(|e| Error::config(format!("fields {i}: {e:?}")))?;
+                    held.push(fields);
+                }
+                format!("held {} fields resources", held.len())
             }
             Misbehaviour::Concurrent { url, count } => {
                 let mut pending = Vec::new();

@@ -30,6 +30,7 @@
 //! | `big_body` | POSTs `bytes` bytes (default 64 MiB) to `url`, streamed without a declared length |
 //! | `big_headers` | GETs `url` with `count` header fields (default 16,000) of `field_bytes` bytes (default 120 KB) |
 //! | `concurrent_requests` | sends `count` GETs of `url` (default 20) before reading any answer |
+//! | `many_fields` | holds `count` header fields resources (default 16,000) of one `field_bytes` field (default 60 KB) |
 //!
 //! An unknown mode is an error of kind `config` from `open`.
 
