@@ -413,8 +413,6 @@ fn killed_nodes_lose_no_fire_double_no_run_and_land_every_record_once() {
 // 2. Freeze.
 
 #[test]
-#[ignore = "open defect: a node frozen while streaming a batch (COPY) keeps the run's row \
-            locked and the takeover waits for it; fails about half the time until fixed"]
 fn a_frozen_node_loses_its_run_and_its_late_commits_are_refused() {
     let _machine = serial();
     let began = Instant::now();

@@ -83,7 +83,8 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
+/// A channel to the API at `addr`.
+pub(crate) async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -91,7 +92,8 @@ async fn channel(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
+/// `message` carrying `token` as its bearer token.
+pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut r = Request::new(message);
     r.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());

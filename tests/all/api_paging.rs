@@ -19,6 +19,8 @@ use sluice_testkit::{NodeBuilder, NodeDir};
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::api::channel;
+
 const NODE: NodeBuilder = NodeBuilder::new()
     .cache_under(env!("CARGO_TARGET_TMPDIR"), "api-paging-components")
     .worker("api-paging-node");
@@ -49,14 +51,6 @@ async fn node() -> Node {
         _stop: stop,
         _dir: dir,
     }
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -25,7 +25,9 @@ use sluice_api::{ApiServer, Scope, TokenEntry, Tokens};
 use sluice_testkit::servers::limited_api::{self, LimitConfig, LimitHeaders, RetryAfter};
 use sluice_testkit::{NodeBuilder, NodeDir};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+
+use crate::api::{channel, with_token};
+use tonic::{Code, Status};
 
 const NODE: NodeBuilder = NodeBuilder::new()
     .cache_under(env!("CARGO_TARGET_TMPDIR"), "api-tenants-components")
@@ -123,21 +125,6 @@ async fn node() -> Node {
     }
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn req<T>(message: T, token: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
 /// A `rest` connection of `tenant` to the API at `addr`, on a named credential.
 fn connection(name: &str, tenant: &str, addr: SocketAddr) -> String {
     json!({
@@ -170,7 +157,7 @@ async fn finished(ch: &Channel, run: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = RunsClient::new(ch.clone())
-            .get_run(req(pb::GetRunRequest { run_id: run.into() }, ROOT))
+            .get_run(with_token(pb::GetRunRequest { run_id: run.into() }, ROOT))
             .await
             .unwrap()
             .into_inner();
@@ -230,7 +217,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     // Tenant b's objects, made by the admin; tenant a's, made by a's own token.
     for (tenant, token) in [("b", ROOT), ("a", TOKEN_A)] {
         connections
-            .put_connection(req(
+            .put_connection(with_token(
                 pb::PutConnectionRequest {
                     definition_json: connection(&format!("conn-{tenant}"), tenant, http),
                 },
@@ -239,7 +226,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
             .await
             .unwrap();
         workflows
-            .put_workflow(req(
+            .put_workflow(with_token(
                 pb::PutWorkflowRequest {
                     definition_json: workflow(&format!("wf-{tenant}"), &format!("conn-{tenant}")),
                 },
@@ -251,7 +238,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let mut run_of = std::collections::HashMap::new();
     for (tenant, token) in [("b", ROOT), ("a", TOKEN_A)] {
         let run = workflows
-            .trigger_workflow(req(
+            .trigger_workflow(with_token(
                 pb::GetWorkflowRequest {
                     name: format!("wf-{tenant}"),
                 },
@@ -274,7 +261,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let s = denied(
         "put into tenant b",
         connections
-            .put_connection(req(
+            .put_connection(with_token(
                 pb::PutConnectionRequest {
                     definition_json: connection("conn-new", "b", http),
                 },
@@ -290,7 +277,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     denied(
         "replace b's connection",
         connections
-            .put_connection(req(
+            .put_connection(with_token(
                 pb::PutConnectionRequest {
                     definition_json: connection("conn-b", "a", http),
                 },
@@ -300,7 +287,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         Code::AlreadyExists,
     );
     connections
-        .put_connection(req(
+        .put_connection(with_token(
             pb::PutConnectionRequest {
                 definition_json: connection("conn-a", "a", http),
             },
@@ -313,7 +300,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let hidden = denied(
         "get b's connection",
         connections
-            .get_connection(req(
+            .get_connection(with_token(
                 pb::GetConnectionRequest {
                     name: "conn-b".into(),
                 },
@@ -325,7 +312,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let missing = denied(
         "get a missing connection",
         connections
-            .get_connection(req(
+            .get_connection(with_token(
                 pb::GetConnectionRequest {
                     name: "conn-zz".into(),
                 },
@@ -344,7 +331,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         "{hidden:?}"
     );
     let own = connections
-        .get_connection(req(
+        .get_connection(with_token(
             pb::GetConnectionRequest {
                 name: "conn-a".into(),
             },
@@ -358,14 +345,14 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Connections/ListConnections");
     let names = |l: Vec<pb::Connection>| l.into_iter().map(|c| c.name).collect::<Vec<_>>();
     let listed = connections
-        .list_connections(req(pb::ListConnectionsRequest::default(), a))
+        .list_connections(with_token(pb::ListConnectionsRequest::default(), a))
         .await
         .unwrap()
         .into_inner()
         .connections;
     assert_eq!(names(listed), ["conn-a"]);
     let of_b = connections
-        .list_connections(req(
+        .list_connections(with_token(
             pb::ListConnectionsRequest {
                 tenant: "b".into(),
                 ..Default::default()
@@ -382,7 +369,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     denied(
         "check b's connection",
         connections
-            .check_connection(req(
+            .check_connection(with_token(
                 pb::GetConnectionRequest {
                     name: "conn-b".into(),
                 },
@@ -393,7 +380,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     );
     assert!(
         connections
-            .check_connection(req(
+            .check_connection(with_token(
                 pb::GetConnectionRequest {
                     name: "conn-a".into()
                 },
@@ -409,7 +396,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     denied(
         "discover b's connection",
         connections
-            .discover_connection(req(
+            .discover_connection(with_token(
                 pb::GetConnectionRequest {
                     name: "conn-b".into(),
                 },
@@ -419,7 +406,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         Code::NotFound,
     );
     let streams = connections
-        .discover_connection(req(
+        .discover_connection(with_token(
             pb::GetConnectionRequest {
                 name: "conn-a".into(),
             },
@@ -437,7 +424,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     denied(
         "a workflow on b's connection",
         workflows
-            .put_workflow(req(
+            .put_workflow(with_token(
                 pb::PutWorkflowRequest {
                     definition_json: workflow("wf-new", "conn-b"),
                 },
@@ -449,7 +436,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     denied(
         "replace b's workflow",
         workflows
-            .put_workflow(req(
+            .put_workflow(with_token(
                 pb::PutWorkflowRequest {
                     definition_json: workflow("wf-b", "conn-a"),
                 },
@@ -462,14 +449,17 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Workflows/GetWorkflow");
     denied(
         "get b's workflow",
-        workflows.get_workflow(req(wf("wf-b"), a)).await,
+        workflows.get_workflow(with_token(wf("wf-b"), a)).await,
         Code::NotFound,
     );
-    workflows.get_workflow(req(wf("wf-a"), a)).await.unwrap();
+    workflows
+        .get_workflow(with_token(wf("wf-a"), a))
+        .await
+        .unwrap();
 
     covered.mark("Workflows/ListWorkflows");
     let listed: Vec<String> = workflows
-        .list_workflows(req(pb::ListWorkflowsRequest::default(), a))
+        .list_workflows(with_token(pb::ListWorkflowsRequest::default(), a))
         .await
         .unwrap()
         .into_inner()
@@ -479,7 +469,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         .collect();
     assert_eq!(listed, ["wf-a"]);
     let on_b = workflows
-        .list_workflows(req(
+        .list_workflows(with_token(
             pb::ListWorkflowsRequest {
                 connection: "conn-b".into(),
                 ..Default::default()
@@ -495,12 +485,12 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Workflows/PauseWorkflow");
     denied(
         "pause b's workflow",
-        workflows.pause_workflow(req(wf("wf-b"), a)).await,
+        workflows.pause_workflow(with_token(wf("wf-b"), a)).await,
         Code::NotFound,
     );
     assert!(
         workflows
-            .pause_workflow(req(wf("wf-a"), a))
+            .pause_workflow(with_token(wf("wf-a"), a))
             .await
             .unwrap()
             .into_inner()
@@ -509,16 +499,19 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Workflows/ResumeWorkflow");
     denied(
         "resume b's workflow",
-        workflows.resume_workflow(req(wf("wf-b"), a)).await,
+        workflows.resume_workflow(with_token(wf("wf-b"), a)).await,
         Code::NotFound,
     );
-    workflows.resume_workflow(req(wf("wf-a"), a)).await.unwrap();
+    workflows
+        .resume_workflow(with_token(wf("wf-a"), a))
+        .await
+        .unwrap();
 
     covered.mark("Workflows/ListUpcomingFires");
     denied(
         "b's upcoming fires",
         workflows
-            .list_upcoming_fires(req(
+            .list_upcoming_fires(with_token(
                 pb::ListUpcomingFiresRequest {
                     name: "wf-b".into(),
                     count: 3,
@@ -529,7 +522,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         Code::NotFound,
     );
     let fires = workflows
-        .list_upcoming_fires(req(
+        .list_upcoming_fires(with_token(
             pb::ListUpcomingFiresRequest {
                 name: "wf-a".into(),
                 count: 3,
@@ -545,11 +538,11 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Workflows/TriggerWorkflow");
     denied(
         "trigger b's workflow",
-        workflows.trigger_workflow(req(wf("wf-b"), a)).await,
+        workflows.trigger_workflow(with_token(wf("wf-b"), a)).await,
         Code::NotFound,
     );
     let again = workflows
-        .trigger_workflow(req(wf("wf-a"), a))
+        .trigger_workflow(with_token(wf("wf-a"), a))
         .await
         .unwrap()
         .into_inner()
@@ -560,7 +553,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let run = |id: &str| pb::GetRunRequest { run_id: id.into() };
     covered.mark("Runs/ListRuns");
     let listed = runs
-        .list_runs(req(pb::ListRunsRequest::default(), a))
+        .list_runs(with_token(pb::ListRunsRequest::default(), a))
         .await
         .unwrap()
         .into_inner()
@@ -589,7 +582,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         },
     ] {
         let got = runs
-            .list_runs(req(filter.clone(), a))
+            .list_runs(with_token(filter.clone(), a))
             .await
             .unwrap()
             .into_inner()
@@ -600,19 +593,19 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Runs/GetRun");
     denied(
         "get b's run",
-        runs.get_run(req(run(&run_b), a)).await,
+        runs.get_run(with_token(run(&run_b), a)).await,
         Code::NotFound,
     );
-    runs.get_run(req(run(&run_a), a)).await.unwrap();
+    runs.get_run(with_token(run(&run_a), a)).await.unwrap();
 
     covered.mark("Runs/WatchRun");
     denied(
         "watch b's run",
-        runs.watch_run(req(run(&run_b), a)).await,
+        runs.watch_run(with_token(run(&run_b), a)).await,
         Code::NotFound,
     );
     let mut watch = runs
-        .watch_run(req(run(&run_a), a))
+        .watch_run(with_token(run(&run_a), a))
         .await
         .unwrap()
         .into_inner();
@@ -622,7 +615,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Runs/CancelRun");
     denied(
         "cancel b's run",
-        runs.cancel_run(req(
+        runs.cancel_run(with_token(
             pb::CancelRunRequest {
                 run_id: run_b.clone(),
                 reason: String::new(),
@@ -635,7 +628,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     // a's run ended: refused for its status, not hidden.
     denied(
         "cancel a's ended run",
-        runs.cancel_run(req(
+        runs.cancel_run(with_token(
             pb::CancelRunRequest {
                 run_id: run_a.clone(),
                 reason: String::new(),
@@ -649,19 +642,19 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Runs/RetryRun");
     denied(
         "retry b's run",
-        runs.retry_run(req(run(&run_b), a)).await,
+        runs.retry_run(with_token(run(&run_b), a)).await,
         Code::NotFound,
     );
     denied(
         "retry a's completed run",
-        runs.retry_run(req(run(&run_a), a)).await,
+        runs.retry_run(with_token(run(&run_a), a)).await,
         Code::FailedPrecondition,
     );
 
     covered.mark("Runs/GetRunLogs");
     denied(
         "b's run logs",
-        runs.get_run_logs(req(
+        runs.get_run_logs(with_token(
             pb::GetRunLogsRequest {
                 run_id: run_b.clone(),
                 ..Default::default()
@@ -686,14 +679,14 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         },
     ] {
         let got = runs
-            .get_run_logs(req(filter.clone(), a))
+            .get_run_logs(with_token(filter.clone(), a))
             .await
             .unwrap()
             .into_inner();
         assert!(got.entries.is_empty(), "{filter:?}: {:?}", got.entries);
     }
     let own_logs = runs
-        .get_run_logs(req(
+        .get_run_logs(with_token(
             pb::GetRunLogsRequest {
                 run_id: run_a.clone(),
                 ..Default::default()
@@ -715,10 +708,13 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     };
     denied(
         "b's record",
-        records.get_record(req(key("conn-b"), a)).await,
+        records.get_record(with_token(key("conn-b"), a)).await,
         Code::NotFound,
     );
-    records.get_record(req(key("conn-a"), a)).await.unwrap();
+    records
+        .get_record(with_token(key("conn-a"), a))
+        .await
+        .unwrap();
     covered.mark("Records/ReadChanges");
     let feed = |connection: &str| pb::ReadChangesRequest {
         connection: connection.into(),
@@ -728,11 +724,11 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     };
     denied(
         "b's change feed",
-        records.read_changes(req(feed("conn-b"), a)).await,
+        records.read_changes(with_token(feed("conn-b"), a)).await,
         Code::NotFound,
     );
     let own_feed = records
-        .read_changes(req(feed("conn-a"), a))
+        .read_changes(with_token(feed("conn-a"), a))
         .await
         .unwrap()
         .into_inner();
@@ -741,7 +737,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     // ---- Rate limits: only the keys of a's credentials.
     covered.mark("RateLimits/ListRateLimits");
     let all = rate_limits
-        .list_rate_limits(req(pb::ListRateLimitsRequest::default(), ROOT))
+        .list_rate_limits(with_token(pb::ListRateLimitsRequest::default(), ROOT))
         .await
         .unwrap()
         .into_inner();
@@ -752,7 +748,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     };
     assert!(credentials(&all.keys).contains("cred-b"), "{:?}", all.keys);
     let seen = rate_limits
-        .list_rate_limits(req(pb::ListRateLimitsRequest::default(), a))
+        .list_rate_limits(with_token(pb::ListRateLimitsRequest::default(), a))
         .await
         .unwrap()
         .into_inner();
@@ -761,7 +757,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         BTreeSet::from(["cred-a".to_owned()])
     );
     let asked_for_b = rate_limits
-        .list_rate_limits(req(
+        .list_rate_limits(with_token(
             pb::ListRateLimitsRequest {
                 credential: "cred-b".into(),
                 ..Default::default()
@@ -778,7 +774,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let rest =
         |list: Vec<pb::ConnectorInfo>| list.into_iter().find(|c| c.name == "rest").unwrap().used_by;
     let listed = connectors
-        .list_connectors(req(pb::ListConnectorsRequest::default(), a))
+        .list_connectors(with_token(pb::ListConnectorsRequest::default(), a))
         .await
         .unwrap()
         .into_inner()
@@ -786,7 +782,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     assert_eq!(rest(listed), ["conn-a"]);
     covered.mark("Connectors/GetConnector");
     let got = connectors
-        .get_connector(req(
+        .get_connector(with_token(
             pb::GetConnectorRequest {
                 name: "rest".into(),
             },
@@ -801,7 +797,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     let s = denied(
         "register with a tenant's token",
         connectors
-            .register_connector(req(
+            .register_connector(with_token(
                 pb::RegisterConnectorRequest {
                     name: "tickets".into(),
                     version: "1".into(),
@@ -817,7 +813,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     denied(
         "remove with a tenant's token",
         connectors
-            .remove_connector(req(
+            .remove_connector(with_token(
                 pb::GetConnectorRequest {
                     name: "rest".into(),
                 },
@@ -831,14 +827,16 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Nodes/ListNodes");
     denied(
         "list nodes",
-        nodes.list_nodes(req(pb::ListNodesRequest {}, a)).await,
+        nodes
+            .list_nodes(with_token(pb::ListNodesRequest {}, a))
+            .await,
         Code::PermissionDenied,
     );
     covered.mark("Nodes/DrainNode");
     denied(
         "drain a node",
         nodes
-            .drain_node(req(pb::DrainNodeRequest { node: "any".into() }, a))
+            .drain_node(with_token(pb::DrainNodeRequest { node: "any".into() }, a))
             .await,
         Code::PermissionDenied,
     );
@@ -846,11 +844,11 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     covered.mark("Workflows/DeleteWorkflow");
     denied(
         "delete b's workflow",
-        workflows.delete_workflow(req(wf("wf-b"), a)).await,
+        workflows.delete_workflow(with_token(wf("wf-b"), a)).await,
         Code::NotFound,
     );
     workflows
-        .put_workflow(req(
+        .put_workflow(with_token(
             pb::PutWorkflowRequest {
                 definition_json: workflow("wf-a-spare", "conn-a"),
             },
@@ -859,7 +857,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         .await
         .unwrap();
     workflows
-        .delete_workflow(req(wf("wf-a-spare"), a))
+        .delete_workflow(with_token(wf("wf-a-spare"), a))
         .await
         .unwrap();
 
@@ -869,7 +867,7 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
 
     // Tenant b's objects are as they were.
     let b = connections
-        .get_connection(req(
+        .get_connection(with_token(
             pb::GetConnectionRequest {
                 name: "conn-b".into(),
             },
@@ -880,13 +878,13 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
         .into_inner();
     assert_eq!(b.tenant, "b");
     let wf_b = workflows
-        .get_workflow(req(wf("wf-b"), ROOT))
+        .get_workflow(with_token(wf("wf-b"), ROOT))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((wf_b.connection.as_str(), wf_b.paused), ("conn-b", false));
     let runs_b = runs
-        .list_runs(req(
+        .list_runs(with_token(
             pb::ListRunsRequest {
                 tenant: "b".into(),
                 ..Default::default()
@@ -902,17 +900,21 @@ async fn a_tenants_token_sees_and_changes_nothing_of_another_tenant_through_any_
     // A read-only token of a reads a's objects and changes nothing.
     let s = denied(
         "trigger with a read-only token",
-        workflows.trigger_workflow(req(wf("wf-a"), READER_A)).await,
+        workflows
+            .trigger_workflow(with_token(wf("wf-a"), READER_A))
+            .await,
         Code::PermissionDenied,
     );
     assert!(s.message().contains("read-only"), "{s:?}");
     workflows
-        .get_workflow(req(wf("wf-a"), READER_A))
+        .get_workflow(with_token(wf("wf-a"), READER_A))
         .await
         .unwrap();
     denied(
         "read-only token on b",
-        workflows.get_workflow(req(wf("wf-b"), READER_A)).await,
+        workflows
+            .get_workflow(with_token(wf("wf-b"), READER_A))
+            .await,
         Code::NotFound,
     );
 }
@@ -970,7 +972,7 @@ async fn through_the_api_a_connector_comes_only_from_the_registry() {
         let s = denied(
             &path,
             connections
-                .put_connection(req(put(path.clone()), ROOT))
+                .put_connection(with_token(put(path.clone()), ROOT))
                 .await,
             Code::InvalidArgument,
         );
@@ -987,12 +989,12 @@ async fn through_the_api_a_connector_comes_only_from_the_registry() {
     // First-party by name and by digest; a registered one by name, name@version and
     // digest.
     connections
-        .put_connection(req(put("sample".into()), ROOT))
+        .put_connection(with_token(put("sample".into()), ROOT))
         .await
         .unwrap();
     let mut registry = ConnectorsClient::new(ch.clone());
     let sample = registry
-        .get_connector(req(
+        .get_connector(with_token(
             pb::GetConnectorRequest {
                 name: "sample".into(),
             },
@@ -1002,11 +1004,11 @@ async fn through_the_api_a_connector_comes_only_from_the_registry() {
         .unwrap()
         .into_inner();
     connections
-        .put_connection(req(put(sample.digest.clone()), ROOT))
+        .put_connection(with_token(put(sample.digest.clone()), ROOT))
         .await
         .unwrap();
     let tickets = registry
-        .register_connector(req(
+        .register_connector(with_token(
             pb::RegisterConnectorRequest {
                 name: "tickets".into(),
                 version: "1.2.0".into(),
@@ -1027,7 +1029,7 @@ async fn through_the_api_a_connector_comes_only_from_the_registry() {
             "config": {"base_url": "http://127.0.0.1:9"}, "allowed_hosts": ["127.0.0.1"]
         });
         let got = connections
-            .put_connection(req(
+            .put_connection(with_token(
                 pb::PutConnectionRequest {
                     definition_json: def.to_string(),
                 },
@@ -1037,7 +1039,7 @@ async fn through_the_api_a_connector_comes_only_from_the_registry() {
         let got = got.unwrap_or_else(|s| panic!("{reference}: {s:?}"));
         assert_eq!(got.into_inner().connector, reference);
         let used = registry
-            .get_connector(req(
+            .get_connector(with_token(
                 pb::GetConnectorRequest {
                     name: "tickets".into(),
                 },
@@ -1052,7 +1054,7 @@ async fn through_the_api_a_connector_comes_only_from_the_registry() {
     let s = denied(
         "an unregistered version",
         connections
-            .put_connection(req(put("tickets@9.9.9".into()), ROOT))
+            .put_connection(with_token(put("tickets@9.9.9".into()), ROOT))
             .await,
         Code::InvalidArgument,
     );

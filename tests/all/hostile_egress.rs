@@ -226,7 +226,9 @@ async fn header_fields_resources_held_at_once_are_capped_per_store() {
     }
     // Under the limit, the same misbehaviour is only wasteful.
     let config = json!({"mode": "many_fields", "count": limit / 2, "field_bytes": 100});
-    let v = read(&connector, &grant, config).await.expect("within the limit");
+    let v = read(&connector, &grant, config)
+        .await
+        .expect("within the limit");
     assert_eq!(v, format!("held {} fields resources", limit / 2));
     still_serves(&connector, addr).await;
 }

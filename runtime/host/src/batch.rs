@@ -359,8 +359,13 @@ mod tests {
     #[test]
     fn refuses_a_number_no_reader_can_hold() {
         for record in [&b"{\"id\":25505555555555E5555}\n"[..], b"{\"a\":[1e400]}\n"] {
-            let e = validate_records(record, 1, 1 << 20).unwrap_err().to_string();
-            assert!(e.contains("record 1") && e.contains("number out of range"), "{e}");
+            let e = validate_records(record, 1, 1 << 20)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("record 1") && e.contains("number out of range"),
+                "{e}"
+            );
         }
         assert!(validate_records(b"{\"a\":1e300,\"b\":-0.5e-400}\n", 1, 1 << 20).is_ok());
     }
