@@ -5,6 +5,12 @@
 //! work first). Reopening in the same process right away then fails with
 //! `WouldBlock` ("could not acquire lock"). Opening retries that case for a bounded time; any other error, or a
 //! lock still held after it (another process uses the store), is returned as is.
+//!
+//! A process killed while sled writes a snapshot leaves `snap.<lsn>.generating`
+//! behind, possibly empty. sled 0.34 counts it among the snapshots, picks it as the
+//! newest by name and refuses to open ("read corrupted data") forever after. A
+//! snapshot is only complete once renamed, so opening removes such files first —
+//! only when no other process holds the store, whose snapshot it could be.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +31,7 @@ pub(crate) fn open_store_db(
     path: &std::path::Path,
     cache_bytes: u64,
 ) -> Result<sled::Db, super::staged::RecoverError> {
+    remove_unfinished_snapshots(path);
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
@@ -40,6 +47,42 @@ pub(crate) fn open_store_db(
     Ok(db)
 }
 
+/// Where sled writes a snapshot before renaming it complete.
+const UNFINISHED_SNAPSHOT: &str = ".generating";
+
+/// Removes the snapshots a killed process left half written in the store at `path`,
+/// unless another process holds the store.
+fn remove_unfinished_snapshots(path: &std::path::Path) {
+    use fs2::FileExt;
+    // sled's own lock: held, the store is in use and its snapshot may be in progress.
+    let Ok(db_file) = std::fs::OpenOptions::new().read(true).open(path.join("db")) else {
+        return;
+    };
+    if db_file.try_lock_exclusive().is_err() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(UNFINISHED_SNAPSHOT) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(
+                    file = %name,
+                    "removed a snapshot a killed process left half written"
+                ),
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "could not remove a half-written snapshot")
+                }
+            }
+        }
+    }
+    // Dropping the file releases the lock for sled to take.
+    drop(db_file);
+}
+
 /// `config.open()`, retried while the lock is busy, up to [`LOCK_WAIT`].
 pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let started = Instant::now();
@@ -50,5 +93,32 @@ pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used, reason = "a test")]
+    fn a_snapshot_left_half_written_by_a_kill_does_not_brick_the_store() {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-open-{}-{}", std::process::id(), line!()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let db = open_store_db(&dir, 1 << 20).unwrap();
+            db.insert(b"kept", b"value").unwrap();
+            db.flush().unwrap();
+        }
+        // What a SIGKILL during sled's snapshot leaves: the file created, nothing
+        // written; its name sorts after every finished snapshot.
+        let unfinished = dir.join(format!("snap.{:016X}{UNFINISHED_SNAPSHOT}", u64::MAX));
+        std::fs::write(&unfinished, b"").unwrap();
+        let db = open_store_db(&dir, 1 << 20).unwrap();
+        assert_eq!(db.get(b"kept").unwrap().as_deref(), Some(&b"value"[..]));
+        assert!(!unfinished.exists());
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
