@@ -71,10 +71,8 @@ pub async fn open_store(location: &Location, data_dir: &std::path::Path) -> anyh
         .open(data_dir)
         .await
         .with_context(|| match location {
-            Location::Dir(dir) => format!(
-                "opening the store in {} (is another sluice process using it?)",
-                dir.display()
-            ),
+            // The store's own error says why: another process, a full disk, damage.
+            Location::Dir(dir) => format!("opening the store in {}", dir.display()),
             // The store's own error names the URL (without its password).
             Location::Postgres(_) => "opening the store".to_owned(),
         })

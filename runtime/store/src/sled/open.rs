@@ -83,6 +83,27 @@ fn remove_unfinished_snapshots(path: &std::path::Path) {
     drop(db_file);
 }
 
+/// What went wrong opening or reading the store, said so an operator knows what to
+/// do: another process, a full disk and damaged files each need something else.
+pub(crate) fn describe(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if is_lock_busy(e) => format!(
+            "another process holds the store (its lock is taken: is another sluice process \
+             using this data directory?): {io}"
+        ),
+        sled::Error::Io(io) if io.raw_os_error() == Some(ENOSPC) => format!(
+            "no space left on the device holding the store: free some and start again ({io})"
+        ),
+        sled::Error::Corruption { .. } => "the store's files are damaged (the storage engine \
+             found data it cannot read): restore the data directory from a backup"
+            .to_owned(),
+        other => format!("storage: {other}"),
+    }
+}
+
+/// The OS error of a full disk (Linux and macOS).
+const ENOSPC: i32 = 28;
+
 /// `config.open()`, retried while the lock is busy, up to [`LOCK_WAIT`].
 pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let started = Instant::now();
@@ -99,6 +120,22 @@ pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_error_says_what_to_do() {
+        let busy = sled::Error::Io(std::io::Error::other(
+            "could not acquire lock on \"db\": Os { code: 11, kind: WouldBlock }",
+        ));
+        assert!(describe(&busy).contains("another process holds the store"));
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(ENOSPC));
+        assert!(
+            describe(&full).contains("no space left"),
+            "{}",
+            describe(&full)
+        );
+        let damaged = sled::Error::Corruption { at: None, bt: () };
+        assert!(describe(&damaged).contains("damaged"));
+    }
 
     #[test]
     #[allow(clippy::unwrap_used, reason = "a test")]

@@ -192,7 +192,7 @@ impl Staged<'_> {
 /// Errors of [`recover`].
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RecoverError {
-    #[error("storage: {0}")]
+    #[error("{}", super::open::describe(.0))]
     Storage(#[from] sled::Error),
     #[error("the write-ahead record cannot be read: {0}")]
     Corrupt(String),
