@@ -232,7 +232,10 @@ async fn random_past_limit_attack(host: &Host) {
     let limits = cpu_limits();
     let config = json!({"mode": "random_loop", "bytes": 64 * MIB});
     let err = sandbox_failure(&connector, &grant(limits.clone()), config).await;
-    let expected = format!("exceeds limit {}", limits.random_bytes_per_call);
+    let expected = format!(
+        "exceeds limit {0} (the limit is random_bytes_per_call, {0} bytes)",
+        limits.random_bytes_per_call
+    );
     assert!(
         matches!(&err, HostError::Trap { call, message }
             if *call == NEXT && message.contains(&expected)),

@@ -124,6 +124,14 @@ fn classify<R>(
         return Err(HostError::Panic { call, message });
     }
     let mut message = format!("{trap:#}");
+    // wasmtime's own refusal of a random-bytes request past the store's setting
+    // names no setting: name ours.
+    if message.contains("requested len") && message.contains("exceeds limit") {
+        message.push_str(&format!(
+            " (the limit is random_bytes_per_call, {} bytes)",
+            limits.random_bytes_per_call
+        ));
+    }
     if !stderr.trim().is_empty() {
         message.push_str("; stderr: ");
         message.push_str(stderr.trim());
