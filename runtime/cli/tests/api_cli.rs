@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_testkit::process::{send_signal, stderr, stdout};
+use sluice_testkit::process::{output_within, send_signal, stderr, stdout};
 
 /// How long anything a test waits on may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -154,31 +154,12 @@ impl Drop for Node {
 /// Runs `sluice ARGS` to its end, failing the test if it takes longer than the
 /// deadline (the process is then killed).
 fn sluice(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args)
         .env("SLUICE_CACHE_DIR", cache_dir())
         .env_remove("SLUICE_SERVER")
-        .env_remove("SLUICE_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            send_signal(pid, "-KILL");
-            panic!(
-                "`sluice {}` did not end within {DEADLINE:?}",
-                args.join(" ")
-            );
-        }
-    }
+        .env_remove("SLUICE_TOKEN");
+    output_within(cmd, DEADLINE)
 }
 
 /// Asserts the command succeeded and parses its stdout as one JSON document.

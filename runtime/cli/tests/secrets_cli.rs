@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_testkit::process::{send_signal, stderr, stdout};
+use sluice_testkit::process::{output_within, send_signal, stderr, stdout};
 
 /// How long anything a test waits on may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -328,25 +328,8 @@ impl Drop for Node {
 }
 
 /// Runs `cmd` to its end within the deadline.
-fn run_to_end(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            send_signal(pid, "-KILL");
-            panic!("`{cmd:?}` did not end within {DEADLINE:?}");
-        }
-    }
+fn run_to_end(cmd: Command) -> Output {
+    output_within(cmd, DEADLINE)
 }
 
 /// Runs `sluice ARGS` (a client command or `sluice secrets …`).

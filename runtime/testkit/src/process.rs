@@ -3,6 +3,8 @@
 //! cargo built it, `env!("CARGO_BIN_EXE_sluice")`, so the command itself is theirs.)
 
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// What the process wrote on stdout, as text.
 pub fn stdout(o: &Output) -> String {
@@ -22,4 +24,32 @@ pub fn send_signal(pid: u32, signal: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Runs `cmd` to its end (no stdin, stdout and stderr captured); a process still
+/// running after `deadline` is killed and the test fails naming the command.
+#[allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    reason = "a test helper fails the test"
+)]
+pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("`{cmd:?}` did not start: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            send_signal(pid, "-KILL");
+            panic!("`{cmd:?}` did not end within {deadline:?}");
+        }
+    }
 }
