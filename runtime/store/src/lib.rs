@@ -27,6 +27,7 @@ mod records;
 pub mod run_logs;
 pub mod sled;
 mod store;
+pub mod verify;
 
 pub use backend::{Backend, BatchCommit, Committed, StoreError, StreamEnd};
 pub use budgets::SharedBudgets;
