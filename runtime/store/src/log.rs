@@ -215,6 +215,31 @@ pub enum LogError {
     /// The log is closed (its committer stopped).
     #[error("the log is closed")]
     Closed,
+    /// The disk holding the store has less free space than the store keeps in
+    /// reserve: nothing of the append was written, and the same append succeeds once
+    /// space is freed (the store itself is intact).
+    #[error(
+        "no space left for the store: {available} bytes free on the device holding {path}, \
+         below the {reserve} bytes it keeps in reserve; free some space and it writes again"
+    )]
+    NoSpace {
+        /// The store's directory.
+        path: String,
+        /// Bytes free for the store.
+        available: u64,
+        /// Bytes the store keeps free.
+        reserve: u64,
+    },
+    /// The storage engine failed while writing and stopped: nothing more is written
+    /// until the store is opened again (by restarting the node), which completes or
+    /// discards what was in progress.
+    #[error("the store stopped writing: {reason}; it writes again once it is opened again")]
+    Stopped {
+        /// What failed.
+        reason: String,
+        /// Whether it failed for want of space (it can be opened again once there is).
+        no_space: bool,
+    },
     /// Another run was already created for this schedule fire (by another node).
     #[error("workflow `{workflow}` already has a run for its fire at {fire_at_unix_ms} ms")]
     FireTaken {
@@ -262,6 +287,21 @@ impl LogError {
 }
 
 impl LogError {
+    /// Whether the store cannot write for want of disk space: the append may succeed
+    /// once space is freed (at once for [`LogError::NoSpace`], after the store is
+    /// opened again for [`LogError::Stopped`]).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(
+            self,
+            LogError::NoSpace { .. } | LogError::Stopped { no_space: true, .. }
+        )
+    }
+
+    /// Whether the store stopped writing until it is opened again.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, LogError::Stopped { .. })
+    }
+
     pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
         LogError::Storage(e.to_string())
     }

@@ -4,8 +4,11 @@
 //! nothing of what a definition means: the engine parses and validates them. Every
 //! write is flushed before it returns, so a definition acknowledged is durable.
 
+use std::sync::Arc;
+
 use crate::StoreError;
 use crate::catalog::Catalog;
+use crate::sled::durable::Durable;
 
 /// Name of the catalog's tree.
 use crate::sled::layout::CATALOG as TREE;
@@ -14,6 +17,7 @@ use crate::sled::layout::CATALOG as TREE;
 #[derive(Clone)]
 pub struct SledCatalog {
     tree: sled::Tree,
+    durable: Arc<Durable>,
 }
 
 pub(crate) fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
@@ -26,9 +30,10 @@ pub(crate) fn key(kind: &str, name: &str) -> Result<Vec<u8>, StoreError> {
 }
 
 impl SledCatalog {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: &sled::Db, durable: Arc<Durable>) -> Result<Self, StoreError> {
         Ok(SledCatalog {
             tree: db.open_tree(TREE).map_err(StoreError::storage)?,
+            durable,
         })
     }
 }
@@ -42,7 +47,7 @@ impl Catalog for SledCatalog {
             .tree
             .insert(key(kind, name)?, document)
             .map_err(StoreError::storage)?;
-        self.tree.flush().map_err(StoreError::storage)?;
+        self.durable.flush().map_err(StoreError::storage)?;
         Ok(old.is_some())
     }
 
@@ -98,7 +103,7 @@ impl Catalog for SledCatalog {
             .tree
             .remove(key(kind, name)?)
             .map_err(StoreError::storage)?;
-        self.tree.flush().map_err(StoreError::storage)?;
+        self.durable.flush().map_err(StoreError::storage)?;
         Ok(old.is_some())
     }
 }

@@ -32,6 +32,9 @@ pub const CATALOG: &str = "catalog";
 pub const RUN_LOGS: &str = "run_logs";
 /// The write-ahead record of the group being applied (one key, [`WRITE_AHEAD_KEY`]).
 pub const WRITE_AHEAD: &str = "write_ahead";
+/// The number of the store's latest flush (one key, [`DURABLE_FLUSHES`]; see
+/// `super::durable`).
+pub const DURABLE: &str = "durable";
 
 /// The log's trees, in the order a group of writes goes through them; the positions
 /// below index this list.
@@ -71,6 +74,8 @@ pub(crate) const EXTRA_CATALOG: usize = 1;
 pub const ACTIVE_FROM: &[u8] = b"active_from";
 /// `log_meta` key of the postings' spread (a 128-bit distance between run ids).
 pub const POSTING_SPREAD: &[u8] = b"posting_spread";
+/// The one key of the `durable` tree: the latest flush's number (u64 BE).
+pub const DURABLE_FLUSHES: &[u8] = b"flushes";
 /// The one key of the `write_ahead` tree.
 pub const WRITE_AHEAD_KEY: [u8; 1] = [0];
 

@@ -12,7 +12,10 @@
 //! snapshot is only complete once renamed, so opening removes such files first —
 //! only when no other process holds the store, whose snapshot it could be.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::durable::Durable;
 
 /// How long an open waits for a lock being released.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -25,12 +28,13 @@ fn is_lock_busy(e: &sled::Error) -> bool {
 }
 
 /// Opens the store's database in `path` with a page cache of `cache_bytes`, flushed
-/// only when asked (every durable write flushes), and completes the group of writes
-/// a crash left half applied, before anything reads it.
+/// only when asked (every durable write flushes, through the returned [`Durable`]),
+/// completes the group of writes a crash left half applied, before anything reads
+/// it, and refuses a store that lost flushes it had made durable.
 pub(crate) fn open_store_db(
     path: &std::path::Path,
     cache_bytes: u64,
-) -> Result<sled::Db, super::staged::RecoverError> {
+) -> Result<(sled::Db, Arc<Durable>), OpenError> {
     remove_unfinished_snapshots(path);
     let config = sled::Config::new()
         .path(path)
@@ -44,7 +48,23 @@ pub(crate) fn open_store_db(
             "completed a group of writes a crash interrupted"
         );
     }
-    Ok(db)
+    let durable = Durable::check(path, &db)?;
+    Ok((db, Arc::new(durable)))
+}
+
+/// Why a store did not open.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error(transparent)]
+    Recover(#[from] super::staged::RecoverError),
+    #[error(transparent)]
+    Check(#[from] super::durable::CheckError),
+}
+
+impl From<sled::Error> for OpenError {
+    fn from(e: sled::Error) -> Self {
+        OpenError::Recover(e.into())
+    }
 }
 
 /// Where sled writes a snapshot before renaming it complete.
@@ -91,7 +111,7 @@ pub(crate) fn describe(e: &sled::Error) -> String {
             "another process holds the store (its lock is taken: is another sluice process \
              using this data directory?): {io}"
         ),
-        sled::Error::Io(io) if io.raw_os_error() == Some(ENOSPC) => format!(
+        sled::Error::Io(io) if super::space::is_no_space(e) => format!(
             "no space left on the device holding the store: free some and start again ({io})"
         ),
         sled::Error::Corruption { .. } => "the store's files are damaged (the storage engine \
@@ -100,9 +120,6 @@ pub(crate) fn describe(e: &sled::Error) -> String {
         other => format!("storage: {other}"),
     }
 }
-
-/// The OS error of a full disk (Linux and macOS).
-const ENOSPC: i32 = 28;
 
 /// `config.open()`, retried while the lock is busy, up to [`LOCK_WAIT`].
 pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
@@ -127,7 +144,7 @@ mod tests {
             "could not acquire lock on \"db\": Os { code: 11, kind: WouldBlock }",
         ));
         assert!(describe(&busy).contains("another process holds the store"));
-        let full = sled::Error::Io(std::io::Error::from_raw_os_error(ENOSPC));
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(super::super::space::ENOSPC));
         assert!(
             describe(&full).contains("no space left"),
             "{}",
@@ -144,15 +161,15 @@ mod tests {
             std::env::temp_dir().join(format!("sluice-open-{}-{}", std::process::id(), line!()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let db = open_store_db(&dir, 1 << 20).unwrap();
+            let (db, durable) = open_store_db(&dir, 1 << 20).unwrap();
             db.insert(b"kept", b"value").unwrap();
-            db.flush().unwrap();
+            durable.flush().unwrap();
         }
         // What a SIGKILL during sled's snapshot leaves: the file created, nothing
         // written; its name sorts after every finished snapshot.
         let unfinished = dir.join(format!("snap.{:016X}{UNFINISHED_SNAPSHOT}", u64::MAX));
         std::fs::write(&unfinished, b"").unwrap();
-        let db = open_store_db(&dir, 1 << 20).unwrap();
+        let (db, _durable) = open_store_db(&dir, 1 << 20).unwrap();
         assert_eq!(db.get(b"kept").unwrap().as_deref(), Some(&b"value"[..]));
         assert!(!unfinished.exists());
         drop(db);

@@ -44,12 +44,12 @@ impl SledStore {
 
     /// Opens the store with a log configuration.
     pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, StoreError> {
-        let db = super::open::open_store_db(path.as_ref(), config.cache_bytes)
+        let (db, durable) = super::open::open_store_db(path.as_ref(), config.cache_bytes)
             .map_err(StoreError::storage)?;
         let hub = SledHub::open(&db)?;
-        let catalog = SledCatalog::open(&db)?;
+        let catalog = SledCatalog::open(&db, durable.clone())?;
         let run_logs = SledRunLogs::open(&db)?;
-        let log = EventLog::start(db, config, &EXTRA_TREES)?;
+        let log = EventLog::start(db, durable, config, &EXTRA_TREES)?;
         Ok(SledStore {
             log,
             hub,

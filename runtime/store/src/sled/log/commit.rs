@@ -31,17 +31,24 @@
 //! a group is applied, and dropped when a run becomes terminal. Each appended event
 //! is checked with [`transition`], so the log never holds
 //! events that do not fold. A request that is refused (or whose hook aborts) fails
-//! alone: the group is staged again without it. If applying a group fails, the committer stops
-//! writing (later appends fail): a half-applied group is completed only by reopening.
+//! alone: the group is staged again without it. Before a group is written, the disk
+//! must have the store's reserve free (`crate::sled::space`); if not, the group is
+//! refused ([`LogError::NoSpace`]) and the same appends succeed once space is freed.
+//! If applying or flushing a group fails, sled has stopped for good: the committer
+//! and the flusher stop writing and every append in their hands or later fails with
+//! [`LogError::Stopped`] (a half-applied group is completed only by reopening). A
+//! flush that does not return while sled has stopped (sled 0.34 can wait forever for
+//! a write that failed) is given up on, so no appender waits forever.
 //!
 //! It must never acknowledge a request before the flush that made it durable.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, OnceLock};
 
 use prost::Message;
-use sled::{Db, Tree};
+use sled::Tree;
 use tokio::sync::{mpsc, oneshot};
 
 use super::active::{ACTIVE_FROM, first_id_at};
@@ -49,6 +56,8 @@ use super::index::Postings;
 use super::keys::{Head, Watermark, event_batch_key, event_key};
 use crate::codec::{v1, wire_event};
 use crate::log::{LogError, RunSummary, scheduled_of};
+use crate::sled::durable::Durable;
+use crate::sled::space::{FreeSpace, is_no_space};
 use crate::sled::staged::{Staged, StagedTree};
 use sluice_model::{EventKind, RunId, StatusKind};
 
@@ -96,8 +105,11 @@ pub(crate) struct Committer {
     pub active_lag: std::time::Duration,
     /// When the watermark was last moved.
     pub last_sweep: Option<std::time::Instant>,
-    /// Set when applying a group failed: every later append fails with it.
-    pub broken: Option<LogError>,
+    /// Set when writing a group failed (by the committer or the flusher): every later
+    /// append fails with it.
+    pub stopped: Arc<OnceLock<LogError>>,
+    /// The free space writes must leave.
+    pub space: FreeSpace,
 }
 
 /// Why staging a group failed.
@@ -147,9 +159,36 @@ const BUSY_FLUSH: usize = 16;
 /// committing batch after batch) never waits: its flushes acknowledge one append.
 const BUSY_FLUSH_GAP: std::time::Duration = std::time::Duration::from_millis(3);
 
+/// How often a flush that has not returned is checked on: sled may have stopped.
+const FLUSH_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Flushes the database for every group committed before the flush began, then
-/// acknowledges them; runs until the committer is gone.
-pub(crate) fn flush_loop(db: Db, rx: std::sync::mpsc::Receiver<Unflushed>) {
+/// acknowledges them; runs until the committer is gone. Once a flush failed, or
+/// sled stopped while one did not return, fails every group instead.
+pub(crate) fn flush_loop(
+    durable: Arc<Durable>,
+    rx: std::sync::mpsc::Receiver<Unflushed>,
+    stopped: Arc<OnceLock<LogError>>,
+) {
+    // The flushes themselves run on a thread of their own, which may never return.
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (done, flushed_rx) = std::sync::mpsc::channel();
+    let worker = Arc::clone(&durable);
+    let spawned = std::thread::Builder::new()
+        .name("sluice-log-flush-io".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                if done.send(worker.flush()).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        let _ = stopped.set(LogError::Stopped {
+            reason: format!("cannot start the flush thread: {e}"),
+            no_space: false,
+        });
+    }
     let mut busy_flush_began = None;
     while let Ok(first) = rx.recv() {
         if let Some(began) = busy_flush_began {
@@ -161,15 +200,58 @@ pub(crate) fn flush_loop(db: Db, rx: std::sync::mpsc::Receiver<Unflushed>) {
         let began = std::time::Instant::now();
         let mut groups = vec![first];
         groups.extend(rx.try_iter());
-        let flushed = db.flush().map_err(LogError::storage);
+        let flushed = match stopped.get() {
+            Some(e) => Err(e.clone()),
+            None => flush_watched(&durable, &ask, &flushed_rx, &stopped),
+        };
         let acknowledged: usize = groups.iter().map(Vec::len).sum();
         busy_flush_began = (acknowledged >= BUSY_FLUSH).then_some(began);
         for (reply, seqs) in groups.into_iter().flatten() {
             let _ = reply.send(match &flushed {
-                Ok(_) => Ok(seqs),
+                Ok(()) => Ok(seqs),
                 Err(e) => Err(e.clone()),
             });
         }
+    }
+}
+
+/// One flush on the flush thread, waited for as long as sled has not stopped.
+fn flush_watched(
+    durable: &Durable,
+    ask: &std::sync::mpsc::Sender<()>,
+    flushed: &std::sync::mpsc::Receiver<sled::Result<usize>>,
+    stopped: &OnceLock<LogError>,
+) -> Result<(), LogError> {
+    let stop = |e: &sled::Error| {
+        let err = stopped_by(e);
+        stopped.get_or_init(|| err).clone()
+    };
+    if ask.send(()).is_err() {
+        return Err(LogError::Closed);
+    }
+    loop {
+        match flushed.recv_timeout(FLUSH_CHECK) {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => return Err(stop(&e)),
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(e) = durable.failed() {
+                    tracing::error!(error = %e, "a flush of the store did not return after sled stopped");
+                    return Err(stop(&e));
+                }
+                if let Some(e) = stopped.get() {
+                    return Err(e.clone());
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(LogError::Closed),
+        }
+    }
+}
+
+/// The error every append gets once sled stopped at `e`.
+fn stopped_by(e: &sled::Error) -> LogError {
+    LogError::Stopped {
+        reason: crate::sled::open::describe(e),
+        no_space: is_no_space(e),
     }
 }
 
@@ -200,7 +282,11 @@ impl Committer {
     /// of those written.
     fn commit(&mut self, group: &mut Vec<Request>) -> Unflushed {
         loop {
-            if let Some(err) = &self.broken {
+            let refused = match self.stopped.get() {
+                Some(e) => Some(e.clone()),
+                None => self.space.check().err(),
+            };
+            if let Some(err) = refused {
                 for req in group.drain(..) {
                     let _ = req.reply.send(Err(err.clone()));
                 }
@@ -213,11 +299,8 @@ impl Committer {
             let result = write_group(&mut staged, &self.heads, self.recent_max, watermark, group);
             let result = match result {
                 Ok(written) => staged.apply(&self.ahead).map(|()| written).map_err(|e| {
-                    let err = LogError::Storage(format!(
-                        "{e}; the log stopped writing: restart the node to recover"
-                    ));
-                    self.broken = Some(err.clone());
-                    Fail::Storage(err)
+                    let err = stopped_by(&e);
+                    Fail::Storage(self.stopped.get_or_init(|| err).clone())
                 }),
                 Err(fail) => Err(fail),
             };

@@ -26,6 +26,8 @@ use super::index::{
     for_each_run, for_each_run_rev, load_spread, move_in_flight_to_active, read_spread,
 };
 use super::keys::{Head, index_prefix, seqs_of_event_key, time_bytes};
+use crate::sled::durable::Durable;
+use crate::sled::space::FreeSpace;
 use crate::codec::{event_from_wire, v1};
 use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary, now_unix_ms};
 use sluice_model::{EventKind, RunEvent, RunId, StatusKind};
@@ -48,6 +50,10 @@ pub struct LogConfig {
     /// such runs among the runs created this long ago or later (twice as long at
     /// most).
     pub active_lag: std::time::Duration,
+    /// Bytes of the store's disk that writes leave free (a tenth of the disk at most):
+    /// a group that finds less is refused until space is freed, before sled could
+    /// meet a full disk (see `crate::sled::space`).
+    pub reserve_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -58,6 +64,7 @@ impl Default for LogConfig {
             cache_bytes: 256 * 1024 * 1024,
             recent_events: 8,
             active_lag: std::time::Duration::from_secs(1),
+            reserve_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -97,15 +104,20 @@ impl EventLog {
 
     /// Opens the log with a configuration, in a database of its own.
     pub fn open_with(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
-        let db = crate::sled::open::open_store_db(path.as_ref(), config.cache_bytes)
+        let (db, durable) = crate::sled::open::open_store_db(path.as_ref(), config.cache_bytes)
             .map_err(LogError::storage)?;
-        Self::start(db, config, &[])
+        Self::start(db, durable, config, &[])
     }
 
     /// Starts the log's committer over `db` (opened, with any group a crash left half
     /// applied completed), adding the trees `extra` to every append's group of writes
     /// (for [`TxHook`]s of other parts of the backend).
-    pub(crate) fn start(db: sled::Db, config: LogConfig, extra: &[&str]) -> Result<Self, LogError> {
+    pub(crate) fn start(
+        db: sled::Db,
+        durable: Arc<Durable>,
+        config: LogConfig,
+        extra: &[&str],
+    ) -> Result<Self, LogError> {
         let ahead = db
             .open_tree(crate::sled::staged::WRITE_AHEAD)
             .map_err(LogError::storage)?;
@@ -117,7 +129,7 @@ impl EventLog {
             .map_err(LogError::storage)?;
         let moved = move_in_flight_to_active(&trees[BY_STATUS], &trees[ACTIVE])?;
         if moved > 0 {
-            db.flush().map_err(LogError::storage)?;
+            durable.flush().map_err(LogError::storage)?;
             tracing::info!(
                 runs = moved,
                 "moved runs in flight to the runs_active index"
@@ -131,6 +143,7 @@ impl EventLog {
             spread: load_spread(&trees)?,
         };
         let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let stopped = Arc::new(std::sync::OnceLock::new());
         let committer = Committer {
             trees: trees.clone(),
             recent_max: config.recent_events,
@@ -139,13 +152,13 @@ impl EventLog {
             max_group: config.max_group.max(1),
             active_lag: config.active_lag,
             last_sweep: None,
-            broken: None,
+            stopped: Arc::clone(&stopped),
+            space: FreeSpace::new(durable.dir(), config.reserve_bytes),
         };
         let (flush_tx, flush_rx) = std::sync::mpsc::channel();
-        let flush_db = db.clone();
         let flusher = std::thread::Builder::new()
             .name("sluice-log-flush".into())
-            .spawn(move || flush_loop(flush_db, flush_rx))
+            .spawn(move || flush_loop(durable, flush_rx, stopped))
             .map_err(LogError::storage)?;
         let committer = std::thread::Builder::new()
             .name("sluice-log-commit".into())
