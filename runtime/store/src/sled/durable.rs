@@ -185,6 +185,36 @@ impl Drop for Durable {
     }
 }
 
+/// Accepts what a damaged store in `dir` still holds: its mark file is set to the
+/// store's own flush number, so the store opens again. Returns the flushes lost
+/// (`None` if the store had lost none). The store must not be open elsewhere.
+pub fn accept_loss(dir: &Path) -> Result<Option<RolledBack>, crate::StoreError> {
+    let storage = |e: &dyn std::fmt::Display| crate::StoreError::Storage(e.to_string());
+    super::open::remove_unfinished_snapshots(dir);
+    let config = sled::Config::new().path(dir).flush_every_ms(None);
+    let db = super::open::open_db(&config).map_err(|e| storage(&super::open::describe(&e)))?;
+    match Durable::check(dir, &db) {
+        Ok(_) => Ok(None),
+        Err(CheckError::RolledBack(lost)) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(dir.join(MARK_FILE))
+                .map_err(|e| storage(&e))?;
+            file.sync_all().map_err(|e| storage(&e))?;
+            drop(file);
+            Durable::check(dir, &db).map_err(|e| storage(&e))?;
+            tracing::warn!(
+                kept = lost.kept,
+                reached = lost.reached,
+                "accepted a store that lost flushes: its high-water mark now vouches for what it holds"
+            );
+            Ok(Some(lost))
+        }
+        Err(e) => Err(storage(&e)),
+    }
+}
+
 /// Why checking the store against its mark failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CheckError {
@@ -269,7 +299,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> sled::Db {
-        sled::Config::new().path(dir.join("db")).open().unwrap()
+        sled::Config::new().path(dir).open().unwrap()
     }
 
     #[test]
@@ -298,6 +328,11 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("damaged"), "{err}");
+        drop(db);
+        let lost = accept_loss(&dir).unwrap().unwrap();
+        assert_eq!((lost.kept, lost.reached), (3, 5));
+        assert!(accept_loss(&dir).unwrap().is_none());
+        let db = open(&dir);
         db.open_tree(DURABLE)
             .unwrap()
             .insert(DURABLE_FLUSHES, &5u64.to_be_bytes())

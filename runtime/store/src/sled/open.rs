@@ -72,7 +72,7 @@ const UNFINISHED_SNAPSHOT: &str = ".generating";
 
 /// Removes the snapshots a killed process left half written in the store at `path`,
 /// unless another process holds the store.
-fn remove_unfinished_snapshots(path: &std::path::Path) {
+pub(crate) fn remove_unfinished_snapshots(path: &std::path::Path) {
     use fs2::FileExt;
     // sled's own lock: held, the store is in use and its snapshot may be in progress.
     let Ok(db_file) = std::fs::OpenOptions::new().read(true).open(path.join("db")) else {
