@@ -15,10 +15,12 @@ mod import;
 pub mod layout;
 mod log;
 mod open;
+pub mod repair;
 mod run_logs;
 mod space;
 pub(crate) mod staged;
 mod store;
+pub mod verify;
 
 pub use hub::{BatchMeta, SledHub};
 pub use log::{EventLog, LogConfig};
