@@ -7,7 +7,9 @@
 //! The store is opened as a node opens it (`super::open`: an unfinished snapshot is
 //! removed, a group of writes a crash interrupted is completed, a store that lost
 //! flushes it had made durable is refused; one another process holds is refused
-//! naming that), behind a backend that refuses every write of the contract.
+//! naming that), and its log started and stopped as a node's would be (a log that
+//! does not start is reported); then it is read behind a backend that refuses every
+//! write of the contract, whose run log reads the trees itself.
 //!
 //! The indexes are checked without a lookup per entry: for each index, the entries the
 //! runs call for and the entries found are summed as hashes of their keys (one run
@@ -29,7 +31,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use prost::Message;
-use sluice_model::{EventKind, RunId};
+use sluice_model::{EventKind, RunEvent, RunId};
 
 use super::catalog::SledCatalog;
 use super::hub::SledHub;
@@ -41,9 +43,9 @@ use super::layout::{
 use super::log::{EventLog, LogConfig};
 use super::run_logs::SledRunLogs;
 use crate::catalog::Catalog;
-use crate::codec::{summary_from_wire, v1};
+use crate::codec::{event_from_wire, summary_from_wire, v1};
 use crate::hub::{Hub, HubBulk, HubError, Record, StreamImport};
-use crate::log::{RunLog, RunSummary};
+use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary};
 use crate::records::hash128;
 use crate::run_logs::{LogEntry, MAX_ENTRIES_PER_RUN, RunLogs};
 use crate::verify::{
@@ -83,15 +85,32 @@ pub async fn verify_dir(path: &Path, listen: &Listen<'_>) -> Result<Report, Veri
         }
     }
     let open = |e: StoreError| VerifyError::Open(e.to_string());
+    // What a node starting on the store meets first: the log's recovery of the runs in
+    // flight, which refuses a summary it cannot read. Verifying goes on regardless.
+    match EventLog::start(
+        db.clone(),
+        durable.clone(),
+        LogConfig::default(),
+        &GROUP_EXTRA,
+    ) {
+        Ok(log) => drop(log),
+        Err(e) => f.damage(
+            Subject::Store {
+                part: "run log".to_owned(),
+            },
+            format!("a node cannot start on the store: {e}"),
+        ),
+    }
+    let trees = Trees::open(&db).map_err(|e| VerifyError::Open(e.to_string()))?;
     let backend = Inspect {
         hub: SledHub::open(&db).map_err(|e| open(e.into()))?,
-        catalog: SledCatalog::open(&db, durable.clone()).map_err(open)?,
+        catalog: SledCatalog::open(&db, durable).map_err(open)?,
         run_logs: SledRunLogs::open(&db).map_err(open)?,
-        log: EventLog::start(db.clone(), durable, LogConfig::default(), &GROUP_EXTRA)
-            .map_err(|e| open(e.into()))?,
+        log: InspectLog {
+            trees: trees.clone(),
+        },
     };
     let store = Store::with_backend(Arc::new(backend), path);
-    let trees = Trees::open(&db).map_err(|e| VerifyError::Open(e.to_string()))?;
     let mut pages = SledRunPages::new(&trees)?;
     check_store(&store, &mut pages, &mut f).await?;
     let expected = pages.done.then_some(pages.expected);
@@ -116,9 +135,10 @@ pub(super) fn unfinished_snapshots(path: &Path) -> Vec<String> {
 }
 
 /// The embedded store's parts behind the contract, every write refused: what a
-/// verification reads through. Assembled as `super::store::SledStore` assembles them.
+/// verification reads through. Its run log reads the trees itself, so that a store
+/// whose log does not start (a node refuses it) is verified all the same.
 struct Inspect {
-    log: EventLog,
+    log: InspectLog,
     hub: SledHub,
     catalog: SledCatalog,
     run_logs: SledRunLogs,
@@ -171,7 +191,180 @@ impl Backend for Inspect {
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.log.size_on_disk()?)
+        Err(read_only())
+    }
+}
+
+/// The run log's reads, straight from the trees (the layout of `super::log::keys`,
+/// read as `super::log::store` reads it); appends refused.
+struct InspectLog {
+    trees: Trees,
+}
+
+fn refused() -> LogError {
+    LogError::Invalid("the store is open for verification only: nothing is written".into())
+}
+
+impl InspectLog {
+    /// The run's summary and the events its record holds.
+    fn head(&self, run: RunId) -> Result<Option<(RunSummary, Vec<v1::RunEvent>)>, LogError> {
+        let Some(raw) = self.trees.runs.get(run.0).map_err(LogError::storage)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| LogError::CorruptSummary { run, reason };
+        let mut stored =
+            v1::StoredRunSummary::decode(raw.as_ref()).map_err(|e| corrupt(e.to_string()))?;
+        let recent = std::mem::take(&mut stored.recent);
+        let summary =
+            summary_from_wire(run, stored).ok_or_else(|| corrupt("unknown status".into()))?;
+        Ok(Some((summary, recent)))
+    }
+
+    /// The run's events under keys of their own, each checked against its key.
+    fn keyed_events(&self, run: RunId) -> Result<Vec<v1::RunEvent>, LogError> {
+        let mut out = Vec::new();
+        for entry in self.trees.events.scan_prefix(run.0) {
+            let (key, value) = entry.map_err(LogError::storage)?;
+            let u64_at = |at: usize| {
+                key.get(at..at + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+            };
+            let (seq, last) = match key.len() {
+                24 => (u64_at(16), None),
+                32 => (u64_at(16), u64_at(24)),
+                _ => (None, None),
+            };
+            let Some(seq) = seq else {
+                return Err(LogError::Corrupt {
+                    run,
+                    seq: 0,
+                    reason: format!("malformed key of {} bytes", key.len()),
+                });
+            };
+            let corrupt = |reason: String| LogError::Corrupt { run, seq, reason };
+            let batch = match last {
+                None => v1::RunEvent::decode(value.as_ref()).map(|e| vec![e]),
+                Some(_) => v1::StoredEventBatch::decode(value.as_ref()).map(|b| b.events),
+            }
+            .map_err(|e| corrupt(e.to_string()))?;
+            let expected = seq..=last.unwrap_or(seq);
+            let matches = batch.len() as u64 == expected.clone().count() as u64
+                && batch
+                    .iter()
+                    .zip(expected)
+                    .all(|(e, s)| e.seq == s && e.run_id.as_slice() == run.0.as_slice());
+            if !matches {
+                return Err(corrupt("events do not match their key".into()));
+            }
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RunLog for InspectLog {
+    async fn enqueue_at(&self, _: RunId, _: i64, _: Vec<EventKind>) -> Result<Appending, LogError> {
+        Err(refused())
+    }
+
+    async fn enqueue_expecting(
+        &self,
+        _: RunId,
+        _: u64,
+        _: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        Err(refused())
+    }
+
+    async fn hold_expecting(
+        &self,
+        _: RunId,
+        _: u64,
+        _: Vec<EventKind>,
+    ) -> Result<Appending, LogError> {
+        Err(refused())
+    }
+
+    async fn release(&self, _: RunId) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// The events under keys of their own, then those the summary record holds past
+    /// them.
+    async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
+        let recent = self
+            .head(run)?
+            .map(|(_, recent)| recent)
+            .unwrap_or_default();
+        let mut out = self.keyed_events(run)?;
+        let last = out.last().map_or(0, |e| e.seq);
+        for event in recent.into_iter().filter(|e| e.seq > last) {
+            let expected = out.last().map_or(1, |e| e.seq + 1);
+            if event.seq != expected || event.run_id.as_slice() != run.0.as_slice() {
+                return Err(LogError::Corrupt {
+                    run,
+                    seq: expected,
+                    reason: format!(
+                        "the run's summary holds event {} where {expected} should follow",
+                        event.seq
+                    ),
+                });
+            }
+            out.push(event);
+        }
+        out.into_iter()
+            .map(|e| event_from_wire(run, e).map_err(|error| LogError::Fold { run, error }))
+            .collect()
+    }
+
+    async fn summary(&self, run: RunId) -> Result<Option<RunSummary>, LogError> {
+        Ok(self.head(run)?.map(|(s, _)| s))
+    }
+
+    async fn list(&self, _: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+        Err(LogError::Invalid(
+            "a verification lists the runs from the runs tree".into(),
+        ))
+    }
+
+    async fn list_in_flight(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, LogError> {
+        self.list(filter).await
+    }
+
+    /// The runs keyed in `runs_active`, then those in flight past the watermark (as a
+    /// node finds the runs to resume).
+    async fn in_flight(&self) -> Result<Vec<RunId>, LogError> {
+        let mut out = Vec::new();
+        for key in self.trees.index(Index::Active).iter().keys() {
+            let key = key.map_err(LogError::storage)?;
+            if let Some(run) = RunId::from_slice(&key) {
+                out.push(run);
+            }
+        }
+        let from = self
+            .trees
+            .watermark()
+            .map_err(LogError::storage)?
+            .unwrap_or(RunId([0xff; 16]));
+        for entry in self.trees.runs.range(from.0..) {
+            let (key, raw) = entry.map_err(LogError::storage)?;
+            let Some(run) = RunId::from_slice(&key) else {
+                continue;
+            };
+            // A summary that cannot be read is reported with its run (and a node's
+            // refusal to start, in `verify_dir`).
+            let Ok(s) = decode_summary(run, &raw) else {
+                continue;
+            };
+            if !s.status.is_terminal() {
+                out.push(run);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 }
 
@@ -198,6 +391,7 @@ impl HubBulk for Inspect {
 }
 
 /// The trees a verification (or a repair) reads.
+#[derive(Clone)]
 pub(super) struct Trees {
     pub(super) runs: sled::Tree,
     pub(super) events: sled::Tree,
