@@ -1,6 +1,7 @@
 //! `sluice store …`: work on a store without running a node — bring a PostgreSQL
 //! store's schema up to date; copy a whole store into an empty one of any backend,
-//! verified.
+//! verified; check a stopped store for damage, naming each; make the repairs that
+//! lose nothing.
 //!
 //! Owns the store commands' arguments and output; the work is the store crate's.
 
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use sluice_store::Location;
 use sluice_store::copy::{CopyError, CopyReport, Progress};
 use sluice_store::postgres::PgStore;
+use sluice_store::sled::repair::RepairOptions;
+use sluice_store::verify::{Damage, Found, Report, Subject};
+use sluice_store::{Location, Store};
 
 /// Work on a store without running a node.
 #[derive(Subcommand)]
@@ -45,6 +48,39 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check a stopped store for damage: every run's summary, events (read and folded)
+    /// and log, the runs in flight, every stream's change feed, records and counts,
+    /// every catalog document, and for the embedded store its indexes and stored
+    /// batches. Each damage is printed as found, naming the run (and event), the
+    /// stream (and record or batch), the document or the index entry. Exits 0 when
+    /// the store is clean, 1 when damage was found. Stop the node first: a store
+    /// another process holds is refused.
+    Verify {
+        /// The store: a directory (the embedded store) or a
+        /// `postgres://user:password@host:port/database` URL.
+        #[arg(long, env = "SLUICE_STORE", hide_env_values = true)]
+        store: String,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the repairs of an embedded store that lose nothing, saying each: remove
+    /// a snapshot a killed process left half written, rebuild the runs' indexes from
+    /// the runs' summaries; then verify the store. Stop the node first.
+    Repair {
+        /// The store: a directory (the embedded store).
+        #[arg(long, env = "SLUICE_STORE", hide_env_values = true)]
+        store: String,
+        /// Only say what would be done: nothing is opened or written.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        // Every repair above loses nothing. One that gives data up (accepting a store
+        // rolled back past its high-water mark) is a flag of its own, named for what it
+        // gives up, passed on in `RepairOptions`.
+    },
 }
 
 /// Runs the command.
@@ -56,6 +92,12 @@ pub async fn run(command: StoreCommand) -> anyhow::Result<()> {
             data_dir,
             json,
         } => copy(&from, &to, &data_dir, json).await,
+        StoreCommand::Verify { store, json } => verify(&Location::parse(&store), json).await,
+        StoreCommand::Repair {
+            store,
+            dry_run,
+            json,
+        } => repair(&Location::parse(&store), RepairOptions { dry_run }, json).await,
         StoreCommand::Migrate { store } => {
             let location = Location::parse(&store);
             let Location::Postgres(url) = &location else {
@@ -262,4 +304,239 @@ fn report_json(
         "components": r.components,
         "verify_seconds": secs(r.verify_elapsed),
     })
+}
+
+/// Prints progress to stderr, at most a line a second (none with `--json`).
+fn progress_line(json: bool) -> impl Fn(&str) + Send + Sync {
+    let shown: Mutex<Option<Instant>> = Mutex::new(None);
+    move |line: &str| {
+        if json {
+            return;
+        }
+        let mut last = shown.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        eprintln!("{line}");
+    }
+}
+
+/// Verifies the store at `location`, printing each damage as it is found (not with
+/// `json`).
+async fn verify_store(location: &Location, json: bool) -> anyhow::Result<Report> {
+    let progress = progress_line(json);
+    let listen = |found: Found<'_>| match found {
+        Found::Damage(d) => {
+            if !json {
+                println!("damaged: {d}");
+            }
+        }
+        Found::Progress(p) => progress(&match p {
+            sluice_store::verify::Progress::Catalog { documents } => {
+                format!("catalog: {documents} document(s)")
+            }
+            sluice_store::verify::Progress::Runs { runs, events } => {
+                format!("runs: {runs} run(s), {events} event(s)")
+            }
+            sluice_store::verify::Progress::Stream {
+                connection,
+                stream,
+                changes,
+            } => format!("hub: {connection}/{stream}: {changes} change(s)"),
+            sluice_store::verify::Progress::Step(step) => format!("checking the {step}…"),
+        }),
+    };
+    let report = match location {
+        Location::Dir(dir) => {
+            if !dir.is_dir() {
+                bail!("--store {location}: no such directory");
+            }
+            sluice_store::sled::verify::verify_dir(dir, &listen).await
+        }
+        Location::Postgres(url) => {
+            let backend = PgStore::connect(url)
+                .await
+                .with_context(|| format!("opening the store at {location}"))?;
+            // Verifying reads no file beside the store.
+            let store = Store::with_backend(std::sync::Arc::new(backend), "");
+            sluice_store::verify::verify(&store, &listen).await
+        }
+    };
+    report.with_context(|| format!("verifying the store at {location}"))
+}
+
+async fn verify(location: &Location, json: bool) -> anyhow::Result<()> {
+    let report = verify_store(location, json).await?;
+    if json {
+        println!("{}", verify_json(location, &report));
+    } else {
+        print_verified(location, &report);
+    }
+    damage_found(location, &report)
+}
+
+/// The error a verification that found damage ends with (its exit code: 1).
+fn damage_found(location: &Location, report: &Report) -> anyhow::Result<()> {
+    if report.clean() {
+        return Ok(());
+    }
+    bail!(
+        "found {} damage(s) in the store at {location}{}",
+        report.damaged,
+        match location {
+            Location::Dir(_) =>
+                ": `sluice store repair` rebuilds the runs' indexes; other \
+                               damage needs the store restored from a backup",
+            Location::Postgres(_) => ": restore the damaged data from a backup",
+        }
+    )
+}
+
+fn print_verified(location: &Location, r: &Report) {
+    let c = &r.checked;
+    let verdict = if r.clean() {
+        "no damage found".to_owned()
+    } else {
+        format!("{} damage(s) found", n(r.damaged))
+    };
+    println!(
+        "verified the store at {location} in {:.1} s: {verdict}",
+        r.elapsed.as_secs_f64()
+    );
+    println!(
+        "  catalog     {} document(s) of {} kind(s)",
+        n(c.documents),
+        n(c.kinds)
+    );
+    println!(
+        "  runs        {} run(s), {} event(s), {} log entries",
+        n(c.runs),
+        n(c.events),
+        n(c.log_entries)
+    );
+    println!(
+        "  hub         {} stream(s), {} change(s), {} live record(s){}",
+        n(c.streams),
+        n(c.changes),
+        n(c.records),
+        if c.segments > 0 {
+            format!(", {} stored batch(es)", n(c.segments))
+        } else {
+            String::new()
+        }
+    );
+    if c.index_entries > 0 {
+        println!("  indexes     {} entries", n(c.index_entries));
+    }
+    for note in &r.notes {
+        println!("  note: {note}");
+    }
+    if r.damage.len() < r.damaged as usize {
+        println!(
+            "  (the report keeps the first {} damages; all were printed as found)",
+            n(r.damage.len() as u64)
+        );
+    }
+}
+
+fn subject_json(s: &Subject) -> serde_json::Value {
+    match s {
+        Subject::Run { run, seq } => serde_json::json!({"run": run.to_string(), "seq": seq}),
+        Subject::RunLog { run, entry } => {
+            serde_json::json!({"run_log": run.to_string(), "entry": entry})
+        }
+        Subject::Stream {
+            connection,
+            stream,
+            key,
+            segment,
+        } => serde_json::json!({"connection": connection, "stream": stream, "key": key,
+                                "segment": segment}),
+        Subject::Document { kind, name } => {
+            serde_json::json!({"document_kind": kind, "document": name})
+        }
+        Subject::Index { index, run } => {
+            serde_json::json!({"index": index, "run": run.map(|r| r.to_string())})
+        }
+        Subject::Store { part } => serde_json::json!({"part": part}),
+    }
+}
+
+fn damage_json(d: &Damage) -> serde_json::Value {
+    serde_json::json!({
+        "what": subject_json(&d.subject),
+        "problem": d.problem,
+        "text": d.to_string(),
+    })
+}
+
+fn verify_json(location: &Location, r: &Report) -> serde_json::Value {
+    let c = &r.checked;
+    serde_json::json!({
+        "store": location.to_string(),
+        "clean": r.clean(),
+        "damaged": r.damaged,
+        "seconds": secs(r.elapsed),
+        "checked": {
+            "kinds": c.kinds, "documents": c.documents,
+            "runs": c.runs, "events": c.events, "log_entries": c.log_entries,
+            "streams": c.streams, "changes": c.changes, "records": c.records,
+            "segments": c.segments, "index_entries": c.index_entries,
+        },
+        "damage": r.damage.iter().map(damage_json).collect::<Vec<_>>(),
+        "notes": r.notes,
+    })
+}
+
+async fn repair(location: &Location, options: RepairOptions, json: bool) -> anyhow::Result<()> {
+    let dir = match location {
+        Location::Dir(dir) => dir.clone(),
+        Location::Postgres(_) => bail!(
+            "--store {location}: `sluice store repair` mends the embedded store (a \
+             directory); a PostgreSQL store has no repair here that loses nothing (its \
+             indexes are the database's own): check it with `sluice store verify` and \
+             restore damaged data from a backup"
+        ),
+    };
+    if !dir.is_dir() {
+        bail!("--store {location}: no such directory");
+    }
+    let dry_run = options.dry_run;
+    let made = tokio::task::spawn_blocking(move || {
+        sluice_store::sled::repair::repair(&dir, &options, &|made| {
+            if !json {
+                println!("{made}");
+            }
+        })
+    })
+    .await
+    .context("repairing the store")?
+    .with_context(|| format!("repairing the store at {location}"))?;
+    if dry_run {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"store": location.to_string(), "dry_run": true,
+                                   "repairs": made})
+            );
+        } else {
+            println!("would then verify the store");
+        }
+        return Ok(());
+    }
+    if !json {
+        println!("verifying the store…");
+    }
+    let report = verify_store(location, json).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"store": location.to_string(), "dry_run": false,
+                               "repairs": made, "verified": verify_json(location, &report)})
+        );
+    } else {
+        print_verified(location, &report);
+    }
+    damage_found(location, &report)
 }
