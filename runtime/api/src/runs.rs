@@ -56,7 +56,18 @@ impl RunsApi {
         } else {
             Vec::new()
         };
-        Ok(convert::run(&state, updated, &events))
+        let mut run = convert::run(&state, updated, &events);
+        // A run in flight that waits for the store to write again shows why.
+        if let Some(fault) = self.engine.store_fault()
+            && !state.status.kind().is_terminal()
+        {
+            run.last_error_kind = convert::kind_name(sluice_store::FailureKind::Transient);
+            run.last_error = format!(
+                "{}; the run waits and resumes from its last checkpoint once the store writes again",
+                fault.message
+            );
+        }
+        Ok(run)
     }
 
     /// The runs whose logs a request reads: one run, or the newest runs of a

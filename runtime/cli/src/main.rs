@@ -113,6 +113,9 @@ fn main() -> std::process::ExitCode {
             Command::Client(command) => client::run(command).await,
         }
     });
+    // Work still on blocking threads (a storage call that does not return, on a store
+    // that stopped writing) must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

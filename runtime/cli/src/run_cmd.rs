@@ -227,6 +227,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for (workflow, run) in &runs {
         let state = engine.wait(*run).await?;
         report(workflow, &state, started.elapsed(), args.json);
+        if let Some(fault) = engine.store_fault()
+            && !state.status.kind().is_terminal()
+        {
+            eprintln!(
+                "run {run} stopped: {}; it resumes from its last checkpoint with the next \
+                 `sluice run` on this store",
+                fault.message
+            );
+        }
         if !matches!(state.status, RunStatus::Completed) {
             failed += 1;
         }

@@ -207,8 +207,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         for w in &defs.workflows {
             // In a cluster, each workflow's owner starts its initial run.
             if engine.owns(&w.name) && engine.in_flight_run(&w.name).await?.is_none() {
-                let run = engine.start(&w.name, Trigger::Manual).await?;
-                eprintln!("started run {run} of workflow {}", w.name);
+                match engine.start(&w.name, Trigger::Manual).await {
+                    Ok(run) => eprintln!("started run {run} of workflow {}", w.name),
+                    // The node still serves (and reports) while its store cannot write.
+                    Err(e) if cannot_write(&e) => {
+                        eprintln!(
+                            "warning: workflow {}'s first run did not start: {e}",
+                            w.name
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
@@ -254,8 +263,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     let mut terminated = false;
+    let mut reopen = false;
     loop {
         tokio::select! {
+            // The store stopped writing and can be opened again (space was freed):
+            // the node restarts in place to open it, and its runs resume.
+            () = store_reopenable(&engine), if !clustered => {
+                reopen = true;
+                break;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => {
                 terminated = true;
@@ -275,6 +291,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             run = ended.recv() => {
                 let Ok(run) = run else { continue };
                 match engine.state(run).await {
+                    // Parked until the store writes again (see `sluice_engine::StoreFault`).
+                    Ok(state) if !state.status.kind().is_terminal() => {
+                        if let Some(fault) = engine.store_fault() {
+                            eprintln!("run {run} waits for the store: {}", fault.message);
+                        }
+                    }
                     Ok(state) => report(&state.workflow.clone(), &state, run_duration(&state), args.json),
                     Err(e) => eprintln!("run {run}: {e}"),
                 }
@@ -301,5 +323,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Ok(Err(e)) = api.await {
         eprintln!("the API stopped with an error: {e}");
     }
+    if reopen {
+        return Err(restart_in_place());
+    }
     Ok(())
+}
+
+/// Whether an error means the store cannot write for now.
+fn cannot_write(e: &sluice_engine::EngineError) -> bool {
+    matches!(e, sluice_engine::EngineError::Store(sluice_store::StoreError::Log(e))
+        if e.is_out_of_space() || e.is_stopped())
+}
+
+/// Returns once the store stopped writing and opening it again would succeed.
+async fn store_reopenable(engine: &sluice_engine::Engine) {
+    loop {
+        if engine.store_fault().is_some_and(|f| f.reopen) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Replaces this process by a fresh `sluice` with the same arguments: the only way
+/// to open again a store whose engine stopped (its file lock and threads go with the
+/// process). Runs in flight resume from their last checkpoint, as after any stop.
+/// Returns only if that failed.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    eprintln!("the store can be opened again: the node restarts to open it");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::Error::new(e).context("finding this program to restart it"),
+    };
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::Error::new(err).context(format!("restarting {}", exe.display()))
 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use sluice_model::{EventKind, ManualRetryRequested, RunCancelled, StatusKind, Trigger};
 use sluice_scheduler::{Aging, Candidate, Limits};
 use sluice_store::log::RunFilter;
-use sluice_store::{LogError, RunId, RunState, RunStatus, Store};
+use sluice_store::{LogError, RunId, RunState, RunStatus, Store, StoreError};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::{new_run_id, now_unix_ms};
@@ -51,7 +51,7 @@ pub(crate) struct Inner {
     pub(crate) dispatch: Dispatch,
     pub(crate) definitions: Arc<DefinitionService>,
     schedules: Schedules,
-    metrics: EngineMetrics,
+    pub(crate) metrics: EngineMetrics,
     /// Wakes the dispatcher: a run was queued or gave back its slot.
     wake: Arc<Notify>,
     dispatcher_started: AtomicBool,
@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// Runs per tenant at once (0: no limit), which a start on a shared store checks
     /// across the nodes.
     tenant_slots: u32,
+    /// Whether the store can write, and the runs waiting until it can.
+    pub(crate) health: crate::store_health::StoreHealth,
 }
 
 /// What [`Engine::recover`] found.
@@ -127,6 +129,7 @@ impl Engine {
                 cluster: std::sync::OnceLock::new(),
                 draining: AtomicBool::new(false),
                 tenant_slots,
+                health: crate::store_health::StoreHealth::default(),
             }),
         }
     }
@@ -645,6 +648,11 @@ impl Engine {
                 Err(e) => tracing::error!(%run, error = %e, "cannot read the ended run"),
             },
             Ok(_) => tracing::info!(%run, "another node took the run over"),
+            Err(EngineError::Store(StoreError::Log(e)))
+                if crate::store_health::cannot_write(&e) =>
+            {
+                self.park(run, &e);
+            }
             Err(e) => {
                 tracing::error!(%run, error = %e, "stopped driving run; it resumes on restart");
             }

@@ -40,6 +40,7 @@ mod schedules;
 mod sealing;
 pub mod secrets;
 mod shared_budget;
+mod store_health;
 mod sweep;
 
 pub use attempt::Failure;
@@ -60,3 +61,4 @@ pub use shared_budget::{StoreBudgets, share_limiter_budgets, share_rate_budgets}
 pub use sluice_model::Trigger;
 pub use sluice_scheduler::{Aging, Limits};
 pub use sluice_scheduler::{CatchUp, OverlapPolicy, TriggerDef};
+pub use store_health::StoreFault;

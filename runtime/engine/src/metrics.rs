@@ -45,6 +45,8 @@ pub(crate) struct EngineMetrics {
     pub runs_waiting: Gauge,
     pub runs_driven: Gauge,
     pub store_bytes: Gauge,
+    /// 1 while the store writes, 0 while it cannot (see `crate::store_health`).
+    pub store_writable: Gauge,
     /// CPU time of the scheduler's own work, by loop (see `crate::cpu`).
     pub scheduler_cpu_seconds: Family<Kind, Seconds>,
     registry: Arc<Registry>,
@@ -70,6 +72,7 @@ impl EngineMetrics {
             runs_waiting: Gauge::default(),
             runs_driven: Gauge::default(),
             store_bytes: Gauge::default(),
+            store_writable: Gauge::default(),
             scheduler_cpu_seconds: Family::default(),
             registry: Arc::new(Registry::default()),
         };
@@ -132,6 +135,13 @@ impl EngineMetrics {
             m.runs_waiting.clone(),
         );
         registry.register("runs_driven", "Runs holding a slot", m.runs_driven.clone());
+        m.store_writable.set(1);
+        registry.register(
+            "store_writable",
+            "1 while the store writes; 0 while it cannot (its disk is full, or it stopped \
+             writing until the node restarts), and runs wait",
+            m.store_writable.clone(),
+        );
         registry.register(
             "store_bytes",
             "Bytes the embedded store takes on disk",

@@ -34,7 +34,7 @@ pub use budgets::SharedBudgets;
 pub use catalog::Catalog;
 pub use hub::{Hub, HubBulk};
 pub use location::Location;
-pub use log::{LogError, RunLog};
+pub use log::{LogError, RunLog, WriteState};
 pub use run_logs::RunLogs;
 pub use sluice_model::{
     EventKind, FailureKind, Lease, RunEvent, RunId, RunState, RunStatus, StatusKind, Trigger,

@@ -34,7 +34,7 @@ impl Location {
     /// (registered connector components): the store's own directory for sled.
     pub async fn open(&self, data_dir: &Path) -> Result<Store, StoreError> {
         match self {
-            Location::Dir(dir) => Store::open(dir),
+            Location::Dir(dir) => Store::open_with(dir, embedded_config()?),
             Location::Postgres(url) => {
                 let backend = PgStore::connect(url).await?;
                 std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -44,6 +44,25 @@ impl Location {
             }
         }
     }
+}
+
+/// The environment variable naming the free space, in MiB, the embedded store keeps
+/// on its disk (see [`crate::sled::LogConfig::reserve_bytes`]); 0 turns the reserve
+/// off, leaving a full disk to stop the store until it is opened again.
+pub const RESERVE_ENV: &str = "SLUICE_STORE_RESERVE_MB";
+
+/// The embedded store's configuration, with the operator's reserve if set.
+fn embedded_config() -> Result<crate::sled::LogConfig, StoreError> {
+    let mut config = crate::sled::LogConfig::default();
+    if let Ok(mb) = std::env::var(RESERVE_ENV) {
+        let mb: u64 = mb.trim().parse().map_err(|_| {
+            StoreError::Invalid(format!(
+                "{RESERVE_ENV}={mb}: expected a whole number of MiB (0 turns the reserve off)"
+            ))
+        })?;
+        config.reserve_bytes = mb.saturating_mul(1024 * 1024);
+    }
+    Ok(config)
 }
 
 impl std::fmt::Display for Location {

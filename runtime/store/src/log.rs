@@ -44,6 +44,13 @@ pub(crate) fn now_unix_ms() -> i64 {
 /// The durable log of runs. Implemented by every storage backend.
 #[async_trait]
 pub trait RunLog: Send + Sync {
+    /// Whether the log can write now, as far as it can tell without writing: a store
+    /// that reached its disk's reserve or stopped writing says so here (a networked
+    /// store that is out of reach finds out by writing).
+    fn write_state(&self) -> WriteState {
+        WriteState::Writable
+    }
+
     /// Appends events stamped `at_unix_ms`; returns their seqs once durable.
     ///
     /// All events of one call commit together or not at all. The first event of a
@@ -305,6 +312,25 @@ impl LogError {
     pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
         LogError::Storage(e.to_string())
     }
+}
+
+/// Whether a log can write (see [`RunLog::write_state`]).
+#[derive(Clone, Debug)]
+pub enum WriteState {
+    /// Appends are written.
+    Writable,
+    /// Appends are refused for want of disk space ([`LogError::NoSpace`]) and are
+    /// written again once space is freed.
+    NoSpace(LogError),
+    /// The store stopped writing ([`LogError::Stopped`]) until it is opened again;
+    /// `reopen` tells whether opening it again would now succeed as far as is known
+    /// (space is free again).
+    Stopped {
+        /// Why it stopped.
+        error: LogError,
+        /// Whether to open it again now.
+        reopen: bool,
+    },
 }
 
 /// A queued append (see [`RunLog::enqueue`]): resolves to its seqs once durable.

@@ -19,20 +19,30 @@ use crate::log::LogError;
 pub(crate) struct FreeSpace {
     dir: PathBuf,
     reserve: u64,
+    /// Free space below which opening the store again would fail as it did.
+    reopen: u64,
 }
+
+/// Free space a stopped store waits for before it is opened again, even with no
+/// reserve (a tenth of the disk at most): opening writes.
+const REOPEN_ROOM: u64 = 32 * 1024 * 1024;
 
 impl FreeSpace {
     /// The reserve on the disk holding `dir`: `reserve` bytes, or a tenth of the disk
     /// if that is less.
     pub(crate) fn new(dir: &Path, reserve: u64) -> Self {
-        let reserve = match fs2::total_space(dir) {
-            Ok(total) => reserve.min(total / 10),
-            Err(_) => reserve,
-        };
+        let tenth = fs2::total_space(dir).map_or(u64::MAX, |total| total / 10);
+        let reserve = reserve.min(tenth);
         FreeSpace {
             dir: dir.to_path_buf(),
             reserve,
+            reopen: reserve.max(REOPEN_ROOM.min(tenth)),
         }
+    }
+
+    /// Whether a store that stopped for want of space has room to be opened again.
+    pub(crate) fn room_to_reopen(&self) -> bool {
+        fs2::available_space(&self.dir).is_ok_and(|available| available >= self.reopen)
     }
 
     /// Refuses when less than the reserve is free.
@@ -71,7 +81,9 @@ mod tests {
         let all = FreeSpace {
             dir: dir.clone(),
             reserve: u64::MAX,
+            reopen: u64::MAX,
         };
+        assert!(!all.room_to_reopen());
         assert!(matches!(all.check(), Err(LogError::NoSpace { .. })));
         assert!(FreeSpace::new(&dir, 0).check().is_ok());
         let full = sled::Error::Io(std::io::Error::from_raw_os_error(ENOSPC));

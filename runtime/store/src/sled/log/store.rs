@@ -26,10 +26,10 @@ use super::index::{
     for_each_run, for_each_run_rev, load_spread, move_in_flight_to_active, read_spread,
 };
 use super::keys::{Head, index_prefix, seqs_of_event_key, time_bytes};
+use crate::codec::{event_from_wire, v1};
+use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary, WriteState, now_unix_ms};
 use crate::sled::durable::Durable;
 use crate::sled::space::FreeSpace;
-use crate::codec::{event_from_wire, v1};
-use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary, now_unix_ms};
 use sluice_model::{EventKind, RunEvent, RunId, StatusKind};
 
 /// Tuning of an [`EventLog`].
@@ -77,6 +77,9 @@ struct Inner {
     held: Mutex<HashMap<RunId, Request>>,
     /// The committer, then the flusher: joined in that order on drop.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once sled stopped writing.
+    stopped: Arc<std::sync::OnceLock<LogError>>,
+    space: FreeSpace,
 }
 
 impl Drop for Inner {
@@ -144,6 +147,7 @@ impl EventLog {
         };
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let stopped = Arc::new(std::sync::OnceLock::new());
+        let space = FreeSpace::new(durable.dir(), config.reserve_bytes);
         let committer = Committer {
             trees: trees.clone(),
             recent_max: config.recent_events,
@@ -153,12 +157,15 @@ impl EventLog {
             active_lag: config.active_lag,
             last_sweep: None,
             stopped: Arc::clone(&stopped),
-            space: FreeSpace::new(durable.dir(), config.reserve_bytes),
+            space: space.clone(),
         };
         let (flush_tx, flush_rx) = std::sync::mpsc::channel();
         let flusher = std::thread::Builder::new()
             .name("sluice-log-flush".into())
-            .spawn(move || flush_loop(durable, flush_rx, stopped))
+            .spawn({
+                let stopped = Arc::clone(&stopped);
+                move || flush_loop(durable, flush_rx, stopped)
+            })
             .map_err(LogError::storage)?;
         let committer = std::thread::Builder::new()
             .name("sluice-log-commit".into())
@@ -171,6 +178,8 @@ impl EventLog {
                 tx: Some(tx),
                 held: Mutex::default(),
                 threads: Mutex::new(vec![committer, flusher]),
+                stopped,
+                space,
             }),
         })
     }
@@ -227,6 +236,21 @@ impl EventLog {
 
 #[async_trait::async_trait]
 impl RunLog for EventLog {
+    fn write_state(&self) -> WriteState {
+        if let Some(error) = self.inner.stopped.get() {
+            // Only a stop for want of space is known to clear: any other failure
+            // waits for an operator, rather than a node restarting in a loop.
+            return WriteState::Stopped {
+                error: error.clone(),
+                reopen: error.is_out_of_space() && self.inner.space.room_to_reopen(),
+            };
+        }
+        match self.inner.space.check() {
+            Err(e) => WriteState::NoSpace(e),
+            Ok(()) => WriteState::Writable,
+        }
+    }
+
     /// Queues events stamped `at_unix_ms` (see [`EventLog::enqueue`]).
     async fn enqueue_at(
         &self,
