@@ -1083,6 +1083,42 @@ mod tests {
         assert_eq!(replay(run, &gap).unwrap_err().0, 3);
     }
 
+    #[tokio::test]
+    async fn runs_created_in_one_millisecond_past_a_page_are_each_checked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // 1,500 runs created in one millisecond (more than a page), 1,000 in two more.
+        let mut queued = Vec::new();
+        for i in 0..2_500u32 {
+            let at = match i {
+                0..1_500 => 1_000,
+                1_500..2_000 => 1_001,
+                _ => 1_002,
+            };
+            let mut random = [0u8; 10];
+            random[..4].copy_from_slice(&i.to_be_bytes());
+            let run = RunId::v7(1_700_000_000_000, random);
+            let scheduled = EventKind::RunScheduled(RunScheduled {
+                workflow: "w".into(),
+                ..RunScheduled::default()
+            });
+            queued.push(
+                store
+                    .log()
+                    .enqueue_at(run, at, vec![scheduled])
+                    .await
+                    .unwrap(),
+            );
+        }
+        for q in queued {
+            q.await.unwrap();
+        }
+        let report = verify(&store, &|_| {}).await.unwrap();
+        assert!(report.clean(), "{:#?}", report.damage);
+        assert_eq!(report.checked.runs, 2_500);
+        assert_eq!(report.checked.events, 2_500);
+    }
+
     #[test]
     fn a_subject_names_what_is_damaged() {
         let run = RunId([1; 16]);
