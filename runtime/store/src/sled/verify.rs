@@ -44,7 +44,7 @@ use super::log::{EventLog, LogConfig};
 use super::run_logs::SledRunLogs;
 use crate::catalog::Catalog;
 use crate::codec::{event_from_wire, summary_from_wire, v1};
-use crate::hub::{Hub, HubBulk, HubError, Record, StreamImport};
+use crate::hub::{Change, Hub, HubBulk, HubError, Record, StreamImport};
 use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary};
 use crate::records::hash128;
 use crate::run_logs::{LogEntry, MAX_ENTRIES_PER_RUN, RunLogs};
@@ -104,6 +104,8 @@ pub async fn verify_dir(path: &Path, listen: &Listen<'_>) -> Result<Report, Veri
     let trees = Trees::open(&db).map_err(|e| VerifyError::Open(e.to_string()))?;
     let backend = Inspect {
         hub: SledHub::open(&db).map_err(|e| open(e.into()))?,
+        db: db.clone(),
+        indexed: std::sync::Mutex::new(None),
         catalog: SledCatalog::open(&db, durable).map_err(open)?,
         run_logs: SledRunLogs::open(&db).map_err(open)?,
         log: InspectLog {
@@ -140,8 +142,30 @@ pub(super) fn unfinished_snapshots(path: &Path) -> Vec<String> {
 struct Inspect {
     log: InspectLog,
     hub: SledHub,
+    /// For a hub of the stream being checked.
+    db: sled::Db,
+    /// The hub that holds the index of the stream being checked: a stream's index is
+    /// loaded (and kept) by the hub that counts or lists its records, so one hub per
+    /// stream keeps one index in memory at a time.
+    indexed: std::sync::Mutex<Option<((String, String), SledHub)>>,
     catalog: SledCatalog,
     run_logs: SledRunLogs,
+}
+
+impl Inspect {
+    /// The hub for reads that load `connection`'s `stream` index.
+    fn indexed(&self, connection: &str, stream: &str) -> Result<SledHub, HubError> {
+        let mut held = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(((c, s), hub)) = held.as_ref()
+            && c == connection
+            && s == stream
+        {
+            return Ok(hub.clone());
+        }
+        let hub = SledHub::open(&self.db)?;
+        *held = Some(((connection.to_owned(), stream.to_owned()), hub.clone()));
+        Ok(hub)
+    }
 }
 
 fn read_only() -> StoreError {
@@ -155,7 +179,7 @@ impl Backend for Inspect {
     }
 
     fn hub(&self) -> &dyn Hub {
-        &self.hub
+        self
     }
 
     fn catalog(&self) -> &dyn Catalog {
@@ -370,6 +394,41 @@ impl RunLog for InspectLog {
 
 // A verification is the only thing the process does: the hub's reads run in place.
 #[async_trait]
+impl Hub for Inspect {
+    async fn get(
+        &self,
+        connection: &str,
+        stream: &str,
+        primary_key: &[serde_json::Value],
+    ) -> Result<Option<Record>, HubError> {
+        self.indexed(connection, stream)?
+            .get(connection, stream, primary_key)
+    }
+
+    async fn stream_cursor(
+        &self,
+        connection: &str,
+        stream: &str,
+    ) -> Result<Option<String>, HubError> {
+        self.hub.stream_cursor(connection, stream)
+    }
+
+    async fn count(&self, connection: &str, stream: &str) -> Result<u64, HubError> {
+        self.indexed(connection, stream)?.count(connection, stream)
+    }
+
+    async fn feed(
+        &self,
+        connection: &str,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Change>, u64), HubError> {
+        self.hub.feed(connection, stream, after, limit)
+    }
+}
+
+#[async_trait]
 impl HubBulk for Inspect {
     async fn streams(&self) -> Result<Vec<(String, String)>, HubError> {
         self.hub.streams()
@@ -382,7 +441,8 @@ impl HubBulk for Inspect {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<Record>, u64), HubError> {
-        self.hub.live_records(connection, stream, after, limit)
+        self.indexed(connection, stream)?
+            .live_records(connection, stream, after, limit)
     }
 
     async fn import(&self, _: StreamImport) -> Result<(), StoreError> {
