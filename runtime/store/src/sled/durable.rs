@@ -148,9 +148,7 @@ impl Durable {
     /// write, which a write of the latest flush number (already stored) shows.
     pub(crate) fn failed(&self) -> Option<sled::Error> {
         let next = *self.next.lock().unwrap_or_else(|p| p.into_inner());
-        self.tree
-            .insert(DURABLE_FLUSHES, &next.to_be_bytes())
-            .err()
+        self.tree.insert(DURABLE_FLUSHES, &next.to_be_bytes()).err()
     }
 
     /// Writes the mark file if it is behind, and `now` or [`MARK_EVERY`] after the

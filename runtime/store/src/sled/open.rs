@@ -144,7 +144,9 @@ mod tests {
             "could not acquire lock on \"db\": Os { code: 11, kind: WouldBlock }",
         ));
         assert!(describe(&busy).contains("another process holds the store"));
-        let full = sled::Error::Io(std::io::Error::from_raw_os_error(super::super::space::ENOSPC));
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(
+            super::super::space::ENOSPC,
+        ));
         assert!(
             describe(&full).contains("no space left"),
             "{}",
