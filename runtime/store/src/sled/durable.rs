@@ -39,9 +39,10 @@ const MARK_VERSION: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the store's files are damaged: it had made {reached} flushes durable but opened holding \
-     only {kept}, so the storage engine dropped writes it could not read (runs, records or \
-     definitions made durable before the damage may be missing); restore the data directory \
-     from a backup, or run `sluice store repair --accept-loss` to go on with what is left"
+     only {kept}, so the storage engine dropped what it could not read (runs, records or \
+     definitions written from the damaged place on would be missing); restore the data \
+     directory from a backup, or run `sluice store repair --accept-loss` to go on with what \
+     is left"
 )]
 pub struct RolledBack {
     /// The flush number the store holds.
