@@ -117,6 +117,12 @@ pub(crate) fn describe(e: &sled::Error) -> String {
         sled::Error::Corruption { .. } => "the store's files are damaged (the storage engine \
              found data it cannot read): restore the data directory from a backup"
             .to_owned(),
+        // A damaged `conf` file reads as one of an old version; a damaged log can make
+        // sled fail (see `open_db`).
+        sled::Error::Unsupported(why) | sled::Error::ReportableBug(why) => format!(
+            "the store's files are damaged or were not written by this storage engine \
+             ({why}): restore the data directory from a backup"
+        ),
         other => format!("storage: {other}"),
     }
 }
@@ -125,7 +131,20 @@ pub(crate) fn describe(e: &sled::Error) -> String {
 pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let started = Instant::now();
     loop {
-        match config.open() {
+        // sled 0.34 panics on some damage to its log ("tried to serialize
+        // Uninitialized"): that is a damaged store to report, not a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(sled::Error::ReportableBug(format!(
+                    "it failed reading them: {why}"
+                )))
+            });
+        match opened {
             Err(e) if is_lock_busy(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(RETRY_EVERY);
             }
@@ -154,6 +173,8 @@ mod tests {
         );
         let damaged = sled::Error::Corruption { at: None, bt: () };
         assert!(describe(&damaged).contains("damaged"));
+        let conf = sled::Error::Unsupported("created using a sled version earlier".into());
+        assert!(describe(&conf).contains("damaged"));
     }
 
     #[test]
