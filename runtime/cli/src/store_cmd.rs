@@ -367,7 +367,20 @@ async fn verify_store(location: &Location, json: bool) -> anyhow::Result<Report>
 }
 
 async fn verify(location: &Location, json: bool) -> anyhow::Result<()> {
-    let report = verify_store(location, json).await?;
+    let report = match verify_store(location, json).await {
+        Ok(report) => report,
+        Err(e) => {
+            // A reader of the JSON learns that the store could not be checked, and why.
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"store": location.to_string(), "clean": false,
+                                       "error": format!("{e:#}")})
+                );
+            }
+            return Err(e);
+        }
+    };
     if json {
         println!("{}", verify_json(location, &report));
     } else {
@@ -429,6 +442,14 @@ fn print_verified(location: &Location, r: &Report) {
     if c.index_entries > 0 {
         println!("  indexes     {} entries", n(c.index_entries));
     }
+    println!(
+        "  time        {}",
+        r.phases
+            .iter()
+            .map(|(name, took)| format!("{name} {:.2} s", took.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for note in &r.notes {
         println!("  note: {note}");
     }
@@ -484,6 +505,8 @@ fn verify_json(location: &Location, r: &Report) -> serde_json::Value {
             "streams": c.streams, "changes": c.changes, "records": c.records,
             "segments": c.segments, "index_entries": c.index_entries,
         },
+        "phases": r.phases.iter().map(|(name, took)| (name.clone(), secs(*took).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
         "damage": r.damage.iter().map(damage_json).collect::<Vec<_>>(),
         "notes": r.notes,
     })

@@ -357,6 +357,16 @@ fn a_store_a_running_node_holds_is_refused() {
         .unwrap();
     assert!(line.contains("completed"), "{line}");
     let store = data.to_str().unwrap();
+    let (o, report) = verify_json(store);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(report["clean"], false, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("another process holds the store"),
+        "{report}"
+    );
     for args in [
         &["store", "verify", "--store", store][..],
         &["store", "repair", "--store", store][..],

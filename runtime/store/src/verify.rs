@@ -241,6 +241,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// How long it took.
     pub elapsed: Duration,
+    /// How long each part took (catalog, runs, hub, and the backend's own parts), in
+    /// order.
+    pub phases: Vec<(String, Duration)>,
 }
 
 impl Report {
@@ -305,6 +308,11 @@ impl<'l> Findings<'l> {
     pub(crate) fn checked(&mut self) -> &mut Checked {
         &mut self.report.checked
     }
+
+    /// Notes that the part `name`, begun at `began`, is done.
+    pub(crate) fn phase(&mut self, name: &str, began: Instant) {
+        self.report.phases.push((name.to_owned(), began.elapsed()));
+    }
 }
 
 /// A run as a backend lists it for verification: its summary, or why that cannot be
@@ -339,9 +347,16 @@ pub(crate) async fn check_store(
     pages: &mut dyn RunPages,
     f: &mut Findings<'_>,
 ) -> Result<(), VerifyError> {
+    let began = Instant::now();
     check_catalog(store, f).await?;
+    f.phase("catalog", began);
+    let began = Instant::now();
     check_runs(store, pages, f).await?;
-    check_hub(store, f).await
+    f.phase("runs", began);
+    let began = Instant::now();
+    check_hub(store, f).await?;
+    f.phase("hub", began);
+    Ok(())
 }
 
 /// An error that ends the verification, or `None` for one that is damage of what was
@@ -854,6 +869,7 @@ async fn check_stream(
     let mut live: u64 = 0;
     let mut after = 0;
     let mut last_cursor = 0;
+    let mut changes = 0u64;
     let mut feed_read = true;
     loop {
         let (page, next) = match store.hub().feed(connection, stream, after, FEED_PAGE).await {
@@ -885,7 +901,7 @@ async fn check_stream(
             check_change(&mut s, &mut latest, &mut live, c);
         }
         s.f.checked().changes += page.len() as u64;
-        let changes = s.f.checked().changes;
+        changes += page.len() as u64;
         s.f.progress(Progress::Stream {
             connection,
             stream,

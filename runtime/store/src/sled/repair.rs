@@ -21,8 +21,7 @@
 use std::path::Path;
 
 use super::layout::{ACTIVE_FROM, POSTING_SPREAD};
-use super::log::LogConfig;
-use super::verify::{Index, Trees, decode_summary, entry_runs, unfinished_snapshots};
+use super::verify::{CACHE_BYTES, Index, Trees, decode_summary, entry_runs, unfinished_snapshots};
 use sluice_model::RunId;
 
 /// What a repair may do.
@@ -82,7 +81,7 @@ pub fn repair(
         ));
         return Ok(made);
     }
-    let (db, durable) = super::open::open_store_db(path, LogConfig::default().cache_bytes)
+    let (db, durable) = super::open::open_store_db(path, CACHE_BYTES)
         .map_err(|e| RepairError::Open(e.to_string()))?;
     for name in unfinished {
         if path.join(&name).exists() {
@@ -217,6 +216,7 @@ mod tests {
 
     use super::*;
     use crate::log::{RunFilter, RunLog};
+    use crate::sled::LogConfig;
     use crate::sled::SledStore;
     use crate::sled::layout::{RUNS_ACTIVE, RUNS_BY_STATUS, RUNS_BY_WORKFLOW};
 

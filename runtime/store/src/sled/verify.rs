@@ -58,6 +58,9 @@ const RUN_PAGE: usize = 1_024;
 /// Runs whose expected index entries are held at once when an index is looked
 /// through run by run.
 const CHUNK: usize = 131_072;
+/// sled's page cache while verifying or repairing: everything is read once, in order,
+/// so a cache the size of a node's buys nothing but memory.
+pub(super) const CACHE_BYTES: u64 = 32 << 20;
 /// Damages reported per stream's segments or per index; past it, counted in one more.
 const PER_PART: u64 = 1_000;
 
@@ -74,7 +77,7 @@ pub async fn verify_dir(path: &Path, listen: &Listen<'_>) -> Result<Report, Veri
     }
     let mut f = Findings::new(listen);
     let unfinished = unfinished_snapshots(path);
-    let (db, durable) = super::open::open_store_db(path, LogConfig::default().cache_bytes)
+    let (db, durable) = super::open::open_store_db(path, CACHE_BYTES)
         .map_err(|e| VerifyError::Open(e.to_string()))?;
     for name in unfinished {
         if !path.join(&name).exists() {
@@ -696,16 +699,23 @@ fn check_parts(
     expected: Option<&Expected>,
     f: &mut Findings<'_>,
 ) -> sled::Result<()> {
-    f.progress(Progress::Step("runs keys"));
-    check_run_keys(trees, f)?;
+    let began = Instant::now();
     f.progress(Progress::Step("indexes"));
+    check_run_keys(trees, f)?;
     check_indexes(trees, expected, f)?;
+    f.phase("indexes", began);
+    let began = Instant::now();
     f.progress(Progress::Step("events"));
     check_event_keys(trees, f)?;
+    f.phase("event keys", began);
+    let began = Instant::now();
     f.progress(Progress::Step("segments"));
     check_segments(trees, f)?;
+    f.phase("segments", began);
+    let began = Instant::now();
     f.progress(Progress::Step("run logs"));
     check_run_log_entries(trees, f)?;
+    f.phase("run log entries", began);
     Ok(())
 }
 
