@@ -1,6 +1,7 @@
 //! Hub upsert throughput: 1,000,000 records of ~200 bytes in batches of 1,000, one
 //! transaction and one flush per batch, into a fresh store; then the same data again
-//! (every record unchanged).
+//! (every record unchanged); then a full refresh that leaves out every seventh record,
+//! and the time its completion takes to mark those deleted.
 //!
 //! Run with `cargo bench -p sluice-store --bench hub` (set `HUB_BENCH_RECORDS` for a
 //! smaller run).
@@ -30,7 +31,7 @@ fn record(i: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\"}\n");
 }
 
-fn pass(hub: &SledHub, batches: &[Vec<u8>], generation: u64, label: &str) -> Result<(), String> {
+fn pass(hub: &SledHub, batches: &[&[u8]], generation: u64, label: &str) -> Result<(), String> {
     let mut latencies = Vec::with_capacity(batches.len());
     let mut totals = [0u64; 3];
     let start = Instant::now();
@@ -72,6 +73,16 @@ fn pass(hub: &SledHub, batches: &[Vec<u8>], generation: u64, label: &str) -> Res
     Ok(())
 }
 
+/// The id of a batch's first record.
+fn batch_first(batch: &[u8]) -> usize {
+    let digits = batch
+        .iter()
+        .skip(6)
+        .take_while(|b| b.is_ascii_digit())
+        .map(|b| usize::from(b - b'0'));
+    digits.fold(0, |n, d| n * 10 + d)
+}
+
 fn main() -> Result<(), String> {
     let total: usize = std::env::var("HUB_BENCH_RECORDS")
         .ok()
@@ -93,8 +104,35 @@ fn main() -> Result<(), String> {
     );
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let hub = SledHub::open_path(dir.path()).map_err(|e| e.to_string())?;
-    pass(&hub, &batches, 1, "first pass (all created)")?;
-    pass(&hub, &batches, 2, "second pass (all unchanged)")?;
+    let all: Vec<&[u8]> = batches.iter().map(Vec::as_slice).collect();
+    pass(&hub, &all, 1, "first pass (all created)")?;
+    pass(&hub, &all, 2, "second pass (all unchanged)")?;
+    // A refresh that no longer sees every seventh record (ids 0, 7, 14, ...).
+    let kept: Vec<Vec<u8>> = batches
+        .iter()
+        .map(|batch| {
+            let mut out = Vec::with_capacity(batch.len());
+            for (line, at) in batch.split_inclusive(|b| *b == b'\n').zip(0..) {
+                let id = batch_first(batch) + at;
+                if !id.is_multiple_of(7) {
+                    out.extend_from_slice(line);
+                }
+            }
+            out
+        })
+        .collect();
+    let kept: Vec<&[u8]> = kept.iter().map(Vec::as_slice).collect();
+    pass(&hub, &kept, 3, "third pass (every seventh left out)")?;
+    let t = Instant::now();
+    let out = hub
+        .complete_refresh("bench", "contacts", 3, 2)
+        .map_err(|e| e.to_string())?;
+    hub.flush().map_err(|e| e.to_string())?;
+    println!(
+        "complete the refresh: {} records marked deleted in {:?}",
+        out.deleted,
+        t.elapsed()
+    );
     drop(hub);
     let t = Instant::now();
     let hub = SledHub::open_path(dir.path()).map_err(|e| e.to_string())?;

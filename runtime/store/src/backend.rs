@@ -8,8 +8,10 @@
 //!   are there or neither is, so a resumed run re-reads exactly the batches whose
 //!   checkpoints were not committed, and upsert by primary key absorbs whatever the
 //!   source sends again;
-//! - a full refresh's deletions, its `StreamCompleted` (and the run's `RunCompleted`
-//!   when asked) commit atomically in [`Backend::complete_stream`];
+//! - a full refresh's deletions commit in [`Backend::complete_stream`], in pieces
+//!   (bounded on the embedded store) each atomic with the `CheckpointCommitted` that
+//!   counts it; its `StreamCompleted` (and the run's `RunCompleted` when asked)
+//!   commit atomically with the last piece;
 //! - a run's events and a catalog document commit atomically in
 //!   [`Backend::append_with_document`] (a schedule's fire and its progress).
 
@@ -45,10 +47,13 @@ pub trait Backend: Send + Sync {
     async fn commit_batch(&self, run: RunId, batch: BatchCommit) -> Result<Committed, StoreError>;
 
     /// Ends a stream of `run`: for a full refresh, marks deleted every record the
-    /// refresh did not see; appends `StreamCompleted` (after a `CheckpointCommitted`
-    /// carrying the deletions, if any, and before `RunCompleted` if the stream
-    /// completes the run), all atomically. Returns the number of records marked
-    /// deleted.
+    /// refresh did not see, then appends `StreamCompleted` (and `RunCompleted` if the
+    /// stream completes the run). The deletions commit in pieces, each atomically with
+    /// a `CheckpointCommitted` counting it (the embedded store bounds a piece, so a long
+    /// step makes durable progress; PostgreSQL commits one piece); the completion
+    /// commits atomically with the last piece. A call for a run stopped between pieces
+    /// finds the records of the committed pieces deleted already, so it deletes and
+    /// counts only the rest. Returns the number of records marked deleted by this call.
     async fn complete_stream(&self, run: RunId, end: StreamEnd) -> Result<u64, StoreError>;
 
     /// Appends `events` (stamped `at_unix_ms`) to a new or existing run's log and

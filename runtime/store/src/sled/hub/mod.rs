@@ -74,7 +74,7 @@ use serde_json::Value;
 
 use index::{At, Entries, Entry, StreamIndex, after_change, after_seen, live_delta};
 use segment::{Header, StoredChange};
-pub(crate) use writer::{HubWriter, SegmentWrite, StagedWrite};
+pub(crate) use writer::{HubWriter, Piece, SegmentWrite, StagedWrite, Unseen};
 
 /// Name of the sled tree holding the hub.
 /// Bits of a feed cursor that number a change inside its segment.

@@ -1,5 +1,6 @@
 //! Writes to one stream of the hub: [`HubWriter`] holds the stream's lease and its
-//! index, prepares a batch or a refresh's deletions against it ([`StagedWrite`]),
+//! index, prepares a batch or a refresh's deletions (whole, or piece by piece from
+//! [`Unseen`]) against it ([`StagedWrite`]),
 //! turns that into the writes of a group ([`SegmentWrite`]), and applies it to the
 //! index once the group has committed.
 //!
@@ -22,6 +23,40 @@ impl StagedWrite {
     pub(crate) fn outcome(&self) -> BatchOutcome {
         self.outcome
     }
+}
+
+/// The live records a completed refresh did not see, in the order their latest changes
+/// are stored, and how many of them are prepared for deletion so far.
+pub(crate) struct Unseen {
+    gone: Vec<(u128, Entry)>,
+    next: usize,
+    generation: u64,
+}
+
+impl Unseen {
+    /// Records not yet prepared for deletion.
+    pub(crate) fn left(&self) -> usize {
+        self.gone.len() - self.next
+    }
+}
+
+/// How much one piece of a refresh's deletions may take
+/// ([`HubWriter::prepare_deletions`]); a piece takes at least one record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Piece {
+    /// Most records it marks deleted.
+    pub(crate) records: usize,
+    /// Once it has read this many bytes of stored segments to find its records'
+    /// primary keys, it reads no further segment.
+    pub(crate) segment_bytes: usize,
+}
+
+impl Piece {
+    /// No bound: every record left.
+    pub(crate) const WHOLE: Piece = Piece {
+        records: usize::MAX,
+        segment_bytes: usize::MAX,
+    };
 }
 
 /// The exclusive lease on one stream's index. Prepare a write, put its
@@ -53,6 +88,11 @@ static EMPTY: std::sync::LazyLock<Entries> = std::sync::LazyLock::new(Entries::d
 impl HubWriter {
     pub(super) fn entries(&self) -> &Entries {
         self.index.as_ref().map_or(&EMPTY, |i| &i.entries)
+    }
+
+    /// Records the stream's index holds, deleted ones included.
+    pub(crate) fn indexed(&self) -> usize {
+        self.entries().len()
     }
 
     pub(super) fn next_seq(&self) -> u64 {
@@ -175,51 +215,90 @@ impl HubWriter {
         })
     }
 
-    /// Prepares the deletion of every live record not seen in refresh `generation`.
+    /// Prepares the deletion of every live record not seen in refresh `generation`, all
+    /// in one staged write.
     pub(crate) fn prepare_refresh(
         &self,
         generation: u64,
         time_ms: u64,
     ) -> Result<StagedWrite, HubError> {
+        let mut unseen = self.unseen(generation);
+        self.prepare_deletions(&mut unseen, Piece::WHOLE, time_ms)
+    }
+
+    /// The live records not seen in refresh `generation`: what completing that refresh
+    /// marks deleted, piece by piece with [`HubWriter::prepare_deletions`]. Valid while
+    /// this writer keeps its lease.
+    pub(crate) fn unseen(&self, generation: u64) -> Unseen {
         let mut gone: Vec<(u128, Entry)> = self
             .entries()
             .iter()
             .filter(|(_, e)| !e.deleted && e.last_seen_generation < generation)
             .map(|(k, e)| (*k, *e))
             .collect();
+        // In the order their latest changes are stored: the records whose primary keys
+        // one segment holds are next to each other, so each segment is read once.
         gone.sort_unstable_by_key(|(_, e)| (e.seq, e.idx));
-        let header = Header {
+        Unseen {
+            gone,
+            next: 0,
             generation,
+        }
+    }
+
+    /// Prepares the deletion of the next records of `unseen`, as many as `piece` allows
+    /// (at least one while any is left), and moves `unseen` past them: should their
+    /// group of writes not commit, drop `unseen` with this writer. Reads each segment
+    /// holding their primary keys once (a segment the piece ends in, once more by the
+    /// next piece), so the whole refresh takes time linear in the stream's size.
+    pub(crate) fn prepare_deletions(
+        &self,
+        unseen: &mut Unseen,
+        piece: Piece,
+        time_ms: u64,
+    ) -> Result<StagedWrite, HubError> {
+        let rest = unseen.gone.get(unseen.next..).unwrap_or_default();
+        let header = Header {
+            generation: unseen.generation,
             time_ms,
             source_cursor: None,
         };
-        let mut segments = Vec::new();
+        let most = piece.records.max(1);
         let mut staged = StagedWrite {
             segments: Arc::default(),
             next_seq: self.next_seq(),
-            overlay: Entries::with_capacity_and_hasher(gone.len(), Default::default()),
+            overlay: Entries::with_capacity_and_hasher(rest.len().min(most), Default::default()),
             live_delta: 0,
             outcome: BatchOutcome::default(),
         };
-        let mut cached: Option<(u64, sled::IVec)> = None;
-        for chunk in gone.chunks(MAX_CHANGES) {
-            let seq = staged.next_seq;
-            let mut seg = segment::Writer::new(&header, chunk.len() * 64);
-            for (pk_hash, prev) in chunk {
-                if cached.as_ref().is_none_or(|(s, _)| *s != prev.seq) {
-                    cached = Some((prev.seq, self.segment(prev.seq)?));
-                }
-                let Some((_, bytes)) = cached.as_ref() else {
-                    continue;
-                };
-                let stored = segment::decode(bytes, false)?;
+        let mut segments = Vec::new();
+        let mut seg: Option<segment::Writer> = None;
+        let mut taken = 0usize;
+        let mut read = 0usize;
+        for same in rest.chunk_by(|(_, a), (_, b)| a.seq == b.seq) {
+            if taken >= most || (taken > 0 && read >= piece.segment_bytes) {
+                break;
+            }
+            let Some((_, first)) = same.first() else {
+                continue;
+            };
+            let bytes = self.segment(first.seq)?;
+            read += bytes.len();
+            let stored = segment::decode(&bytes, false)?;
+            let same = same.get(..most - taken).unwrap_or(same);
+            for (pk_hash, prev) in same {
                 let pk = stored
                     .changes
                     .get(prev.idx as usize)
                     .ok_or_else(|| HubError::Corrupt("index points past its segment".into()))?
                     .pk;
+                let seq = staged.next_seq;
+                let writer = seg.get_or_insert_with(|| {
+                    let records = (rest.len() - taken).min(most - taken).min(MAX_CHANGES);
+                    segment::Writer::new(&header, records * 64)
+                });
                 let version = prev.version + 1;
-                let idx = seg.change(&StoredChange {
+                let idx = writer.change(&StoredChange {
                     kind: ChangeKind::Deleted,
                     version,
                     content_hash: 0,
@@ -227,10 +306,16 @@ impl HubWriter {
                     pk,
                     record: &[],
                 });
+                if writer.changes() as usize >= MAX_CHANGES
+                    && let Some(full) = seg.take()
+                {
+                    segments.push((seq, full.finish()));
+                    staged.next_seq += 1;
+                }
                 let at = At {
                     seq,
                     idx,
-                    generation,
+                    generation: unseen.generation,
                     time_ms,
                 };
                 staged.live_delta += live_delta(Some(prev), ChangeKind::Deleted);
@@ -239,12 +324,14 @@ impl HubWriter {
                     after_change(Some(prev), ChangeKind::Deleted, version, 0, at),
                 );
                 staged.outcome.deleted += 1;
-            }
-            if seg.changes() > 0 {
-                segments.push((seq, seg.finish()));
-                staged.next_seq += 1;
+                taken += 1;
             }
         }
+        if let Some(last) = seg.take() {
+            segments.push((staged.next_seq, last.finish()));
+            staged.next_seq += 1;
+        }
+        unseen.next += taken;
         staged.segments = Arc::new(segments);
         Ok(staged)
     }
