@@ -595,10 +595,6 @@ fn trial(golden: &Path, work: &Path, empty: &Path, before: &Holdings, damage: &D
 }
 
 #[test]
-#[ignore = "fails today (issue 24): some damage to `db` makes sled panic at open (\"tried to \
-            serialize Uninitialized\"), a flipped `conf` is refused as a store of an old sled \
-            version, and a flip in `db` can drop a run's events with the high-water mark \
-            intact; run with --ignored"]
 fn sled_damage_to_a_stopped_store_is_refused_by_name_or_harmless_never_silent() {
     let _one = one_at_a_time();
     let began = Instant::now();

@@ -8,6 +8,10 @@
 //! the store `SLUICE_BENCH_POSTGRES` names, used as it is); every append is
 //! acknowledged only once durable. `SLUICE_BENCH_STORE` picks `sled`, `postgres` or
 //! `both` (the default). Prints events/s, p50/p99 append latency and the store's size.
+//!
+//! Then, for sled, the cost of opening a store of many runs: `SLUICE_BENCH_RUNS` runs
+//! (default 100,000) of 10 events each, the time to open it again, and within that
+//! the check that every run's events are there.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 /// The allocator `sluice` itself runs with, so the figures are the binary's.
@@ -167,6 +171,50 @@ async fn run(kind: BenchStore, appenders: usize, total: usize) -> Row {
     row
 }
 
+/// Opens a sled log of `runs` runs of 10 events each again, timing the open and the
+/// check of every run's events it makes.
+async fn reopen(runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let made = Instant::now();
+    let mut tasks = Vec::new();
+    for part in 0..64usize {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (part..runs).step_by(64) {
+                let run = RunId::v7(now + i as u64, [(i % 251) as u8; 10]);
+                let mut events = vec![scheduled(i)];
+                events.extend((0..9).map(checkpoint));
+                log.append(run, events).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let made = made.elapsed();
+    drop(log);
+    let opened = Instant::now();
+    let log = EventLog::open(dir.path()).unwrap();
+    let opened = opened.elapsed();
+    let checked = Instant::now();
+    let (checked_runs, keys) = log.check_runs().unwrap();
+    let checked = checked.elapsed();
+    assert_eq!(checked_runs as usize, runs);
+    println!(
+        "sled open: {runs} runs of 10 events (written in {:.1}s, {} MiB): open {:.2}s, \
+         of which the check of every run's events ({keys} event keys) {:.2}s",
+        made.as_secs_f64(),
+        log.size_on_disk().unwrap() / (1 << 20),
+        opened.as_secs_f64(),
+        checked.as_secs_f64()
+    );
+}
+
 fn main() {
     let total: usize = env_or("SLUICE_BENCH_EVENTS", 20_000);
     let stores = bench_stores();
@@ -179,6 +227,9 @@ fn main() {
         for appenders in [1, 64] {
             rows.push(rt.block_on(run(kind, appenders, total)));
         }
+    }
+    if stores.contains(&BenchStore::Sled) {
+        rt.block_on(reopen(env_or("SLUICE_BENCH_RUNS", 100_000)));
     }
     println!();
     println!(

@@ -143,7 +143,18 @@ pub trait RunLog: Send + Sync {
         if events.is_empty() {
             return Err(LogError::UnknownRun(run));
         }
-        fold(&events).map_err(|error| LogError::Fold { run, error })
+        fold(&events).map_err(|error| match error {
+            // Every backend writes a run's seqs without gaps: a gap is damage.
+            FoldError::Gap { expected, found } => LogError::Corrupt {
+                run,
+                seq: expected,
+                reason: format!(
+                    "the store's files are damaged: the event is missing (the next one \
+                     stored is {found})"
+                ),
+            },
+            error => LogError::Fold { run, error },
+        })
     }
 
     /// The summary of `run`, if it exists.

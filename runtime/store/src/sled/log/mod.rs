@@ -5,11 +5,13 @@
 //! connection, tenant, status and creation time, and acknowledges an append only
 //! once it is durable (group commit: see `commit`).
 //!
-//! Submodules: `keys` (key layouts), `commit` (the single writer), `index`
+//! Submodules: `keys` (key layouts), `check` (every run's events there, at open),
+//! `commit` (the single writer), `index`
 //! (postings), `active` (which runs are in flight), `store` (the handle and reads).
 //! No sled type appears in this module's public API.
 
 mod active;
+mod check;
 mod commit;
 mod index;
 mod keys;

@@ -138,6 +138,14 @@ impl EventLog {
                 "moved runs in flight to the runs_active index"
             );
         }
+        let began = std::time::Instant::now();
+        let checked = super::check::check_runs(&trees[RUNS], &trees[EVENTS])?;
+        tracing::debug!(
+            runs = checked.runs,
+            event_keys = checked.event_keys,
+            took = ?began.elapsed(),
+            "checked every run's events"
+        );
         let active_from = load_watermark(&trees[META], &trees[RUNS])?;
         let heads = Heads {
             live: recover_heads(&trees)?,
@@ -182,6 +190,13 @@ impl EventLog {
                 space,
             }),
         })
+    }
+
+    /// Checks that every run's events are all stored, as opening the log does (see
+    /// `check`); returns the runs and event keys it went through.
+    pub fn check_runs(&self) -> Result<(u64, u64), LogError> {
+        let checked = super::check::check_runs(&self.inner.trees[RUNS], &self.inner.trees[EVENTS])?;
+        Ok((checked.runs, checked.event_keys))
     }
 
     /// Appends events together with a hook's writes, atomically.
