@@ -228,6 +228,13 @@ impl SledStore {
                 .await?;
             writer.commit(staged);
             deleted += n;
+            tracing::debug!(
+                %run,
+                stream = %end.stream,
+                deleted = n,
+                left = unseen.left(),
+                "committed a piece of a refresh's deletions"
+            );
             if last {
                 return Ok(deleted);
             }
