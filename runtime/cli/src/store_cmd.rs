@@ -77,9 +77,12 @@ pub enum StoreCommand {
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
-        // Every repair above loses nothing. One that gives data up (accepting a store
-        // rolled back past its high-water mark) is a flag of its own, named for what it
-        // gives up, passed on in `RepairOptions`.
+        /// Also accept a store refused because it lost writes it had made durable
+        /// (damage made the storage engine drop them): it opens again with what it
+        /// holds, and the runs and records written from the damaged place on are
+        /// given up. Prefer restoring a backup.
+        #[arg(long)]
+        accept_loss: bool,
     },
 }
 
@@ -97,7 +100,14 @@ pub async fn run(command: StoreCommand) -> anyhow::Result<()> {
             store,
             dry_run,
             json,
-        } => repair(&Location::parse(&store), RepairOptions { dry_run }, json).await,
+            accept_loss,
+        } => {
+            let options = RepairOptions {
+                dry_run,
+                accept_loss,
+            };
+            repair(&Location::parse(&store), options, json).await
+        }
         StoreCommand::Migrate { store } => {
             let location = Location::parse(&store);
             let Location::Postgres(url) = &location else {

@@ -390,3 +390,69 @@ fn a_store_a_running_node_holds_is_refused() {
     let clean = sluice(&["store", "verify", "--store", store]);
     assert!(clean.status.success(), "{}", stderr(&clean));
 }
+
+/// Copies the files of the stopped store in `from` into `to`.
+fn copy_store(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_store(&entry.path(), &target, &[]);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A store that came back holding less than it had made durable (here: older files
+/// under the store's newer high-water mark, as damage that makes the storage engine
+/// drop its log's tail leaves it) is refused by name; `repair --accept-loss`
+/// accepts what it holds, and it opens again with the runs it kept.
+#[test]
+fn a_store_that_lost_durable_writes_is_refused_until_its_loss_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = definitions(dir.path());
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    let first = sync(&file, &["--data-dir", &data_arg]);
+    let older = dir.path().join("older");
+    copy_store(&data, &older, &[]);
+    sync(&file, &["--data-dir", &data_arg]);
+    // The older files, under the newer mark.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "high-water" && entry.file_type().unwrap().is_file() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(data.join("blobs"));
+    copy_store(&older, &data, &["high-water"]);
+
+    let refused = sluice(&["run", &file, "--resume-only", "--data-dir", &data_arg]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let why = stderr(&refused);
+    assert!(
+        why.contains("damaged") && why.contains("--accept-loss"),
+        "{why}"
+    );
+
+    let accepted = sluice(&["store", "repair", "--store", &data_arg, "--accept-loss"]);
+    assert!(accepted.status.success(), "{}", stderr(&accepted));
+    assert!(
+        stdout(&accepted).contains("accepted the store as it is"),
+        "{}",
+        stdout(&accepted)
+    );
+    let (verified, report) = verify_json(&data_arg);
+    assert!(verified.status.success(), "{report}");
+    let runs = sluice(&["run", &file, "--resume-only", "--data-dir", &data_arg]);
+    assert!(runs.status.success(), "{}", stderr(&runs));
+    // The first sync's runs are what the store kept.
+    let (_, report) = verify_json(&data_arg);
+    assert_eq!(report["checked"]["runs"], first.len(), "{report}");
+}

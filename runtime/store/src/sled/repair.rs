@@ -29,10 +29,10 @@ use sluice_model::RunId;
 pub struct RepairOptions {
     /// Only say what would be done; nothing is opened or written.
     pub dry_run: bool,
-    // Every repair above loses nothing. A repair that gives data up (such as
-    // accepting a store found rolled back past its high-water mark) is an option of
-    // its own here, off by default and named for what it gives up, checked in
-    // `repair` before the store is opened.
+    /// Accept a store found rolled back past its high-water mark (see
+    /// `super::durable`): it opens again with what it holds, and what it lost is
+    /// given up. Every other repair loses nothing.
+    pub accept_loss: bool,
 }
 
 /// Why a repair could not be made.
@@ -79,7 +79,25 @@ pub fn repair(
              in-flight watermark if it is missing or unreadable",
             index_names()
         ));
+        if options.accept_loss {
+            tell(
+                "would accept the store as it is if it lost flushes it had made durable \
+                  (its high-water mark set to what it holds)"
+                    .to_owned(),
+            );
+        }
         return Ok(made);
+    }
+    if options.accept_loss {
+        match super::durable::accept_loss(path) {
+            Ok(Some(lost)) => tell(format!(
+                "accepted the store as it is: it had made {} flushes durable and holds {}; \
+                 what was written from the damaged place on is given up",
+                lost.reached, lost.kept
+            )),
+            Ok(None) => tell("the store lost no flush: nothing to accept".to_owned()),
+            Err(e) => return Err(RepairError::Open(e.to_string())),
+        }
     }
     let (db, durable) = super::open::open_store_db(path, CACHE_BYTES)
         .map_err(|e| RepairError::Open(e.to_string()))?;
@@ -307,7 +325,15 @@ mod tests {
             .unwrap();
         assert!(!damaged.clean());
 
-        let dry = repair(dir.path(), &RepairOptions { dry_run: true }, &|_| {}).unwrap();
+        let dry = repair(
+            dir.path(),
+            &RepairOptions {
+                dry_run: true,
+                accept_loss: false,
+            },
+            &|_| {},
+        )
+        .unwrap();
         assert!(dry.iter().all(|d| d.starts_with("would")), "{dry:?}");
         let made = repair(dir.path(), &RepairOptions::default(), &|_| {}).unwrap();
         assert!(
