@@ -702,3 +702,33 @@ pub async fn a_run_dead_lettered_twice_is_listed_once(site: &dyn Site) {
     assert_eq!(listed(log, dead).await, vec![r]);
     assert_eq!(log.in_flight().await.unwrap(), vec![]);
 }
+
+/// Runs dead-lettered together, of which the first is retried by hand and
+/// dead-lettered again: every one of them is still listed by its status.
+pub async fn runs_dead_lettered_together_stay_listed_when_one_is_again(site: &dyn Site) {
+    let store = site.open().await;
+    let log = store.log();
+    let runs: Vec<RunId> = (10..13).map(run_id).collect();
+    for r in &runs {
+        log.append(*r, vec![scheduled("wf", "crm", "acme")])
+            .await
+            .unwrap();
+    }
+    // Queued together, so a backend that commits in groups writes them in one.
+    let mut queued = Vec::new();
+    for r in &runs {
+        queued.push(log.enqueue(*r, vec![dead_lettered()]).await.unwrap());
+    }
+    for q in queued {
+        q.await.unwrap();
+    }
+    log.append(runs[0], vec![manual_retry()]).await.unwrap();
+    log.append(runs[0], vec![dead_lettered()]).await.unwrap();
+    let dead = RunFilter {
+        status: Some(StatusKind::DeadLettered),
+        ..RunFilter::default()
+    };
+    let mut listed_dead = listed(log, dead).await;
+    listed_dead.sort();
+    assert_eq!(listed_dead, runs);
+}

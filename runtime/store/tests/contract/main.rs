@@ -126,6 +126,7 @@ contract_tests! {
         log::held_events_wait_for_the_runs_next_append_or_their_release,
         log::runs_committed_together_list_in_order,
         log::a_run_dead_lettered_twice_is_listed_once,
+        log::runs_dead_lettered_together_stay_listed_when_one_is_again,
         cluster::events_of_an_attempt_that_lost_the_run_are_fenced_off,
         cluster::on_a_shared_store_a_fire_creates_one_run,
         cluster::on_a_shared_store_a_run_starts_only_when_its_workflow_is_free,

@@ -469,7 +469,7 @@ fn write_group<'c>(
         postings.note(staged, p.before, &head.summary, watermark);
         heads.insert(run, head);
     }
-    let spread = postings.write(staged, cache.spread);
+    let spread = postings.write(staged, cache.spread).map_err(storage)?;
     if watermark.moves() {
         // Runs in flight that this group leaves alone get their keys as the
         // watermark passes them.

@@ -91,22 +91,34 @@ impl Postings {
 
     /// Stages one key per (index, value): the value's first run in the key, the rest
     /// in the value. Returns the spread after them, staging it if they widen `spread`.
-    pub(crate) fn write(self, staged: &mut Staged<'_>, spread: u128) -> u128 {
+    ///
+    /// A key already stored (a run first of its group a second time with the same
+    /// value: dead-lettered, retried by hand, dead-lettered again) keeps its runs:
+    /// the group's are added to them, never put in their place.
+    pub(crate) fn write(self, staged: &mut Staged<'_>, spread: u128) -> sled::Result<u128> {
         let mut widest = spread;
         for ((tree, mut key), mut runs) in self.entries {
             runs.sort_unstable();
+            let Some(first) = runs.first().copied() else {
+                continue;
+            };
+            key.extend_from_slice(&first.0);
+            if let Some(stored) = staged.trees()[tree].get(&key)? {
+                runs.extend(stored.chunks_exact(16).filter_map(RunId::from_slice));
+                runs.sort_unstable();
+                runs.dedup();
+            }
             let (Some((first, rest)), Some(last)) = (runs.split_first(), runs.last()) else {
                 continue;
             };
             widest = widest.max(distance(*first, *last));
-            key.extend_from_slice(&first.0);
             let value: Vec<u8> = rest.iter().flat_map(|r| r.0).collect();
             staged.insert(tree, key, value);
         }
         if widest > spread {
             staged.insert(META, POSTING_SPREAD, widest.to_be_bytes());
         }
-        widest
+        Ok(widest)
     }
 }
 
