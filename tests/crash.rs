@@ -1,8 +1,11 @@
 //! Crash safety with real processes: a `sluice run` syncing into its store is killed
 //! with SIGKILL at random moments, restarted each time, and at the end the hub holds
 //! exactly the source's records — none lost, none twice — the change feed agrees, and
-//! the one run is completed with every record counted once. Each scenario runs on the
-//! embedded sled store (`sled_*`) and on PostgreSQL (`postgres_*`, a schema per store).
+//! the one run is completed with every record counted once. A second full refresh
+//! that finds records gone is killed the same way, and also at its deletions, which
+//! the embedded store commits piece by piece: it still completes, each record gone is
+//! deleted and counted once. Each scenario runs on the embedded sled store (`sled_*`)
+//! and on PostgreSQL (`postgres_*`, a schema per store).
 //!
 //! Kill points are random; the seed is printed and `SLUICE_CRASH_SEED` replays it.
 
@@ -14,11 +17,14 @@
 
 mod crash_support;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::Duration;
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use crash_support::{Backend, TestStore, assert_exactly_once, sluice_run};
-use sluice_store::log::{RunFilter, StatusKind};
+use crash_support::{Backend, TestStore, assert_exactly_once, assert_refreshed_once, sluice_run};
+use sluice_store::log::{RunFilter, RunId, StatusKind};
 use sluice_testkit::process::{stderr, stdout};
 
 /// Kills per test, as the guarantee demands at least twenty.
@@ -254,6 +260,241 @@ fn queued_and_running_runs(backend: Backend) {
     );
 }
 
+/// What the store showed of the refresh under test when a kill landed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RefreshPoint {
+    /// Records its committed batches read.
+    records: u64,
+    /// Records its committed pieces of deletions marked deleted.
+    deleted: u64,
+    /// Whether the refresh completed.
+    complete: bool,
+}
+
+fn refresh_point(store: &TestStore, run: RunId, stream: &str) -> RefreshPoint {
+    store.with(async |store| {
+        let state = store.log().state(run).await.expect("fold");
+        let p = state.progress.get(stream).cloned().unwrap_or_default();
+        RefreshPoint {
+            records: p.records,
+            deleted: p.deleted,
+            complete: state.status.kind() == StatusKind::Completed,
+        }
+    })
+}
+
+/// What the embedded store logs (at debug, `sluice_store::sled::store`) for each piece
+/// of a refresh's deletions it commits.
+const PIECE_LINE: &str = "committed a piece of a refresh's deletions";
+
+/// `sluice` spawned, with a message on `pieces` for each piece of deletions its store
+/// commits (hung up when the process ends) and its stderr, whole, from `stderr`.
+struct Watched {
+    child: Child,
+    pieces: mpsc::Receiver<()>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn spawn_watched(mut cmd: Command) -> Watched {
+    let mut child = cmd.spawn().expect("spawn sluice");
+    let lines = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let (tx, pieces) = mpsc::channel();
+    // Reads to the end whoever listens, so the process never blocks on a full pipe.
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in lines.lines() {
+            let Ok(line) = line else { break };
+            if line.contains(PIECE_LINE) {
+                let _ = tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    Watched {
+        child,
+        pieces,
+        stderr,
+    }
+}
+
+/// A first full sync of the sample's records, then a second full refresh that no
+/// longer sees every other one, queued and then only ever resumed under SIGKILLs:
+/// first at random moments while it reads (spread over the read), then, once it has
+/// read everything, at its deletions — every other restart at a random moment before
+/// its first piece would commit, the others just after a piece committed. On the
+/// embedded store, which logs each piece, no restart goes past its first piece (a
+/// random kill lands there at the latest); PostgreSQL commits its deletions at once,
+/// so there every kill lands at random. Kills go on against a fresh store until
+/// `KILLS` have landed, `AT_DELETIONS` of them (one on PostgreSQL) after the read
+/// and before the refresh completed; each completed refresh is checked exactly once.
+fn refresh_with_deletions(backend: Backend) {
+    const RECORDS: u64 = 300_000;
+    const DELETE_EVERY: u64 = 2;
+    const GONE: u64 = RECORDS / DELETE_EVERY;
+    const KEPT: u64 = RECORDS - GONE;
+    // Kills kept for the deletions, the rest land while the refresh reads; one on
+    // PostgreSQL, where they land at random.
+    const AT_DELETIONS: usize = 4;
+    let sled = backend == Backend::Sled;
+    let want_at_deletions = if sled { AT_DELETIONS } else { 1 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defs = |delete_every: Option<u64>| {
+        serde_json::json!({
+            "connections": [{"name": "sample", "connector": "sample",
+                "config": {"records": RECORDS, "record_bytes": 200, "delete_every": delete_every}}],
+            "workflows": [{"name": "users", "connection": "sample",
+                           "streams": [{"name": "users"}], "batch_size": 2000}]
+        })
+        .to_string()
+    };
+    let first = dir.path().join("first.json");
+    let second = dir.path().join("second.json");
+    std::fs::write(&first, defs(None)).expect("write definitions");
+    std::fs::write(&second, defs(Some(DELETE_EVERY))).expect("write definitions");
+    let resume = ["--resume-only", "--log", "sluice_store::sled::store=debug"];
+    let began = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let mut points: Vec<RefreshPoint> = Vec::new();
+    let mut max_delay_ms = 1_000;
+    // How long a restart takes to its first piece of deletions (learned on the way).
+    let mut to_deletions_ms = 1_000;
+    let mut at_deletions = 0usize;
+    let enough = |points: &[RefreshPoint], at_deletions: usize| {
+        points.len() >= KILLS && at_deletions >= want_at_deletions
+    };
+    for episode in 0.. {
+        let store = TestStore::create(backend, dir.path().join(format!("store-{episode}")));
+        for (definitions, args) in [(&first, &[][..]), (&second, &["--enqueue-only"][..])] {
+            let out = sluice_run(definitions, &store, args)
+                .output()
+                .expect("run sluice");
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        let refresh = store.with(async |store| {
+            let runs = store.log().list(&RunFilter::default()).await.expect("list");
+            let queued: Vec<_> = runs
+                .iter()
+                .filter(|r| r.status != StatusKind::Completed)
+                .collect();
+            assert_eq!(queued.len(), 1, "{runs:?}");
+            queued[0].run_id
+        });
+        let mut before = RefreshPoint::default();
+        while !before.complete && !enough(&points, at_deletions) {
+            let read = before.records == KEPT;
+            // Past the kills the read may take, the next one waits for the deletions.
+            let reading_done_with = !read && points.len() + want_at_deletions >= KILLS;
+            let mut sluice = spawn_watched(sluice_run(&second, &store, &resume));
+            let started = Instant::now();
+            let after_piece = sled && ((read && at_deletions % 2 == 1) || reading_done_with);
+            let wait = if after_piece {
+                Duration::from_secs(300)
+            } else if read {
+                Duration::from_millis(rng.u64(0..=to_deletions_ms))
+            } else {
+                Duration::from_millis(rng.u64(0..=max_delay_ms))
+            };
+            // A kill at random lands at the first piece at the latest: one restart
+            // never completes the whole refresh unseen.
+            match sluice.pieces.recv_timeout(wait) {
+                Ok(()) => {
+                    to_deletions_ms = started.elapsed().as_millis() as u64;
+                    std::thread::sleep(Duration::from_millis(rng.u64(0..=20)));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if after_piece => {
+                    panic!("a resumed refresh committed no piece of deletions in 300 s")
+                }
+                Err(_) => {}
+            }
+            if sluice.child.try_wait().expect("poll sluice").is_some() {
+                let status = sluice.child.wait().expect("reap sluice");
+                let text = sluice.stderr.join().expect("stderr");
+                assert!(status.success(), "sluice failed between kills: {text}");
+                before = refresh_point(&store, refresh, "users");
+                assert!(
+                    before.complete,
+                    "a resume ended before the refresh did: {text}"
+                );
+                break;
+            }
+            sluice.child.kill().expect("SIGKILL sluice");
+            sluice.child.wait().expect("reap sluice");
+            let now = refresh_point(&store, refresh, "users");
+            assert!(
+                now.records >= before.records && now.deleted >= before.deleted,
+                "committed work went back: {before:?} -> {now:?}"
+            );
+            assert!(now.records <= KEPT && now.deleted <= GONE, "{now:?}");
+            points.push(now);
+            if now.records == KEPT && !now.complete {
+                at_deletions += 1;
+            }
+            if read {
+                if !sled && !now.complete {
+                    to_deletions_ms = (to_deletions_ms * 3 / 2).min(10_000);
+                }
+            } else {
+                let left = (KILLS - want_at_deletions)
+                    .saturating_sub(points.len())
+                    .max(1) as u64;
+                if now.records == before.records {
+                    max_delay_ms = (max_delay_ms * 3 / 2).min(3_000);
+                } else if (now.records - before.records) * left * 2 > KEPT - now.records {
+                    max_delay_ms = (max_delay_ms / 2).max(100);
+                }
+            }
+            before = now;
+        }
+        if !before.complete {
+            let out = sluice_run(&second, &store, &resume)
+                .output()
+                .expect("run sluice to the end");
+            assert!(
+                out.status.success(),
+                "the final run failed: {}\n{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        assert_refreshed_once(&store, "users", "sample", "users", RECORDS, |id| {
+            id.is_multiple_of(DELETE_EVERY)
+        });
+        if enough(&points, at_deletions) {
+            break;
+        }
+        eprintln!(
+            "refresh {episode} completed after {} kills; more on a fresh store",
+            points.len()
+        );
+    }
+    eprintln!(
+        "{backend:?}: (records read, records deleted) at each kill: {:?} ({:.1?} in all)",
+        points
+            .iter()
+            .map(|p| (p.records, p.deleted))
+            .collect::<Vec<_>>(),
+        began.elapsed()
+    );
+    assert!(
+        points.iter().any(|p| p.records > 0 && p.records < KEPT),
+        "no kill landed while the refresh read: {points:?}"
+    );
+    if sled {
+        // Kills that landed after a piece and before the last: resumed runs that
+        // found part of the deletions committed.
+        let between = points
+            .iter()
+            .filter(|p| p.deleted > 0 && p.deleted < GONE)
+            .count();
+        assert!(
+            between >= 2,
+            "{between} kills landed between pieces of deletions: {points:?}"
+        );
+    }
+}
+
 #[test]
 fn sled_sample_sync_survives_sigkill_at_random_moments() {
     sample_sync(Backend::Sled);
@@ -282,4 +523,14 @@ fn sled_queued_and_running_runs_all_finish_once_across_sigkills() {
 #[test]
 fn postgres_queued_and_running_runs_all_finish_once_across_sigkills() {
     queued_and_running_runs(Backend::Postgres);
+}
+
+#[test]
+fn sled_refresh_with_deletions_completes_once_across_sigkills_at_its_deletions() {
+    refresh_with_deletions(Backend::Sled);
+}
+
+#[test]
+fn postgres_refresh_with_deletions_completes_once_across_sigkills() {
+    refresh_with_deletions(Backend::Postgres);
 }

@@ -1,8 +1,9 @@
 //! What the tests that run `sluice` as a real process against a store share: the
 //! store under test (the embedded sled store in a directory, or a PostgreSQL schema of
-//! its own), `sluice run` on it, and the exactly-once checks of a finished sync.
+//! its own), `sluice run` on it, and the exactly-once checks of a finished sync and of
+//! a second full refresh that found records gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -144,5 +145,88 @@ pub fn assert_exactly_once(
         let p = &state.progress[stream];
         assert!(p.complete);
         assert_eq!((p.records, p.created, p.unchanged, p.updated), (n, n, 0, 0));
+    });
+}
+
+/// After a first full sync of ids 1..=n and a second full refresh that no longer saw
+/// the ids `gone` picks: the hub holds exactly the rest, the feed has one creation per
+/// record and one deletion (version 2) per record gone and nothing else, and the
+/// workflow's two runs completed, the second counting each record it read and each
+/// record it deleted once.
+pub fn assert_refreshed_once(
+    store: &TestStore,
+    workflow: &str,
+    connection: &str,
+    stream: &str,
+    n: u64,
+    gone: impl Fn(u64) -> bool,
+) {
+    let deleted = (1..=n).filter(|id| gone(*id)).count() as u64;
+    store.with(async |store| {
+        let hub = store.hub();
+        assert_eq!(
+            hub.count(connection, stream).await.expect("count"),
+            n - deleted
+        );
+        let mut changes: HashMap<String, Vec<(ChangeKind, u64)>> = HashMap::new();
+        let mut after = 0;
+        loop {
+            let (page, next) = hub
+                .feed(connection, stream, after, 50_000)
+                .await
+                .expect("feed");
+            if page.is_empty() {
+                break;
+            }
+            for change in page {
+                changes
+                    .entry(change.primary_key)
+                    .or_default()
+                    .push((change.kind, change.version));
+            }
+            after = next;
+        }
+        assert_eq!(changes.len() as u64, n, "records in the feed");
+        for id in 1..=n {
+            let expected: &[(ChangeKind, u64)] = if gone(id) {
+                &[(ChangeKind::Created, 1), (ChangeKind::Deleted, 2)]
+            } else {
+                &[(ChangeKind::Created, 1)]
+            };
+            let pk = format!("[{id}]");
+            assert_eq!(
+                changes.get(&pk).map(Vec::as_slice),
+                Some(expected),
+                "changes of record {id}"
+            );
+        }
+        let filter = RunFilter {
+            workflow: Some(workflow.to_owned()),
+            ..RunFilter::default()
+        };
+        let runs = store.log().list(&filter).await.expect("list");
+        assert_eq!(
+            runs.len(),
+            2,
+            "every restart resumed the one refresh: {runs:?}"
+        );
+        let mut progress = Vec::new();
+        for run in &runs {
+            assert_eq!(run.status, StatusKind::Completed, "{run:?}");
+            let state = store.log().state(run.run_id).await.expect("fold");
+            let p = state.progress[stream].clone();
+            assert!(p.complete, "{p:?}");
+            progress.push((
+                run.created_at_unix_ms,
+                (p.records, p.created, p.updated, p.unchanged, p.deleted),
+            ));
+        }
+        progress.sort();
+        let kept = n - deleted;
+        assert_eq!(
+            [progress[0].1, progress[1].1],
+            [(n, n, 0, 0, 0), (kept, 0, 0, kept, deleted)],
+            "(records, created, updated, unchanged, deleted) of the first sync and the refresh"
+        );
     });
 }
