@@ -35,7 +35,7 @@
 //!   `s | connection | stream | seq`: the batch's changes (created / updated records with
 //!   their bytes, version, content hash and primary key) and the hashes of the keys it
 //!   saw unchanged. A completed refresh writes segments of deleted entries (piece by
-//!   piece in a run: [`Unseen`], [`HubWriter::prepare_deletions`]). A meta key
+//!   piece in a run: `Unseen`, `HubWriter::prepare_deletions`). A meta key
 //!   `m | connection | stream` holds the next sequence number and is written in the
 //!   same group of writes. Readers see only segments below it: a segment is written
 //!   ahead of its group (so the log's write-ahead record need not copy it), and one
