@@ -40,10 +40,10 @@ use super::layout::{
     POSTING_SPREAD, RUN_LOGS, RUNS, RUNS_ACTIVE, RUNS_BY_CONNECTION, RUNS_BY_STATUS,
     RUNS_BY_TENANT, RUNS_BY_TIME, RUNS_BY_WORKFLOW,
 };
-use super::log::{EventLog, LogConfig};
+use super::log::{EventLog, LogConfig, decoded, head_of, read_events};
 use super::run_logs::SledRunLogs;
 use crate::catalog::Catalog;
-use crate::codec::{event_from_wire, summary_from_wire, v1};
+use crate::codec::{summary_from_wire, v1};
 use crate::hub::{Change, Hub, HubBulk, HubError, Record, StreamImport};
 use crate::log::{Appending, LogError, RunFilter, RunLog, RunSummary};
 use crate::records::hash128;
@@ -235,58 +235,7 @@ fn refused() -> LogError {
 impl InspectLog {
     /// The run's summary and the events its record holds.
     fn head(&self, run: RunId) -> Result<Option<(RunSummary, Vec<v1::RunEvent>)>, LogError> {
-        let Some(raw) = self.trees.runs.get(run.0).map_err(LogError::storage)? else {
-            return Ok(None);
-        };
-        let corrupt = |reason: String| LogError::CorruptSummary { run, reason };
-        let mut stored =
-            v1::StoredRunSummary::decode(raw.as_ref()).map_err(|e| corrupt(e.to_string()))?;
-        let recent = std::mem::take(&mut stored.recent);
-        let summary =
-            summary_from_wire(run, stored).ok_or_else(|| corrupt("unknown status".into()))?;
-        Ok(Some((summary, recent)))
-    }
-
-    /// The run's events under keys of their own, each checked against its key.
-    fn keyed_events(&self, run: RunId) -> Result<Vec<v1::RunEvent>, LogError> {
-        let mut out = Vec::new();
-        for entry in self.trees.events.scan_prefix(run.0) {
-            let (key, value) = entry.map_err(LogError::storage)?;
-            let u64_at = |at: usize| {
-                key.get(at..at + 8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-            };
-            let (seq, last) = match key.len() {
-                24 => (u64_at(16), None),
-                32 => (u64_at(16), u64_at(24)),
-                _ => (None, None),
-            };
-            let Some(seq) = seq else {
-                return Err(LogError::Corrupt {
-                    run,
-                    seq: 0,
-                    reason: format!("malformed key of {} bytes", key.len()),
-                });
-            };
-            let corrupt = |reason: String| LogError::Corrupt { run, seq, reason };
-            let batch = match last {
-                None => v1::RunEvent::decode(value.as_ref()).map(|e| vec![e]),
-                Some(_) => v1::StoredEventBatch::decode(value.as_ref()).map(|b| b.events),
-            }
-            .map_err(|e| corrupt(e.to_string()))?;
-            let expected = seq..=last.unwrap_or(seq);
-            let matches = batch.len() as u64 == expected.clone().count() as u64
-                && batch
-                    .iter()
-                    .zip(expected)
-                    .all(|(e, s)| e.seq == s && e.run_id.as_slice() == run.0.as_slice());
-            if !matches {
-                return Err(corrupt("events do not match their key".into()));
-            }
-            out.extend(batch);
-        }
-        Ok(out)
+        Ok(head_of(&self.trees.runs, run)?.map(|h| (h.summary, h.recent)))
     }
 }
 
@@ -319,31 +268,9 @@ impl RunLog for InspectLog {
     }
 
     /// The events under keys of their own, then those the summary record holds past
-    /// them.
+    /// them, as the log reads them.
     async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
-        let recent = self
-            .head(run)?
-            .map(|(_, recent)| recent)
-            .unwrap_or_default();
-        let mut out = self.keyed_events(run)?;
-        let last = out.last().map_or(0, |e| e.seq);
-        for event in recent.into_iter().filter(|e| e.seq > last) {
-            let expected = out.last().map_or(1, |e| e.seq + 1);
-            if event.seq != expected || event.run_id.as_slice() != run.0.as_slice() {
-                return Err(LogError::Corrupt {
-                    run,
-                    seq: expected,
-                    reason: format!(
-                        "the run's summary holds event {} where {expected} should follow",
-                        event.seq
-                    ),
-                });
-            }
-            out.push(event);
-        }
-        out.into_iter()
-            .map(|e| event_from_wire(run, e).map_err(|error| LogError::Fold { run, error }))
-            .collect()
+        decoded(run, read_events(&self.trees.runs, &self.trees.events, run)?)
     }
 
     async fn summary(&self, run: RunId) -> Result<Option<RunSummary>, LogError> {

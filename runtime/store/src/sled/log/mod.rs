@@ -19,3 +19,4 @@ mod store;
 
 pub(crate) use commit::TxHook;
 pub use store::{EventLog, LogConfig};
+pub(crate) use store::{decoded, head_of, read_events};

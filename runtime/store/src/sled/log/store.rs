@@ -329,7 +329,10 @@ impl RunLog for EventLog {
 
     /// Every event of `run`, in order (empty for an unknown run).
     async fn read(&self, run: RunId) -> Result<Vec<RunEvent>, LogError> {
-        decoded(run, read_events(&self.inner.trees, run)?)
+        decoded(
+            run,
+            read_events(&self.inner.trees[RUNS], &self.inner.trees[EVENTS], run)?,
+        )
     }
 
     /// The summary of `run`, if it exists.
@@ -463,7 +466,7 @@ fn recover_heads(trees: &[sled::Tree]) -> Result<HashMap<RunId, Head>, LogError>
     Ok(heads)
 }
 
-fn head_of(runs: &sled::Tree, run: RunId) -> Result<Option<Head>, LogError> {
+pub(crate) fn head_of(runs: &sled::Tree, run: RunId) -> Result<Option<Head>, LogError> {
     match runs.get(run.0).map_err(LogError::storage)? {
         Some(raw) => Head::decode(run, &raw).map(Some),
         None => Ok(None),
@@ -478,11 +481,13 @@ fn summary_of(runs: &sled::Tree, run: RunId) -> Result<Option<RunSummary>, LogEr
 /// holds. The record is read first: the committer writes a group's `events` keys
 /// before its summary, so events that moved out of the record since are found in
 /// `events` (and not taken twice).
-fn read_events(trees: &[sled::Tree], run: RunId) -> Result<Vec<v1::RunEvent>, LogError> {
-    let recent = head_of(&trees[RUNS], run)?
-        .map(|h| h.recent)
-        .unwrap_or_default();
-    let mut out = keyed_events(&trees[EVENTS], run)?;
+pub(crate) fn read_events(
+    runs: &sled::Tree,
+    events: &sled::Tree,
+    run: RunId,
+) -> Result<Vec<v1::RunEvent>, LogError> {
+    let recent = head_of(runs, run)?.map(|h| h.recent).unwrap_or_default();
+    let mut out = keyed_events(events, run)?;
     let last = out.last().map_or(0, |e| e.seq);
     for event in recent.into_iter().filter(|e| e.seq > last) {
         let expected = out.last().map_or(1, |e| e.seq + 1);
@@ -503,7 +508,7 @@ fn read_events(trees: &[sled::Tree], run: RunId) -> Result<Vec<v1::RunEvent>, Lo
 
 /// Stored events as domain events; a kind this version does not know stops the read
 /// (a run is never folded by guessing).
-fn decoded(run: RunId, events: Vec<v1::RunEvent>) -> Result<Vec<RunEvent>, LogError> {
+pub(crate) fn decoded(run: RunId, events: Vec<v1::RunEvent>) -> Result<Vec<RunEvent>, LogError> {
     events
         .into_iter()
         .map(|e| event_from_wire(run, e).map_err(|error| LogError::Fold { run, error }))
