@@ -333,3 +333,35 @@ async fn another_nodes_run_is_taken_over_only_once_its_lease_expired() {
     assert_eq!(state.total_records(), 40_000);
     assert_eq!(state.lease, None);
 }
+
+/// More runs at once than the connector host's pool has instances: the runs past
+/// the pool wait for an instance and every one completes on its first attempt; none
+/// fails for the node's own limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_past_the_instance_pool_wait_for_an_instance_and_all_complete() {
+    const POOL: u32 = 2;
+    const RUNS: usize = 8;
+    let dir = NodeDir::new();
+    let small_pool = NODE.pool(POOL, 64 << 20);
+    let e = small_pool.engine_with(
+        open_test_store(dir.path()).await,
+        Limits {
+            slots: RUNS,
+            ..Limits::default()
+        },
+    );
+    let names: Vec<String> = (0..RUNS).map(|i| format!("pooled-{i}")).collect();
+    for w in &names {
+        define(&e, "t", w, 0).await;
+    }
+    let mut runs = Vec::new();
+    for w in &names {
+        runs.push(e.start(w, Trigger::Manual).await.unwrap());
+    }
+    for run in runs {
+        let state = e.wait(run).await.unwrap();
+        assert!(matches!(state.status, RunStatus::Completed), "{state:?}");
+        assert_eq!(state.attempts, 1, "{state:?}");
+        assert_eq!(state.total_records(), 40_000, "{state:?}");
+    }
+}

@@ -178,8 +178,12 @@ impl Connector {
         .await
     }
 
-    pub(crate) fn store(&self, grant: &Arc<Grant>) -> Store<State> {
-        let state = State::new(grant.clone(), self.host.egress.clone(), self.name.clone());
+    /// A store for one instance of the connector, once the pool has a slot for it:
+    /// past the pool's size, a run's connector waits here rather than failing.
+    pub(crate) async fn store(&self, grant: &Arc<Grant>) -> Store<State> {
+        let slot = Arc::clone(&self.host.instances).acquire_owned().await.ok();
+        let mut state = State::new(grant.clone(), self.host.egress.clone(), self.name.clone());
+        state.slot = slot;
         new_store(&self.host.engine, state)
     }
 
@@ -204,7 +208,7 @@ impl Connector {
     /// Create a store and instantiate the connector, then drop both: the fixed
     /// cost of an attempt (for benchmarks and readiness checks).
     pub async fn instantiate_only(&self, grant: &Arc<Grant>) -> Result<(), HostError> {
-        let mut store = self.store(grant);
+        let mut store = self.store(grant).await;
         if self.source.is_some() {
             self.instantiate_source(&mut store).await?;
         } else {
@@ -217,7 +221,7 @@ impl Connector {
     /// has both).
     pub async fn spec(&self) -> Result<serde_json::Value, HostError> {
         let grant = Arc::new(Grant::default());
-        let mut store = self.store(&grant);
+        let mut store = self.store(&grant).await;
         let call = "spec";
         let text = if self.source.is_some() {
             let c = self.instantiate_source(&mut store).await?;
@@ -252,7 +256,7 @@ impl Connector {
             return Ok(Vec::new());
         };
         let call = "limits.rate-limits";
-        let mut store = self.store(grant);
+        let mut store = self.store(grant).await;
         let c = guarded(&mut store, "instantiate", async |s| {
             Ok(Ok(pre.instantiate_async(s).await?))
         })
@@ -284,7 +288,7 @@ impl Connector {
 
     /// Validate `config` and test that the system is reachable.
     pub async fn check(&self, grant: &Arc<Grant>, config: &str) -> Result<(), HostError> {
-        let mut store = self.store(grant);
+        let mut store = self.store(grant).await;
         if self.source.is_some() {
             let c = self.instantiate_source(&mut store).await?;
             guarded(&mut store, "source.check", async |s| {
@@ -307,7 +311,7 @@ impl Connector {
         config: &str,
     ) -> Result<Vec<StreamDescriptor>, HostError> {
         let call = "source.discover";
-        let mut store = self.store(grant);
+        let mut store = self.store(grant).await;
         let c = self.instantiate_source(&mut store).await?;
         let streams = guarded(&mut store, call, async |s| {
             c.sluice_connector_source().call_discover(s, config).await
@@ -328,7 +332,7 @@ impl Connector {
         mode: SyncMode,
         checkpoint: Option<&str>,
     ) -> Result<SourceReader, HostError> {
-        let mut store = self.store(grant);
+        let mut store = self.store(grant).await;
         let c = self.instantiate_source(&mut store).await?;
         let reader = guarded(&mut store, "source.open", async |s| {
             c.sluice_connector_source()
@@ -346,7 +350,7 @@ impl Connector {
         config: &str,
         stream: &StreamDescriptor,
     ) -> Result<DestinationWriter, HostError> {
-        let mut store = self.store(grant);
+        let mut store = self.store(grant).await;
         let c = self.instantiate_destination(&mut store).await?;
         let descriptor = stream.to_wit();
         let writer = guarded(&mut store, "destination.open-writer", async |s| {

@@ -43,6 +43,9 @@ impl Host {
                 linker,
                 cache,
                 egress: Arc::new(Egress::new()),
+                instances: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(settings.max_instances).unwrap_or(usize::MAX),
+                )),
                 _ticker: ticker,
             }),
         })

@@ -18,6 +18,10 @@ pub(crate) struct HostInner {
     pub linker: Linker<State>,
     pub cache: ComponentCache,
     pub egress: Arc<Egress>,
+    /// The pool's component instance slots: a store takes one before anything is
+    /// instantiated in it and holds it until dropped, so connectors past the pool's
+    /// size wait for a slot instead of failing to instantiate.
+    pub instances: Arc<tokio::sync::Semaphore>,
     /// Kept alive for as long as any connector may run.
     pub _ticker: EpochTicker,
 }

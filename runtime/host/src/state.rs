@@ -55,6 +55,9 @@ pub(crate) struct State {
     pub cpu_ticks_left: u64,
     /// Name of the connector, for logs.
     pub connector: Arc<str>,
+    /// The pool slot the store's instance takes (see `crate::shared`), given back
+    /// when the store is dropped.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl State {
@@ -83,6 +86,7 @@ impl State {
             violations: Violations::default(),
             cpu_ticks_left: 0,
             connector,
+            slot: None,
         }
     }
 
