@@ -183,12 +183,16 @@ pub(crate) fn flush_loop(
                 }
             }
         });
-    if let Err(e) = spawned {
-        let _ = stopped.set(LogError::Stopped {
-            reason: format!("cannot start the flush thread: {e}"),
-            no_space: false,
-        });
-    }
+    let worker = match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            let _ = stopped.set(LogError::Stopped {
+                reason: format!("cannot start the flush thread: {e}"),
+                no_space: false,
+            });
+            None
+        }
+    };
     let mut busy_flush_began = None;
     while let Ok(first) = rx.recv() {
         if let Some(began) = busy_flush_began {
@@ -212,6 +216,15 @@ pub(crate) fn flush_loop(
                 Err(e) => Err(e.clone()),
             });
         }
+    }
+    // The flush thread holds the store's high-water mark, written when the last
+    // holder lets go: a clean stop waits for it. One stuck in a flush of a store that
+    // stopped is left behind.
+    drop(ask);
+    if let Some(worker) = worker
+        && stopped.get().is_none()
+    {
+        let _ = worker.join();
     }
 }
 
