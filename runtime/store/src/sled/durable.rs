@@ -175,12 +175,19 @@ impl Durable {
     }
 }
 
-impl Drop for Durable {
-    fn drop(&mut self) {
-        // Closing: the last flush's number goes to the file now, not at the next write.
+impl Durable {
+    /// Writes the last flush's number to the mark file now, not at the next write:
+    /// the store is closing.
+    pub(crate) fn write_mark_now(&self) {
         if let Err(e) = self.write_mark(true) {
             tracing::warn!(error = %e, "could not write the store's high-water mark");
         }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.write_mark_now();
     }
 }
 

@@ -217,15 +217,11 @@ pub(crate) fn flush_loop(
             });
         }
     }
-    // The flush thread holds the store's high-water mark, written when the last
-    // holder lets go: a clean stop waits for it. One stuck in a flush of a store that
-    // stopped is left behind.
-    drop(ask);
-    if let Some(worker) = worker
-        && stopped.get().is_none()
-    {
-        let _ = worker.join();
-    }
+    // A clean stop: the high-water mark vouches for the last flush now, not at the
+    // next write (the flush thread ends on its own, or stays stuck in a flush of a
+    // store that stopped).
+    drop((ask, worker));
+    durable.write_mark_now();
 }
 
 /// One flush on the flush thread, waited for as long as sled has not stopped.
